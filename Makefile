@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both work on a fresh Debian machine with
+# Python 3.11; `make test` also installs the Debian packages the tests use (as root).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_CAPTURE ?= captures/keepalive-idle-timeout.pcap
+DEMO_REPORT := reports/$(basename $(notdir $(DEMO_CAPTURE))).html
+
+.PHONY: demo test venv lint typecheck clean bench
+
+$(BIN)/analyzer: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/analyzer
+
+venv: $(BIN)/analyzer
+
+demo: venv
+	$(BIN)/analyzer report $(DEMO_CAPTURE) -o $(DEMO_REPORT)
+	$(BIN)/analyzer summary $(DEMO_CAPTURE)
+	@echo "report written to $(DEMO_REPORT)"
+
+lint: venv
+	$(BIN)/ruff check analyzer tests captures bench
+	$(BIN)/mypy analyzer
+
+test: venv
+	./tools/install-system-deps.sh
+	$(MAKE) lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

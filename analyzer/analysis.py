@@ -1,0 +1,35 @@
+"""``Analysis``: the result of analyzing one or more captures (three tables and a summary).
+
+It is a plain container: producing it is the pipeline's job (``analyzer.pipeline``), reading it is the job
+of metrics, report and exports. It holds no packets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Tables of DESIGN.md §3 plus a JSON-serialisable ``summary`` dict.
+
+    ``summary`` keys (all present, values may be None):
+      captures (list of file names), file_format, packets_read, packets_analyzed, packets_skipped
+      ({reason: count}), truncated_packets (captured shorter than on the wire, still analyzed),
+      reader_skipped ({reason: count} of records that were not packets), kernel_drops, ts_first, ts_last,
+      duration_s, connections, connections_with_syn, transactions, anomalies ({name: count}).
+    Metrics add their own keys (``analyzer.metrics.summary_metrics``).
+    """
+
+    connections: pd.DataFrame
+    transactions: pd.DataFrame
+    anomalies: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        head = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.summary.items()
+                       if not isinstance(v, (dict, list)))
+        return f"<table>{head}</table>" + self.connections.head(20).to_html(escape=True)

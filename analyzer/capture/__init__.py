@@ -1,0 +1,1 @@
+"""Capture readers: files (pcap, pcapng, gzip) and, later, live interfaces → ``PacketBatch`` columns."""

@@ -1,0 +1,1 @@
+"""Decoded packets → TCP connections and reassembled byte streams with explicit gaps."""

@@ -1,0 +1,135 @@
+"""Column schemas of the three record tables and the DataFrame builders.
+
+This module owns the contract of DESIGN.md §3: the names, order and dtypes of the columns of
+``connections``, ``transactions`` and ``anomalies``. Every producer (flows, http) hands plain Python rows
+(one per connection, per transaction, per anomaly — never per packet) to ``frame_from_rows``, and every
+consumer (metrics, report, exports) can rely on the columns existing with these dtypes, even when a table is
+empty. It knows nothing about packets or protocols.
+
+Conventions: instants are float epoch seconds ``ts_*``; durations are ``*_ms`` floats; sizes ``*_bytes``;
+missing values are ``NaN`` for floats and ``<NA>`` for nullable integers, booleans and strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+# name -> pandas dtype. Nullable extension dtypes keep "unknown" distinct from 0/False.
+CONNECTION_COLUMNS: dict[str, str] = {
+    "uid": "string",
+    "client_ip": "string",
+    "client_port": "Int64",
+    "server_ip": "string",
+    "server_port": "Int64",
+    "transport": "string",  # tcp | udp
+    "protocol": "string",  # http/1.0 | http/1.1 | h2 | h2c | h3 | tls | unknown
+    "tls": "boolean",
+    "tls_version": "string",
+    "sni": "string",
+    "alpn": "string",
+    "tls_resumed": "boolean",
+    "syn_seen": "boolean",
+    "ts_start": "float64",
+    "ts_end": "float64",
+    "handshake_rtt_ms": "float64",  # Wireshark's tcp.analysis.initial_rtt
+    "syn_to_synack_ms": "float64",  # first half of the handshake RTT
+    "synack_to_ack_ms": "float64",  # second half
+    "tls_handshake_ms": "float64",
+    "requests": "Int64",
+    "pipelined_max": "Int64",
+    "max_concurrent_streams": "Int64",
+    "idle_max_ms": "float64",
+    "idle_after_last_ms": "float64",  # last response end -> connection close (FIN/RST)
+    "close_by": "string",  # client | server | unknown | open
+    "close_reason": "string",  # fin | rst | capture_end
+    "client_bytes": "Int64",
+    "server_bytes": "Int64",
+    "client_packets": "Int64",
+    "server_packets": "Int64",
+    "retransmissions": "Int64",
+    "max_bytes_in_flight": "Int64",
+    "gap_bytes": "Int64",  # bytes missing from the capture (both directions)
+    "client_from": "string",  # how the client was chosen: syn | synack | http_request | http_response | port
+    "keep_alive_timeout_s": "float64",  # advertised by the server (Keep-Alive: timeout=)
+    "keep_alive_max": "Int64",  # advertised by the server (Keep-Alive: max=)
+    "first_frame": "Int64",
+}
+
+TRANSACTION_COLUMNS: dict[str, str] = {
+    "uid": "string",
+    "trans_depth": "Int64",
+    "stream_id": "Int64",
+    "method": "string",
+    "host": "string",
+    "target": "string",
+    "http_version": "string",  # the request's version (the response's when there is no request)
+    "response_version": "string",
+    "status": "Int64",
+    "reason": "string",
+    "ts_request_start": "float64",
+    "ts_request_end": "float64",
+    "ts_response_start": "float64",
+    "ts_response_end": "float64",
+    "request_body_bytes": "Int64",
+    "response_body_bytes": "Int64",
+    "idle_before_ms": "float64",
+    "pipelined": "boolean",
+    "reused": "boolean",
+    "keep_alive": "boolean",
+    "request_connection": "string",  # Connection header of the request (lower-cased)
+    "response_connection": "string",  # Connection header of the response (lower-cased)
+    "user_agent": "string",
+    "content_type": "string",
+    "interim_responses": "Int64",  # 1xx responses before the final one
+    "request_complete": "boolean",
+    "response_complete": "boolean",
+    "server_ip": "string",
+    "server_port": "Int64",
+}
+
+ANOMALY_COLUMNS: dict[str, str] = {
+    "uid": "string",
+    "ts": "float64",
+    "name": "string",
+    "detail": "string",
+}
+
+TABLES: dict[str, dict[str, str]] = {
+    "connections": CONNECTION_COLUMNS,
+    "transactions": TRANSACTION_COLUMNS,
+    "anomalies": ANOMALY_COLUMNS,
+}
+
+
+def frame_from_rows(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """A DataFrame with exactly ``columns`` (in order, with their dtypes) from row mappings.
+
+    Keys missing from a row become missing values; keys not in ``columns`` are an error (a typo in a
+    producer must not silently drop data).
+    """
+    rows = list(rows)
+    names = list(columns)
+    known = set(names)
+    for row in rows:
+        extra = set(row) - known
+        if extra:
+            raise KeyError(f"unknown column(s) {sorted(extra)}")
+    data = {name: [row.get(name) for row in rows] for name in names}
+    frame = pd.DataFrame(data, columns=names)
+    return frame.astype(dict(columns)) if rows else empty_frame(columns)
+
+
+def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
+    """An empty DataFrame with the declared columns and dtypes."""
+    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
+
+
+def conform(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Reorder and cast ``frame`` to the declared schema (used after concatenating partial tables)."""
+    missing = [name for name in columns if name not in frame.columns]
+    for name in missing:
+        frame[name] = pd.Series([None] * len(frame), dtype=columns[name], index=frame.index)
+    return frame[list(columns)].astype(dict(columns))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: real servers and clients for recorded traffic (nginx, curl),
+# tcpdump to record, tshark/editcap as oracle and converter, iproute2 for network namespaces.
+# Installs only what is missing; needs root (skips with a note otherwise: tests that need them then skip).
+set -euo pipefail
+need=()
+command -v tshark >/dev/null || need+=(tshark)
+command -v editcap >/dev/null || need+=(wireshark-common)
+command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-system-deps: not root; missing ${need[*]} (tests that need them will skip)" >&2
+  exit 0
+fi
+echo "install-system-deps: installing ${need[*]}"
+apt-get update -qq
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
