@@ -1,0 +1,173 @@
+"""The command line: ``analyzer report | summary | export``. Wiring only; the core never imports it.
+
+Unreadable input is one line on stderr and exit code 2. Long runs show a progress bar on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+import analyzer
+from analyzer.analysis import Analysis
+from analyzer.errors import AnalyzerError
+from analyzer.tables import TABLES
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    help="Are HTTP connections being reused, and what does it cost when they are not?",
+)
+PROGRESS_MIN_BYTES = 32 << 20  # show a progress bar for inputs larger than this (on a terminal)
+
+
+class ExportFormat(str, Enum):
+    json = "json"
+    csv = "csv"
+    parquet = "parquet"
+
+
+Captures = Annotated[list[Path], typer.Argument(help="Capture files (pcap, pcapng, optionally gzip-compressed).")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"analyzer: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _analyze(captures: list[Path], quiet: bool = False) -> Analysis:
+    for path in captures:
+        if not path.exists():
+            _fail(f"{path}: no such file")
+        if path.is_dir():
+            _fail(f"{path}: is a directory")
+    total = sum(p.stat().st_size for p in captures)
+    err = Console(stderr=True)
+    try:
+        if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
+            return analyzer.analyze(*captures)
+        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("analyzing", total=total)
+            return analyzer.analyze(*captures, progress=lambda done, _total: bar.update(task, completed=done))
+    except AnalyzerError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"analyzer {analyzer.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Packet-capture analyzer for HTTP connection reuse."""
+
+
+@app.command()
+def report(
+    captures: Captures,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write "
+                                                "(default: reports/<first capture>.html).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary line.")] = False,
+) -> None:
+    """Write a self-contained interactive HTML report (works offline)."""
+    from analyzer.report.html import write_report
+
+    result = _analyze(captures, quiet)
+    target = output or Path("reports") / (captures[0].name.split(".")[0] + ".html")
+    write_report(result, target)
+    if not quiet:
+        s = result.summary
+        typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, "
+                   f"reuse ratio {_fmt(s.get('reuse_ratio'))}")
+
+
+@app.command()
+def summary(captures: Captures) -> None:
+    """Print the key figures as terminal tables."""
+    from analyzer.report.terminal import print_summary
+
+    print_summary(_analyze(captures), Console())
+
+
+@app.command()
+def export(
+    captures: Captures,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File (json) or directory (csv, parquet).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, csv or parquet.")] = ExportFormat.json,
+) -> None:
+    """Write the tables: JSON {summary, connections, transactions, anomalies}, or one CSV/Parquet file
+    per table plus summary.json in a directory."""
+    result = _analyze(captures, quiet=True)
+    write_export(result, output, fmt.value)
+
+
+def write_export(result: Analysis, output: Path, fmt: str) -> None:
+    tables = {"connections": result.connections, "transactions": result.transactions,
+              "anomalies": result.anomalies}
+    if fmt == "json":
+        doc = {"summary": result.summary, **{name: _records(df) for name, df in tables.items()}}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        if fmt == "csv":
+            df.to_csv(output / f"{name}.csv", index=False)
+        else:
+            df.to_parquet(output / f"{name}.parquet", index=False)
+    (output / "summary.json").write_text(json.dumps(result.summary, indent=1, default=_json_default) + "\n")
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    names = [n for n in df.columns if n in TABLES["connections"] or n in TABLES["transactions"]
+             or n in TABLES["anomalies"]]
+    out = []
+    for row in df[names].astype(object).itertuples(index=False, name=None):
+        out.append({k: _clean(v) for k, v in zip(names, row, strict=True)})
+    return out
+
+
+def _clean(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `analyzer summary x | head`
+        sys.exit(0)

@@ -1,0 +1,580 @@
+"""TCP connections: grouping packets, handshakes and roles, close, counters, and driving reassembly.
+
+``ConnectionTracker.feed(packets)`` takes the TCP rows of one chunk (``DecodedPackets``), groups them by
+4-tuple with one sort, splits a 4-tuple into several connections when a new SYN starts one (port reuse),
+decides the client (the SYN sender; without a SYN the side whose first payload starts like a request, then
+the receiver of a response, then the higher port), unwraps sequence numbers, reassembles every direction
+with ``reassembly.reassemble`` and hands the new bytes of each direction to the connection's protocol
+handler as a ``StreamChunk``. Per-connection facts (handshake, close, counters) are numpy reductions over
+the chunk. Connections that are closed and quiet for ``LINGER_NS`` of capture time are finished and freed,
+so memory follows the connections open at once, not the capture size.
+
+It knows TCP and nothing about HTTP: protocol handlers come from ``handler_factory`` and roles use the
+``classify_payload`` hint (+1 request-like, -1 response-like, 0 unknown) given by the caller.
+
+Definitions:
+- ``handshake_rtt_ms`` is Wireshark's ``tcp.analysis.initial_rtt``: the time from the most recent SYN to
+  the first later packet, in either direction, that has ACK set and SYN clear (normally the client's third
+  handshake packet; an RST/ACK refusal counts too). As in Wireshark, a zero difference leaves it unset and
+  the next such packet sets it. At the client this is about one round trip; near the server it is tiny.
+  ``syn_to_synack_ms`` (SYN → SYN/ACK) and ``synack_to_ack_ms`` (SYN/ACK → the client's first ACK) are
+  its two halves; their ratio tells where the capture point sits.
+- ``close_by``/``close_reason``: the side that sent the first FIN or RST, and which; ``open`` /
+  ``capture_end`` when neither was seen.
+- ``retransmissions``: data segments starting below the highest sequence number already sent in their
+  direction (Wireshark's basic rule; keep-alive probes excluded).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
+from analyzer.flows.reassembly import reassemble, retransmitted
+from analyzer.flows.stream import StreamChunk
+
+HOLD_NS = 3_000_000_000  # segments after a hole that arrived < 3 s before a chunk's end wait for the next
+LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
+MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
+NO_DATA = np.iinfo(np.int64).min
+PREFIX_BYTES = 16
+_M32 = (1 << 32) - 1
+
+
+class StreamHandler(Protocol):
+    """What a protocol layer offers the tracker (``analyzer.http.transactions.Http1Connection``)."""
+
+    def feed(self, direction: int, chunk: StreamChunk) -> None: ...
+
+
+@dataclass(slots=True)
+class Direction:
+    base: int | None = None  # sequence number of stream offset 0
+    last_rel: int = 0  # unwrapped offset of the last row seen (for unwrapping the next chunk)
+    delivered_end: int = NO_DATA
+    max_end: int = NO_DATA
+    packets: int = 0
+    payload_bytes: int = 0  # unique bytes delivered (captured)
+    gap_bytes: int = 0
+    gaps: int = 0
+    retransmissions: int = 0
+    truncated: int = 0
+    fin_ns: int | None = None
+    fin_offset: int = -1
+    eof_sent: bool = False
+    done_ns: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """One TCP connection (one handshake, or one mid-stream start)."""
+
+    key: tuple[int, int, int, int, int, int]  # (lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port)
+    client_is_lo: bool
+    client_from: str
+    handler: Any
+    first_frame: int
+    ts_start_ns: int
+    ts_end_ns: int = 0
+    syn_seen: bool = False
+    client_isn: int | None = None
+    server_isn: int | None = None
+    syn_ns: int | None = None
+    synack_ns: int | None = None
+    ack_ns: int | None = None
+    mru_syn_ns: int | None = None  # most recent SYN (Wireshark's ts_mru_syn)
+    irtt_ns: int | None = None  # Wireshark's tcp.analysis.initial_rtt
+    rst_ns: int | None = None
+    rst_dir: int = -1
+    dirs: tuple[Direction, Direction] = field(default_factory=lambda: (Direction(), Direction()))
+    finished: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.rst_ns is not None or (self.dirs[0].fin_ns is not None and self.dirs[1].fin_ns is not None)
+
+    @property
+    def close_ns(self) -> int | None:
+        times = [t for t in (self.rst_ns, self.dirs[0].fin_ns, self.dirs[1].fin_ns) if t is not None]
+        return min(times) if times else None
+
+    def endpoint(self, side: int) -> tuple[str, int]:
+        """(ip, port) of the client (side 0) or server (side 1)."""
+        lo = (side == 0) == self.client_is_lo
+        k = self.key
+        return (format_ip(k[0], k[1]), k[2]) if lo else (format_ip(k[3], k[4]), k[5])
+
+
+@dataclass(slots=True)
+class _Held:
+    """Segments held back for the next chunk (payload copied out of the old buffer)."""
+
+    cols: dict[str, np.ndarray]
+    buf: npt.NDArray[np.uint8]
+
+
+class ConnectionTracker:
+    """Feed chunks of TCP packets in capture order; collect finished ``Connection`` objects."""
+
+    def __init__(
+        self,
+        handler_factory: Callable[[], Any],
+        classify_payload: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.int8]],
+        on_finished: Callable[[Connection], None],
+    ) -> None:
+        self.handler_factory = handler_factory
+        self.classify_payload = classify_payload
+        self.on_finished = on_finished
+        self.active: dict[tuple[int, int, int, int, int, int], Connection] = {}
+        self.held: _Held | None = None
+        self.closing: dict[int, Connection] = {}  # closed connections waiting LINGER_NS before finishing
+        self.packets = 0
+        self.anomaly_counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------------------------ feed
+    def feed(self, pk: DecodedPackets, final: bool = False) -> None:
+        cols = _columns(pk)
+        buffers: tuple[npt.NDArray[np.uint8], ...] = (pk.batch.buf,)
+        self.packets += len(pk)
+        if self.held is not None:
+            cols = {k: np.concatenate([self.held.cols[k], cols[k]]) for k in cols}
+            buffers = (pk.batch.buf, self.held.buf)
+            self.held = None
+        if len(cols["frame"]):
+            self._process(cols, buffers, final)
+        if final:
+            self._finish_all()
+
+    def finish(self) -> None:
+        """Capture end: deliver everything held, finish every connection."""
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._process(held.cols, (np.zeros(0, np.uint8), held.buf), True)
+        self._finish_all()
+
+    def _finish_all(self) -> None:
+        # in order of first packet, so that the finished list (and uids order) is deterministic
+        for conn in sorted(self.active.values(), key=lambda cn: cn.first_frame):
+            self._finish(conn)
+        self.active.clear()
+        self.closing.clear()
+
+    # --------------------------------------------------------------------------------- the chunk work
+    def _process(self, c: dict[str, np.ndarray], buffers: tuple[npt.NDArray[np.uint8], ...], final: bool) -> None:
+        # canonical endpoints: "lo" is the smaller (addr, port)
+        src_lt = (c["src_hi"] < c["dst_hi"]) | (
+            (c["src_hi"] == c["dst_hi"]) & ((c["src_lo"] < c["dst_lo"]) | (
+                (c["src_lo"] == c["dst_lo"]) & (c["sport"] <= c["dport"]))))
+        lo_hi = np.where(src_lt, c["src_hi"], c["dst_hi"])
+        lo_lo = np.where(src_lt, c["src_lo"], c["dst_lo"])
+        lo_p = np.where(src_lt, c["sport"], c["dport"])
+        hi_hi = np.where(src_lt, c["dst_hi"], c["src_hi"])
+        hi_lo = np.where(src_lt, c["dst_lo"], c["src_lo"])
+        hi_p = np.where(src_lt, c["dport"], c["sport"])
+        order = np.lexsort((c["frame"], hi_p, hi_lo, hi_hi, lo_p, lo_lo, lo_hi))
+        c = {k: v[order] for k, v in c.items()}
+        src_is_lo = src_lt[order]
+        keys = np.stack([lo_hi[order], lo_lo[order], lo_p[order].astype(np.uint64), hi_hi[order],
+                         hi_lo[order], hi_p[order].astype(np.uint64)])
+        n = keys.shape[1]
+        change = np.ones(n, dtype=bool)
+        change[1:] = np.any(keys[:, 1:] != keys[:, :-1], axis=0)
+        gstart = np.nonzero(change)[0]
+        gend = np.append(gstart[1:], n)
+        flags = c["flags"]
+        syn_only = ((flags & SYN) != 0) & ((flags & ACK) == 0)
+        synack = ((flags & SYN) != 0) & ((flags & ACK) != 0)
+        syn_rows = np.nonzero(syn_only | synack)[0]
+        syn_group = np.searchsorted(gstart, syn_rows, side="right") - 1
+
+        # ---- assign rows to connection instances (Python per group, not per packet)
+        inst = np.empty(n, dtype=np.int64)
+        conns: list[Connection] = []
+        finishing: list[Connection] = []
+        key_list = keys[:, gstart].T.tolist()
+        frame_l = c["frame"]
+        ts_l = c["ts"]
+        seq_l = c["seq"]
+        ack_l = c["ack"]
+        syn_ptr = 0
+        n_syn = len(syn_rows)
+        syn_rows_l = syn_rows.tolist()
+        syn_group_l = syn_group.tolist()
+        syn_only_l = syn_only[syn_rows].tolist()
+        src_is_lo_syn = src_is_lo[syn_rows].tolist()
+        need_roles: list[tuple[Connection, int, int]] = []
+        for gi, (a, b) in enumerate(zip(gstart.tolist(), gend.tolist(), strict=True)):
+            key = tuple(key_list[gi])
+            conn = self.active.get(key)  # type: ignore[arg-type]
+            seg_start = a
+            # SYN / SYN-ACK rows of this group, in frame order
+            while syn_ptr < n_syn and syn_group_l[syn_ptr] < gi:
+                syn_ptr += 1
+            p = syn_ptr
+            while p < n_syn and syn_group_l[p] == gi:
+                r = syn_rows_l[p]
+                is_syn = syn_only_l[p]
+                seq = int(seq_l[r])
+                if conn is not None and not conn.finished:
+                    if is_syn:
+                        same = conn.client_isn == seq if conn.client_isn is not None else (
+                            not conn.syn_seen and conn.server_isn is None and r == seg_start)
+                        if conn.client_isn is None and conn.server_isn is not None:
+                            same = True  # SYN/ACK came first (reordered handshake): it acks this SYN?
+                        if not same:
+                            if r > seg_start:
+                                inst[seg_start:r] = len(conns)
+                                conns.append(conn)
+                            finishing.append(conn)
+                            conn = None
+                            seg_start = r
+                if conn is None:
+                    conn = self._new_conn(key, r, is_syn, bool(src_is_lo_syn[p]), int(frame_l[seg_start]),
+                                          int(ts_l[seg_start]))
+                    self.active[key] = conn  # type: ignore[index]
+                if is_syn:
+                    conn.syn_seen = True
+                    conn.client_isn = seq
+                elif conn.server_isn is None:
+                    conn.server_isn = seq
+                    if conn.client_isn is None:
+                        conn.client_isn = (int(ack_l[r]) - 1) & _M32
+                p += 1
+            syn_ptr = p
+            if conn is None:
+                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]))  # type: ignore[arg-type]
+                self.active[key] = conn  # type: ignore[index]
+                need_roles.append((conn, a, b))
+            inst[seg_start:b] = len(conns)
+            conns.append(conn)
+
+        if need_roles:
+            self._infer_roles(need_roles, c, src_is_lo, buffers)
+
+        n_inst = len(conns)
+        client_is_lo = np.fromiter((cn.client_is_lo for cn in conns), dtype=bool, count=n_inst)
+        direction = (src_is_lo != client_is_lo[inst]).astype(np.int64)  # 0 client->server, 1 server->client
+        gid = inst * 2 + direction
+        n_g = n_inst * 2
+        counted = c["counted"]
+
+        # ---- per-direction sequence bases and unwrapping (rows are in (inst, frame) order)
+        base = np.zeros(n_g, dtype=np.int64)
+        last_rel = np.zeros(n_g, dtype=np.int64)
+        order_g = np.lexsort((c["frame"], gid))
+        g_sorted = gid[order_g]
+        first_row_of_g = np.full(n_g, -1, dtype=np.int64)
+        gs_change = np.ones(n, dtype=bool)
+        gs_change[1:] = g_sorted[1:] != g_sorted[:-1]
+        first_row_of_g[g_sorted[gs_change]] = order_g[gs_change]
+        seq = c["seq"].astype(np.int64)
+        for i, conn in enumerate(conns):
+            for d in (0, 1):
+                st = conn.dirs[d]
+                if st.base is None:
+                    isn = conn.client_isn if d == 0 else conn.server_isn
+                    if isn is not None:
+                        st.base = (isn + 1) & _M32
+                        if st.delivered_end == NO_DATA:
+                            st.delivered_end = 0
+                            st.max_end = 0
+                    else:
+                        r0 = first_row_of_g[2 * i + d]
+                        if r0 < 0:
+                            continue
+                        st.base = int(seq[r0])
+                base[2 * i + d] = st.base
+                last_rel[2 * i + d] = st.last_rel
+        rel32 = (seq[order_g] - base[g_sorted]) & _M32
+        prev32 = np.empty(n, dtype=np.int64)
+        prev32[1:] = rel32[:-1]
+        prev32[gs_change] = last_rel[g_sorted[gs_change]] & _M32
+        d32 = ((rel32 - prev32 + (1 << 31)) & _M32) - (1 << 31)
+        # rows without payload and without SYN/FIN (pure ACKs) also carry seq; they unwrap the same way
+        cs = np.cumsum(d32)
+        seg_first_cs = np.maximum.accumulate(np.where(gs_change, np.arange(n), 0))
+        before = cs[seg_first_cs] - d32[seg_first_cs]
+        unwrapped_sorted = last_rel[g_sorted] + (cs - before)
+        unwrapped = np.empty(n, dtype=np.int64)
+        unwrapped[order_g] = unwrapped_sorted
+        last_of_g = np.append(np.nonzero(gs_change)[0][1:] - 1, n - 1) if n else np.zeros(0, np.int64)
+        new_last_rel = last_rel.copy()
+        new_last_rel[g_sorted[last_of_g]] = unwrapped_sorted[last_of_g]
+
+        is_syn_row = (flags & SYN) != 0
+        data_start = unwrapped + is_syn_row.astype(np.int64)
+        plen = c["plen"]
+        wlen = c["wlen"]
+        has_data = wlen > 0
+
+        # ---- per-instance reductions
+        inst_start = np.searchsorted(inst, np.arange(n_inst))
+        ts = c["ts"]
+        cnt = counted.astype(np.int64)
+        pk_dir = np.zeros(n_g, dtype=np.int64)
+        np.add.at(pk_dir, gid, cnt)
+        trunc = np.zeros(n_g, dtype=np.int64)
+        np.add.at(trunc, gid, (counted & (plen < wlen)).astype(np.int64))
+        ts_max = np.maximum.reduceat(ts, inst_start) if n_inst else ts[:0]
+        fin_mask = (flags & FIN) != 0
+        rst_mask = (flags & RST) != 0
+        big = np.iinfo(np.int64).max
+        fin_ns = np.full(n_g, big, dtype=np.int64)
+        np.minimum.at(fin_ns, gid[fin_mask], ts[fin_mask])
+        fin_off = np.full(n_g, -1, dtype=np.int64)
+        fin_rows = np.nonzero(fin_mask)[0]
+        if len(fin_rows):
+            np.maximum.at(fin_off, gid[fin_rows], data_start[fin_rows] + wlen[fin_rows].astype(np.int64))
+        rst_ns = np.full(n_inst, big, dtype=np.int64)
+        np.minimum.at(rst_ns, inst[rst_mask], ts[rst_mask])
+        rst_first_dir = np.full(n_inst, -1, dtype=np.int64)
+        rr = np.nonzero(rst_mask)[0]
+        if len(rr):
+            first_rst = rr[np.searchsorted(inst[rr], np.unique(inst[rr]))]
+            rst_first_dir[inst[first_rst]] = direction[first_rst]
+        # handshake: SYN/ACK from the server, SYNs from the client, first client ACK after the SYN/ACK
+        sa_mask = synack & (direction == 1)
+        synack_ns = np.full(n_inst, big, dtype=np.int64)
+        np.minimum.at(synack_ns, inst[sa_mask], ts[sa_mask])
+        for i, conn in enumerate(conns):
+            if conn.synack_ns is not None:
+                synack_ns[i] = min(synack_ns[i], conn.synack_ns)
+        sy_mask = syn_only & (direction == 0) & (ts <= synack_ns[inst])
+        syn_ns = np.full(n_inst, -1, dtype=np.int64)
+        np.maximum.at(syn_ns, inst[sy_mask], ts[sy_mask])
+        ack_mask = ((flags & (ACK | SYN | RST)) == ACK) & (direction == 0) & (ts >= synack_ns[inst])
+        ack_ns = np.full(n_inst, big, dtype=np.int64)
+        np.minimum.at(ack_ns, inst[ack_mask], ts[ack_mask])
+
+        # Wireshark's initial RTT: first packet with ACK and without SYN (either direction) after the most
+        # recent SYN, minus that SYN's time; a zero difference leaves it unset (the next such packet sets it)
+        row_idx = np.arange(n)
+        last_syn_row = np.maximum.accumulate(np.where(syn_only, row_idx, -1)) if n else row_idx
+        in_inst = last_syn_row >= inst_start[inst] if n else last_syn_row >= 0
+        state_syn = np.array([cn.mru_syn_ns if cn.mru_syn_ns is not None else -1 for cn in conns], dtype=np.int64)
+        last_syn_ts = np.where(in_inst, ts[np.maximum(last_syn_row, 0)], state_syn[inst])
+        irtt_cand = (((flags & (ACK | SYN)) == ACK) & (last_syn_ts >= 0) & (ts != last_syn_ts)
+                     & (last_syn_ts <= ts))
+        irtt_row = np.full(n_inst, -1, dtype=np.int64)
+        cand_rows = np.nonzero(irtt_cand)[0]
+        if len(cand_rows):
+            first_c = cand_rows[np.searchsorted(inst[cand_rows], np.unique(inst[cand_rows]))]
+            irtt_row[inst[first_c]] = first_c
+        mru_syn_row = np.full(n_inst, -1, dtype=np.int64)
+        syn_r = np.nonzero(syn_only)[0]
+        if len(syn_r):
+            np.maximum.at(mru_syn_row, inst[syn_r], syn_r)
+
+        # ---- retransmissions (capture order within each direction)
+        data_rows = np.nonzero(has_data & counted)[0]
+        dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
+        max_end_before = np.array([conns[g // 2].dirs[g % 2].max_end for g in range(n_g)], dtype=np.int64)
+        rtx = retransmitted(gid[dr_order], data_start[dr_order], wlen[dr_order], max_end_before)
+        rtx_g = np.zeros(n_g, dtype=np.int64)
+        np.add.at(rtx_g, gid[dr_order], rtx.astype(np.int64))
+        max_end_new = max_end_before.copy()
+        if len(dr_order):
+            np.maximum.at(max_end_new, gid[dr_order], data_start[dr_order] + wlen[dr_order].astype(np.int64))
+
+        # ---- reassembly of every direction at once
+        all_data = np.nonzero(has_data)[0]
+        delivered_before = np.array([conns[g // 2].dirs[g % 2].delivered_end for g in range(n_g)], dtype=np.int64)
+        final_group = np.zeros(n_g, dtype=bool)
+        finishing_ids = {id(cn) for cn in finishing}
+        for i, conn in enumerate(conns):
+            if id(conn) in finishing_ids:
+                final_group[2 * i: 2 * i + 2] = True
+        hold_after = None if final or not n else int(ts.max()) - HOLD_NS
+        ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
+                        c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group)
+        # held rows → copied out for the next chunk
+        held_rows = all_data[ra.held]
+        if len(held_rows):
+            held_bytes = int(plen[held_rows].sum())
+            held_per_g = np.zeros(n_g, dtype=np.int64)
+            np.add.at(held_per_g, gid[held_rows], plen[held_rows].astype(np.int64))
+            if held_bytes and held_per_g.max() > MAX_HELD_BYTES_PER_STREAM:
+                # too much waiting on one hole: deliver now, the hole becomes a gap
+                ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
+                                c["frame"][all_data], ts[all_data], delivered_before, n_g, None, final_group)
+                held_rows = all_data[ra.held]
+            self._hold(c, held_rows, buffers)
+
+        # stream pieces per group, in stream order
+        piece_rows_sorted = all_data[ra.order][ra.delivered[ra.order]]
+        pr_pos = np.searchsorted(all_data, piece_rows_sorted)
+        p_start = ra.piece_start[pr_pos]
+        p_cap_end = ra.piece_cap_end[pr_pos]
+        p_g = gid[piece_rows_sorted]
+        p_ts = ts[piece_rows_sorted]
+        p_buf = c["poff"][piece_rows_sorted] + (p_start - data_start[piece_rows_sorted])
+        p_src = c["src"][piece_rows_sorted]
+        nonempty = p_cap_end > p_start
+        p_start, p_cap_end, p_g, p_ts, p_buf, p_src = (
+            x[nonempty] for x in (p_start, p_cap_end, p_g, p_ts, p_buf, p_src))
+        p_bounds = np.searchsorted(p_g, np.arange(n_g + 1))
+        captured_g = np.zeros(n_g, dtype=np.int64)
+        np.add.at(captured_g, p_g, p_cap_end - p_start)
+
+        # ---- update connection state and feed handlers
+        inst_end_ns = ts_max
+        for i, conn in enumerate(conns):
+            conn.ts_end_ns = max(conn.ts_end_ns, int(inst_end_ns[i]))
+            if conn.synack_ns is None and synack_ns[i] != big:
+                conn.synack_ns = int(synack_ns[i])
+            if syn_ns[i] >= 0 and (conn.syn_ns is None or conn.synack_ns is None or syn_ns[i] <= conn.synack_ns):
+                conn.syn_ns = int(syn_ns[i]) if conn.syn_ns is None else max(conn.syn_ns, int(syn_ns[i]))
+            if conn.ack_ns is None and ack_ns[i] != big:
+                conn.ack_ns = int(ack_ns[i])
+            if conn.irtt_ns is None and irtt_row[i] >= 0:
+                r = int(irtt_row[i])
+                conn.irtt_ns = int(ts[r]) - int(last_syn_ts[r])
+            if mru_syn_row[i] >= 0:
+                conn.mru_syn_ns = int(ts[int(mru_syn_row[i])])
+            if conn.rst_ns is None and rst_ns[i] != big:
+                conn.rst_ns = int(rst_ns[i])
+                conn.rst_dir = int(rst_first_dir[i])
+            for d in (0, 1):
+                g = 2 * i + d
+                st = conn.dirs[d]
+                st.packets += int(pk_dir[g])
+                st.truncated += int(trunc[g])
+                st.retransmissions += int(rtx_g[g])
+                st.max_end = int(max_end_new[g])
+                st.delivered_end = int(ra.delivered_end[g]) if ra.delivered_end[g] != NO_DATA else st.delivered_end
+                st.last_rel = int(new_last_rel[g])
+                st.gap_bytes += int(ra.gap_bytes[g])
+                st.gaps += int(ra.gap_count[g])
+                st.payload_bytes += int(captured_g[g])
+                if st.fin_ns is None and fin_ns[g] != big:
+                    st.fin_ns = int(fin_ns[g])
+                if fin_off[g] >= 0:
+                    st.fin_offset = max(st.fin_offset, int(fin_off[g]))
+        for i, conn in enumerate(conns):
+            for d in (0, 1):
+                g = 2 * i + d
+                a, b = int(p_bounds[g]), int(p_bounds[g + 1])
+                st = conn.dirs[d]
+                eof = -1
+                if st.fin_offset >= 0 and not st.eof_sent and st.delivered_end >= st.fin_offset:
+                    eof = st.fin_offset
+                    st.eof_sent = True
+                if a == b and eof < 0:
+                    continue
+                done = np.maximum.accumulate(p_ts[a:b]) if b > a else p_ts[a:b]
+                if b > a:
+                    done = np.maximum(done, st.done_ns)
+                    st.done_ns = int(done[-1])
+                chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b].astype(np.int8), p_buf[a:b],
+                                    p_ts[a:b], done, buffers, eof, False)
+                conn.handler.feed(d, chunk)
+
+        for conn in finishing:
+            self._finish(conn)
+        for conn in conns:
+            if conn.closed and not conn.finished:
+                self.closing[id(conn)] = conn
+        if not final and n:
+            horizon = int(ts.max()) - LINGER_NS
+            for cid, conn in list(self.closing.items()):
+                if conn.finished:
+                    del self.closing[cid]
+                elif conn.ts_end_ns < horizon:
+                    del self.closing[cid]
+                    self._finish(conn)
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:
+        client_is_lo = src_is_lo if is_syn else not src_is_lo
+        return Connection(key, client_is_lo, "syn" if is_syn else "synack", self.handler_factory(), frame, ts)
+
+    def _infer_roles(self, todo: list[tuple[Connection, int, int]], c: dict[str, np.ndarray],
+                     src_is_lo: npt.NDArray[np.bool_], buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+        """Clients of connections seen without SYN or SYN/ACK: first request-like payload, then ports."""
+        rows = np.concatenate([np.arange(a, b) for _, a, b in todo])
+        rows = rows[c["plen"][rows] > 0]
+        hint = np.zeros(len(rows), dtype=np.int8)
+        if len(rows):
+            prefixes = np.zeros((len(rows), PREFIX_BYTES), dtype=np.uint8)
+            for src_id, buf in enumerate(buffers):
+                sel = c["src"][rows] == src_id
+                if not sel.any() or len(buf) == 0:
+                    continue
+                offs = c["poff"][rows[sel]]
+                lens = np.minimum(c["plen"][rows[sel]], PREFIX_BYTES)
+                idx = offs[:, None] + np.arange(PREFIX_BYTES)[None, :]
+                valid = np.arange(PREFIX_BYTES)[None, :] < lens[:, None]
+                idx = np.where(valid, np.minimum(idx, len(buf) - 1), 0)
+                prefixes[sel] = np.where(valid, buf[idx], 0)
+            hint = self.classify_payload(prefixes)
+        pos = 0
+        for conn, a, b in todo:
+            k = np.searchsorted(rows, b)
+            h = hint[pos:k]
+            r = rows[pos:k]
+            pos = k
+            nz = np.nonzero(h)[0]
+            if len(nz):
+                j = nz[0]
+                sender_is_lo = bool(src_is_lo[r[j]])
+                conn.client_is_lo = sender_is_lo if h[j] > 0 else not sender_is_lo
+                conn.client_from = "payload_request" if h[j] > 0 else "payload_response"
+            else:
+                lo_port, hi_port = conn.key[2], conn.key[5]
+                # the higher port is the client (ephemeral); ties: the lower address is the client
+                conn.client_is_lo = lo_port > hi_port or (lo_port == hi_port)
+                conn.client_from = "port"
+
+    def _hold(self, c: dict[str, np.ndarray], rows: npt.NDArray[np.int64],
+              buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+        if not len(rows):
+            return
+        parts = []
+        new_off = np.zeros(len(rows), dtype=np.int64)
+        total = 0
+        for j, r in enumerate(rows.tolist()):  # per held segment: a few near a chunk's end
+            buf = buffers[int(c["src"][r])]
+            o, ln = int(c["poff"][r]), int(c["plen"][r])
+            parts.append(buf[o:o + ln])
+            new_off[j] = total
+            total += ln
+        held = {k: v[rows].copy() for k, v in c.items()}
+        held["poff"] = new_off
+        held["src"] = np.ones(len(rows), dtype=np.int8)
+        held["counted"] = np.zeros(len(rows), dtype=bool)
+        self.held = _Held(held, np.concatenate(parts) if parts else np.zeros(0, np.uint8))
+
+    def _finish(self, conn: Connection) -> None:
+        if conn.finished:
+            return
+        conn.finished = True
+        if self.active.get(conn.key) is conn:
+            del self.active[conn.key]
+        for d in (0, 1):
+            conn.handler.feed(d, StreamChunk.empty(eof=-1, final=True))
+        self.on_finished(conn)
+
+
+def _columns(pk: DecodedPackets) -> dict[str, np.ndarray]:
+    return {
+        "frame": pk.frame, "ts": pk.ts_ns, "src_hi": pk.src_hi, "src_lo": pk.src_lo, "dst_hi": pk.dst_hi,
+        "dst_lo": pk.dst_lo, "sport": pk.sport, "dport": pk.dport, "seq": pk.tcp_seq, "ack": pk.tcp_ack,
+        "flags": pk.tcp_flags, "poff": pk.payload_off, "plen": pk.payload_len.astype(np.int64),
+        "wlen": pk.payload_wire_len.astype(np.int64), "src": np.zeros(len(pk), dtype=np.int8),
+        "counted": np.ones(len(pk), dtype=bool),
+    }
+
+
+def connection_uid(conn: Connection) -> str:
+    """A stable id: the same connection in the same capture always gets the same uid."""
+    (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
+    digest = hashlib.blake2b(f"{conn.ts_start_ns}|{cip}|{cport}|{sip}|{sport}".encode(), digest_size=10).digest()
+    return "C" + base64.b32encode(digest).decode("ascii").rstrip("=")[:15]

@@ -1,0 +1,154 @@
+"""Columnar TCP stream reassembly for every direction of every connection in a chunk at once.
+
+Input: the data segments of a chunk (one row per packet carrying payload), each tagged with its *group*
+(a connection direction), its start in the direction's unwrapped relative sequence space, its length on the
+wire and the bytes actually captured. Output: which segments bring new bytes, the byte *pieces* to hand to
+protocol parsers (pointing into packet buffers; nothing is copied), the explicit gaps, and the segments held
+back for the next chunk.
+
+Rules (the same as Wireshark's and Zeek's reassembly, decided per byte in sequence order):
+- duplicates and retransmissions of bytes already delivered are dropped (the first copy of a byte wins, in
+  sequence order; overlapping segments carrying different bytes keep the earlier-sequence bytes);
+- out-of-order segments are placed by sequence number;
+- a hole that is still open when the segment after it arrived less than ``hold_ns`` before the end of the
+  chunk may be filled by the next chunk: the segments from that hole on are *held* (returned to the caller,
+  who copies and re-submits them); any other hole is a *gap*: its bytes are counted as missing, never
+  invented. With ``hold_ns = None`` (capture end) nothing is held.
+- bytes past the captured length of a truncated packet (snaplen) are a gap as well.
+
+Everything is numpy over all segments of the chunk; Python runs per chunk, not per packet. Segmented
+cumulative maxima use pandas' grouped ``cummax`` (C speed). This module knows nothing about protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class Reassembled:
+    """Result per input row (in the caller's row order) and per group."""
+
+    order: I64  # rows in (group, start, frame) order: the stream order
+    delivered: B  # per row: brings new bytes (a piece)
+    held: B  # per row: kept for the next chunk
+    piece_start: I64  # per row: first new byte (valid where delivered)
+    piece_cap_end: I64  # per row: end of the new *captured* bytes (<= wire end)
+    gap_before: I64  # per row: missing bytes between the previous delivered end and this piece
+    delivered_end: I64  # per group: stream offset delivered after this chunk
+    gap_bytes: I64  # per group: bytes declared missing in this chunk (holes + truncated tails)
+    gap_count: I64  # per group: number of holes declared in this chunk
+
+
+def reassemble(
+    group: I64,
+    start: I64,
+    wire_len: npt.NDArray[np.int32] | I64,
+    cap_len: npt.NDArray[np.int32] | I64,
+    frame: I64,
+    ts_ns: I64,
+    delivered_end: I64,
+    n_groups: int,
+    hold_after_ns: int | None,
+    final_group: B | None = None,
+) -> Reassembled:
+    """Reassemble the data rows of one chunk.
+
+    ``group`` in ``0..n_groups-1``; ``start`` unwrapped stream offset of each row's first byte;
+    ``delivered_end[g]`` the stream offset already delivered for group ``g`` before this chunk
+    (``np.iinfo(np.int64).min`` for a new group: the first byte seen starts the stream);
+    ``hold_after_ns``: holes whose next segment arrived at or after this time may still be filled by the
+    next chunk; ``final_group[g]`` forbids holding for groups that end now.
+    """
+    n = int(group.shape[0])
+    wire_end = start + wire_len.astype(np.int64)
+    order = np.lexsort((frame, start, group))
+    g = group[order]
+    s = start[order]
+    e = wire_end[order]
+    init = delivered_end.copy()
+    new_group = init == np.iinfo(np.int64).min
+    if new_group.any() and n:
+        first = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, g, s)
+        init[new_group] = np.where(first[new_group] == np.iinfo(np.int64).max, 0, first[new_group])
+    # exclusive running max of wire end within each group, seeded with what was delivered before
+    cm = pd.Series(e).groupby(g).cummax().to_numpy()
+    prev = np.empty(n, dtype=np.int64)
+    if n:
+        prev[0] = init[g[0]]
+        prev[1:] = cm[:-1]
+        starts_g = np.ones(n, dtype=bool)
+        starts_g[1:] = g[1:] != g[:-1]
+        prev[starts_g] = init[g[starts_g]]
+        prev = np.maximum(prev, init[g])
+    hole = s > prev
+    held_sorted = np.zeros(n, dtype=bool)
+    if hold_after_ns is not None and n:
+        waitable = hole & (ts_ns[order] >= hold_after_ns)
+        if final_group is not None:
+            waitable &= ~final_group[g]
+        if waitable.any():
+            idx = np.nonzero(waitable)[0]
+            first_idx = np.full(n_groups, n, dtype=np.int64)
+            np.minimum.at(first_idx, g[idx], idx)
+            held_sorted = np.arange(n) >= first_idx[g]
+    delivered_sorted = (e > prev) & ~held_sorted
+    piece_start_sorted = np.maximum(s, prev)
+    cap_end_sorted = np.minimum(s + cap_len[order].astype(np.int64), e)
+    gap_sorted = np.where(delivered_sorted & hole, s - prev, 0)
+    # truncated tails: captured end before the wire end
+    tail_sorted = np.where(delivered_sorted, e - np.maximum(cap_end_sorted, piece_start_sorted), 0)
+
+    delivered = np.zeros(n, dtype=bool)
+    held = np.zeros(n, dtype=bool)
+    piece_start = np.zeros(n, dtype=np.int64)
+    piece_cap_end = np.zeros(n, dtype=np.int64)
+    gap_before = np.zeros(n, dtype=np.int64)
+    delivered[order] = delivered_sorted
+    held[order] = held_sorted
+    piece_start[order] = piece_start_sorted
+    piece_cap_end[order] = np.maximum(cap_end_sorted, piece_start_sorted)
+    gap_before[order] = gap_sorted
+
+    new_end = init.copy()
+    if n:
+        keep = ~held_sorted
+        np.maximum.at(new_end, g[keep], e[keep])
+    gap_bytes = np.zeros(n_groups, dtype=np.int64)
+    gap_count = np.zeros(n_groups, dtype=np.int64)
+    if n:
+        np.add.at(gap_bytes, g, gap_sorted + tail_sorted)
+        np.add.at(gap_count, g, (gap_sorted > 0).astype(np.int64))
+    return Reassembled(order, delivered, held, piece_start, piece_cap_end, gap_before, new_end, gap_bytes,
+                       gap_count)
+
+
+def retransmitted(group: I64, start: I64, wire_len: npt.NDArray[np.int32] | I64, max_end_before: I64) -> B:
+    """Rows (in *capture* order, sorted by group then frame) that resend bytes already sent.
+
+    Wireshark's basic rule: a segment whose sequence number is below the highest sequence number sent
+    before it in that direction is a retransmission; a 1-byte segment one below it is a keep-alive probe,
+    not a retransmission. ``max_end_before[g]`` is the highest end seen in earlier chunks.
+    """
+    n = int(group.shape[0])
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    end = start + wire_len.astype(np.int64)
+    cm = pd.Series(end).groupby(group).cummax().to_numpy()
+    prev = np.empty(n, dtype=np.int64)
+    prev[0] = max_end_before[group[0]]
+    prev[1:] = cm[:-1]
+    first = np.ones(n, dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    prev[first] = max_end_before[group[first]]
+    prev = np.maximum(prev, max_end_before[group])
+    keepalive = (wire_len <= 1) & (start == prev - 1)
+    return (start < prev) & ~keepalive

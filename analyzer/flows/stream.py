@@ -1,0 +1,130 @@
+"""``StreamChunk``: the new bytes of one direction of one connection, as seen by protocol parsers.
+
+The reassembler (``reassembly.py``) delivers, per chunk of packets, a run of *pieces* for each direction:
+byte ranges in the direction's relative sequence space (0 = first byte after the SYN, or the first byte
+seen on a mid-stream connection), each pointing into a packet buffer without copying, with the time the
+piece arrived and the time the stream was complete up to the piece's end. Holes between pieces are gaps:
+bytes the capture does not have. They are explicit (``gap_before``) and never zero-filled.
+
+Protocol parsers (``analyzer.http``) read bytes through this class only; they never see packets, sequence
+numbers or buffers. This module knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """Pieces ``i = 0..n-1`` of one direction, in stream order, non-overlapping.
+
+    ``start[i]``/``end[i]``: stream offsets of the captured bytes of piece i. ``buffers[src[i]]`` holds them
+    at ``buf_off[i]``. ``ts_ns[i]``: capture time of the packet that carried them. ``done_ns[i]``: time at
+    which every byte up to ``end[i]`` had been seen (Wireshark's "reassembled in" frame time).
+    ``eof`` is the stream offset of the sender's FIN when this chunk reaches it (no more data will follow),
+    else -1. ``final`` is True when nothing more will ever be delivered (connection finished or capture
+    end).
+    """
+
+    start: I64
+    end: I64
+    src: npt.NDArray[np.int8]
+    buf_off: I64
+    ts_ns: I64
+    done_ns: I64
+    buffers: tuple[npt.NDArray[np.uint8], ...]
+    eof: int = -1
+    final: bool = False
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def gap_before(self) -> I64:
+        """Missing bytes before each piece (0 where contiguous with the previous piece)."""
+        gaps = np.zeros(len(self), dtype=np.int64)
+        if len(self) > 1:
+            gaps[1:] = self.start[1:] - self.end[:-1]
+        return gaps
+
+    def piece_index(self, offset: int) -> int:
+        """Index of the piece containing stream ``offset``, or of the first piece after it."""
+        i = int(np.searchsorted(self.end, offset, side="right"))
+        return i
+
+    def read(self, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` contiguous bytes from ``offset`` (stops at a gap or at the chunk end)."""
+        out: list[bytes] = []
+        want = limit
+        i = self.piece_index(offset)
+        pos = offset
+        n = len(self)
+        while want > 0 and i < n:
+            s, e = int(self.start[i]), int(self.end[i])
+            if s > pos:
+                break  # gap
+            a = pos - s
+            take = min(e - pos, want)
+            base = int(self.buf_off[i]) + a
+            out.append(self.buffers[int(self.src[i])][base : base + take].tobytes())
+            pos += take
+            want -= take
+            i += 1
+        return b"".join(out)
+
+    def contiguous_end(self, offset: int) -> int:
+        """Stream offset where the run of contiguous bytes starting at ``offset`` ends."""
+        i = self.piece_index(offset)
+        n = len(self)
+        if i >= n or int(self.start[i]) > offset:
+            return offset
+        pos = int(self.end[i])
+        i += 1
+        while i < n and int(self.start[i]) == pos:
+            pos = int(self.end[i])
+            i += 1
+        return pos
+
+    def next_data(self, offset: int) -> int:
+        """First stream offset >= ``offset`` that has data in this chunk, or -1."""
+        i = self.piece_index(offset)
+        if i >= len(self):
+            return -1
+        return max(offset, int(self.start[i]))
+
+    def ts_at(self, offset: int) -> int:
+        """Arrival time (ns) of the byte at ``offset`` (of the next piece when it falls in a gap)."""
+        i = min(self.piece_index(offset), len(self) - 1)
+        return int(self.ts_ns[i])
+
+    def done_at(self, offset: int) -> int:
+        """Time (ns) when every byte before ``offset`` had been seen (``offset`` exclusive)."""
+        i = int(np.searchsorted(self.end, offset, side="left"))
+        i = min(i, len(self) - 1)
+        return int(self.done_ns[i])
+
+    @property
+    def data_end(self) -> int:
+        """Stream offset just past the last delivered byte (or -1 when empty)."""
+        return int(self.end[-1]) if len(self) else -1
+
+    @classmethod
+    def empty(cls, eof: int = -1, final: bool = False) -> StreamChunk:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, np.zeros(0, dtype=np.int8), z, z, z, (), eof, final)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, ts_ns: int = 0, offset: int = 0, final: bool = True) -> StreamChunk:
+        """One piece holding ``data`` (for tests and for callers that already have the bytes)."""
+        buf = np.frombuffer(data, dtype=np.uint8)
+        one = np.ones(1, dtype=np.int64)
+        return cls(
+            one * offset, one * (offset + len(data)), np.zeros(1, dtype=np.int8), one * 0,
+            one * ts_ns, one * ts_ns, (buf,), -1, final,
+        )

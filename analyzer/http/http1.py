@@ -1,0 +1,624 @@
+"""A tolerant, incremental HTTP/1.x message parser for one direction of one connection.
+
+It owns message framing: start lines, header blocks, Content-Length / chunked (with trailers) /
+read-until-close bodies, no body for HEAD, 1xx, 204 and 304 responses, and resynchronisation on the next
+message start after a gap or garbage. It reads bytes only through ``StreamChunk`` (it never sees packets)
+and does not pair requests with responses (``transactions.py`` does). It must be an *observer*: nothing
+raises on malformed input; problems become ``anomalies`` entries and parsing goes on.
+
+Why hand-written and not h11/httptools: h11 is strict by design and stops at the first violation, which a
+passive observer cannot afford, and neither library can skip a body it has not seen (capture gaps) or work
+without copying body bytes. Bodies are skipped by length without being copied, so parsing costs are per
+message, not per byte.
+
+Limits (named, with precedents): ``MAX_HEADER_BYTES`` 64 KiB (nginx's default large_client_header_buffers
+is 4 x 8 KiB; Apache's LimitRequestFieldSize 8 KiB per field, h11's max_incomplete_event_size 16 KiB);
+past it the message is reported as ``oversized_header`` and the parser resynchronises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from analyzer.flows.stream import StreamChunk
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_CHUNK_LINE_BYTES = 1024
+RESYNC_SCAN_BYTES = 1 << 20  # bytes scanned per step when looking for the next message start
+
+REQUEST = 0
+RESPONSE = 1
+
+# parser states
+START, BODY_LENGTH, BODY_CHUNK_SIZE, BODY_CHUNK_DATA, BODY_CHUNK_CRLF, TRAILERS, BODY_CLOSE, TUNNEL, RESYNC, \
+    OTHER = range(10)
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_TOKEN_METHOD = rb"[A-Z][A-Z0-9_-]{1,23}"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN_METHOD + rb") +(\S+)(?: +(HTTP/\d\.\d))? *\r?$")
+# What a tolerant observer still takes for a request line (Zeek logs these; servers answer 400/405):
+# a method token, then an optional target and an optional (possibly malformed) version.
+_LOOSE_REQUEST_LINE = re.compile(rb"(" + _TOKEN_METHOD + rb")(?: +(\S+))?(?: +(\S+))? *\r?$")
+_STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?$")
+_REQUEST_START = re.compile(rb"(?:^|\n)(" + _TOKEN_METHOD + rb" +\S+ +HTTP/1\.[019]\r?\n)")
+_RESPONSE_START = re.compile(rb"(?:^|\n)(HTTP/1\.[019] +\d{3}[^\r\n]*\r?\n)")
+_HTTP09_REQUEST = re.compile(_TOKEN_METHOD + rb" +\S+ *\r?$")
+_HTTP09_END = re.compile(rb"\n")
+_KEEPALIVE_PARAM = re.compile(r"(timeout|max)\s*=\s*(\d+)", re.IGNORECASE)
+
+# Headers kept on messages (lower-case names). Everything else is counted, not stored.
+KEPT_HEADERS = frozenset({
+    b"host", b"connection", b"keep-alive", b"content-length", b"transfer-encoding", b"user-agent",
+    b"content-type", b"expect", b"upgrade", b"proxy-connection",
+})
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One HTTP/1 request or response. Offsets are stream offsets; times are ns epoch."""
+
+    kind: int
+    start: int
+    ts_start_ns: int
+    method: str | None = None
+    target: str | None = None
+    version: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    header_end: int = -1
+    end: int = -1  # exclusive; -1 while the body is still being read
+    ts_end_ns: int | None = None
+    body_bytes: int = 0  # body bytes in the stream (gaps included)
+    body_missing_bytes: int = 0  # body bytes the capture lacks
+    framing: str = "none"  # none | length | chunked | close | tunnel
+    complete: bool = False
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def connection_tokens(self) -> frozenset[str]:
+        raw = (self.headers.get("connection", "") + "," + self.headers.get("proxy-connection", "")).lower()
+        return frozenset(t.strip() for t in raw.split(",") if t.strip())
+
+
+Anomaly = tuple[int, str, str]  # (ts_ns, name, detail)
+
+
+def looks_like_request_start(data: bytes) -> bool:
+    """True when ``data`` begins like an HTTP/1 request line (used to find roles without a SYN)."""
+    line = data.split(b"\n", 1)[0]
+    m = _REQUEST_LINE.match(line)
+    return bool(m and (m.group(3) is not None or m.group(1) == b"GET"))
+
+
+def looks_like_response_start(data: bytes) -> bool:
+    return data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/0.9")
+
+
+class Http1Parser:
+    """Incremental parser of one direction. Feed it ``StreamChunk``s in order; read ``messages``.
+
+    ``on_message_head(msg)`` is called when a header block is complete, before the body is framed: for
+    responses the callback returns the method of the matching request (``None`` when unknown), because
+    framing depends on it (HEAD, CONNECT). ``on_message_end(msg)`` is called when a message is complete.
+    """
+
+    def __init__(
+        self,
+        kind: int,
+        on_message_head: Callable[[Message], str | None],
+        on_message_end: Callable[[Message], None],
+    ) -> None:
+        self.kind = kind
+        self._on_head = on_message_head
+        self._on_end = on_message_end
+        self.state = START
+        self.pos: int | None = None  # next stream offset to parse
+        self.current: Message | None = None
+        self.remaining = 0  # body bytes left (BODY_LENGTH / BODY_CHUNK_DATA)
+        self.carry = b""  # unparsed bytes at ``pos`` kept across chunks (incomplete header or line)
+        self.anomalies: list[Anomaly] = []
+        self.protocol: str | None = None  # 'h2c' / 'tls' when the stream is not HTTP/1
+        self.tunnel_after_current = False  # request side: CONNECT/Upgrade may switch to a tunnel
+        self.messages_seen = 0
+        self.gap_bytes = 0
+        self.expect_http09: Callable[[], bool] = _never
+        self._last_ts = 0
+
+    # ---------------------------------------------------------------------------------------------- API
+    def feed(self, chunk: StreamChunk) -> None:
+        if len(chunk):
+            self._last_ts = int(chunk.ts_ns[-1])
+            if self.pos is None:
+                self.pos = int(chunk.start[0])
+            self._run(chunk)
+        if chunk.final or chunk.eof >= 0:
+            self._eof(chunk)
+
+    def switch_to_tunnel(self, at: int | None = None) -> None:
+        """Stop parsing HTTP (after 101 Switching Protocols or a successful CONNECT)."""
+        if self.state != TUNNEL:
+            self._finish_current_at_headers_end()
+            self.state = TUNNEL
+            self.carry = b""
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _anomaly(self, ts_ns: int, name: str, detail: str) -> None:
+        self.anomalies.append((ts_ns, name, detail))
+
+    def _read(self, chunk: StreamChunk, off: int, limit: int) -> bytes:
+        """Contiguous bytes at ``off``: the carried prefix first, then the chunk's pieces."""
+        carry = self.carry
+        if carry:
+            data = carry if limit >= len(carry) else carry[:limit]
+            if len(data) < limit:
+                data += chunk.read(off + len(carry), limit - len(carry))
+            return data
+        return chunk.read(off, limit)
+
+    def _consume(self, n: int) -> None:
+        assert self.pos is not None
+        self.pos += n
+        if self.carry:
+            self.carry = self.carry[n:]
+
+    def _stash(self, chunk: StreamChunk) -> None:
+        """Keep the unparsed contiguous bytes at ``pos`` for the next chunk."""
+        assert self.pos is not None
+        end = chunk.contiguous_end(self.pos + len(self.carry)) if len(chunk) else self.pos + len(self.carry)
+        if end <= self.pos:
+            return
+        if end - self.pos > MAX_HEADER_BYTES:
+            return  # handled by the caller as oversized
+        self.carry = self._read(chunk, self.pos, end - self.pos)
+
+    def _skip_gap(self, chunk: StreamChunk) -> bool:
+        """At ``pos`` there is no data: jump to the next piece, accounting the gap. False at chunk end."""
+        assert self.pos is not None
+        nxt = chunk.next_data(self.pos)
+        if nxt < 0:
+            return False
+        gap = nxt - self.pos
+        if gap <= 0:
+            return True
+        self.gap_bytes += gap
+        self.carry = b""
+        st = self.state
+        ts = chunk.ts_at(nxt)
+        if st == BODY_LENGTH or st == BODY_CHUNK_DATA:
+            take = min(gap, self.remaining)
+            self.remaining -= take
+            if self.current is not None:
+                self.current.body_bytes += take
+                self.current.body_missing_bytes += take
+            self.pos += take
+            if self.pos < nxt:  # gap goes past the body end: the next message start is lost
+                self._end_body(chunk, self.pos)
+                self._anomaly(ts, "seq_gap", f"{nxt - self.pos} bytes missing at a message boundary")
+                self.pos = nxt
+                self.state = RESYNC
+            elif self.remaining == 0:
+                self._end_body(chunk, self.pos)
+            return True
+        if st == BODY_CLOSE:
+            if self.current is not None:
+                self.current.body_bytes += gap
+                self.current.body_missing_bytes += gap
+            self.pos = nxt
+            return True
+        if st in (TUNNEL, OTHER):
+            self.pos = nxt
+            return True
+        # START, headers in progress, chunk framing, RESYNC: framing is lost
+        if st != START and st != RESYNC and self.current is not None:
+            self.current.body_missing_bytes += gap
+            self._end_body(chunk, self.pos, complete=False)
+        if st != RESYNC or gap:
+            self._anomaly(ts, "seq_gap", f"{gap} bytes missing; resynchronising on the next message")
+        self.pos = nxt
+        self.state = RESYNC
+        return True
+
+    # --------------------------------------------------------------------------------------- main loop
+    def _run(self, chunk: StreamChunk) -> None:
+        end_of_data = chunk.data_end
+        guard = 0
+        while self.pos is not None:
+            guard += 1
+            if guard > 10_000_000:  # pragma: no cover - a bug, not an input property
+                raise RuntimeError("HTTP/1 parser made no progress")
+            st = self.state
+            if not self.carry and (self.pos >= end_of_data or chunk.next_data(self.pos) != self.pos):
+                if self.pos >= end_of_data or not self._skip_gap(chunk):
+                    return
+                continue
+            if st == START:
+                progressed = self._parse_head(chunk)
+            elif st == BODY_LENGTH or st == BODY_CHUNK_DATA:
+                avail = self._available(chunk)
+                take = min(avail, self.remaining)
+                self._consume(take)
+                self.remaining -= take
+                assert self.current is not None
+                self.current.body_bytes += take
+                if self.remaining == 0:
+                    if st == BODY_LENGTH:
+                        self._end_body(chunk, self.pos)
+                    else:
+                        self.state = BODY_CHUNK_CRLF
+                progressed = True
+            elif st in (BODY_CHUNK_SIZE, BODY_CHUNK_CRLF, TRAILERS):
+                progressed = self._parse_chunk_line(chunk)
+            elif st == BODY_CLOSE or st == TUNNEL or st == OTHER:
+                new_pos = self.pos + self._available(chunk)
+                if st == BODY_CLOSE and self.current is not None:
+                    self.current.body_bytes += new_pos - self.pos
+                self.carry = b""
+                self.pos = new_pos
+                progressed = True
+            else:  # RESYNC
+                progressed = self._resync(chunk)
+            if not progressed:
+                # Waiting for more bytes. If the chunk has data after a gap, those bytes never come.
+                cend = self.pos + self._available(chunk)
+                if chunk.next_data(cend) > cend:
+                    self.carry = b""
+                    self.pos = cend
+                    continue
+                return
+
+    def _available(self, chunk: StreamChunk) -> int:
+        """Contiguous bytes available at ``pos`` (carried bytes included)."""
+        assert self.pos is not None
+        if self.carry:
+            return len(self.carry) + (chunk.contiguous_end(self.pos + len(self.carry)) - self.pos - len(self.carry)
+                                      if len(chunk) else 0)
+        return chunk.contiguous_end(self.pos) - self.pos
+
+    def _parse_head(self, chunk: StreamChunk) -> bool:
+        """Parse a start line + header block at ``pos``. False when more data is needed."""
+        assert self.pos is not None
+        pos = self.pos
+        data = self._read(chunk, pos, 4096)
+        m = _HEADER_END.search(data)
+        if m is None and len(data) == 4096:
+            data = self._read(chunk, pos, MAX_HEADER_BYTES + 4)
+            m = _HEADER_END.search(data)
+        if m is None and self.messages_seen == 0 and self.protocol is None:
+            if self._detect_other(data, chunk):
+                return True
+        if self.kind == RESPONSE and self.expect_http09() and not data.startswith(b"HTTP/"[: len(data)]):
+            return self._http09_response(chunk)
+        nl = data.find(b"\n")
+        if m is None and self.kind == REQUEST and nl >= 0 and _HTTP09_REQUEST.match(data[:nl]):
+            m = _HTTP09_END.search(data, nl)
+        if m is None:
+            first_line = data.split(b"\n", 1)[0]
+            if not self._valid_start(first_line) and (b"\n" in data or len(data) >= 32):
+                self._anomaly(chunk.ts_at(pos), "unparsable_start_line", _preview(first_line))
+                self.state = RESYNC
+                self._consume(1)
+                return True
+            if len(data) > MAX_HEADER_BYTES:
+                self._anomaly(chunk.ts_at(pos), "oversized_header", f"no header end within {MAX_HEADER_BYTES} B")
+                self.state = RESYNC
+                self._consume(1)
+                return True
+            self._stash(chunk)
+            return False
+        head = data[: m.start()]
+        head_len = m.end()
+        if self.messages_seen == 0 and self.protocol is None and self._detect_other(data, chunk):
+            return True
+        lines = head.split(b"\n")
+        start_line = lines[0].rstrip(b"\r")
+        ts = chunk.ts_at(pos) if not self.carry else self._carry_ts(chunk)
+        msg = Message(self.kind, pos, ts)
+        if self.kind == REQUEST:
+            rm = _LOOSE_REQUEST_LINE.match(start_line)
+            if rm is None:
+                return self._garbage(chunk, start_line, pos)
+            method, target, version = rm.group(1), rm.group(2), rm.group(3)
+            if method == b"PRI" and target == b"*" and version == b"HTTP/2.0":
+                self.protocol = "h2c"  # HTTP/2 connection preface (prior knowledge or after an Upgrade)
+                self.state = OTHER
+                self.carry = b""
+                return True
+            if version is None and target is not None and target.startswith(b"HTTP/"):
+                target, version = None, target
+            if version is not None and not version.startswith(b"HTTP/"):
+                return self._garbage(chunk, start_line, pos)
+            if rm.group(0) != start_line or _REQUEST_LINE.match(start_line) is None:
+                self._anomaly(chunk.ts_at(pos), "malformed_request_line", _preview(start_line))
+            msg.method = method.decode("ascii")
+            msg.target = target.decode("latin-1") if target is not None else None
+            msg.version = version.decode("latin-1") if version is not None else (
+                "HTTP/0.9" if target is not None else None)
+        else:
+            sm = _STATUS_LINE.match(start_line)
+            if sm is None:
+                return self._garbage(chunk, start_line, pos)
+            msg.version = sm.group(1).decode("ascii")
+            msg.status = int(sm.group(2))
+            msg.reason = (sm.group(3) or b"").decode("latin-1")
+        self._parse_headers(msg, lines[1:])
+        self.tunnel_after_current = False
+        self._consume(head_len)
+        msg.header_end = self.pos
+        self.messages_seen += 1
+        self.current = msg
+        request_method = self._on_head(msg)
+        self._frame_body(msg, request_method, chunk)
+        return True
+
+    def _http09_response(self, chunk: StreamChunk) -> bool:
+        """An HTTP/0.9 response: no status line, no headers, the body runs until the close."""
+        assert self.pos is not None
+        msg = Message(self.kind, self.pos, chunk.ts_at(self.pos) if not self.carry else self._carry_ts(chunk),
+                      version="HTTP/0.9", header_end=self.pos)
+        self.messages_seen += 1
+        self.current = msg
+        self._on_head(msg)
+        msg.framing = "close"
+        self.state = BODY_CLOSE
+        return True
+
+    def _carry_ts(self, chunk: StreamChunk) -> int:
+        return self._last_ts if not len(chunk) else int(chunk.ts_ns[0])
+
+    def _garbage(self, chunk: StreamChunk, start_line: bytes, pos: int) -> bool:
+        if self.tunnel_after_current and self.kind == REQUEST:
+            self.state = TUNNEL  # bytes after an Upgrade/CONNECT request: not HTTP any more
+            return True
+        self._anomaly(chunk.ts_at(pos), "unparsable_start_line", _preview(start_line))
+        self.state = RESYNC
+        self._consume(1)
+        return True
+
+    def _detect_other(self, data: bytes, chunk: StreamChunk) -> bool:
+        """The stream is not HTTP/1: HTTP/2 prior knowledge or TLS. Stop parsing it."""
+        if data.startswith(H2_PREFACE[: min(len(data), len(H2_PREFACE))]) and len(data) >= 16:
+            self.protocol = "h2c"
+        elif len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+            self.protocol = "tls"
+        elif len(data) >= 3 and data[0] == 0x80 and data[2] == 0x01:  # SSLv2-compatible ClientHello
+            self.protocol = "tls"
+        else:
+            return False
+        self.state = OTHER
+        self.carry = b""
+        return True
+
+    def _valid_start(self, line: bytes) -> bool:
+        line = line.rstrip(b"\r")
+        if self.kind == REQUEST:
+            if len(line) < 5:
+                return bool(re.match(rb"[A-Z]*$", line))  # a prefix of a method: wait for more
+            return _REQUEST_LINE.match(line) is not None or bool(re.match(_TOKEN_METHOD + rb" +\S*$", line))
+        if len(line) < 12:
+            return b"HTTP/1.1 200"[: len(line)][:5] == line[:5] or line.startswith(b"HTTP")
+        return _STATUS_LINE.match(line) is not None
+
+    @staticmethod
+    def _parse_headers(msg: Message, lines: list[bytes]) -> None:
+        headers = msg.headers
+        last: str | None = None
+        for raw in lines:
+            if not raw or raw == b"\r":
+                continue
+            if raw[0] in (0x20, 0x09) and last is not None:  # obsolete line folding
+                headers[last] = headers[last] + " " + raw.strip().decode("latin-1")
+                continue
+            name, sep, value = raw.partition(b":")
+            if not sep:
+                continue
+            lname = name.strip().lower()
+            if lname not in KEPT_HEADERS:
+                last = None
+                continue
+            key = lname.decode("ascii", "replace")
+            val = value.strip().decode("latin-1")
+            if key in headers:
+                headers[key] = headers[key] + ", " + val
+            else:
+                headers[key] = val
+            last = key
+
+    def _frame_body(self, msg: Message, request_method: str | None, chunk: StreamChunk) -> None:
+        """Decide how the body of ``msg`` is delimited (RFC 9112 §6.3) and enter that state."""
+        te = msg.headers.get("transfer-encoding", "").lower()
+        cl_raw = msg.headers.get("content-length")
+        if self.kind == RESPONSE:
+            status = msg.status or 0
+            if request_method == "HEAD" or 100 <= status < 200 or status in (204, 304):
+                if status == 101:
+                    msg.framing = "tunnel"
+                self._end_message(msg, chunk)
+                if status == 101:
+                    self.state = TUNNEL
+                return
+            if request_method == "CONNECT" and 200 <= status < 300:
+                msg.framing = "tunnel"
+                self._end_message(msg, chunk)
+                self.state = TUNNEL
+                return
+        if te and "chunked" in te:
+            msg.framing = "chunked"
+            self.state = BODY_CHUNK_SIZE
+            return
+        if cl_raw is not None:
+            length = _content_length(cl_raw)
+            if length is None:
+                self._anomaly(msg.ts_start_ns, "bad_content_length", _preview(cl_raw.encode("latin-1")))
+            elif length == 0:
+                msg.framing = "length"
+                self._end_message(msg, chunk)
+                return
+            else:
+                msg.framing = "length"
+                self.remaining = length
+                self.state = BODY_LENGTH
+                return
+        if self.kind == REQUEST:
+            # requests without length have no body (RFC 9112 §6.3 rule 7)
+            if msg.method == "CONNECT" or "upgrade" in msg.connection_tokens() or msg.headers.get("upgrade"):
+                self.tunnel_after_current = True
+            self._end_message(msg, chunk)
+            return
+        msg.framing = "close"
+        self.state = BODY_CLOSE
+
+    def _parse_chunk_line(self, chunk: StreamChunk) -> bool:
+        assert self.pos is not None and self.current is not None
+        data = self._read(chunk, self.pos, MAX_CHUNK_LINE_BYTES if self.state != TRAILERS else MAX_HEADER_BYTES)
+        nl = data.find(b"\n")
+        if nl < 0:
+            if len(data) >= (MAX_CHUNK_LINE_BYTES if self.state != TRAILERS else MAX_HEADER_BYTES):
+                self._anomaly(chunk.ts_at(self.pos), "bad_chunk_size", _preview(data[:40]))
+                self._end_body(chunk, self.pos, complete=False)
+                self.state = RESYNC
+                return True
+            self._stash(chunk)
+            return False
+        line = data[:nl].rstrip(b"\r")
+        st = self.state
+        self._consume(nl + 1)
+        self.current.body_bytes += nl + 1
+        if st == BODY_CHUNK_CRLF:
+            if line:
+                self._anomaly(chunk.ts_at(self.pos), "bad_chunk_size", "missing CRLF after chunk data")
+            self.state = BODY_CHUNK_SIZE
+            return True
+        if st == TRAILERS:
+            if not line:
+                self._end_body(chunk, self.pos)
+            return True
+        size_txt = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_txt, 16)
+        except ValueError:
+            self._anomaly(chunk.ts_at(self.pos), "bad_chunk_size", _preview(line))
+            self._end_body(chunk, self.pos, complete=False)
+            self.state = RESYNC
+            return True
+        if size == 0:
+            self.state = TRAILERS
+        else:
+            self.remaining = size
+            self.state = BODY_CHUNK_DATA
+        return True
+
+    def _resync(self, chunk: StreamChunk) -> bool:
+        """Find the next message start at or after ``pos``; skip what precedes it."""
+        assert self.pos is not None
+        avail = self._available(chunk)
+        pattern = _REQUEST_START if self.kind == REQUEST else _RESPONSE_START
+        data = self._read(chunk, self.pos, min(avail, RESYNC_SCAN_BYTES))
+        m = pattern.search(data)
+        if m is not None:
+            self._consume(m.start(1))
+            self.state = START
+            return True
+        keep = 64  # a start line may straddle the end of what is available
+        if len(data) <= keep:
+            self._stash(chunk)
+            return False
+        self._consume(len(data) - keep)
+        return True
+
+    def _end_body(self, chunk: StreamChunk, end: int, complete: bool = True) -> None:
+        msg = self.current
+        if msg is None:
+            self.state = START
+            return
+        msg.end = end
+        msg.ts_end_ns = chunk.done_at(end) if len(chunk) else self._last_ts
+        msg.complete = complete and msg.body_missing_bytes == 0
+        self.current = None
+        self.state = START
+        self._on_end(msg)
+
+    def _end_message(self, msg: Message, chunk: StreamChunk) -> None:
+        assert self.pos is not None
+        msg.end = self.pos
+        msg.ts_end_ns = chunk.done_at(self.pos) if len(chunk) else self._last_ts
+        msg.complete = True
+        self.current = None
+        self.state = START
+        self._on_end(msg)
+
+    def _finish_current_at_headers_end(self) -> None:
+        msg = self.current
+        if msg is not None and msg.end < 0:
+            msg.end = msg.header_end
+            msg.ts_end_ns = msg.ts_end_ns or msg.ts_start_ns
+            msg.complete = True
+            self.current = None
+            self._on_end(msg)
+
+    def _eof(self, chunk: StreamChunk) -> None:
+        """The sender closed (FIN) or the capture ended: close read-until-close bodies."""
+        msg = self.current
+        if msg is None:
+            if self.carry and chunk.final and self.state in (START, RESYNC) and self.protocol is None:
+                self._anomaly(self._last_ts, "truncated_message", f"{len(self.carry)} B of an incomplete head")
+            self.carry = b""
+            return
+        if self.state == BODY_CLOSE and (chunk.eof >= 0 or chunk.final):
+            closed_by_fin = chunk.eof >= 0
+            assert self.pos is not None
+            msg.end = self.pos
+            msg.ts_end_ns = self._last_ts if not len(chunk) else int(chunk.done_ns[-1])
+            msg.complete = closed_by_fin and msg.body_missing_bytes == 0
+            self.current = None
+            self.state = START
+            self._on_end(msg)
+            return
+        if chunk.final:
+            self._anomaly(self._last_ts, "truncated_message",
+                          f"{'request' if self.kind == REQUEST else 'response'} incomplete at the end of data")
+            msg.end = self.pos if self.pos is not None else msg.header_end
+            msg.ts_end_ns = self._last_ts
+            msg.complete = False
+            self.current = None
+            self.state = START
+            self._on_end(msg)
+
+
+def _never() -> bool:
+    return False
+
+
+def _content_length(raw: str) -> int | None:
+    """Content-Length value, tolerating repeated identical values ("5, 5"); None when invalid."""
+    values = {v.strip() for v in raw.split(",")}
+    if len(values) != 1:
+        return None
+    (v,) = values
+    if not v.isdigit() or len(v) > 15:
+        return None
+    return int(v)
+
+
+def _preview(data: bytes, limit: int = 60) -> str:
+    text = data[:limit].decode("latin-1")
+    return "".join(c if 32 <= ord(c) < 127 else "." for c in text)
+
+
+def keep_alive_params(value: str | None) -> tuple[float | None, int | None]:
+    """``Keep-Alive: timeout=5, max=100`` → (5.0, 100)."""
+    if not value:
+        return None, None
+    timeout: float | None = None
+    maximum: int | None = None
+    for name, num in _KEEPALIVE_PARAM.findall(value):
+        if name.lower() == "timeout":
+            timeout = float(num)
+        else:
+            maximum = int(num)
+    return timeout, maximum

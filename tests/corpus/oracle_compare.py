@@ -1,0 +1,104 @@
+"""Compare an ``Analysis`` of a corpus capture with its tshark oracle (../shared/corpus/oracle/*.json).
+
+Per TCP connection (matched by its two endpoints and start time): syn_seen, HTTP/1 request count, and the
+handshake RTT (Wireshark's tcp.analysis.initial_rtt). Returns a list of human-readable disagreements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CORPUS = Path(os.environ.get("ANALYZER_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
+
+
+def _ep(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def load_oracle(rel: str) -> dict[str, Any]:
+    return json.loads((CORPUS / "oracle" / (rel + ".json")).read_text())
+
+
+def match_connections(oracle: dict[str, Any], connections: pd.DataFrame) -> list[tuple[dict[str, Any], Any]]:
+    """Pairs (oracle tcp entry, our connection row or None), matching endpoints then start time."""
+    first_epoch = float(oracle.get("first_packet_epoch") or 0.0)
+    ours: dict[frozenset[tuple[str, int]], list[Any]] = defaultdict(list)
+    for row in connections.itertuples(index=False):
+        if row.transport != "tcp":
+            continue
+        key = frozenset({(row.client_ip, int(row.client_port)), (row.server_ip, int(row.server_port))})
+        ours[key].append(row)
+    for rows in ours.values():
+        rows.sort(key=lambda r: r.ts_start)
+    pairs = []
+    for entry in oracle["tcp"]:
+        key = frozenset({_ep(entry["client"]), _ep(entry["server"])})
+        cands = ours.get(key, [])
+        start = first_epoch + entry["first_ts"]
+        best = None
+        for r in cands:
+            if best is None or abs(r.ts_start - start) < abs(best.ts_start - start):
+                best = r
+        if best is not None:
+            cands.remove(best)
+        pairs.append((entry, best))
+    return pairs
+
+
+def disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
+    oracle = load_oracle(rel)
+    out = []
+    pairs = match_connections(oracle, connections)
+    matched = sum(1 for _, r in pairs if r is not None)
+    n_ours = int((connections["transport"] == "tcp").sum())
+    if matched != len(oracle["tcp"]) or n_ours != len(oracle["tcp"]):
+        out.append(f"tcp connections: oracle {len(oracle['tcp'])}, ours {n_ours}, matched {matched}")
+    for entry, row in pairs:
+        if row is None:
+            continue
+        sid = entry["tcp_stream"]
+        if bool(row.syn_seen) != bool(entry["syn_seen"]):
+            out.append(f"stream {sid}: syn_seen oracle {entry['syn_seen']} ours {row.syn_seen}")
+        o_req = entry.get("http1", {}).get("requests", 0) if entry.get("http1") else 0
+        if int(row.requests) != o_req:
+            out.append(f"stream {sid}: http1 requests oracle {o_req} ours {row.requests}")
+        irtt = entry.get("tcp_initial_rtt_s")
+        ours_irtt = row.handshake_rtt_ms
+        if irtt is not None:
+            if pd.isna(ours_irtt) or abs(ours_irtt - irtt * 1000) > 0.002:
+                out.append(f"stream {sid}: iRTT oracle {irtt * 1000:.3f} ms ours {ours_irtt}")
+        elif not pd.isna(ours_irtt):
+            out.append(f"stream {sid}: iRTT oracle none ours {ours_irtt:.3f}")
+    return out
+
+
+def zeek_disagreements(rel: str, connections: pd.DataFrame, transactions: pd.DataFrame) -> list[str]:
+    """Per connection in Zeek's http.log baselines: Zeek's max_trans_depth vs our transactions count."""
+    oracle = load_oracle(rel)
+    zeek = oracle.get("zeek") or {}
+    pairs = dict((e["tcp_stream"], r) for e, r in match_connections(oracle, connections))
+    per_uid = transactions.groupby("uid").size().to_dict() if len(transactions) else {}
+    out: set[str] = set()
+    for baseline in zeek.get("baselines", []):
+        for log in baseline["logs"]:
+            if log.get("kind") != "http":
+                continue
+            for zc in log["connections"]:
+                sid = zc.get("tshark_id")
+                row = pairs.get(sid) if sid is not None else None
+                if row is None:
+                    out.add(f"zeek {zc['uid']}: no matching connection")
+                    continue
+                ours = int(per_uid.get(row.uid, 0))
+                if zc.get("max_trans_depth") is None:
+                    continue  # Zeek logged no trans_depth for it
+                if ours != int(zc["max_trans_depth"]):
+                    out.add(f"stream {sid}: zeek transactions {zc['max_trans_depth']} ours {ours}")
+    return sorted(out)
