@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 PROGRESS_MIN_BYTES = 32 << 20  # show a progress bar for inputs larger than this (on a terminal)
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     json = "json"
     csv = "csv"
     parquet = "parquet"
@@ -54,12 +54,13 @@ def _analyze(captures: list[Path], quiet: bool = False) -> Analysis:
     err = Console(stderr=True)
     try:
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
-            return analyzer.analyze(*captures)
+            return analyzer.analyze(*map(str, captures))
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("analyzing", total=total)
-            return analyzer.analyze(*captures, progress=lambda done, _total: bar.update(task, completed=done))
+            return analyzer.analyze(*map(str, captures),
+                                    progress=lambda done, _total: bar.update(task, completed=done))
     except AnalyzerError as exc:
         _fail(str(exc))
         raise  # unreachable

@@ -22,7 +22,13 @@ from analyzer.flows.packets import TCP, UDP
 from analyzer.http.sniff import classify_payload
 from analyzer.http.transactions import Http1Connection
 from analyzer.records import connection_records
-from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, TRANSACTION_COLUMNS, frame_from_rows
+from analyzer.tables import (
+    ANOMALY_COLUMNS,
+    CONNECTION_COLUMNS,
+    TRANSACTION_COLUMNS,
+    frame_from_rows,
+    frame_from_tuples,
+)
 
 DEFAULT_CHUNK_PACKETS = 262_144
 
@@ -38,7 +44,7 @@ def analyze(
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
     conn_rows: list[dict[str, Any]] = []
-    tx_rows: list[dict[str, Any]] = []
+    tx_rows: list[tuple[Any, ...]] = []
     an_rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     reader_skipped: Counter[str] = Counter()
@@ -90,7 +96,7 @@ def analyze(
         order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64),
                             connections["ts_start"].to_numpy()))
         connections = connections.iloc[order].reset_index(drop=True)
-    transactions = frame_from_rows(tx_rows, TRANSACTION_COLUMNS)
+    transactions = frame_from_tuples(tx_rows, TRANSACTION_COLUMNS)
     if len(transactions):
         rank = {uid: i for i, uid in enumerate(connections["uid"].tolist())}
         transactions = (transactions.assign(_c=transactions["uid"].map(rank))

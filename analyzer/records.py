@@ -18,8 +18,8 @@ def _ms(a_ns: int | None, b_ns: int | None) -> float | None:
     return (b_ns - a_ns) / 1e6
 
 
-def connection_records(conn: Connection) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(connection row, transaction rows, anomaly rows) of one finished connection."""
+def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """(connection row, transaction rows as tuples in TRANSACTION_COLUMNS order, anomaly rows)."""
     uid = connection_uid(conn)
     (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
     handler: Http1Connection = conn.handler

@@ -213,7 +213,7 @@ class ConnectionTracker:
         need_roles: list[tuple[Connection, int, int]] = []
         for gi, (a, b) in enumerate(zip(gstart.tolist(), gend.tolist(), strict=True)):
             key = tuple(key_list[gi])
-            conn = self.active.get(key)  # type: ignore[arg-type]
+            conn = self.active.get(key)
             seg_start = a
             # SYN / SYN-ACK rows of this group, in frame order
             while syn_ptr < n_syn and syn_group_l[syn_ptr] < gi:
@@ -223,23 +223,21 @@ class ConnectionTracker:
                 r = syn_rows_l[p]
                 is_syn = syn_only_l[p]
                 seq = int(seq_l[r])
-                if conn is not None and not conn.finished:
-                    if is_syn:
-                        same = conn.client_isn == seq if conn.client_isn is not None else (
-                            not conn.syn_seen and conn.server_isn is None and r == seg_start)
-                        if conn.client_isn is None and conn.server_isn is not None:
-                            same = True  # SYN/ACK came first (reordered handshake): it acks this SYN?
-                        if not same:
-                            if r > seg_start:
-                                inst[seg_start:r] = len(conns)
-                                conns.append(conn)
-                            finishing.append(conn)
-                            conn = None
-                            seg_start = r
+                if conn is not None and not conn.finished and is_syn:
+                    # the same connection when it is this SYN's retransmission, or when its SYN/ACK came
+                    # first in the file (reordered handshake) and acknowledged this ISN
+                    same = conn.client_isn == seq if conn.client_isn is not None else conn.server_isn is not None
+                    if not same:
+                        if r > seg_start:
+                            inst[seg_start:r] = len(conns)
+                            conns.append(conn)
+                        finishing.append(conn)
+                        conn = None
+                        seg_start = r
                 if conn is None:
                     conn = self._new_conn(key, r, is_syn, bool(src_is_lo_syn[p]), int(frame_l[seg_start]),
                                           int(ts_l[seg_start]))
-                    self.active[key] = conn  # type: ignore[index]
+                    self.active[key] = conn
                 if is_syn:
                     conn.syn_seen = True
                     conn.client_isn = seq
@@ -250,8 +248,8 @@ class ConnectionTracker:
                 p += 1
             syn_ptr = p
             if conn is None:
-                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]))  # type: ignore[arg-type]
-                self.active[key] = conn  # type: ignore[index]
+                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]))
+                self.active[key] = conn
                 need_roles.append((conn, a, b))
             inst[seg_start:b] = len(conns)
             conns.append(conn)
@@ -275,7 +273,7 @@ class ConnectionTracker:
         gs_change = np.ones(n, dtype=bool)
         gs_change[1:] = g_sorted[1:] != g_sorted[:-1]
         first_row_of_g[g_sorted[gs_change]] = order_g[gs_change]
-        seq = c["seq"].astype(np.int64)
+        seq64 = c["seq"].astype(np.int64)
         for i, conn in enumerate(conns):
             for d in (0, 1):
                 st = conn.dirs[d]
@@ -290,10 +288,10 @@ class ConnectionTracker:
                         r0 = first_row_of_g[2 * i + d]
                         if r0 < 0:
                             continue
-                        st.base = int(seq[r0])
+                        st.base = int(seq64[r0])
                 base[2 * i + d] = st.base
                 last_rel[2 * i + d] = st.last_rel
-        rel32 = (seq[order_g] - base[g_sorted]) & _M32
+        rel32 = (seq64[order_g] - base[g_sorted]) & _M32
         prev32 = np.empty(n, dtype=np.int64)
         prev32[1:] = rel32[:-1]
         prev32[gs_change] = last_rel[g_sorted[gs_change]] & _M32
@@ -424,44 +422,53 @@ class ConnectionTracker:
         captured_g = np.zeros(n_g, dtype=np.int64)
         np.add.at(captured_g, p_g, p_cap_end - p_start)
 
-        # ---- update connection state and feed handlers
-        inst_end_ns = ts_max
+        # ---- update connection state and feed handlers (Python lists: no numpy scalars in the loop)
+        ts_max_l = ts_max.tolist()
+        synack_l, syn_l, ack_l2 = synack_ns.tolist(), syn_ns.tolist(), ack_ns.tolist()
+        irtt_row_l, mru_l = irtt_row.tolist(), mru_syn_row.tolist()
+        rst_l, rst_dir_l = rst_ns.tolist(), rst_first_dir.tolist()
+        pk_l, trunc_l, rtx_l = pk_dir.tolist(), trunc.tolist(), rtx_g.tolist()
+        max_end_l, dend_l, last_rel_l = max_end_new.tolist(), ra.delivered_end.tolist(), new_last_rel.tolist()
+        gapb_l, gapc_l, cap_l = ra.gap_bytes.tolist(), ra.gap_count.tolist(), captured_g.tolist()
+        fin_l, fin_off_l = fin_ns.tolist(), fin_off.tolist()
         for i, conn in enumerate(conns):
-            conn.ts_end_ns = max(conn.ts_end_ns, int(inst_end_ns[i]))
-            if conn.synack_ns is None and synack_ns[i] != big:
-                conn.synack_ns = int(synack_ns[i])
-            if syn_ns[i] >= 0 and (conn.syn_ns is None or conn.synack_ns is None or syn_ns[i] <= conn.synack_ns):
-                conn.syn_ns = int(syn_ns[i]) if conn.syn_ns is None else max(conn.syn_ns, int(syn_ns[i]))
-            if conn.ack_ns is None and ack_ns[i] != big:
-                conn.ack_ns = int(ack_ns[i])
-            if conn.irtt_ns is None and irtt_row[i] >= 0:
-                r = int(irtt_row[i])
+            conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
+            if conn.synack_ns is None and synack_l[i] != big:
+                conn.synack_ns = synack_l[i]
+            if syn_l[i] >= 0 and (conn.syn_ns is None or conn.synack_ns is None or syn_l[i] <= conn.synack_ns):
+                conn.syn_ns = syn_l[i] if conn.syn_ns is None else max(conn.syn_ns, syn_l[i])
+            if conn.ack_ns is None and ack_l2[i] != big:
+                conn.ack_ns = ack_l2[i]
+            if conn.irtt_ns is None and irtt_row_l[i] >= 0:
+                r = irtt_row_l[i]
                 conn.irtt_ns = int(ts[r]) - int(last_syn_ts[r])
-            if mru_syn_row[i] >= 0:
-                conn.mru_syn_ns = int(ts[int(mru_syn_row[i])])
-            if conn.rst_ns is None and rst_ns[i] != big:
-                conn.rst_ns = int(rst_ns[i])
-                conn.rst_dir = int(rst_first_dir[i])
+            if mru_l[i] >= 0:
+                conn.mru_syn_ns = int(ts[mru_l[i]])
+            if conn.rst_ns is None and rst_l[i] != big:
+                conn.rst_ns = rst_l[i]
+                conn.rst_dir = rst_dir_l[i]
             for d in (0, 1):
                 g = 2 * i + d
                 st = conn.dirs[d]
-                st.packets += int(pk_dir[g])
-                st.truncated += int(trunc[g])
-                st.retransmissions += int(rtx_g[g])
-                st.max_end = int(max_end_new[g])
-                st.delivered_end = int(ra.delivered_end[g]) if ra.delivered_end[g] != NO_DATA else st.delivered_end
-                st.last_rel = int(new_last_rel[g])
-                st.gap_bytes += int(ra.gap_bytes[g])
-                st.gaps += int(ra.gap_count[g])
-                st.payload_bytes += int(captured_g[g])
-                if st.fin_ns is None and fin_ns[g] != big:
-                    st.fin_ns = int(fin_ns[g])
-                if fin_off[g] >= 0:
-                    st.fin_offset = max(st.fin_offset, int(fin_off[g]))
+                st.packets += pk_l[g]
+                st.truncated += trunc_l[g]
+                st.retransmissions += rtx_l[g]
+                st.max_end = max_end_l[g]
+                if dend_l[g] != NO_DATA:
+                    st.delivered_end = dend_l[g]
+                st.last_rel = last_rel_l[g]
+                st.gap_bytes += gapb_l[g]
+                st.gaps += gapc_l[g]
+                st.payload_bytes += cap_l[g]
+                if st.fin_ns is None and fin_l[g] != big:
+                    st.fin_ns = fin_l[g]
+                if fin_off_l[g] >= 0:
+                    st.fin_offset = max(st.fin_offset, fin_off_l[g])
+        p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
                 g = 2 * i + d
-                a, b = int(p_bounds[g]), int(p_bounds[g + 1])
+                a, b = p_bounds_l[g], p_bounds_l[g + 1]
                 st = conn.dirs[d]
                 eof = -1
                 if st.fin_offset >= 0 and not st.eof_sent and st.delivered_end >= st.fin_offset:
@@ -516,8 +523,8 @@ class ConnectionTracker:
                 prefixes[sel] = np.where(valid, buf[idx], 0)
             hint = self.classify_payload(prefixes)
         pos = 0
-        for conn, a, b in todo:
-            k = np.searchsorted(rows, b)
+        for conn, _a, b in todo:
+            k = int(np.searchsorted(rows, b))
             h = hint[pos:k]
             r = rows[pos:k]
             pos = k

@@ -12,6 +12,7 @@ numbers or buffers. This module knows nothing about HTTP.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,14 @@ class StreamChunk:
     buffers: tuple[npt.NDArray[np.uint8], ...]
     eof: int = -1
     final: bool = False
+    _run_end: list[int] | None = None  # per piece: end of the contiguous run it belongs to (lazy)
+    _lists: tuple[list[int], list[int], list[int], list[int]] | None = None  # start, end, src, buf_off
+
+    def _l(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The columns as Python lists: parsers call per message, and list+bisect beats numpy scalars."""
+        if self._lists is None:
+            self._lists = (self.start.tolist(), self.end.tolist(), self.src.tolist(), self.buf_off.tolist())
+        return self._lists
 
     def __len__(self) -> int:
         return int(self.start.shape[0])
@@ -55,24 +64,28 @@ class StreamChunk:
 
     def piece_index(self, offset: int) -> int:
         """Index of the piece containing stream ``offset``, or of the first piece after it."""
-        i = int(np.searchsorted(self.end, offset, side="right"))
-        return i
+        return bisect_right(self._l()[1], offset)
 
     def read(self, offset: int, limit: int) -> bytes:
         """Up to ``limit`` contiguous bytes from ``offset`` (stops at a gap or at the chunk end)."""
+        starts, ends, srcs, offs = self._l()
+        i = bisect_right(ends, offset)
+        n = len(ends)
+        if i >= n or starts[i] > offset:
+            return b""
+        a = offs[i] + offset - starts[i]
+        if ends[i] - offset >= limit:  # the common case: one piece
+            return self.buffers[srcs[i]][a : a + limit].tobytes()
         out: list[bytes] = []
         want = limit
-        i = self.piece_index(offset)
         pos = offset
-        n = len(self)
         while want > 0 and i < n:
-            s, e = int(self.start[i]), int(self.end[i])
+            s, e = starts[i], ends[i]
             if s > pos:
                 break  # gap
-            a = pos - s
             take = min(e - pos, want)
-            base = int(self.buf_off[i]) + a
-            out.append(self.buffers[int(self.src[i])][base : base + take].tobytes())
+            base = offs[i] + pos - s
+            out.append(self.buffers[srcs[i]][base : base + take].tobytes())
             pos += take
             want -= take
             i += 1
@@ -80,33 +93,31 @@ class StreamChunk:
 
     def contiguous_end(self, offset: int) -> int:
         """Stream offset where the run of contiguous bytes starting at ``offset`` ends."""
-        i = self.piece_index(offset)
-        n = len(self)
-        if i >= n or int(self.start[i]) > offset:
+        starts, ends, _, _ = self._l()
+        i = bisect_right(ends, offset)
+        if i >= len(ends) or starts[i] > offset:
             return offset
-        pos = int(self.end[i])
-        i += 1
-        while i < n and int(self.start[i]) == pos:
-            pos = int(self.end[i])
-            i += 1
-        return pos
+        run_end = self._run_end
+        if run_end is None:
+            run_end = self._run_end = _run_ends(self.start, self.end).tolist()
+        return run_end[i]
 
     def next_data(self, offset: int) -> int:
         """First stream offset >= ``offset`` that has data in this chunk, or -1."""
-        i = self.piece_index(offset)
-        if i >= len(self):
+        starts, ends, _, _ = self._l()
+        i = bisect_right(ends, offset)
+        if i >= len(ends):
             return -1
-        return max(offset, int(self.start[i]))
+        return max(offset, starts[i])
 
     def ts_at(self, offset: int) -> int:
         """Arrival time (ns) of the byte at ``offset`` (of the next piece when it falls in a gap)."""
-        i = min(self.piece_index(offset), len(self) - 1)
+        i = min(bisect_right(self._l()[1], offset), len(self) - 1)
         return int(self.ts_ns[i])
 
     def done_at(self, offset: int) -> int:
         """Time (ns) when every byte before ``offset`` had been seen (``offset`` exclusive)."""
-        i = int(np.searchsorted(self.end, offset, side="left"))
-        i = min(i, len(self) - 1)
+        i = min(bisect_left(self._l()[1], offset), len(self) - 1)
         return int(self.done_ns[i])
 
     @property
@@ -128,3 +139,15 @@ class StreamChunk:
             one * offset, one * (offset + len(data)), np.zeros(1, dtype=np.int8), one * 0,
             one * ts_ns, one * ts_ns, (buf,), -1, final,
         )
+
+
+def _run_ends(start: I64, end: I64) -> I64:
+    """For each piece, the end of the run of contiguous pieces it belongs to (vectorized)."""
+    n = int(start.shape[0])
+    if n == 0:
+        return end.copy()
+    last_of_run = np.ones(n, dtype=bool)
+    last_of_run[:-1] = start[1:] != end[:-1]
+    idx = np.nonzero(last_of_run)[0]
+    run_of = np.searchsorted(idx, np.arange(n))
+    return end[idx][run_of]

@@ -77,13 +77,19 @@ class Message:
     body_missing_bytes: int = 0  # body bytes the capture lacks
     framing: str = "none"  # none | length | chunked | close | tunnel
     complete: bool = False
+    _tokens: frozenset[str] | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
     def connection_tokens(self) -> frozenset[str]:
-        raw = (self.headers.get("connection", "") + "," + self.headers.get("proxy-connection", "")).lower()
-        return frozenset(t.strip() for t in raw.split(",") if t.strip())
+        """Lower-cased tokens of Connection (and the non-standard Proxy-Connection) headers."""
+        if self._tokens is None:
+            raw = self.headers.get("connection", "")
+            if "proxy-connection" in self.headers:
+                raw += "," + self.headers["proxy-connection"]
+            self._tokens = frozenset(t.strip() for t in raw.lower().split(",") if t.strip()) if raw else frozenset()
+        return self._tokens
 
 
 Anomaly = tuple[int, str, str]  # (ts_ns, name, detail)
@@ -190,7 +196,7 @@ class Http1Parser:
         self.carry = b""
         st = self.state
         ts = chunk.ts_at(nxt)
-        if st == BODY_LENGTH or st == BODY_CHUNK_DATA:
+        if st in (BODY_LENGTH, BODY_CHUNK_DATA):
             take = min(gap, self.remaining)
             self.remaining -= take
             if self.current is not None:
@@ -239,7 +245,7 @@ class Http1Parser:
                 continue
             if st == START:
                 progressed = self._parse_head(chunk)
-            elif st == BODY_LENGTH or st == BODY_CHUNK_DATA:
+            elif st in (BODY_LENGTH, BODY_CHUNK_DATA):
                 avail = self._available(chunk)
                 take = min(avail, self.remaining)
                 self._consume(take)
@@ -254,7 +260,7 @@ class Http1Parser:
                 progressed = True
             elif st in (BODY_CHUNK_SIZE, BODY_CHUNK_CRLF, TRAILERS):
                 progressed = self._parse_chunk_line(chunk)
-            elif st == BODY_CLOSE or st == TUNNEL or st == OTHER:
+            elif st in (BODY_CLOSE, TUNNEL, OTHER):
                 new_pos = self.pos + self._available(chunk)
                 if st == BODY_CLOSE and self.current is not None:
                     self.current.body_bytes += new_pos - self.pos
@@ -284,14 +290,16 @@ class Http1Parser:
         """Parse a start line + header block at ``pos``. False when more data is needed."""
         assert self.pos is not None
         pos = self.pos
-        data = self._read(chunk, pos, 4096)
+        data = self._read(chunk, pos, 1024)
         m = _HEADER_END.search(data)
+        if m is None and len(data) == 1024:
+            data = self._read(chunk, pos, 4096)
+            m = _HEADER_END.search(data)
         if m is None and len(data) == 4096:
             data = self._read(chunk, pos, MAX_HEADER_BYTES + 4)
             m = _HEADER_END.search(data)
-        if m is None and self.messages_seen == 0 and self.protocol is None:
-            if self._detect_other(data, chunk):
-                return True
+        if m is None and self.messages_seen == 0 and self.protocol is None and self._detect_other(data, chunk):
+            return True
         if self.kind == RESPONSE and self.expect_http09() and not data.startswith(b"HTTP/"[: len(data)]):
             return self._http09_response(chunk)
         nl = data.find(b"\n")
@@ -384,9 +392,10 @@ class Http1Parser:
         """The stream is not HTTP/1: HTTP/2 prior knowledge or TLS. Stop parsing it."""
         if data.startswith(H2_PREFACE[: min(len(data), len(H2_PREFACE))]) and len(data) >= 16:
             self.protocol = "h2c"
-        elif len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
-            self.protocol = "tls"
-        elif len(data) >= 3 and data[0] == 0x80 and data[2] == 0x01:  # SSLv2-compatible ClientHello
+        elif len(data) >= 3 and (
+            (data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04)  # TLS handshake record
+            or (data[0] == 0x80 and data[2] == 0x01)  # SSLv2-compatible ClientHello
+        ):
             self.protocol = "tls"
         else:
             return False

@@ -13,8 +13,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, keep_alive_params
 
@@ -143,102 +141,119 @@ class Http1Connection:
     def anomalies(self) -> list[tuple[int, str, str]]:
         return self.parsers[REQUEST].anomalies + self.parsers[RESPONSE].anomalies
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Rows for the transactions table, and connection-level HTTP facts."""
+    def transaction_rows(self, uid: str, server_ip: str, server_port: int
+                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        """Rows for the transactions table (tuples in ``TRANSACTION_COLUMNS`` order), and connection-level
+        HTTP facts."""
         exchanges = self.exchanges
-        n = len(exchanges)
-        req_start = np.full(n, np.nan)
-        resp_end = np.full(n, np.nan)
-        for i, ex in enumerate(exchanges):
-            if ex.request is not None:
-                req_start[i] = ex.request.ts_start_ns
-            if ex.response is not None and ex.response.ts_end_ns is not None:
-                resp_end[i] = ex.response.ts_end_ns
-        rows: list[dict[str, Any]] = []
+        req_start: list[float] = []
+        resp_end: list[float] = []
+        rows: list[tuple[Any, ...]] = []
+        prev_end: float | None = None
+        idle_max: float | None = None
+        nan = float("nan")
         for i, ex in enumerate(exchanges):
             req, resp = ex.request, ex.response
+            r_end = resp.ts_end_ns if resp is not None and resp.ts_end_ns is not None else None
+            req_start.append(req.ts_start_ns if req is not None else nan)
+            resp_end.append(r_end if r_end is not None else nan)
             idle_ms: float | None = None
             pipelined: bool | None = None
-            if i > 0 and req is not None:
-                prev_end = resp_end[i - 1]
-                if not np.isnan(prev_end):
+            if req is not None:
+                if i == 0:
+                    pipelined = False
+                elif prev_end is not None:
                     delta = (req.ts_start_ns - prev_end) / 1e6
                     pipelined = delta < 0
-                    idle_ms = max(delta, 0.0)
-            elif i == 0 and req is not None:
-                pipelined = False
-            rows.append({
-                "uid": uid,
-                "trans_depth": i + 1,
-                "method": req.method if req else None,
-                "host": req.headers.get("host") if req else None,
-                "target": req.target if req else None,
-                "http_version": (req.version if req else resp.version if resp else None),
-                "response_version": resp.version if resp else None,
-                "status": resp.status if resp else None,
-                "reason": resp.reason if resp else None,
-                "ts_request_start": req.ts_start_ns / 1e9 if req else None,
-                "ts_request_end": (req.ts_end_ns / 1e9 if req and req.ts_end_ns is not None else None),
-                "ts_response_start": resp.ts_start_ns / 1e9 if resp else None,
-                "ts_response_end": (resp.ts_end_ns / 1e9 if resp and resp.ts_end_ns is not None else None),
-                "request_body_bytes": req.body_bytes if req else None,
-                "response_body_bytes": resp.body_bytes if resp else None,
-                "idle_before_ms": idle_ms,
-                "pipelined": pipelined,
-                "reused": i > 0,
-                "keep_alive": connection_persists(req, resp),
-                "request_connection": (req.headers.get("connection", "").lower() or None) if req else None,
-                "response_connection": (resp.headers.get("connection", "").lower() or None) if resp else None,
-                "user_agent": req.headers.get("user-agent") if req else None,
-                "content_type": resp.headers.get("content-type") if resp else None,
-                "interim_responses": ex.interim,
-                "request_complete": req.complete if req else None,
-                "response_complete": resp.complete if resp else None,
-                "server_ip": server_ip,
-                "server_port": server_port,
-            })
+                    idle_ms = delta if delta > 0 else 0.0
+                    if idle_max is None or idle_ms > idle_max:
+                        idle_max = idle_ms
+            prev_end = r_end
+            req_part: tuple[Any, ...]
+            req_times: tuple[float | None, float | None]
+            resp_part: tuple[Any, ...]
+            resp_times: tuple[float | None, float | None]
+            req_conn: str | None
+            resp_conn: str | None
+            ua: str | None
+            ctype: str | None
+            req_body: int | None
+            resp_body: int | None
+            req_complete: bool | None
+            resp_complete: bool | None
+            if req is not None:
+                rh = req.headers
+                req_part = (req.method, rh.get("host"), req.target, req.version)
+                req_times = (req.ts_start_ns / 1e9, req.ts_end_ns / 1e9 if req.ts_end_ns is not None else None)
+                req_conn = rh.get("connection", "").lower() or None
+                ua = rh.get("user-agent")
+                req_body, req_complete = req.body_bytes, req.complete
+            else:
+                req_part = (None, None, None, resp.version if resp is not None else None)
+                req_times = (None, None)
+                req_conn = ua = req_body = req_complete = None
+            if resp is not None:
+                sh = resp.headers
+                resp_part = (resp.version, resp.status, resp.reason)
+                resp_times = (resp.ts_start_ns / 1e9, r_end / 1e9 if r_end is not None else None)
+                resp_conn = sh.get("connection", "").lower() or None
+                ctype = sh.get("content-type")
+                resp_body, resp_complete = resp.body_bytes, resp.complete
+            else:
+                resp_part = (None, None, None)
+                resp_times = (None, None)
+                resp_conn = ctype = resp_body = resp_complete = None
+            rows.append((
+                uid, i + 1, None, *req_part, *resp_part, *req_times, *resp_times, req_body, resp_body,
+                idle_ms, pipelined, i > 0, connection_persists(req, resp), req_conn, resp_conn, ua, ctype,
+                ex.interim, req_complete, resp_complete, server_ip, server_port,
+            ))
+        known_ends = [e for e in resp_end if e == e]
         facts = {
             "requests": sum(1 for ex in exchanges if ex.request is not None),
             "pipelined_max": pipelined_max(req_start, resp_end),
             "protocol": self.protocol,
             "keep_alive_timeout_s": self.keep_alive_timeout_s,
             "keep_alive_max": self.keep_alive_max,
-            "last_response_end_ns": (float(np.nanmax(resp_end)) if n and not np.all(np.isnan(resp_end))
-                                     else None),
-            "idle_max_ms": _idle_max(rows),
+            "last_response_end_ns": max(known_ends) if known_ends else None,
+            "idle_max_ms": idle_max,
         }
         return rows, facts
 
 
-def pipelined_max(req_start_ns: np.ndarray, resp_end_ns: np.ndarray) -> int:
+def pipelined_max(req_start_ns: list[float], resp_end_ns: list[float]) -> int:
     """Most requests outstanding at once on one connection (requests answered in order).
 
     Request k (1-based) is outstanding with every earlier request whose response had not ended when k was
     sent. Responses are FIFO, so a missing response counts as ended when a later one ends. Exchanges
-    without a request (orphan responses) are ignored. 0 when there is no request.
+    without a request (orphan responses) are ignored. 0 when there is no request. (Plain Python: the lists
+    are per connection and usually short.)
     """
-    has_req = ~np.isnan(req_start_ns)
-    if not has_req.any():
+    pairs = [(s, e) for s, e in zip(req_start_ns, resp_end_ns, strict=True) if s == s]
+    if not pairs:
         return 0
-    starts = req_start_ns[has_req]
-    ends = resp_end_ns[has_req].copy()
     # a missing response ends no later than the next known one (FIFO); trailing ones never end
-    filled = ends.copy()
-    nxt = np.inf
-    for i in range(len(filled) - 1, -1, -1):
-        if np.isnan(filled[i]):
-            filled[i] = nxt
-        else:
-            nxt = filled[i]
-    done = np.maximum.accumulate(filled)  # response i cannot be complete before response i-1
-    answered = np.searchsorted(done, starts, side="right")  # responses ended at or before each start
-    k = np.arange(1, len(starts) + 1)
-    return int(np.max(k - np.minimum(answered, k - 1)))
-
-
-def _idle_max(rows: list[dict[str, Any]]) -> float | None:
-    values = [r["idle_before_ms"] for r in rows if r["idle_before_ms"] is not None]
-    return max(values) if values else None
+    done = [0.0] * len(pairs)
+    nxt = float("inf")
+    for i in range(len(pairs) - 1, -1, -1):
+        e = pairs[i][1]
+        if e == e:
+            nxt = e
+        done[i] = nxt
+    best = 0
+    running = float("-inf")
+    answered = 0  # responses done before the current request (monotone: done is made non-decreasing)
+    monotone = []
+    for d in done:
+        running = d if d > running else running
+        monotone.append(running)
+    for k, (start, _) in enumerate(pairs, 1):
+        while answered < k - 1 and monotone[answered] <= start:
+            answered += 1
+        outstanding = k - answered
+        if outstanding > best:
+            best = outstanding
+    return best
 
 
 def _ignore(msg: Message) -> None:
