@@ -165,9 +165,9 @@ class Http1Connection:
                 elif prev_end is not None:
                     delta = (req.ts_start_ns - prev_end) / 1e6
                     pipelined = delta < 0
-                    idle_ms = delta if delta > 0 else 0.0
-                    if idle_max is None or idle_ms > idle_max:
-                        idle_max = idle_ms
+                    idle_ms = delta  # negative: pipelined (sent before the previous response ended)
+                    if delta >= 0 and (idle_max is None or delta > idle_max):
+                        idle_max = delta
             prev_end = r_end
             req_part: tuple[Any, ...]
             req_times: tuple[float | None, float | None]
