@@ -1,0 +1,669 @@
+"""Capture files → ``PacketBatch`` columns: classic pcap (µs/ns, either byte order), pcapng, gzip.
+
+This module owns reading capture *files*: detecting the format (by magic bytes, never by file name), walking
+records incrementally with bounded memory, turning record headers into numpy columns, and accounting for
+every record it could not hand out (``ReaderStats``). It must not know any protocol above the link-layer
+type number: what is inside a frame is ``analyzer.flows.decode``'s business.
+
+How it is fast. The only per-record Python is a tight offset walk over a chunk of a few MB
+(``struct.unpack_from`` of the length field, append the offset, jump; the loop has no bounds check and ends
+when ``unpack_from`` runs off the chunk). Every column (timestamps, lengths, link types, frame numbers) is then
+built with numpy gathers from those offsets, and the batch's ``buf`` is a zero-copy ``np.frombuffer`` view of
+the chunk (a fresh buffer per chunk, filled with ``readinto``). A record cut by a chunk boundary is carried
+over to the next chunk.
+
+Hand-written because: speed, measured: 1.8-2.2 M packets/s (this reader: ``batches()`` with all columns)
+vs 0.31-0.42 M packets/s (``dpkt.pcap.Reader``, only iterating its ``(ts, buf)`` tuples) on a 995,040-packet,
+736 MB Ethernet pcap made by concatenating corpus captures with ``mergecap -a`` (Python 3.11, numpy 2.4, one
+core, warm page cache, CPU time best of 5 on a shared 2-core machine). Reader plus ``decode_batch``: 1.25-1.4 M
+packets/s on that file, 2.1 M packets/s on the same packets cut to 96 bytes (``editcap -s 96``). dpkt is
+still used for the format constants (magic numbers, block types, option codes).
+
+Rules for bad input (see ``open_capture``):
+
+* Unreadable input (missing file, permission, zero bytes, unknown magic, header too short, corrupt gzip
+  header) raises ``CaptureFormatError`` from ``open_capture``, before any batch.
+* A record that runs past the end of the file stops reading: ``truncated_file`` is set and the record is
+  counted as ``truncated_record`` when its length is plausible (<= ``MAX_CAPLEN`` and <= the snaplen, i.e.
+  the file was cut short), as ``corrupt_record`` when it is not (a garbage length field). Earlier packets are
+  all kept.
+* A record whose caplen is absurd (> ``MAX_CAPLEN``) is corruption: ``corrupt_record``, and a classic pcap
+  stops there (nothing after it can be trusted). In pcapng the block's own length lets us skip just that
+  block when that length is sane; an insane block length (< 12, not a multiple of 4, > ``MAX_BLOCK_LEN``)
+  stops reading.
+* pcapng blocks that are not packets (NRB, ISB, DSB, custom, journal) are consumed silently; block types
+  this reader does not know are counted as ``pcapng_unknown_block``. ISB ``isb_ifdrop`` values become
+  ``stats.kernel_drops``; DSB payloads are kept in ``reader.decryption_secrets``.
+* A Simple Packet Block has no timestamp: it gets the timestamp of the packet before it (0 when first),
+  so time stays monotone for the stages after us.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from types import TracebackType
+from typing import IO, Final
+
+import dpkt.pcap as dpcap
+import dpkt.pcapng as dpcapng
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from analyzer.capture.batch import PacketBatch, ReaderStats
+from analyzer.errors import CaptureFormatError
+
+__all__ = ["MAX_BLOCK_LEN", "MAX_CAPLEN", "READ_SIZE", "CaptureReader", "open_capture", "ticks_to_ns"]
+
+#: Largest caplen we believe. tcpdump's default snaplen is 262144, so exactly 256 KiB is still fine.
+MAX_CAPLEN: Final = 256 * 1024
+#: Largest pcapng block we are willing to hold in memory (a DSB with many keys, a big NRB, options).
+MAX_BLOCK_LEN: Final = 64 * 1024 * 1024
+#: Bytes read from the file per step: a few MB, so memory stays bounded whatever the capture's size.
+READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize per-chunk work
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_STEP: Final = 64 * 1024
+_HEAD_SIZE: Final = 64 * 1024  # read at open: enough for the headers, small while readers wait their turn
+_PCAP_HDR_LEN: Final = 24
+_NS_PER_S: Final = 1_000_000_000
+
+# classic pcap magics as read little-endian from the first 4 bytes → (byte order, ns?, record header length)
+_PCAP_MAGICS: Final[dict[int, tuple[str, bool, int]]] = {
+    dpcap.TCPDUMP_MAGIC: ("<", False, 16),
+    dpcap.PMUDPCT_MAGIC: (">", False, 16),
+    dpcap.TCPDUMP_MAGIC_NANO: ("<", True, 16),
+    dpcap.PMUDPCT_MAGIC_NANO: (">", True, 16),
+    dpcap.MODPCAP_MAGIC: ("<", False, 24),  # Kuznetzov's "modified" pcap: 8 extra bytes per record
+    dpcap.PACPDOM_MAGIC: (">", False, 24),
+}
+
+_BT_SHB: Final = dpcapng.PCAPNG_BT_SHB
+_BT_IDB: Final = dpcapng.PCAPNG_BT_IDB
+_BT_PB: Final = dpcapng.PCAPNG_BT_PB
+_BT_SPB: Final = dpcapng.PCAPNG_BT_SPB
+_BT_NRB: Final = 0x00000004
+_BT_ISB: Final = 0x00000005
+_BT_EPB: Final = dpcapng.PCAPNG_BT_EPB
+_BT_JOURNAL: Final = 0x00000009
+_BT_DSB: Final = 0x0000000A
+_BT_CUSTOM: Final = 0x00000BAD
+_BT_CUSTOM_NOCOPY: Final = 0x40000BAD
+_KNOWN_SKIPPED_BLOCKS: Final = frozenset(
+    {_BT_NRB, _BT_ISB, _BT_JOURNAL, _BT_DSB, _BT_CUSTOM, _BT_CUSTOM_NOCOPY}
+)
+_OPT_ENDOFOPT: Final = dpcapng.PCAPNG_OPT_ENDOFOPT
+_OPT_IF_TSRESOL: Final = dpcapng.PCAPNG_OPT_IF_TSRESOL
+_OPT_IF_TSOFFSET: Final = dpcapng.PCAPNG_OPT_IF_TSOFFSET
+_OPT_ISB_IFDROP: Final = 5
+
+# walk outcomes
+_NEED_MORE: Final = 0  # the chunk ends inside a record: read more
+_CORRUPT: Final = 1  # an absurd length: stop the file
+_SECTION: Final = 2  # pcapng: a new section starts here (flush the batch first)
+_FLUSH: Final = 3  # pcapng: an IDB after packets: columns are built before it is added
+
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+
+def _gather_rows(arr: npt.NDArray[np.uint8], offs: I64, width: int) -> npt.NDArray[np.uint8]:
+    """``width`` bytes at each offset as a contiguous (n, width) matrix: rows of a sliding-window view, so
+    no (n, width) index matrix is built. Rows that would run past the buffer (a short SPB at its very end)
+    are gathered byte by byte with the missing bytes clipped; callers only use their in-block fields."""
+    if arr.shape[0] < width:
+        return np.take(arr, offs[:, None] + np.arange(width), mode="clip")
+    last = arr.shape[0] - width
+    out = sliding_window_view(arr, width)[np.minimum(offs, last)]
+    over = np.flatnonzero(offs > last)
+    if over.size:
+        out[over] = np.take(arr, offs[over, None] + np.arange(width), mode="clip")
+    return out
+
+
+class _Interface:
+    """One pcapng interface (IDB): link type and how to turn its timestamps into ns."""
+
+    __slots__ = ("linktype", "offset_s", "resol_base", "resol_exp")
+
+    def __init__(self, linktype: int, resol_base: int, resol_exp: int, offset_s: int) -> None:
+        self.linktype = linktype
+        self.resol_base = resol_base
+        self.resol_exp = resol_exp
+        self.offset_s = offset_s
+
+
+def ticks_to_ns(ticks: U64, base: int, exp: int, offset_s: int = 0) -> I64:
+    """Timestamps counted in units of ``base ** -exp`` seconds → int64 ns since the epoch, in integers.
+
+    Exact for decimal resolutions up to ns; for finer decimal and for binary resolutions it is the exact
+    floor. ``offset_s`` is pcapng's ``if_tsoffset`` (whole seconds added to every timestamp).
+    """
+    t = ticks.astype(np.uint64, copy=False)
+    if base == 10:
+        if exp <= 9:
+            out = t * np.uint64(10 ** (9 - exp))
+        elif exp - 9 < 20:
+            out = t // np.uint64(10 ** (exp - 9))
+        else:  # a tick is < 1e-29 s: every 64-bit count is below 1 ns
+            out = np.zeros_like(t)
+    else:
+        k = min(exp, 63)  # a 64-bit tick counter cannot use a finer binary resolution
+        sec = t >> np.uint64(k)
+        frac = t & np.uint64((1 << k) - 1)
+        if k <= 34:  # frac * 1e9 < 2**64
+            frac_ns = (frac * np.uint64(_NS_PER_S)) >> np.uint64(k)
+        else:  # split frac = a * 2**m + b so that every product stays below 2**64 (see module tests)
+            m = k - 30
+            a = frac >> np.uint64(m)
+            b = frac & np.uint64((1 << m) - 1)
+            a1 = a * np.uint64(_NS_PER_S)
+            q_a = a1 >> np.uint64(30)
+            r_a = a1 & np.uint64((1 << 30) - 1)
+            frac_ns = q_a + (((r_a << np.uint64(m)) + b * np.uint64(_NS_PER_S)) >> np.uint64(k))
+        out = sec * np.uint64(_NS_PER_S) + frac_ns
+    res = out.view(np.int64)
+    if offset_s:
+        res = res + np.int64(offset_s * _NS_PER_S)
+    return res
+
+
+class _Source:
+    """The byte stream under a reader: the raw file, or a gzip stream over it. Errors become EOF + a flag."""
+
+    def __init__(self, raw: IO[bytes], gz: bool) -> None:
+        self.raw = raw
+        self.gz = gz
+        self.stream: IO[bytes] = raw
+        if gz:
+            self.stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        self.error: str | None = None
+        self.eof = False
+
+    def refill(self, tail: bytes | bytearray, n: int) -> tuple[bytearray, int]:
+        """A fresh buffer holding ``tail`` then up to ``n`` more bytes of the stream: (buffer, bytes added).
+
+        Fresh, because batches handed out earlier keep views of their own buffer; filled with ``readinto``
+        so the stream's bytes are copied once.
+        """
+        keep = len(tail)
+        buf = bytearray(keep + n)
+        buf[:keep] = tail
+        got = 0
+        if not self.eof:
+            view = memoryview(buf)
+            try:
+                while got < n:
+                    # gzip raises at a cut-short stream and drops what that call decompressed: small steps
+                    stop = keep + got + _GZIP_STEP if self.gz else keep + n
+                    k = self.stream.readinto(view[keep + got : stop])  # type: ignore[attr-defined]
+                    if not k:
+                        self.eof = True
+                        break
+                    got += k
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                self.error = str(exc) or type(exc).__name__
+                self.eof = True
+            finally:
+                view.release()
+        if got < n:
+            del buf[keep + got :]
+        return buf, got
+
+    def consumed(self) -> int:
+        try:
+            return self.raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        if self.stream is not self.raw:
+            self.stream.close()
+        self.raw.close()
+
+
+class CaptureReader:
+    """An opened capture file. Iterate ``batches()`` once; ``stats`` fills in as batches are read.
+
+    ``decryption_secrets`` collects pcapng Decryption Secrets Blocks as ``(secrets_type, data)`` in file
+    order (for example ``0x544c534b`` "TLSK" = an NSS key log).
+    """
+
+    def __init__(
+        self, path: str, source: _Source, head: bytearray, file_size: int, chunk_packets: int
+    ) -> None:
+        self.path = path
+        self.stats = ReaderStats(file_size=file_size)
+        self.decryption_secrets: list[tuple[int, bytes]] = []
+        self._src = source
+        self._chunk_packets = max(1, int(chunk_packets))
+        self._frames = 0  # packets handed out so far (frame numbers are 1-based)
+        self._started = False
+        self._last_ts = 0
+        self._gz = source.gz
+        self._head = head
+        self._head_pos = 0
+        # classic pcap
+        self._endian = "<"
+        self._ns = False
+        self._rec_len = 16
+        self._snaplen = 0
+        self._linktype = 0
+        # pcapng
+        self._ifaces: list[_Interface] = []
+        self._section = 0
+        self._isb_drops: dict[tuple[int, int], int] = {}
+        self._parse_file_header(head)
+        self.stats.bytes_read = source.consumed()
+
+    # ------------------------------------------------------------------ header
+    def _fail(self, reason: str) -> CaptureFormatError:
+        return CaptureFormatError(f"{self.path}: {reason}")
+
+    def _parse_file_header(self, head: bytearray) -> None:
+        suffix = "+gzip" if self._gz else ""
+        if len(head) == 0:
+            raise self._fail("empty gzip stream" if self._gz else "empty file (0 bytes)")
+        magic = struct.unpack_from("<I", head, 0)[0] if len(head) >= 4 else -1
+        if magic in _PCAP_MAGICS:
+            if len(head) < _PCAP_HDR_LEN:
+                raise self._fail(f"file too short for a pcap header ({len(head)} of 24 bytes)")
+            self._endian, self._ns, self._rec_len = _PCAP_MAGICS[magic]
+            _, _, _, _, snaplen, network = struct.unpack_from(self._endian + "HHiIII", head, 4)
+            self._snaplen = snaplen
+            self._linktype = network & 0xFFFF  # the upper bits may carry FCS-length flags
+            self.stats.file_format = ("pcap-ns" if self._ns else "pcap") + suffix
+            self.stats.linktypes.add(self._linktype)
+            self._head_pos = _PCAP_HDR_LEN
+            return
+        if magic == _BT_SHB:
+            if len(head) < 28:
+                raise self._fail(f"file too short for a pcapng section header ({len(head)} bytes)")
+            endian = self._shb_endian(head, 0)
+            if endian is None:
+                raise self._fail("pcapng section header has a bad byte-order magic")
+            (blen,) = struct.unpack_from(endian + "I", head, 4)
+            if blen < 28 or blen % 4 or blen > MAX_BLOCK_LEN:
+                raise self._fail(f"pcapng section header has a bad length ({blen})")
+            self.stats.file_format = "pcapng" + suffix
+            return
+        if len(head) < 4:
+            raise self._fail(f"file too short for a capture header ({len(head)} bytes)")
+        raise self._fail(f"not a pcap or pcapng file (magic 0x{bytes(head[:4]).hex()})")
+
+    @staticmethod
+    def _shb_endian(data: bytes | bytearray, pos: int) -> str | None:
+        (bom,) = struct.unpack_from("<I", data, pos + 8)
+        if bom == dpcapng.BYTE_ORDER_MAGIC:
+            return "<"
+        if bom == dpcapng.BYTE_ORDER_MAGIC_LE:
+            return ">"
+        return None
+
+    # ------------------------------------------------------------------ API
+    def batches(self) -> Iterator[PacketBatch]:
+        """Yield the packets as batches of at most ``chunk_packets`` rows, in file order. Single use."""
+        if self._started:
+            raise RuntimeError(f"{self.path}: batches() can only be iterated once")
+        self._started = True
+        try:
+            if self.stats.file_format.startswith("pcapng"):
+                yield from self._pcapng_batches()
+            else:
+                yield from self._pcap_batches()
+        finally:
+            self.stats.bytes_read = self._src.consumed()
+            if self._src.error is not None:
+                self.stats.truncated_file = True
+                self.stats.skipped["corrupt_gzip" if self._gz else "read_error"] += 1
+            self.close()
+
+    def close(self) -> None:
+        """Release the file (also done when ``batches()`` finishes)."""
+        self._src.close()
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ shared
+    def _more(self, data: bytearray, pos: int, need: int) -> tuple[bytearray, bool]:
+        """A new buffer: ``data[pos:]`` plus at least ``need`` more bytes when the file has them."""
+        buf, got = self._src.refill(data[pos:], max(READ_SIZE, need))
+        self.stats.bytes_read = self._src.consumed()
+        return buf, got > 0
+
+    def _split(
+        self,
+        arr: npt.NDArray[np.uint8],
+        offs: I64,
+        ts: I64,
+        caplen: I64,
+        wirelen: I64,
+        linktype: npt.NDArray[np.uint16],
+    ) -> Iterator[PacketBatch]:
+        """Batches of at most ``chunk_packets`` rows over one buffer's columns (views, no copies)."""
+        n = int(offs.shape[0])
+        if not n:
+            return
+        caplen32 = caplen.astype(np.int32)
+        wirelen32 = np.minimum(np.maximum(wirelen, caplen), 0x7FFF_FFFF).astype(np.int32)
+        frame = np.arange(self._frames + 1, self._frames + 1 + n, dtype=np.int64)
+        self._frames += n
+        self._last_ts = int(ts[-1])
+        step = self._chunk_packets
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            self.stats.packets_read += hi - lo
+            yield PacketBatch(
+                buf=arr,
+                offset=offs[lo:hi],
+                caplen=caplen32[lo:hi],
+                wirelen=wirelen32[lo:hi],
+                ts_ns=ts[lo:hi],
+                linktype=linktype[lo:hi],
+                frame=frame[lo:hi],
+            )
+
+    # ------------------------------------------------------------------ classic pcap
+    def _pcap_walk(self, data: bytearray, pos: int) -> tuple[list[int], int]:
+        """Offsets of the complete records in ``data`` from ``pos``, and where the walk stopped.
+
+        The hot loop has no bounds check: it runs until ``unpack_from`` fails past the buffer's end, then
+        drops the (at most two) last offsets whose records are not complete. Lengths are not checked here
+        either (that is done vectorized afterwards): a garbage caplen jumps past the buffer (the caller
+        looks at the record where the walk stopped) or lands inside it (the column check catches it).
+        """
+        caplen_at = struct.Struct(self._endian + "8xI").unpack_from
+        rec = self._rec_len
+        n = len(data)
+        offs: list[int] = []
+        append = offs.append
+        try:
+            while True:
+                append(pos)
+                pos += rec + caplen_at(data, pos)[0]
+        except struct.error:
+            pass  # the record header at ``pos`` is not (entirely) in the buffer
+        while offs:
+            last = offs[-1]
+            if last + rec <= n:
+                nxt = last + rec + caplen_at(data, last)[0]
+                if nxt <= n:
+                    return offs, nxt
+            offs.pop()
+            pos = last
+        return offs, pos
+
+    def _pcap_batches(self) -> Iterator[PacketBatch]:
+        data = self._head
+        pos = self._head_pos
+        self._head = bytearray()
+        caplen_at = struct.Struct(self._endian + "I").unpack_from
+        frac_mul = 1 if self._ns else 1000
+        rec = self._rec_len
+        while True:
+            offs_list, pos = self._pcap_walk(data, pos)
+            corrupt = False
+            if offs_list:
+                arr = np.frombuffer(data, dtype=np.uint8)
+                offs = np.array(offs_list, dtype=np.int64)
+                words = _gather_rows(arr, offs, 16).view(self._endian + "u4").astype(np.int64)
+                caplen = words[:, 2]
+                bad = np.flatnonzero(caplen > MAX_CAPLEN)
+                if bad.size:  # a garbage length that happened to land inside the buffer
+                    corrupt = True
+                    cut = int(bad[0])
+                    offs, words, caplen = offs[:cut], words[:cut], caplen[:cut]
+                ts = words[:, 0] * _NS_PER_S + words[:, 1] * frac_mul
+                linktype = np.full(offs.shape[0], self._linktype, dtype=np.uint16)
+                yield from self._split(arr, offs + rec, ts, caplen, words[:, 3], linktype)
+            if not corrupt and pos + rec <= len(data):
+                corrupt = caplen_at(data, pos + 8)[0] > MAX_CAPLEN
+            if corrupt:
+                self.stats.skipped["corrupt_record"] += 1
+                return
+            data, got = self._more(data, pos, READ_SIZE)
+            pos = 0
+            if not got:
+                if data:
+                    self._truncated_tail(data)
+                return
+
+    def _truncated_tail(self, tail: bytearray) -> None:
+        """The file ends inside a record: a cut-short file, or a garbage length field."""
+        self.stats.truncated_file = True
+        plausible = True
+        if len(tail) >= self._rec_len:
+            (caplen,) = struct.unpack_from(self._endian + "I", tail, 8)
+            plausible = caplen <= MAX_CAPLEN and (self._snaplen == 0 or caplen <= max(self._snaplen, 65535))
+        self.stats.skipped["truncated_record" if plausible else "corrupt_record"] += 1
+
+    # ------------------------------------------------------------------ pcapng
+    def _pcapng_batches(self) -> Iterator[PacketBatch]:
+        data = self._head
+        self._head = bytearray()
+        pos = 0
+        endian = "<"
+        while True:
+            offs, special, pos, outcome, need = self._ng_walk(data, pos, endian)
+            if offs:
+                yield from self._ng_batches(data, offs, special, endian)
+            if outcome == _FLUSH:
+                continue
+            if outcome == _CORRUPT:
+                self.stats.skipped["corrupt_record"] += 1
+                return
+            if outcome == _SECTION:
+                new_endian = self._shb_endian(data, pos)
+                blen = struct.unpack_from((new_endian or "<") + "I", data, pos + 4)[0]
+                if new_endian is None or blen < 28 or blen & 3 or blen > MAX_BLOCK_LEN:
+                    self.stats.skipped["corrupt_record"] += 1
+                    return
+                if pos + blen > len(data):
+                    data, _ = self._more(data, pos, blen)
+                    pos = 0
+                    if len(data) < blen:
+                        self._ng_truncated()
+                        return
+                endian = new_endian
+                if self._ifaces or self._frames:
+                    self._section += 1
+                self._ifaces = []
+                pos += blen
+                continue
+            data, got = self._more(data, pos, need)
+            pos = 0
+            if not got:
+                if data:
+                    self._ng_truncated()
+                return
+
+    def _ng_truncated(self) -> None:
+        self.stats.truncated_file = True
+        self.stats.skipped["truncated_record"] += 1
+
+    def _ng_walk(
+        self, data: bytearray, pos: int, endian: str
+    ) -> tuple[list[int], list[tuple[int, int]], int, int, int]:
+        """Walk blocks from ``pos``: (packet block offsets, [(row, block type)] of SPB/PB rows, next pos,
+        outcome, bytes needed for the next block)."""
+        unpack = struct.Struct(endian + "II").unpack_from
+        n = len(data)
+        offs: list[int] = []
+        append = offs.append
+        special: list[tuple[int, int]] = []
+        try:
+            while True:
+                btype, blen = unpack(data, pos)
+                if btype == _BT_EPB and blen >= 32 and not blen & 3:
+                    # hot path, no bounds check: only this block can end past the buffer (fixed below)
+                    append(pos)
+                    pos += blen
+                    continue
+                if btype == _BT_SHB:  # a section starts: flush, the caller switches byte order
+                    return offs, special, pos, _SECTION, 0
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
+                    return offs, special, pos, _CORRUPT, 0
+                nxt = pos + blen
+                if nxt > n:
+                    return offs, special, pos, _NEED_MORE, blen
+                if btype in (_BT_SPB, _BT_PB):
+                    special.append((len(offs), btype))
+                    append(pos)
+                elif btype == _BT_IDB:
+                    if offs:  # packets before it must not see it (an EPB naming a later interface)
+                        return offs, special, pos, _FLUSH, 0
+                    self._read_idb(data, pos, blen, endian)
+                elif btype == _BT_DSB:
+                    self._read_dsb(data, pos, blen, endian)
+                elif btype == _BT_ISB:
+                    self._read_isb(data, pos, blen, endian)
+                elif btype not in _KNOWN_SKIPPED_BLOCKS:
+                    self.stats.skipped["pcapng_unknown_block"] += 1
+                pos = nxt
+        except struct.error:
+            pass  # fewer than 8 bytes left at ``pos``
+        if pos > n:  # the last EPB ends past the buffer
+            last = offs.pop()
+            blen = pos - last
+            if blen > MAX_BLOCK_LEN:
+                return offs, special, last, _CORRUPT, 0
+            return offs, special, last, _NEED_MORE, blen
+        return offs, special, pos, _NEED_MORE, 12
+
+    @staticmethod
+    def _options(data: bytearray, start: int, stop: int, endian: str) -> Iterator[tuple[int, bytes]]:
+        hdr = struct.Struct(endian + "HH")
+        pos = start
+        while pos + 4 <= stop:
+            code, length = hdr.unpack_from(data, pos)
+            if code == _OPT_ENDOFOPT:
+                return
+            value = bytes(data[pos + 4 : pos + 4 + length])
+            if len(value) < length:
+                return
+            yield code, value
+            pos += 4 + ((length + 3) & ~3)
+
+    def _read_idb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+        if blen < 20:
+            self.stats.skipped["corrupt_record"] += 1
+            return
+        (linktype,) = struct.unpack_from(endian + "H", data, pos + 8)
+        base, exp, offset_s = 10, 6, 0
+        for code, value in self._options(data, pos + 16, pos + blen - 4, endian):
+            if code == _OPT_IF_TSRESOL and len(value) >= 1:
+                base, exp = (2, value[0] & 0x7F) if value[0] & 0x80 else (10, value[0])
+            elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
+                (offset_s,) = struct.unpack_from(endian + "q", value, 0)
+        self._ifaces.append(_Interface(linktype, base, exp, offset_s))
+        self.stats.linktypes.add(linktype)
+
+    def _read_isb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+        if blen < 24:
+            return
+        (if_id,) = struct.unpack_from(endian + "I", data, pos + 8)
+        for code, value in self._options(data, pos + 20, pos + blen - 4, endian):
+            if code == _OPT_ISB_IFDROP and len(value) >= 8:
+                (drops,) = struct.unpack_from(endian + "Q", value, 0)
+                self._isb_drops[(self._section, if_id)] = drops  # counters are cumulative: keep the last
+                self.stats.kernel_drops = sum(self._isb_drops.values())
+
+    def _read_dsb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+        if blen < 20:
+            self.stats.skipped["corrupt_record"] += 1
+            return
+        stype, slen = struct.unpack_from(endian + "II", data, pos + 8)
+        slen = min(slen, blen - 20)
+        self.decryption_secrets.append((stype, bytes(data[pos + 16 : pos + 16 + slen])))
+
+    def _ng_batches(
+        self, data: bytearray, offs_list: list[int], special: list[tuple[int, int]], endian: str
+    ) -> Iterator[PacketBatch]:
+        arr = np.frombuffer(data, dtype=np.uint8)
+        offs = np.array(offs_list, dtype=np.int64)
+        n = offs.shape[0]
+        # EPB: type, len, if_id, ts_hi, ts_lo, caplen, origlen; SPB/PB are patched below (an SPB may be
+        # shorter than 28 bytes: see _gather_rows).
+        hdr = _gather_rows(arr, offs, 28)
+        w = hdr.view(endian + "u4").astype(np.int64)
+        blen = w[:, 1]
+        if_id = w[:, 2]
+        ticks = (w[:, 3].astype(np.uint64) << np.uint64(32)) | w[:, 4].astype(np.uint64)
+        caplen = w[:, 5]
+        wirelen = w[:, 6]
+        data_off = offs + 28
+        is_spb = np.zeros(n, dtype=bool)
+        if special:
+            rows = np.array([r for r, _ in special], dtype=np.int64)
+            kinds = np.array([k for _, k in special], dtype=np.int64)
+            pb = rows[kinds == _BT_PB]
+            if pb.size:  # Packet Block: 16-bit if_id then a 16-bit drop count; the rest as EPB
+                if_id[pb] = hdr[pb].view(endian + "u2")[:, 4].astype(np.int64)
+            spb = rows[kinds == _BT_SPB]
+            if spb.size:  # Simple Packet Block: origlen, data; interface 0; no timestamp
+                is_spb[spb] = True
+                wirelen[spb] = w[spb, 2]
+                caplen[spb] = np.minimum(w[spb, 2], blen[spb] - 16)
+                if_id[spb] = 0
+                data_off[spb] = offs[spb] + 12
+                ticks[spb] = 0
+        overhead = np.where(is_spb, 16, 32)
+        bad = (caplen > MAX_CAPLEN) | (caplen < 0) | (caplen + overhead > blen) | (if_id >= len(self._ifaces))
+        if bad.any():  # the block length is sane (the walk checked it): skip just these blocks
+            self.stats.skipped["corrupt_record"] += int(bad.sum())
+            keep = ~bad
+            caplen, wirelen, if_id = caplen[keep], wirelen[keep], if_id[keep]
+            ticks, data_off, is_spb = ticks[keep], data_off[keep], is_spb[keep]
+        m = data_off.shape[0]
+        ts = np.zeros(m, dtype=np.int64)
+        linktype = np.zeros(m, dtype=np.uint16)
+        for i in np.unique(if_id).tolist():
+            iface = self._ifaces[i]
+            sel = if_id == i
+            ts[sel] = ticks_to_ns(ticks[sel], iface.resol_base, iface.resol_exp, iface.offset_s)
+            linktype[sel] = iface.linktype
+        if is_spb.any():  # no timestamp: carry the previous packet's forward
+            src = np.where(is_spb, -1, np.arange(m))
+            np.maximum.accumulate(src, out=src)
+            ts = np.where(src >= 0, ts[np.maximum(src, 0)], self._last_ts)
+        yield from self._split(arr, data_off, ts, caplen, wirelen, linktype)
+
+
+def open_capture(path: str | os.PathLike[str], chunk_packets: int = 262144) -> CaptureReader:
+    """Open a pcap / pcapng file, gzip-compressed or not, and read its header.
+
+    Raises ``CaptureFormatError`` (one line naming the file and the reason) when the file cannot be read as
+    a capture at all. Otherwise returns a reader whose ``batches()`` yields ``PacketBatch`` objects of at
+    most ``chunk_packets`` packets each.
+    """
+    name = os.fspath(path)
+    try:
+        raw: IO[bytes] = open(name, "rb")  # noqa: SIM115 - the reader owns and closes it
+    except OSError as exc:
+        raise CaptureFormatError(f"{name}: cannot open: {exc.strerror or exc}") from None
+    try:
+        file_size = os.fstat(raw.fileno()).st_size
+        gz = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        src = _Source(raw, gz)
+        head, _ = src.refill(b"", _HEAD_SIZE)
+        if src.error is not None and not head:
+            raise CaptureFormatError(f"{name}: corrupt gzip stream: {src.error}")
+        return CaptureReader(name, src, head, file_size, chunk_packets)
+    except OSError as exc:
+        raw.close()
+        raise CaptureFormatError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except BaseException:
+        raw.close()
+        raise
