@@ -1,0 +1,1316 @@
+"""Record the committed sample captures from real traffic, with the truth the clients know.
+
+Each scenario runs inside a network namespace created for this run (``anz-rec-<pid>``), on its loopback
+addresses only (127.0.0.1 and ::1): nothing is ever sent outside the namespace. In it:
+
+* a real nginx with a generated configuration in a temporary directory (static files of several sizes,
+  ``keepalive_timeout`` / ``keepalive_requests`` set per scenario, a server on :8081 that answers every
+  request with ``Connection: close`` and one on :8082 that closes after two requests);
+* ``tcpdump -i lo -s 0 -w FILE``, started before the clients and stopped with SIGINT after the tail of the
+  capture has been flushed (tcpdump on ``lo`` hands packets over in ring blocks retired on a ~1 s timer);
+* the clients of the scenario: Python's ``http.client``, raw sockets (HTTP/1.0, ``Connection: close``,
+  pipelining) and curl. They run in a child process of this script (``record.py _client SCENARIO``)
+  started with ``ip netns exec`` and print, as one JSON line, what they know they did: per connection the
+  addresses and ports (``getsockname``), the requests in order with their status, who closed first, and the
+  most requests they had outstanding at once. Where a client claims the server closed first it has seen EOF
+  before closing; where it claims it closed first it has checked that nothing (no FIN) was pending.
+
+The namespace's ``lo`` gets MTU 1500 and ``gso_max_segs 1`` so that TCP segments have the sizes of a real
+Ethernet link instead of 64 KB GSO super-packets. After recording, a capture is post-processed if the
+scenario asks for it (``midstream`` drops the packets before a cut instant, ``ipv6-pcapng`` is converted
+with ``editcap -F pcapng``) and, when tshark is installed, checked against the truth with tshark as an
+independent oracle; a scenario whose capture dropped packets or disagrees with the truth is recorded again.
+
+Usage (needs root)::
+
+    sudo .venv/bin/python captures/record.py --out captures                  # all scenarios
+    sudo .venv/bin/python captures/record.py --out /tmp/x --scenario midstream
+    .venv/bin/python captures/record.py --check captures                     # analyzer output vs truth
+
+The helpers used by ``tests/test_e2e_recorded.py`` (``missing_requirements``, ``compare_with_truth``,
+``verify_with_tshark``, ``run_analyzer_export``) live here too, so the test needs no extra module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+THIS_FILE = Path(__file__).resolve()
+REPO_ROOT = THIS_FILE.parent.parent
+
+# --- constants -----------------------------------------------------------------------------------------
+
+PORT_MAIN = 8080  # keep-alive server (keepalive_timeout / keepalive_requests of the scenario)
+PORT_CLOSE = 8081  # keepalive_timeout 0: every response says "Connection: close"
+PORT_LIMIT = 8082  # keepalive_requests 2: the second response on a connection says "Connection: close"
+SERVER_PORTS = (PORT_MAIN, PORT_CLOSE, PORT_LIMIT)
+
+FLUSH_WAIT_S = 1.3  # tcpdump on lo retires ring blocks on a ~1 s timer: wait this long after the last packet
+ATTEMPTS = 3  # a scenario is recorded again when tcpdump dropped packets or the tshark check disagrees
+MAX_CAPTURE_BYTES = 2_000_000  # committed samples stay small
+CLIENT_TIMEOUT_S = 30.0  # the clients of one scenario take ~1-2 s; this is only a safety net
+EOF_TIMEOUT_S = 5.0  # how long a client waits for the server to close (nginx's timeout is 1 s here)
+SOCKET_TIMEOUT_S = 10.0
+
+TOOLS = ("ip", "nginx", "tcpdump", "curl", "editcap")  # tshark is optional (oracle check)
+
+# Static files served by nginx: name -> size in bytes (deterministic contents).
+STATIC_FILES: dict[str, int] = {
+    "index.html": 0,  # written as a small HTML page
+    "small.txt": 0,  # one line of text
+    "medium.bin": 24_000,
+    "large.bin": 150_000,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One capture: its name (fixed: the Makefile and docs use it), nginx settings and output format."""
+
+    name: str
+    description: str
+    keepalive_timeout: str  # nginx syntax, e.g. "1s 1s" (second value: the Keep-Alive: timeout= header)
+    keepalive_requests: int = 100
+    pcapng: bool = False
+
+    @property
+    def capture_name(self) -> str:
+        return f"{self.name}.pcapng" if self.pcapng else f"{self.name}.pcap"
+
+    @property
+    def truth_name(self) -> str:
+        return f"{self.name}.truth.json"
+
+
+SCENARIO_LIST: tuple[Scenario, ...] = (
+    Scenario(
+        "keepalive-idle-timeout",
+        "http.client keep-alive connections that nginx closes after its 1 s keepalive_timeout, a reconnect "
+        "closed by the client, and curl reusing one connection for three URLs",
+        keepalive_timeout="1s 1s",
+    ),
+    Scenario(
+        "http10-and-close",
+        "HTTP/1.0 with and without Connection: keep-alive, HTTP/1.1 Connection: close from the client, and "
+        "servers answering Connection: close (keepalive_timeout 0 on :8081, keepalive_requests 2 on :8082)",
+        keepalive_timeout="10s",
+    ),
+    Scenario(
+        "pipelining",
+        "raw sockets sending 3 and 5 pipelined GETs in one write (a 150 kB response in the middle, a 404, a "
+        "final Connection: close); nginx answers in order",
+        keepalive_timeout="10s",
+    ),
+    Scenario(
+        "midstream",
+        "the capture starts on an established keep-alive connection after its handshake and first two "
+        "requests (packets before a cut instant removed), then a complete connection",
+        keepalive_timeout="10s",
+    ),
+    Scenario(
+        "ipv6-pcapng",
+        "keep-alive connections over ::1 (http.client and curl), one still open when the capture ends; "
+        "converted to pcapng",
+        keepalive_timeout="10s",
+        pcapng=True,
+    ),
+)
+SCENARIOS: tuple[str, ...] = tuple(s.name for s in SCENARIO_LIST)
+SCENARIO_BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIO_LIST}
+
+
+class RecordError(RuntimeError):
+    """A scenario could not be recorded (after its retries)."""
+
+
+class RetryableError(RecordError):
+    """One attempt failed in a way a new attempt may not (dropped packets, timing, tshark mismatch)."""
+
+
+class ClientError(RuntimeError):
+    """A client saw something other than what its scenario expects (so its truth would be wrong)."""
+
+
+# --- tools and requirements ----------------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str | None:
+    """Path of an executable, also looking in the sbin directories that a non-login PATH may miss."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def _tool(name: str) -> str:
+    path = find_tool(name)
+    if path is None:
+        raise RecordError(f"{name} is not installed (see tools/install-system-deps.sh)")
+    return path
+
+
+def missing_requirements() -> str | None:
+    """Why recording cannot run here (not root, a tool missing, no network namespaces), or None."""
+    if os.geteuid() != 0:
+        return "recording real traffic needs root (network namespace, tcpdump)"
+    missing = [name for name in TOOLS if find_tool(name) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)} (tools/install-system-deps.sh installs them)"
+    probe = f"anz-probe-{os.getpid()}"
+    ip = _tool("ip")
+    made = subprocess.run([ip, "netns", "add", probe], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run([ip, "netns", "delete", probe], capture_output=True, check=False)
+    return None
+
+
+# --- truth kept by the clients -------------------------------------------------------------------------
+
+
+@dataclass
+class RequestTruth:
+    method: str
+    target: str
+    status: int
+
+
+@dataclass
+class ConnectionTruth:
+    client: str  # http.client | raw-socket | curl (informative)
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    syn_seen: bool = True
+    close_by: str = "open"  # client | server | open
+    pipelined_max: int = 0
+    requests: list[RequestTruth] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        order = [
+            "client_ip",
+            "client_port",
+            "server_ip",
+            "server_port",
+            "syn_seen",
+            "close_by",
+            "pipelined_max",
+            "requests",
+            "client",
+            "note",
+        ]
+        return {key: data[key] for key in order}
+
+
+@dataclass
+class TruthLog:
+    """What the clients of one scenario did, connection by connection, in the order they connected."""
+
+    scenario: str
+    connections: list[ConnectionTruth] = field(default_factory=list)
+    cut_ts: float | None = None  # midstream: packets before this instant are removed from the capture
+
+    def add(self, conn: ConnectionTruth) -> ConnectionTruth:
+        self.connections.append(conn)
+        return conn
+
+    def cut_here(self) -> None:
+        """The capture will start now: forget what came before (requests, handshakes, closed connections)."""
+        self.cut_ts = time.time()
+        kept = []
+        for conn in self.connections:
+            if conn.close_by != "open":
+                continue  # entirely before the cut
+            conn.syn_seen = False
+            conn.requests.clear()
+            conn.pipelined_max = 0
+            kept.append(conn)
+        self.connections = kept
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "connections": [c.to_json() for c in self.connections],
+            "cut_ts": self.cut_ts,
+        }
+
+
+def _new_connection(log: TruthLog, sock: socket.socket, client: str, note: str) -> ConnectionTruth:
+    local = sock.getsockname()
+    peer = sock.getpeername()
+    return log.add(ConnectionTruth(client, local[0], local[1], peer[0], peer[1], note=note))
+
+
+def _pending_eof_or_data(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _wait_eof(sock: socket.socket, what: str) -> None:
+    """Wait until the server has closed (recv gives b''); anything else breaks the scenario's truth."""
+    deadline = time.monotonic() + EOF_TIMEOUT_S
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError(f"{what}: the server did not close within {EOF_TIMEOUT_S} s")
+        readable, _, _ = select.select([sock], [], [], remaining)
+        if readable:
+            data = sock.recv(65536)
+            if data:
+                raise ClientError(f"{what}: unexpected bytes while waiting for the close: {data[:80]!r}")
+            return
+
+
+# --- clients: http.client ------------------------------------------------------------------------------
+
+
+class TrackedHTTP:
+    """``http.client.HTTPConnection`` that records each TCP connection it opens and what it sent on it."""
+
+    def __init__(self, log: TruthLog, host: str, port: int, note: str = "") -> None:
+        self.log = log
+        self.http = http.client.HTTPConnection(host, port, timeout=SOCKET_TIMEOUT_S)
+        self.conn: ConnectionTruth | None = None
+        self.note = note
+
+    def request(
+        self, method: str, target: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> int:
+        if self.http.sock is None:
+            self.http.connect()  # explicit, so the new connection is recorded before its first request
+            assert self.http.sock is not None
+            self.conn = _new_connection(self.log, self.http.sock, "http.client", self.note)
+        assert self.conn is not None
+        self.http.request(method, target, body=body, headers=dict(headers or {}))
+        self.conn.pipelined_max = max(self.conn.pipelined_max, 1)
+        response = self.http.getresponse()
+        response.read()
+        if response.will_close:
+            raise ClientError(f"{method} {target}: nginx unexpectedly closes after this response")
+        self.conn.requests.append(RequestTruth(method, target, response.status))
+        return response.status
+
+    def wait_server_close(self) -> None:
+        """Stay idle until nginx's keepalive_timeout closes the connection, then close our side."""
+        assert self.http.sock is not None and self.conn is not None
+        _wait_eof(self.http.sock, f"http.client {self.conn.client_port}")
+        self.conn.close_by = "server"
+        self.http.close()
+        self.conn = None
+
+    def close(self) -> None:
+        """Close from the client side while nginx would still keep the connection."""
+        assert self.http.sock is not None and self.conn is not None
+        if _pending_eof_or_data(self.http.sock):
+            raise ClientError(f"http.client {self.conn.client_port}: the server closed first")
+        self.conn.close_by = "client"
+        self.http.close()
+        self.conn = None
+
+
+# --- clients: raw sockets ------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    version: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def connection(self) -> str:
+        return self.headers.get("connection", "").lower()
+
+
+class RawHTTP:
+    """A socket speaking HTTP/1.x by hand: HTTP/1.0, explicit Connection headers, pipelining."""
+
+    def __init__(self, log: TruthLog, host: str, port: int, note: str = "") -> None:
+        self.sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
+        self.conn = _new_connection(log, self.sock, "raw-socket", note)
+        self.buf = b""
+        self.outstanding: list[tuple[str, str]] = []
+        self.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def send(self, *requests: tuple[str, str, str, Mapping[str, str]]) -> None:
+        """Send requests (method, target, version, headers) in ONE write: more than one is pipelining."""
+        wire = b""
+        for method, target, version, headers in requests:
+            lines = [f"{method} {target} {version}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            wire += ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+            self.outstanding.append((method, target))
+        self.sock.sendall(wire)
+        self.conn.pipelined_max = max(self.conn.pipelined_max, len(self.outstanding))
+
+    def request(
+        self, method: str, target: str, version: str = "HTTP/1.1", headers: Mapping[str, str] | None = None
+    ) -> Response:
+        self.send((method, target, version, self.default_headers(version, headers)))
+        return self.read_response()
+
+    def default_headers(self, version: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+        headers = {"Host": self.host, "User-Agent": "anz-record/1"} if version == "HTTP/1.1" else {}
+        headers.update(extra or {})
+        return headers
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def _read_exact(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            if not self._fill():
+                raise ClientError("connection closed in the middle of a response")
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def _read_line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise ClientError("connection closed in the middle of a response")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_response(self) -> Response:
+        """Read the response to the oldest outstanding request and record the pair."""
+        method, target = self.outstanding.pop(0)
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise ClientError(f"{method} {target}: connection closed before a response")
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        version, status_text = status_line.split(" ", 2)[:2]
+        status = int(status_text)
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._read_chunked()
+        elif "content-length" in headers:
+            body = self._read_exact(int(headers["content-length"]))
+        else:  # read until close
+            while self._fill():
+                pass
+            body, self.buf = self.buf, b""
+        self.conn.requests.append(RequestTruth(method, target, status))
+        return Response(version, status, headers, body)
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self._read_line().split(b";")[0], 16)
+            if size == 0:
+                while self._read_line():  # trailers up to the empty line
+                    pass
+                return body
+            body += self._read_exact(size)
+            self._read_line()
+
+    def wait_server_close(self) -> None:
+        if self.buf:
+            raise ClientError(f"raw {self.conn.client_port}: unread bytes {self.buf[:80]!r}")
+        _wait_eof(self.sock, f"raw {self.conn.client_port}")
+        self.conn.close_by = "server"
+        self.sock.close()
+
+    def close(self) -> None:
+        if self.buf or _pending_eof_or_data(self.sock):
+            raise ClientError(f"raw {self.conn.client_port}: the server closed or sent data first")
+        self.conn.close_by = "client"
+        self.sock.close()
+
+
+def _expect(response: Response, status: int, connection: str, what: str) -> None:
+    if response.status != status or response.connection != connection:
+        raise ClientError(
+            f"{what}: expected {status} with Connection: {connection}, got {response.status} "
+            f"with Connection: {response.connection or '(none)'}"
+        )
+
+
+# --- clients: curl -------------------------------------------------------------------------------------
+
+CURL_FORMAT = (
+    "%{local_ip} %{local_port} %{remote_ip} %{remote_port} %{num_connects} %{http_code} %{method} "
+    "%{url_effective}\\n"
+)
+
+
+def run_curl(log: TruthLog, urls: Sequence[str], note: str = "") -> None:
+    """One curl command line with several URLs (curl reuses its connection); the truth from ``-w``.
+
+    curl closes its connections when it exits, before nginx's keepalive_timeout: close_by is the client.
+    """
+    args = [_tool("curl"), "-s", "-g", "--http1.1", "-w", CURL_FORMAT]
+    for url in urls:
+        args += ["-o", "/dev/null", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise ClientError(f"curl failed ({done.returncode}): {done.stderr.strip()}")
+    by_port: dict[int, ConnectionTruth] = {}
+    for line in done.stdout.splitlines():
+        local_ip, local_port, remote_ip, remote_port, connects, code, method, url = line.split(" ", 7)
+        port = int(local_port)
+        if int(connects) > 0:
+            if port in by_port:
+                raise ClientError(f"curl reported a new connection on a port it already used: {line}")
+            by_port[port] = log.add(
+                ConnectionTruth("curl", local_ip, port, remote_ip, int(remote_port), note=note)
+            )
+        elif port not in by_port:
+            raise ClientError(f"curl reused a connection it never opened: {line}")
+        conn = by_port[port]
+        split = urllib.parse.urlsplit(url)
+        target = split.path + (f"?{split.query}" if split.query else "")
+        conn.requests.append(RequestTruth(method, target, int(code)))
+        conn.pipelined_max = 1
+    for conn in by_port.values():
+        conn.close_by = "client"
+
+
+# --- the scenarios' clients ----------------------------------------------------------------------------
+
+
+def client_keepalive_idle_timeout(log: TruthLog) -> None:
+    v4 = "127.0.0.1"
+    a = TrackedHTTP(log, v4, PORT_MAIN, "idle after its requests: nginx's keepalive_timeout closes it")
+    b = TrackedHTTP(log, v4, PORT_MAIN, "HEAD, POST and a 404, then idle: nginx closes it")
+    a.request("GET", "/index.html")
+    a.request("GET", "/medium.bin")
+    b.request("GET", "/small.txt")
+    b.request("HEAD", "/large.bin")
+    b.request("POST", "/api/echo", body=b'{"hello": "nginx"}', headers={"Content-Type": "application/json"})
+    b.request("GET", "/missing.html")
+    a.request("GET", "/small.txt")
+    a.wait_server_close()
+    b.wait_server_close()
+    # The same HTTPConnection object reconnects: a new TCP connection, closed by the client this time.
+    a.note = "reconnect after the idle close; closed by the client"
+    a.request("GET", "/large.bin")
+    a.request("GET", "/index.html")
+    a.close()
+    base = f"http://{v4}:{PORT_MAIN}"
+    run_curl(
+        log, [f"{base}/index.html", f"{base}/small.txt", f"{base}/nope"], "curl, three URLs, one connection"
+    )
+
+
+def client_http10_and_close(log: TruthLog) -> None:
+    v4 = "127.0.0.1"
+    ka = {"Connection": "keep-alive"}
+
+    c = RawHTTP(log, v4, PORT_MAIN, "HTTP/1.0 without keep-alive: nginx closes after the response")
+    _expect(c.request("GET", "/index.html", "HTTP/1.0"), 200, "close", "plain HTTP/1.0")
+    c.wait_server_close()
+
+    c = RawHTTP(log, v4, PORT_MAIN, "HTTP/1.0 with Connection: keep-alive twice, then the client closes")
+    _expect(c.request("GET", "/small.txt", "HTTP/1.0", ka), 200, "keep-alive", "HTTP/1.0 keep-alive #1")
+    _expect(c.request("GET", "/medium.bin", "HTTP/1.0", ka), 200, "keep-alive", "HTTP/1.0 keep-alive #2")
+    c.close()
+
+    c = RawHTTP(log, v4, PORT_MAIN, "HTTP/1.0 keep-alive, then a plain HTTP/1.0 request: nginx closes")
+    _expect(c.request("GET", "/index.html", "HTTP/1.0", ka), 200, "keep-alive", "HTTP/1.0 keep-alive")
+    _expect(c.request("GET", "/missing.html", "HTTP/1.0"), 404, "close", "plain HTTP/1.0 after keep-alive")
+    c.wait_server_close()
+
+    c = RawHTTP(log, v4, PORT_MAIN, "HTTP/1.1, then HTTP/1.1 with Connection: close from the client")
+    _expect(c.request("GET", "/index.html"), 200, "keep-alive", "HTTP/1.1")
+    _expect(
+        c.request("GET", "/small.txt", headers={"Connection": "close"}),
+        200,
+        "close",
+        "HTTP/1.1 Connection: close",
+    )
+    c.wait_server_close()
+
+    c = RawHTTP(log, v4, PORT_CLOSE, "server with keepalive_timeout 0 answers Connection: close")
+    _expect(c.request("GET", "/small.txt"), 200, "close", "keepalive_timeout 0")
+    c.wait_server_close()
+
+    c = RawHTTP(log, v4, PORT_LIMIT, "server with keepalive_requests 2 closes after the second response")
+    _expect(c.request("GET", "/index.html"), 200, "keep-alive", "keepalive_requests 2, #1")
+    _expect(c.request("GET", "/small.txt"), 200, "close", "keepalive_requests 2, #2")
+    c.wait_server_close()
+
+
+def client_pipelining(log: TruthLog) -> None:
+    v4 = "127.0.0.1"
+    c = RawHTTP(log, v4, PORT_MAIN, "3 pipelined GETs in one write, then a HEAD, closed by the client")
+    h = c.default_headers("HTTP/1.1", None)
+    c.send(
+        ("GET", "/index.html", "HTTP/1.1", h),
+        ("GET", "/small.txt", "HTTP/1.1", h),
+        ("GET", "/medium.bin", "HTTP/1.1", h),
+    )
+    for _ in range(3):
+        _expect(c.read_response(), 200, "keep-alive", "pipelined x3")
+    _expect(c.request("HEAD", "/medium.bin"), 200, "keep-alive", "after the pipeline")
+    c.close()
+
+    # No HEAD inside a pipeline: tshark 4.0 (the recording's oracle) then reads the HEAD response's
+    # Content-Length as a body and loses the responses after it.
+    c = RawHTTP(
+        log,
+        v4,
+        PORT_MAIN,
+        "5 pipelined GETs in one write (a 404, the last one with Connection: "
+        "close): nginx answers in order and closes",
+    )
+    h = c.default_headers("HTTP/1.1", None)
+    last = {**h, "Connection": "close"}
+    c.send(
+        ("GET", "/small.txt", "HTTP/1.1", h),
+        ("GET", "/large.bin", "HTTP/1.1", h),
+        ("GET", "/missing.html", "HTTP/1.1", h),
+        ("GET", "/index.html", "HTTP/1.1", h),
+        ("GET", "/medium.bin", "HTTP/1.1", last),
+    )
+    for status in (200, 200, 404, 200):
+        _expect(c.read_response(), status, "keep-alive", "pipelined x5")
+    _expect(c.read_response(), 200, "close", "pipelined x5, last")
+    c.wait_server_close()
+
+
+def client_midstream(log: TruthLog) -> None:
+    v4 = "127.0.0.1"
+    before = TrackedHTTP(log, v4, PORT_MAIN, "entirely before the cut: not in the capture")
+    before.request("GET", "/small.txt")
+    before.close()
+    a = TrackedHTTP(
+        log,
+        v4,
+        PORT_MAIN,
+        "established before the capture starts: no handshake, the first two requests are cut off",
+    )
+    a.request("GET", "/index.html")
+    a.request("GET", "/small.txt")
+    time.sleep(0.25)
+    log.cut_here()
+    time.sleep(0.25)
+    a.request("GET", "/medium.bin")
+    a.request("GET", "/index.html")
+    a.close()
+    b = TrackedHTTP(log, v4, PORT_MAIN, "a complete connection after the cut")
+    b.request("GET", "/small.txt")
+    b.request("GET", "/missing.html")
+    b.close()
+
+
+def client_ipv6_pcapng(log: TruthLog) -> None:
+    v6 = "::1"
+    a = TrackedHTTP(log, v6, PORT_MAIN, "IPv6 keep-alive, closed by the client")
+    a.request("GET", "/index.html")
+    a.request("GET", "/medium.bin")
+    a.close()
+    b = TrackedHTTP(log, v6, PORT_MAIN, "IPv6 keep-alive, still open when the capture ends")
+    b.request("GET", "/small.txt")
+    b.request("HEAD", "/index.html")
+    b.request("GET", "/large.bin")
+    base = f"http://[{v6}]:{PORT_MAIN}"
+    run_curl(log, [f"{base}/small.txt", f"{base}/index.html"], "curl over IPv6, two URLs, one connection")
+    _CLIENT_KEEPALIVE.append(b)  # keeps the socket open until the recorder has stopped tcpdump
+
+
+_CLIENT_KEEPALIVE: list[object] = []
+
+CLIENTS: dict[str, Callable[[TruthLog], None]] = {
+    "keepalive-idle-timeout": client_keepalive_idle_timeout,
+    "http10-and-close": client_http10_and_close,
+    "pipelining": client_pipelining,
+    "midstream": client_midstream,
+    "ipv6-pcapng": client_ipv6_pcapng,
+}
+
+
+def client_main(scenario: str) -> int:
+    """Run inside the namespace: do the scenario's traffic, print the truth as one JSON line, then wait
+    for stdin to close (connections meant to be open at capture end stay open until then)."""
+    log = TruthLog(scenario)
+    CLIENTS[scenario](log)
+    for conn in log.connections:
+        if not conn.requests:
+            raise ClientError(f"connection {conn.client_port} carried no request")
+    sys.stdout.write(json.dumps(log.to_json()) + "\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+    return 0
+
+
+# --- nginx ---------------------------------------------------------------------------------------------
+
+
+def _static_content(name: str, size: int) -> bytes:
+    if name == "index.html":
+        items = "".join(f'<li><a href="/{n}">{n}</a></li>' for n in STATIC_FILES)
+        return (
+            f"<!doctype html>\n<html><head><title>anz recorder</title></head>\n"
+            f"<body><h1>analyzer sample server</h1><ul>{items}</ul></body></html>\n"
+        ).encode()
+    if name == "small.txt":
+        return b"hello from the analyzer's recording server\n"
+    pattern = bytes(range(256))
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def nginx_config(scn: Scenario, prefix: Path) -> str:
+    """nginx.conf for one scenario: everything (pid, logs, temp paths, files) under ``prefix``."""
+    www = prefix / "www"
+    common = f"root {www}; default_type application/octet-stream;"
+    return f"""# generated by captures/record.py for scenario {scn.name}
+daemon off;
+master_process on;
+worker_processes 1;
+user root root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 128; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    types {{ text/html html; text/plain txt; application/octet-stream bin; }}
+    sendfile off;
+    server_tokens off;
+    server {{
+        listen 127.0.0.1:{PORT_MAIN};
+        listen [::1]:{PORT_MAIN};
+        keepalive_timeout {scn.keepalive_timeout};
+        keepalive_requests {scn.keepalive_requests};
+        {common}
+        location = /api/echo {{ default_type application/json; return 200 '{{"ok": true}}\\n'; }}
+    }}
+    server {{
+        listen 127.0.0.1:{PORT_CLOSE};
+        keepalive_timeout 0;
+        {common}
+    }}
+    server {{
+        listen 127.0.0.1:{PORT_LIMIT};
+        keepalive_timeout 10s;
+        keepalive_requests 2;
+        {common}
+    }}
+}}
+"""
+
+
+def _prepare_nginx(scn: Scenario, prefix: Path) -> Path:
+    (prefix / "www").mkdir()
+    (prefix / "tmp").mkdir()
+    for name, size in STATIC_FILES.items():
+        (prefix / "www" / name).write_bytes(_static_content(name, size))
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(scn, prefix))
+    return conf
+
+
+# --- recording -----------------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"record: {message}", file=sys.stderr, flush=True)
+
+
+def _read_available(fd: int, timeout: float) -> bytes:
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 65536) if readable else b""
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Send ``sig`` to one process we started (by its PID), then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@dataclass
+class Recorded:
+    raw_pcap: Path
+    truth: dict[str, Any]
+    tcpdump_stats: str
+
+
+def _record_once(scn: Scenario, tmp: Path, ns: str) -> Recorded:
+    ip = _tool("ip")
+    nginx_bin = _tool("nginx")
+    tcpdump_bin = _tool("tcpdump")
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    conf = _prepare_nginx(scn, prefix)
+    raw = tmp / "raw.pcap"
+    procs: list[subprocess.Popen[bytes]] = []
+    created = False
+    try:
+        for cmd in (
+            ["netns", "add", ns],
+            ["-n", ns, "link", "set", "lo", "mtu", "1500"],
+            ["-n", ns, "link", "set", "lo", "gso_max_segs", "1"],
+            ["-n", ns, "link", "set", "lo", "up"],
+        ):
+            done = subprocess.run([ip, *cmd], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RecordError(f"ip {' '.join(cmd)}: {done.stderr.strip()}")
+            created = True
+        in_ns = [ip, "netns", "exec", ns]
+
+        nginx_log = (tmp / "nginx.out").open("wb")
+        nginx = subprocess.Popen(
+            [*in_ns, nginx_bin, "-p", f"{prefix}/", "-e", f"{prefix}/error.log", "-c", str(conf)],
+            stdout=nginx_log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(nginx)
+        deadline = time.monotonic() + 10
+        while not (prefix / "nginx.pid").exists():  # written after the listening sockets are bound
+            if nginx.poll() is not None or time.monotonic() > deadline:
+                raise RecordError(
+                    f"nginx did not start: {(tmp / 'nginx.out').read_text()}"
+                    f"{(prefix / 'error.log').read_text() if (prefix / 'error.log').exists() else ''}"
+                )
+            time.sleep(0.02)
+
+        tcpdump = subprocess.Popen(
+            [*in_ns, tcpdump_bin, "-Z", "root", "-i", "lo", "-s", "0", "-n", "-w", str(raw)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(tcpdump)
+        assert tcpdump.stderr is not None
+        err_fd = tcpdump.stderr.fileno()
+        stderr = b""
+        deadline = time.monotonic() + 10
+        while b"listening on" not in stderr:
+            if tcpdump.poll() is not None or time.monotonic() > deadline:
+                raise RecordError(f"tcpdump did not start: {stderr.decode(errors='replace')}")
+            stderr += _read_available(err_fd, 0.1)
+
+        client_err = (tmp / "client.err").open("wb")
+        client = subprocess.Popen(
+            [*in_ns, sys.executable, str(THIS_FILE), "_client", scn.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=client_err,
+        )
+        procs.append(client)
+        assert client.stdout is not None and client.stdin is not None
+        readable, _, _ = select.select([client.stdout], [], [], CLIENT_TIMEOUT_S)
+        line = client.stdout.readline() if readable else b""
+        if not line:
+            _stop(client, signal.SIGTERM, 5)
+            raise RetryableError(f"client failed: {(tmp / 'client.err').read_text().strip()[-2000:]}")
+        truth = json.loads(line)
+
+        time.sleep(FLUSH_WAIT_S)  # the last ring block of tcpdump on lo
+        _stop(tcpdump, signal.SIGINT, 10)
+        while chunk := os.read(err_fd, 65536):
+            stderr += chunk
+        stats = stderr.decode(errors="replace")
+        client.stdin.close()
+        client.wait(timeout=10)
+        if client.returncode != 0:
+            raise RetryableError(
+                f"client exited with {client.returncode}: {(tmp / 'client.err').read_text()}"
+            )
+        _stop(nginx, signal.SIGTERM, 10)
+        dropped = re.search(r"(\d+) packets? dropped by kernel", stats)
+        if dropped is None:
+            raise RetryableError(f"no drop count in tcpdump's output: {stats!r}")
+        if int(dropped.group(1)) != 0:
+            raise RetryableError(f"tcpdump: {dropped.group(0)}")
+        return Recorded(raw, truth, stats)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc, signal.SIGTERM, 5)
+        if created:
+            subprocess.run([ip, "netns", "delete", ns], capture_output=True, check=False)
+
+
+def cut_pcap_before(src: Path, dst: Path, cut_ts: float) -> tuple[int, int]:
+    """Copy a classic pcap without the packets stamped before ``cut_ts``; returns (kept, dropped)."""
+    data = src.read_bytes()
+    formats = {
+        b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+        b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+        b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+        b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+    }
+    if data[:4] not in formats:
+        raise RecordError(f"{src}: not a classic pcap file")
+    endian, scale = formats[data[:4]]
+    out = [data[:24]]
+    offset, kept, dropped = 24, 0, 0
+    while offset + 16 <= len(data):
+        sec, frac, incl, _orig = struct.unpack_from(f"{endian}IIII", data, offset)
+        end = offset + 16 + incl
+        if end > len(data):
+            raise RecordError(f"{src}: truncated record at offset {offset}")
+        if sec + frac * scale >= cut_ts:
+            out.append(data[offset:end])
+            kept += 1
+        else:
+            dropped += 1
+        offset = end
+    dst.write_bytes(b"".join(out))
+    return kept, dropped
+
+
+def _finish_capture(scn: Scenario, rec: Recorded, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    truth = dict(rec.truth)
+    cut_ts = truth.pop("cut_ts", None)
+    capture = rec.raw_pcap
+    if cut_ts is not None:
+        cut = tmp / "cut.pcap"
+        kept, dropped = cut_pcap_before(capture, cut, float(cut_ts))
+        if dropped == 0 or kept == 0:
+            raise RetryableError(f"the cut kept {kept} and dropped {dropped} packets")
+        capture = cut
+    if scn.pcapng:
+        converted = tmp / "converted.pcapng"
+        done = subprocess.run(
+            [_tool("editcap"), "-F", "pcapng", str(capture), str(converted)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RecordError(f"editcap: {done.stderr.strip()}")
+        capture = converted
+    ordered = {
+        "scenario": scn.name,
+        "capture": scn.capture_name,
+        "description": scn.description,
+        "connections": truth["connections"],
+    }
+    return capture, ordered
+
+
+# --- tshark as an independent check of capture + truth -------------------------------------------------
+
+
+@dataclass
+class TsharkStream:
+    client: tuple[str, int] | None = None
+    server: tuple[str, int] | None = None
+    syn_seen: bool = False
+    close_by: str = "open"
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    outstanding: int = 0
+    pipelined_max: int = 0
+
+
+def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
+    """(frames, TCP streams in order of first packet) as tshark dissects them, HTTP on the server ports."""
+    tshark = find_tool("tshark")
+    if tshark is None:
+        raise RecordError("tshark is not installed")
+    fields = [
+        "tcp.stream",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.flags.syn",
+        "tcp.flags.fin",
+        "tcp.flags.reset",
+        "http.request.method",
+        "http.request.uri",
+        "http.response.code",
+    ]
+    args = [
+        tshark,
+        "-r",
+        str(capture),
+        "-n",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]
+    for port in SERVER_PORTS:
+        args += ["-d", f"tcp.port=={port},http"]
+    for name in fields:
+        args += ["-e", name]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RecordError(f"tshark: {done.stderr.strip()}")
+    streams: dict[int, TsharkStream] = {}
+    frames = 0
+    for line in done.stdout.splitlines():
+        frames += 1
+        cols = line.split("\t")
+        cols += [""] * (len(fields) - len(cols))
+        if not cols[0]:
+            continue
+        (stream_id, ip4, ip6, sport, dport, syn, fin, rst, methods, uris, codes) = cols
+        st = streams.setdefault(int(stream_id), TsharkStream())
+        src = (ip4 or ip6, int(sport))
+        dst_port = int(dport)
+        from_client = dst_port in SERVER_PORTS
+        if st.client is None:
+            st.client = src if from_client else None
+            st.server = None if from_client else src
+        if from_client and st.client is None:
+            st.client = src
+        if not from_client and st.server is None:
+            st.server = src
+        if syn in ("1", "True"):
+            st.syn_seen = True
+        if st.close_by == "open" and (fin in ("1", "True") or rst in ("1", "True")):
+            st.close_by = "client" if from_client else "server"
+        if methods:
+            for method, uri in zip(methods.split(","), uris.split(","), strict=True):
+                st.requests.append((method, uri))
+                st.outstanding += 1
+            st.pipelined_max = max(st.pipelined_max, st.outstanding)
+        if codes:
+            for code in codes.split(","):
+                st.statuses.append(int(code))
+                st.outstanding -= 1
+    return frames, [streams[k] for k in sorted(streams)]
+
+
+def verify_with_tshark(capture: Path, truth: Mapping[str, Any]) -> list[str]:
+    """Differences between the truth and tshark's view of the capture (empty when they agree)."""
+    return compare_tshark_streams(tshark_streams(capture)[1], truth)
+
+
+def compare_tshark_streams(streams: Sequence[TsharkStream], truth: Mapping[str, Any]) -> list[str]:
+    """Differences between the truth and the TCP streams tshark found (see ``verify_with_tshark``)."""
+    conns = truth["connections"]
+    problems: list[str] = []
+    if len(streams) != len(conns):
+        problems.append(f"tshark sees {len(streams)} TCP streams, the truth lists {len(conns)} connections")
+    for index, (st, conn) in enumerate(zip(streams, conns, strict=False)):
+        where = f"connection #{index} ({conn['client_ip']} port {conn['client_port']})"
+        seen = {
+            "client": st.client and (_norm_ip(st.client[0]), st.client[1]),
+            "server_port": st.server[1] if st.server else conn["server_port"],
+            "syn_seen": st.syn_seen,
+            "close_by": st.close_by,
+            "pipelined_max": st.pipelined_max,
+            "requests": [[m, t, s] for (m, t), s in zip(st.requests, st.statuses, strict=False)],
+            "request_count": len(st.requests),
+            "response_count": len(st.statuses),
+        }
+        expected = {
+            "client": (_norm_ip(conn["client_ip"]), conn["client_port"]),
+            "server_port": conn["server_port"],
+            "syn_seen": conn["syn_seen"],
+            "close_by": conn["close_by"],
+            "pipelined_max": conn["pipelined_max"],
+            "requests": [[r["method"], r["target"], r["status"]] for r in conn["requests"]],
+            "request_count": len(conn["requests"]),
+            "response_count": len(conn["requests"]),
+        }
+        for key, value in expected.items():
+            if seen[key] != value:
+                problems.append(f"{where}: {key}: tshark {seen[key]!r}, truth {value!r}")
+    return problems
+
+
+# --- the analyzer's export compared with the truth -----------------------------------------------------
+
+
+def _norm_ip(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return int(value)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, str):
+        return value.lower() in ("true", "1")
+    return bool(value)
+
+
+def _conn_key(row: Mapping[str, Any]) -> tuple[str, int | None, str, int | None]:
+    return (
+        _norm_ip(row.get("client_ip")),
+        _as_int(row.get("client_port")),
+        _norm_ip(row.get("server_ip")),
+        _as_int(row.get("server_port")),
+    )
+
+
+def analyzer_requests(export: Mapping[str, Any], uid: Any) -> list[tuple[str | None, str | None, int | None]]:
+    """(method, target, status) of one connection's transactions, ordered by trans_depth."""
+    rows = [t for t in export.get("transactions", []) if t.get("uid") == uid]
+    rows.sort(key=lambda t: (_as_int(t.get("trans_depth")) is None, _as_int(t.get("trans_depth")) or 0))
+    return [(t.get("method"), t.get("target"), _as_int(t.get("status"))) for t in rows]
+
+
+def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> list[str]:
+    """Differences between ``analyzer export --format json`` output and a truth file (empty = equal).
+
+    Connections are matched by (client_ip, client_port, server_ip, server_port). Compared exactly: the
+    number of connections, and per connection the requests (method, target, status; ordered by
+    trans_depth), syn_seen, close_by and pipelined_max.
+    """
+    problems: list[str] = []
+    rows = list(export.get("connections", []))
+    truth_conns = list(truth["connections"])
+    if len(rows) != len(truth_conns):
+        problems.append(
+            f"number of connections: analyzer {len(rows)}, truth {len(truth_conns)} "
+            f"(analyzer {sorted(map(_fmt_key, map(_conn_key, rows)))}, "
+            f"truth {sorted(map(_fmt_key, map(_conn_key, truth_conns)))})"
+        )
+    by_key: dict[tuple[str, int | None, str, int | None], Mapping[str, Any]] = {}
+    for row in rows:
+        by_key.setdefault(_conn_key(row), row)
+    for conn in truth_conns:
+        key = _conn_key(conn)
+        where = f"connection {_fmt_key(key)}"
+        row = by_key.get(key)
+        if row is None:
+            swapped = (key[2], key[3], key[0], key[1])
+            hint = " (present with client and server swapped)" if swapped in by_key else ""
+            problems.append(f"{where}: missing from the analyzer's connections{hint}")
+            continue
+        checks: list[tuple[str, Any, Any]] = [
+            ("syn_seen", _as_bool(row.get("syn_seen")), conn["syn_seen"]),
+            ("close_by", row.get("close_by"), conn["close_by"]),
+            ("pipelined_max", _as_int(row.get("pipelined_max")), conn["pipelined_max"]),
+            (
+                "requests",
+                analyzer_requests(export, row.get("uid")),
+                [(r["method"], r["target"], r["status"]) for r in conn["requests"]],
+            ),
+        ]
+        for name, got, want in checks:
+            if got != want:
+                problems.append(f"{where}: {name}: analyzer {got!r}, truth {want!r}")
+    return problems
+
+
+def _fmt_key(key: tuple[str, int | None, str, int | None]) -> str:
+    def addr(ip: str, port: int | None) -> str:
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    return f"{addr(key[0], key[1])}->{addr(key[2], key[3])}"
+
+
+def analyzer_command() -> list[str]:
+    """How to run the analyzer CLI: the ``analyzer`` script next to this Python, else ``python -m``."""
+    script = Path(sys.executable).with_name("analyzer")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "analyzer"]
+
+
+def run_analyzer_export(capture: Path, out: Path) -> dict[str, Any]:
+    """``analyzer export CAPTURE --format json -o OUT`` and its parsed output (RecordError on failure)."""
+    done = subprocess.run(
+        [*analyzer_command(), "export", str(capture), "--format", "json", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    if done.returncode != 0:
+        raise RecordError(
+            f"analyzer export {capture.name} exited with {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[-3000:]}"
+        )
+    if not out.is_file():
+        raise RecordError(f"analyzer export {capture.name} wrote no {out}")
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def truth_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.truth.json"))
+
+
+# --- driver --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    scenario: str
+    capture: Path
+    size: int
+    packets: int | None
+    connections: int
+    requests: int
+    attempts: int
+    seconds: float
+
+    def line(self) -> str:
+        packets = "?" if self.packets is None else str(self.packets)
+        return (
+            f"{self.scenario}: {self.capture.name} {self.size} bytes, {packets} packets, "
+            f"{self.connections} connections, {self.requests} requests "
+            f"(attempt {self.attempts}, {self.seconds:.1f} s)"
+        )
+
+
+def record_scenario(scn: Scenario, out_dir: Path, verify: bool = True) -> Summary:
+    """Record one scenario into ``out_dir`` (capture + truth), retrying up to ATTEMPTS times."""
+    ns = f"anz-rec-{os.getpid()}"
+    started = time.monotonic()
+    failures: list[str] = []
+    for attempt in range(1, ATTEMPTS + 1):
+        with tempfile.TemporaryDirectory(prefix=f"anz-rec-{scn.name}-") as tmp_name:
+            tmp = Path(tmp_name)
+            os.chmod(tmp, 0o755)
+            try:
+                rec = _record_once(scn, tmp, ns)
+                capture, truth = _finish_capture(scn, rec, tmp)
+                packets: int | None = None
+                if verify:
+                    packets, streams = tshark_streams(capture)
+                    problems = compare_tshark_streams(streams, truth)
+                    if problems:
+                        raise RetryableError("tshark disagrees with the truth: " + "; ".join(problems))
+                size = capture.stat().st_size
+                if size > MAX_CAPTURE_BYTES:
+                    raise RecordError(f"{scn.capture_name} is {size} bytes (> {MAX_CAPTURE_BYTES})")
+            except RetryableError as exc:
+                failures.append(f"attempt {attempt}: {exc}")
+                _log(f"{scn.name}: attempt {attempt} failed: {exc}")
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(capture, out_dir / scn.capture_name)
+            (out_dir / scn.truth_name).write_text(json.dumps(truth, indent=2) + "\n")
+            return Summary(
+                scn.name,
+                out_dir / scn.capture_name,
+                size,
+                packets,
+                len(truth["connections"]),
+                sum(len(c["requests"]) for c in truth["connections"]),
+                attempt,
+                time.monotonic() - started,
+            )
+    raise RecordError(f"{scn.name}: no good recording in {ATTEMPTS} attempts: " + " | ".join(failures))
+
+
+def check_directory(directory: Path, scratch: Path) -> int:
+    """Run the analyzer over every capture with a truth file in ``directory``; print the differences."""
+    failed = 0
+    for truth_path in truth_files(directory):
+        truth = json.loads(truth_path.read_text())
+        capture = directory / truth["capture"]
+        try:
+            export = run_analyzer_export(capture, scratch / f"{truth_path.stem}.json")
+            problems = compare_with_truth(export, truth)
+        except RecordError as exc:
+            problems = [str(exc)]
+        failed += bool(problems)
+        print(f"{capture.name}: {'OK' if not problems else 'DIFFERS'}")
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if failed else 0
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks (processes, namespace)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["_client"]:
+        return client_main(args_list[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, help="directory for the captures and their truth files")
+    parser.add_argument(
+        "--scenario",
+        action="extend",
+        nargs="+",
+        choices=SCENARIOS,
+        metavar="NAME",
+        help=f"record only these (default: all of {', '.join(SCENARIOS)})",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the tshark check of capture vs truth")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="DIR",
+        help="do not record: run the analyzer over DIR's captures and compare with the truth",
+    )
+    args = parser.parse_args(args_list)
+    if args.check is not None:
+        with tempfile.TemporaryDirectory(prefix="anz-check-") as scratch:
+            return check_directory(args.check, Path(scratch))
+    if args.out is None:
+        parser.error("--out is required (or --check DIR)")
+    reason = missing_requirements()
+    if reason is not None:
+        _log(f"cannot record: {reason}")
+        return 2
+    verify = not args.no_verify
+    if verify and find_tool("tshark") is None:
+        _log("tshark not installed: recording without the tshark check")
+        verify = False
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    try:
+        for name in args.scenario or SCENARIOS:
+            print(record_scenario(SCENARIO_BY_NAME[name], args.out, verify).line(), flush=True)
+    except RecordError as exc:
+        _log(str(exc))
+        return 1
+    _log(f"done in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
