@@ -1,0 +1,163 @@
+"""Metrics: pure functions from the record tables to the figures the report and the summary show.
+
+This package owns the definitions of every metric (each module's ``DEFINITIONS``, merged by
+``glossary()``; docs/metrics.md is generated from it by ``python -m analyzer.metrics > docs/metrics.md``)
+and the metric keys of ``Analysis.summary`` (``summary_metrics``). It reads DataFrames with the columns of
+``analyzer.tables`` and returns DataFrames or JSON-safe dicts. It performs no I/O and reads no clock; it
+knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are presented.
+
+Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``idle`` (idle gaps,
+server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from analyzer.metrics import handshake, hosts, idle, reuse
+from analyzer.metrics.frames import equals
+from analyzer.metrics.handshake import (
+    handshake_costs,
+    handshake_overhead,
+    handshake_totals,
+    transaction_costs,
+)
+from analyzer.metrics.hosts import connection_hosts, host_table
+from analyzer.metrics.idle import (
+    idle_after_last,
+    idle_before_stats,
+    infer_idle_timeouts,
+    timeouts_for_summary,
+)
+from analyzer.metrics.reuse import (
+    avoidable_connections,
+    connection_requests,
+    requests_per_connection_histogram,
+    reuse_stats,
+    transaction_reused,
+)
+
+if TYPE_CHECKING:
+    from analyzer.analysis import Analysis
+
+__all__ = [
+    "MetricTables",
+    "avoidable_connections",
+    "compute_all",
+    "connection_hosts",
+    "connection_requests",
+    "glossary",
+    "glossary_markdown",
+    "handshake_costs",
+    "handshake_overhead",
+    "handshake_totals",
+    "host_table",
+    "idle_after_last",
+    "idle_before_stats",
+    "infer_idle_timeouts",
+    "requests_per_connection_histogram",
+    "reuse_stats",
+    "summary_metrics",
+    "transaction_costs",
+    "transaction_reused",
+]
+
+_MODULES = (reuse, idle, handshake, hosts)
+
+
+def glossary() -> dict[str, str]:
+    """Every metric's definition, metric name → one paragraph, in reading order (reuse, idle, handshake,
+    hosts). A name defined twice is a programming error and raises ``ValueError``."""
+    merged: dict[str, str] = {}
+    for module in _MODULES:
+        for name, text in module.DEFINITIONS.items():
+            if name in merged:
+                raise ValueError(f"metric {name!r} defined twice")
+            merged[name] = text
+    return merged
+
+
+def glossary_markdown() -> str:
+    """The glossary as the Markdown of docs/metrics.md (regenerate: ``python -m analyzer.metrics``)."""
+    lines = [
+        "# Metrics glossary",
+        "",
+        "<!-- Generated from analyzer.metrics.glossary(): edit the DEFINITIONS in analyzer/metrics/*.py,",
+        "     then run `python -m analyzer.metrics > docs/metrics.md`. -->",
+        "",
+        "Every figure of the report and of `Analysis.summary` is defined here. Durations are milliseconds",
+        "(`*_ms`) or seconds (`*_s`), as seen at the capture point.",
+        "",
+    ]
+    for name, text in glossary().items():
+        lines += [f"## `{name}`", "", text, ""]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTables:
+    """Every metric of one analysis, each computed once (``compute_all``): the ``summary`` dict of
+    ``summary_metrics`` and the tables the report draws."""
+
+    summary: dict[str, Any]
+    histogram: pd.DataFrame  # requests_per_connection_histogram
+    avoidable: pd.DataFrame  # avoidable_connections
+    idle_after: pd.DataFrame  # idle_after_last
+    timeouts: pd.DataFrame  # infer_idle_timeouts (server side)
+    costs: pd.DataFrame  # handshake_costs, per connection
+    hosts: pd.DataFrame  # host_table
+
+
+def compute_all(analysis: Analysis) -> MetricTables:
+    """All metrics of ``analysis`` with shared intermediate results (each computed once)."""
+    connections, transactions = analysis.connections, analysis.transactions
+    costs = handshake_costs(connections)
+    per_transaction = transaction_costs(connections, transactions, costs)
+    avoidable = avoidable_connections(connections, transactions)
+    timeouts = infer_idle_timeouts(connections, transactions)
+    hosts = host_table(connections, transactions, costs=costs, per_transaction=per_transaction,
+                       avoidable=avoidable, timeouts=timeouts)
+    summary: dict[str, Any] = {}
+    summary.update(reuse_stats(connections, transactions))
+    summary["new_connections_avoidable"] = len(avoidable)
+    summary.update(idle_before_stats(transactions))
+    close_by = connections["close_by"]
+    summary["closes_by_server"] = int(equals(close_by, "server").sum())
+    summary["closes_by_client"] = int(equals(close_by, "client").sum())
+    summary["closes_unknown"] = int(equals(close_by, "unknown").sum())
+    summary["connections_open_at_end"] = int(equals(close_by, "open").sum())
+    summary.update(handshake_totals(connections, transactions, costs=costs, per_transaction=per_transaction))
+    summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
+    summary["hosts"] = len(hosts)
+    return MetricTables(summary=summary,
+                        histogram=requests_per_connection_histogram(connections, transactions),
+                        avoidable=avoidable, idle_after=idle_after_last(connections, transactions),
+                        timeouts=timeouts, costs=costs, hosts=hosts)
+
+
+def summary_metrics(analysis: Analysis) -> dict[str, Any]:
+    """The key figures of ``analysis`` as a flat, JSON-serialisable dict (ints, floats, str, None, and
+    one list of dicts), for the pipeline to merge into ``Analysis.summary``.
+
+    Keys (definitions in ``glossary()``):
+      from ``reuse_stats``: connections, connections_counted, connections_http, connections_unused,
+        connections_single_request, connections_reused, transactions, transactions_reused, reuse_ratio,
+        requests_per_connection_mean, requests_per_connection_median, requests_per_connection_max;
+      new_connections_avoidable (count of ``avoidable_connections``);
+      from ``idle_before_stats``: idle_gaps, idle_gaps_pipelined, idle_before_ms_median,
+        idle_before_ms_p90, idle_before_ms_max;
+      closes_by_server, closes_by_client, closes_unknown, connections_open_at_end (by ``close_by``);
+      from ``handshake_totals``: handshake_connections_measured, handshake_connections_imputed,
+        handshake_connections_excluded, handshake_rtt_ms_median, handshake_time_ms_total,
+        tls_handshake_time_ms_total, handshake_round_trips_paid, handshake_time_ms_saved,
+        handshake_round_trips_saved, handshake_time_ms_one_per_request,
+        handshake_round_trips_one_per_request;
+      inferred_server_idle_timeouts: list of {server, timeout_s, samples, outliers, immediate_closes,
+        min_s, max_s, spread_s, advertised_timeout_s} for servers with at least one sample, most samples
+        first;
+      hosts (number of rows of ``host_table``).
+    """
+    return compute_all(analysis).summary

@@ -1,0 +1,127 @@
+"""Column helpers shared by the metric modules and the report.
+
+This module owns the handling of the nullable dtypes of ``analyzer.tables`` (``<NA>`` booleans and
+strings, ``Int64``, ``NaN`` floats) so that metric code can work on plain numpy arrays, the naming of a
+server endpoint (``ip:port``), and the conversion of results to JSON-safe Python scalars. It knows nothing
+about what the columns mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def flags(series: pd.Series) -> np.ndarray:
+    """A nullable boolean column as a numpy bool array, missing values as False."""
+    if len(series) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(series.astype("boolean").fillna(False).to_numpy(dtype=bool), dtype=bool)
+
+
+def known_false(series: pd.Series) -> np.ndarray:
+    """True where a nullable boolean column is known to be False (missing values are not)."""
+    if len(series) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray((~series.astype("boolean")).fillna(False).to_numpy(dtype=bool), dtype=bool)
+
+
+def equals(series: pd.Series, value: str) -> np.ndarray:
+    """``series == value`` as a numpy bool array, missing values as False."""
+    if len(series) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(series.eq(value).fillna(False).to_numpy(dtype=bool), dtype=bool)
+
+
+def floats(series: pd.Series) -> np.ndarray:
+    """A numeric column (float or nullable integer) as float64 with NaN for missing values."""
+    return np.asarray(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+
+
+def texts(series: pd.Series) -> list[str | None]:
+    """A string (or integer) column as a list of ``str`` or ``None``."""
+    if len(series) == 0:
+        return []
+    return list(object_strings(series.astype("string")).tolist())
+
+
+def object_strings(series: pd.Series) -> np.ndarray:
+    """A string column as an object array of ``str`` with ``None`` for missing values."""
+    values = np.asarray(series.to_numpy(dtype=object), dtype=object)
+    values[series.isna().to_numpy()] = None
+    return values
+
+
+def positions(keys: Sequence[str | None], queries: Sequence[str | None]) -> np.ndarray:
+    """For each query, the position of the first equal key (-1 when absent or missing)."""
+    key_index = pd.Index(np.array(keys, dtype=object))
+    first = ~key_index.duplicated(keep="first") & ~pd.isna(key_index)
+    unique = pd.Index(np.array(keys, dtype=object)[first])
+    found = unique.get_indexer(pd.Index(np.array(queries, dtype=object)))
+    where = np.flatnonzero(first)
+    return np.where(found >= 0, where[np.maximum(found, 0)] if where.size else -1, -1)
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def endpoint(ip: Any, port: Any) -> str:
+    """``ip:port`` (``[ip]:port`` for IPv6); ``?`` for a missing part."""
+    ip_text = "?" if _missing(ip) else str(ip)
+    port_text = "?" if _missing(port) else str(int(port))
+    if ":" in ip_text:
+        ip_text = f"[{ip_text}]"
+    return f"{ip_text}:{port_text}"
+
+
+def endpoints(ips: pd.Series, ports: pd.Series) -> list[str]:
+    """``endpoint`` for each row of two columns (vectorized)."""
+    if len(ips) == 0:
+        return []
+    ip = ips.astype("string").fillna("?")
+    ip = ip.where(~ip.str.contains(":", regex=False), "[" + ip + "]")
+    port = pd.to_numeric(ports, errors="coerce").astype("Int64").astype("string").fillna("?")
+    joined = ip.to_numpy(dtype=object) + ":" + port.to_numpy(dtype=object)
+    return [str(v) for v in joined.tolist()]
+
+
+def json_float(value: Any, ndigits: int = 3) -> float | None:
+    """A finite number rounded to ``ndigits`` as ``float``; ``None`` for missing, NaN or infinite."""
+    if _missing(value):
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    return round(number, ndigits)
+
+
+def json_int(value: Any) -> int | None:
+    """An integer as ``int``; ``None`` for missing."""
+    if _missing(value):
+        return None
+    number = float(value)
+    return int(number) if math.isfinite(number) else None
+
+
+def nan_median(values: Iterable[float] | np.ndarray) -> float:
+    """Median ignoring NaN; NaN when nothing is left (no RuntimeWarning)."""
+    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    array = array[~np.isnan(array)]
+    return float(np.median(array)) if array.size else math.nan
+
+
+def nan_quantile(values: np.ndarray, q: float) -> float:
+    """Quantile ignoring NaN (linear interpolation); NaN when nothing is left."""
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    return float(np.quantile(array, q)) if array.size else math.nan

@@ -1,0 +1,237 @@
+"""Per-host view: the reuse, idle and handshake metrics broken down by host.
+
+This module owns what a *host* is (``DEFINITIONS['host']``) and the per-host table the report and the
+terminal summary show. It combines the other metric modules and adds nothing new to measure. Pure
+functions over the tables of ``analyzer.tables``; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.metrics.frames import endpoints, equals, floats, object_strings, positions, texts
+from analyzer.metrics.handshake import handshake_costs, overhead_by, transaction_costs
+from analyzer.metrics.idle import infer_idle_timeouts
+from analyzer.metrics.reuse import avoidable_connections, connection_requests, transaction_reused
+
+DEFINITIONS: dict[str, str] = {
+    "host": (
+        "A host is a server IP:port plus the HTTP Host header its requests named (lower-cased, as sent, so "
+        "a port in the header stays). A connection belongs to one host: the Host header most of its "
+        "requests carried (ties: alphabetical first), else its TLS SNI, else the Host header most common "
+        "among all requests to the same server IP:port, else the server IP:port alone. All requests of a "
+        "connection count for its host. Hosts are labelled \"name (ip:port)\", or \"ip:port\" when there "
+        "is no name or the Host header only repeats the server's address. The Host header is Zeek's "
+        "http.log `host` and Wireshark's `http.host`."
+    ),
+    "per_host_table": (
+        "Per host: connections, requests (transactions), requests per connection (mean over its connections "
+        "that carried at least one), reuse ratio, connections reused (> 1 request), new connections "
+        "avoidable, median idle gap before a request (non-pipelined), closes by server and by client, "
+        "handshake time and round trips paid and saved by reuse, the handshake time one connection per "
+        "request would have cost, and the server's inferred idle timeout."
+    ),
+}
+
+
+def host_names(hosts: pd.Series) -> np.ndarray:
+    """Host headers stripped and lower-cased, as an object array with None for missing or blank."""
+    if len(hosts) == 0:
+        return np.zeros(0, dtype=object)
+    cleaned = hosts.astype("string").str.strip().str.lower()
+    return object_strings(cleaned.where(cleaned != "", None))
+
+
+def _modes(frame: pd.DataFrame, key: str) -> dict[str, str]:
+    """key -> the most frequent ``host`` among the rows with that key (ties: alphabetical first)."""
+    if frame.empty:
+        return {}
+    counts = frame.groupby([key, "host"]).size().reset_index(name="n")
+    counts = counts.sort_values([key, "n", "host"], ascending=[True, False, True], kind="stable")
+    first = counts.drop_duplicates(key)
+    return {str(k): str(h) for k, h in zip(first[key], first["host"], strict=True)}
+
+
+def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
+    """Per connection: its server, Host header and host label (see ``DEFINITIONS['host']``).
+
+    The Host header most of its requests carried (lower-cased; ties: alphabetical first), else its TLS
+    SNI, else the most common Host header among all requests to the same server IP:port, else none.
+
+    Columns (one row per connection, in table order): ``uid``, ``server`` (ip:port), ``host_header``
+    (``<NA>`` when none) and ``host`` (``"name (ip:port)"``, or ``"ip:port"`` without a name).
+    """
+    conn_uids = texts(connections["uid"])
+    conn_servers = endpoints(connections["server_ip"], connections["server_port"])
+    tx_uids = texts(transactions["uid"])
+    found = positions(conn_uids, tx_uids)
+    own = np.array(endpoints(transactions["server_ip"], transactions["server_port"]), dtype=object)
+    named = pd.DataFrame({
+        "uid": np.array(tx_uids, dtype=object),
+        "server": np.where(found >= 0, np.array(conn_servers, dtype=object)[np.maximum(found, 0)], own)
+        if len(found) else own,
+        "host": host_names(transactions["host"]),
+    }).dropna(subset=["host"])
+    per_conn = _modes(named.dropna(subset=["uid"]), "uid")
+    server_mode = _modes(named, "server")
+    headers: list[str | None] = []
+    for uid, sni, server in zip(conn_uids, texts(connections["sni"]), conn_servers, strict=True):
+        header = per_conn.get(uid) if uid is not None else None
+        if header is None and sni:
+            header = sni.strip().lower() or None
+        if header is None:
+            header = server_mode.get(server)
+        headers.append(header)
+    return pd.DataFrame({
+        "uid": connections["uid"].astype("string").array,
+        "server": pd.array(conn_servers, dtype="string"),
+        "host_header": pd.array(headers, dtype="string"),
+        "host": pd.array([host_label(server, header) for server, header in zip(conn_servers, headers,
+                                                                                 strict=True)],
+                         dtype="string"),
+    }, index=connections.index)
+
+
+def host_label(server: str, host_header: str | None) -> str:
+    """``"name (ip:port)"``; ``"ip:port"`` without a Host header or when the header only names the server's
+    own address (``127.0.0.1:8080`` or ``127.0.0.1`` for server ``127.0.0.1:8080``)."""
+    if not host_header:
+        return server
+    address = server.rsplit(":", 1)[0]
+    if host_header in (server, address, address.strip("[]")):
+        return server
+    return f"{host_header} ({server})"
+
+
+_HOST_COLUMNS: dict[str, str] = {
+    "host": "string", "host_header": "string", "server": "string", "connections": "int64",
+    "requests": "int64", "requests_per_connection": "float64", "reuse_ratio": "float64",
+    "connections_reused": "int64", "new_connections_avoidable": "int64", "idle_before_ms_median": "float64",
+    "closes_by_server": "int64", "closes_by_client": "int64", "handshake_time_ms": "float64",
+    "handshake_round_trips": "float64", "handshake_time_ms_saved": "float64",
+    "handshake_round_trips_saved": "float64", "handshake_time_ms_one_per_request": "float64",
+    "idle_timeout_s": "float64", "http_versions": "string",
+}
+
+
+def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
+               costs: pd.DataFrame | None = None, per_transaction: pd.DataFrame | None = None,
+               avoidable: pd.DataFrame | None = None, timeouts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The per-host table (``DEFINITIONS['per_host_table']``; hosts as ``DEFINITIONS['host']``).
+
+    Columns: ``host`` (label), ``host_header``, ``server``, ``connections``, ``requests`` (transactions),
+    ``requests_per_connection`` (mean over connections that carried >= 1), ``reuse_ratio`` (NaN without
+    requests), ``connections_reused`` (> 1 request), ``new_connections_avoidable``,
+    ``idle_before_ms_median`` (gaps >= 0), ``closes_by_server``, ``closes_by_client``,
+    ``handshake_time_ms`` and ``handshake_round_trips`` (paid), ``handshake_time_ms_saved``,
+    ``handshake_round_trips_saved``, ``handshake_time_ms_one_per_request``, ``idle_timeout_s`` (the
+    server's inferred idle timeout, NaN when not inferred) and ``http_versions`` (the request versions seen,
+    comma-separated). Sorted by requests, then connections (both descending), then host.
+
+    ``costs`` (``handshake_costs``), ``per_transaction`` (``transaction_costs``), ``avoidable``
+    (``avoidable_connections``) and ``timeouts`` (``infer_idle_timeouts``) are computed when not given.
+    """
+    hosts = connection_hosts(connections, transactions)
+    conn_host = [str(h) for h in texts(hosts["host"])]
+    info: dict[str, tuple[str | None, str]] = {}
+    for label, header, server in zip(conn_host, texts(hosts["host_header"]), texts(hosts["server"]),
+                                     strict=True):
+        info.setdefault(label, (header, str(server)))
+    # A transaction belongs to its connection's host; one without a known connection to its own.
+    found = positions(texts(hosts["uid"]), texts(transactions["uid"]))
+    trans_host: list[str] = [conn_host[i] for i in found.tolist() if i >= 0] if found.size else []
+    if found.size and (found < 0).any():
+        trans_host = []
+        own_servers = endpoints(transactions["server_ip"], transactions["server_port"])
+        names = host_names(transactions["host"])
+        for i, own, name in zip(found.tolist(), own_servers, names.tolist(), strict=True):
+            if i >= 0:
+                trans_host.append(conn_host[i])
+                continue
+            label = host_label(own, name)
+            info.setdefault(label, (name, own))
+            trans_host.append(label)
+
+    if not info:
+        return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _HOST_COLUMNS.items()})
+
+    costs = handshake_costs(connections) if costs is None else costs
+    if per_transaction is None:
+        per_transaction = transaction_costs(connections, transactions, costs)
+    overhead = overhead_by(costs, conn_host, per_transaction, trans_host, "host").set_index("host")
+
+    requests = floats(connection_requests(connections, transactions))
+    if avoidable is None:
+        avoidable = avoidable_connections(connections, transactions)
+    avoidable_uids = set(texts(avoidable["uid"]))
+    conn_frame = pd.DataFrame({
+        "host": np.array(conn_host, dtype=object),
+        "carrying": np.where(requests >= 1, requests, math.nan),
+        "reused": (requests > 1).astype(int),
+        "avoidable": connections["uid"].isin(list(avoidable_uids)).fillna(False).to_numpy(dtype=int),
+        "by_server": equals(connections["close_by"], "server").astype(int),
+        "by_client": equals(connections["close_by"], "client").astype(int),
+    })
+    conn_groups = conn_frame.groupby("host")
+    idle = floats(transactions["idle_before_ms"])
+    trans_frame = pd.DataFrame({
+        "host": np.array(trans_host, dtype=object),
+        "reused": transaction_reused(transactions).astype(int),
+        "idle": np.where(idle >= 0, idle, math.nan),
+    })
+    trans_groups = trans_frame.groupby("host")
+    if timeouts is None:
+        timeouts = infer_idle_timeouts(connections, transactions)
+    timeout_of = {str(s): float(t) for s, t in zip(timeouts["server"], timeouts["timeout_s"], strict=True)}
+
+    def per(groups: Any, column: str, how: str) -> dict[str, float]:
+        if len(groups.obj) == 0:
+            return {}
+        return {str(k): float(v) for k, v in getattr(groups[column], how)().items()}
+
+    carrying_mean = per(conn_groups, "carrying", "mean")
+    reused_conns = per(conn_groups, "reused", "sum")
+    avoidable_n = per(conn_groups, "avoidable", "sum")
+    by_server = per(conn_groups, "by_server", "sum")
+    by_client = per(conn_groups, "by_client", "sum")
+    reused_trans = per(trans_groups, "reused", "sum")
+    idle_median = per(trans_groups, "idle", "median")
+    version_sets: dict[str, set[str]] = {}
+    for host, version in zip(trans_host, texts(transactions["http_version"]), strict=True):
+        if version:
+            version_sets.setdefault(host, set()).add(version)
+    versions = {host: ", ".join(sorted(found)) for host, found in version_sets.items()}
+
+    rows: list[dict[str, Any]] = []
+    for label, (header, server) in info.items():
+        row: dict[Any, Any] | None = overhead.loc[label].to_dict() if label in overhead.index else None
+        n_requests = int(row["transactions"]) if row is not None else 0
+        rows.append({
+            "host": label, "host_header": header, "server": server,
+            "connections": int(row["connections"]) if row is not None else 0,
+            "requests": n_requests,
+            "requests_per_connection": carrying_mean.get(label, math.nan),
+            "reuse_ratio": reused_trans.get(label, 0.0) / n_requests if n_requests else math.nan,
+            "connections_reused": int(reused_conns.get(label, 0)),
+            "new_connections_avoidable": int(avoidable_n.get(label, 0)),
+            "idle_before_ms_median": idle_median.get(label, math.nan),
+            "closes_by_server": int(by_server.get(label, 0)),
+            "closes_by_client": int(by_client.get(label, 0)),
+            "handshake_time_ms": float(row["handshake_time_ms"]) if row is not None else math.nan,
+            "handshake_round_trips": float(row["handshake_round_trips"]) if row is not None else math.nan,
+            "handshake_time_ms_saved": float(row["handshake_time_ms_saved"]) if row is not None else math.nan,
+            "handshake_round_trips_saved":
+                float(row["handshake_round_trips_saved"]) if row is not None else math.nan,
+            "handshake_time_ms_one_per_request":
+                float(row["handshake_time_ms_one_per_request"]) if row is not None else math.nan,
+            "idle_timeout_s": timeout_of.get(server, math.nan),
+            "http_versions": versions.get(label),
+        })
+    frame = pd.DataFrame(rows, columns=list(_HOST_COLUMNS)).astype(_HOST_COLUMNS)
+    frame = frame.sort_values(["requests", "connections", "host"], ascending=[False, False, True],
+                              kind="stable")
+    return frame.reset_index(drop=True)

@@ -1,0 +1,310 @@
+"""The report's charts: one function per chart, metric DataFrames in, ``plotly.graph_objects.Figure`` out.
+
+This module owns how each chart looks (traces, axes, hover text, caps on what is drawn). It knows the
+columns of ``analyzer.tables`` and of the ``analyzer.metrics`` results, but computes no metric itself and
+does no I/O: ``analyzer.report.html`` embeds the figures in the page.
+
+Every string that comes from a capture (hosts, targets, methods, reasons) is HTML-escaped before it goes
+into a figure: plotly renders a subset of HTML tags in text and hover labels, and turns entities back into
+plain characters, so escaped text is shown literally and never interpreted.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analyzer.metrics.frames import endpoints, floats, texts
+
+TIMELINE_MAX_CONNECTIONS = 300  # rows of the timeline; more are sampled evenly by start time
+TIMELINE_MAX_REQUESTS = 20_000  # request marks drawn on the sampled rows; more are sampled evenly
+ECDF_MAX_POINTS = 2_000  # points per cumulative-distribution line
+HISTOGRAM_LINEAR_MAX = 40  # requests-per-connection axis is linear up to this count, categorical above
+HANDSHAKE_MAX_HOSTS = 20  # bars per series in the handshake chart
+TEXT_MAX = 120  # characters of a capture string shown in a hover label
+
+CLOSE_COLORS: dict[str, str] = {"server": "#d62728", "client": "#1f77b4", "open": "#2ca02c",
+                                "unknown": "#7f7f7f"}
+CLOSE_NAMES: dict[str, str] = {"server": "closed by server", "client": "closed by client",
+                               "open": "open at capture end", "unknown": "closer unknown"}
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, Arial, sans-serif", size=13)
+
+
+def safe(value: Any, limit: int = TEXT_MAX) -> str:
+    """A capture string made safe for plotly text: shortened to ``limit`` characters, HTML-escaped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    try:
+        if pd.isna(value):
+            return "—"
+    except (TypeError, ValueError):
+        pass
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=True)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    """Common look: title top left, legend in a row between the title and the plot."""
+    fig.update_layout(template="plotly_white", height=height, font=FONT, hoverlabel=dict(align="left"),
+                      title=dict(text=title, x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=12, l=4)),
+                      margin=dict(l=60, r=30, t=100, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    return fig
+
+
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A figure with no data and ``message`` in its middle (``message`` is escaped)."""
+    fig = go.Figure()
+    fig.add_annotation(text=safe(message, 300), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=15, color="#666"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=260)
+
+
+def requests_histogram_figure(histogram: pd.DataFrame) -> go.Figure:
+    """Bar chart of requests per connection from ``metrics.requests_per_connection_histogram``."""
+    title = "Requests per connection"
+    if histogram.empty:
+        return empty_figure(title, "No connection with a known request count.")
+    requests = histogram["requests"].to_numpy(dtype=int)
+    counts = histogram["connections"].to_numpy(dtype=int)
+    shares = histogram["share"].to_numpy(dtype=float)
+    colors = ["#bbbbbb" if r == 0 else ("#ff7f0e" if r == 1 else "#1f77b4") for r in requests]
+    fig = go.Figure(go.Bar(
+        x=requests, y=counts, marker_color=colors,
+        customdata=np.round(shares * 100, 1),
+        hovertemplate="%{x} request(s): %{y} connection(s) (%{customdata} %)<extra></extra>"))
+    axis_title = "requests carried by the connection (grey: unused, orange: one request only)"
+    if requests.max() <= HISTOGRAM_LINEAR_MAX:
+        fig.update_xaxes(title_text=axis_title, tickformat="d", dtick=1,
+                         range=[-0.5, float(requests.max()) + 0.5])
+    else:  # a linear axis would make the bars invisible: one category per count that occurs
+        fig.update_xaxes(title_text=axis_title + "; only the counts that occur", type="category",
+                         categoryorder="array", categoryarray=[str(r) for r in requests])
+        fig.data[0].x = [str(r) for r in requests]
+    fig.update_yaxes(title_text="connections", rangemode="tozero", tickformat=",d",
+                     dtick=1 if counts.max() <= 8 else None)
+    return _layout(fig, title, height=380)
+
+
+def timeline_sample(connections: pd.DataFrame, max_connections: int = TIMELINE_MAX_CONNECTIONS
+                    ) -> pd.DataFrame:
+    """The connections the timeline draws: all of them sorted by start, or ``max_connections`` of them
+    evenly spaced over that order when there are more."""
+    ordered = connections.assign(_start=floats(connections["ts_start"])).sort_values(
+        "_start", kind="stable", na_position="last").drop(columns="_start")
+    if len(ordered) <= max_connections:
+        return ordered
+    picks = np.unique(np.linspace(0, len(ordered) - 1, max_connections).round().astype(int))
+    return ordered.iloc[picks]
+
+
+def _unique(labels: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        result.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return result
+
+
+def _fmt_ms(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value / 1000:.3f} s"
+    return f"{value:.3f} ms" if abs(value) < 1 else f"{value:.1f} ms"
+
+
+def timeline_figure(connections: pd.DataFrame, transactions: pd.DataFrame,
+                    max_connections: int = TIMELINE_MAX_CONNECTIONS,
+                    max_requests: int = TIMELINE_MAX_REQUESTS) -> go.Figure:
+    """Connection timeline: one row per connection (client port → server), a bar from its first to its last
+    packet coloured by who closed it, a dark segment from each request's start to its response's end, and
+    a mark at each request start (hover: method, target, status, idle before). The space between segments
+    is the idle time. At most ``max_connections`` rows (``timeline_sample``) and ``max_requests`` marks."""
+    title = "Connection timeline"
+    shown = timeline_sample(connections, max_connections)
+    start = floats(shown["ts_start"])
+    end = floats(shown["ts_end"])
+    keep = ~np.isnan(start)
+    shown, start, end = shown[keep], start[keep], end[keep]
+    if shown.empty:
+        return empty_figure(title, "No connection with a known start time.")
+    end = np.where(np.isnan(end) | (end < start), start, end)
+    t0 = float(start.min())
+    servers = endpoints(shown["server_ip"], shown["server_port"])
+    ports = [("?" if p is None else p) for p in texts(shown["client_port"])]
+    labels = _unique([f":{port} → {server}" for port, server in zip(ports, servers, strict=True)])
+    uids = texts(shown["uid"])
+    row_of = {uid: label for uid, label in zip(uids, labels, strict=True) if uid is not None}
+    close = [c if c in CLOSE_COLORS else "unknown" for c in texts(shown["close_by"])]
+    idle_after = floats(shown["idle_after_last_ms"])
+    requests = texts(shown["requests"])
+    protocols = texts(shown["protocol"])
+    fig = go.Figure()
+    for kind in CLOSE_COLORS:
+        mask = np.array([c == kind for c in close], dtype=bool)
+        if not mask.any():
+            continue
+        hover = [
+            f"<b>{safe(label)}</b><br>uid {safe(uid)} · {safe(proto)}<br>{safe(req)} request(s)<br>"
+            f"{(e - s):.3f} s from first to last packet<br>{CLOSE_NAMES[kind]}, idle after last response "
+            f"{_fmt_ms(ia)}"
+            for label, uid, proto, req, s, e, ia in zip(
+                np.array(labels)[mask], np.array(uids, dtype=object)[mask],
+                np.array(protocols, dtype=object)[mask], np.array(requests, dtype=object)[mask],
+                start[mask], end[mask], idle_after[mask], strict=True)]
+        fig.add_trace(go.Bar(
+            y=np.array(labels)[mask], x=np.maximum(end[mask] - start[mask], 1e-4), base=start[mask] - t0,
+            orientation="h", name=CLOSE_NAMES[kind], marker=dict(color=CLOSE_COLORS[kind], opacity=0.35),
+            hovertext=hover, hoverinfo="text", width=0.7))
+
+    tx = transactions
+    if len(tx):
+        tx = tx[[uid in row_of for uid in texts(tx["uid"])]]
+    if len(tx) > max_requests:
+        tx = tx.iloc[np.unique(np.linspace(0, len(tx) - 1, max_requests).round().astype(int))]
+    if len(tx):
+        rows = [row_of[str(uid)] for uid in texts(tx["uid"])]
+        req = floats(tx["ts_request_start"]) - t0
+        resp = floats(tx["ts_response_end"]) - t0
+        seg_x: list[float | None] = []
+        seg_y: list[str | None] = []
+        for row, a, b in zip(rows, req, resp, strict=True):
+            if not (math.isnan(a) or math.isnan(b)) and b >= a:
+                seg_x += [a, b, None]
+                seg_y += [row, row, None]
+        if seg_x:
+            fig.add_trace(go.Scatter(x=seg_x, y=seg_y, mode="lines", name="request → response end",
+                                     line=dict(color="#333333", width=5), hoverinfo="skip"))
+        idle = floats(tx["idle_before_ms"])
+        hover = [
+            f"<b>{safe(m, 20)} {safe(t)}</b><br>status {safe(s)} · depth {safe(d)}<br>"
+            f"idle before {_fmt_ms(i)}<br>host {safe(h)}"
+            for m, t, s, d, i, h in zip(texts(tx["method"]), texts(tx["target"]), texts(tx["status"]),
+                                        texts(tx["trans_depth"]), idle, texts(tx["host"]), strict=True)]
+        has_start = ~np.isnan(req)
+        fig.add_trace(go.Scatter(
+            x=req[has_start], y=np.array(rows, dtype=object)[has_start], mode="markers", name="request start",
+            marker=dict(symbol="line-ns-open", size=14, color="#000000", line=dict(width=2)),
+            hovertext=np.array(hover, dtype=object)[has_start], hoverinfo="text"))
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=labels, autorange="reversed",
+                     tickfont=dict(size=10, family="ui-monospace, SFMono-Regular, Menlo, monospace"))
+    fig.update_xaxes(title_text="seconds since the first connection shown", zeroline=False)
+    fig.update_layout(barmode="overlay", bargap=0.2)
+    return _layout(fig, title, height=max(320, 150 + 18 * len(labels)))
+
+
+def _ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step points of the empirical CDF (starting at 0 at the smallest value), at most ECDF_MAX_POINTS."""
+    values = np.sort(values)
+    y = np.arange(1, values.size + 1) / values.size
+    if values.size > ECDF_MAX_POINTS:
+        picks = np.unique(np.linspace(0, values.size - 1, ECDF_MAX_POINTS).round().astype(int))
+        values, y = values[picks], y[picks]
+    return np.concatenate([values[:1], values]), np.concatenate([[0.0], y])
+
+
+def idle_gap_figure(transactions: pd.DataFrame, idle_after: pd.DataFrame, timeouts: pd.DataFrame
+                    ) -> go.Figure:
+    """Cumulative distribution of idle gaps: ``idle_before_ms`` between requests (non-pipelined), and the
+    idle time after the last response of connections the server closed while idle (``idle_after`` from
+    ``metrics.idle_after_last``, its ``timeout_sample`` rows), with each inferred server idle timeout
+    (``metrics.infer_idle_timeouts``) as a vertical dashed line. Logarithmic x axis when the gaps span more
+    than two decades (gaps of 0 ms cannot be drawn there and are counted in the axis title)."""
+    title = "Idle gaps"
+    before = floats(transactions["idle_before_ms"])
+    before = before[~np.isnan(before) & (before >= 0)]
+    after = floats(idle_after["idle_after_last_ms"])[idle_after["timeout_sample"].to_numpy(dtype=bool)] \
+        if len(idle_after) else np.zeros(0)
+    after = after[~np.isnan(after)]
+    lines = [(str(s), float(t) * 1000.0, int(n))
+             for s, t, n in zip(timeouts["server"], timeouts["timeout_s"], timeouts["samples"], strict=True)
+             if n > 0 and not math.isnan(float(t))]
+    if before.size == 0 and after.size == 0 and not lines:
+        return empty_figure(title, "No idle gap: no connection carried a second request or was closed idle.")
+    everything = np.concatenate([before, after, np.array([ms for _, ms, _ in lines])])
+    positive = everything[everything > 0]
+    use_log = positive.size > 0 and positive.max() > 100 * positive.min()
+    zeros = int((everything <= 0).sum()) if use_log else 0
+    fig = go.Figure()
+    for values, name, color in ((before, "between requests (idle_before_ms)", "#1f77b4"),
+                                (after, "after the last response, server closed (idle_after_last_ms)",
+                                 "#d62728")):
+        drawn = values[values > 0] if use_log else values
+        if drawn.size == 0:
+            continue
+        x, y = _ecdf(values)
+        if use_log:
+            keep = x > 0
+            x, y = x[keep], y[keep]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=f"{name}, n={values.size}",
+                                 line=dict(color=color, width=2),
+                                 hovertemplate="%{x:,.3~f} ms: %{y:.1%} of gaps are shorter or equal"
+                                               "<extra></extra>"))
+    palette = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for k, (server, ms, samples) in enumerate(lines[:5]):
+        fig.add_trace(go.Scatter(
+            x=[ms, ms], y=[0, 1], mode="lines",
+            line=dict(color=palette[k % len(palette)], dash="dash", width=2),
+            name=f"inferred idle timeout {safe(server)}: {ms / 1000:.3f} s ({samples} closes)",
+            hovertemplate=f"{safe(server)}: server idle timeout ≈ {ms / 1000:.3f} s<extra></extra>"))
+    axis_title = "idle gap (ms)"
+    if use_log:
+        axis_title += ", logarithmic" + (f"; {zeros} gap(s) of 0 ms not drawn" if zeros else "")
+    # A little room on both sides, so that lines at the extremes (often the timeout) stay visible.
+    if use_log:
+        x_range = [math.log10(float(positive.min())) - 0.1, math.log10(float(positive.max())) + 0.1]
+    else:
+        low, high = float(everything.min()), float(everything.max())
+        pad = max(high - low, abs(high), 1.0) * 0.03
+        x_range = [low - pad, high + pad]
+    fig.update_xaxes(title_text=axis_title, type="log" if use_log else "linear", range=x_range)
+    fig.update_yaxes(title_text="fraction of gaps ≤ x", range=[0, 1.02], tickformat=".0%")
+    return _layout(fig, title, height=440)
+
+
+def handshake_figure(hosts: pd.DataFrame, max_hosts: int = HANDSHAKE_MAX_HOSTS) -> go.Figure:
+    """Per host (from ``metrics.host_table``): handshake time spent (paid) next to the time reuse saved, and
+    as a mark what one connection per request would have cost. The ``max_hosts`` hosts with the most
+    handshake time (paid + saved)."""
+    title = "Handshake overhead per host"
+    if hosts.empty:
+        return empty_figure(title, "No host.")
+    paid = np.nan_to_num(hosts["handshake_time_ms"].to_numpy(dtype=float))
+    saved = np.nan_to_num(hosts["handshake_time_ms_saved"].to_numpy(dtype=float))
+    would = hosts["handshake_time_ms_one_per_request"].to_numpy(dtype=float)
+    order = np.argsort(-(paid + saved), kind="stable")[:max_hosts]
+    order = order[(paid + saved)[order] > 0]
+    if order.size == 0:
+        return empty_figure(title, "No handshake with a known duration.")
+    labels = _unique([safe(h, 60) for h in np.array(texts(hosts["host"]), dtype=object)[order]])
+    paid_rt = hosts["handshake_round_trips"].to_numpy(dtype=float)[order]
+    saved_rt = hosts["handshake_round_trips_saved"].to_numpy(dtype=float)[order]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(y=labels, x=paid[order], orientation="h", name="spent in handshakes",
+                         marker_color="#d62728", customdata=np.nan_to_num(paid_rt),
+                         hovertemplate="%{y}<br>spent %{x:,.3~f} ms in %{customdata:.0f} round trips"
+                                       "<extra></extra>"))
+    fig.add_trace(go.Bar(y=labels, x=saved[order], orientation="h", name="saved by reuse",
+                         marker_color="#2ca02c", customdata=np.nan_to_num(saved_rt),
+                         hovertemplate="%{y}<br>reuse saved %{x:,.3~f} ms, %{customdata:.0f} round trips"
+                                       "<extra></extra>"))
+    fig.add_trace(go.Scatter(y=labels, x=would[order], mode="markers", name="one connection per request",
+                             marker=dict(symbol="diamond", size=10, color="#000000"),
+                             hovertemplate="%{y}<br>one connection per request: %{x:,.3~f} ms"
+                                           "<extra></extra>"))
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=labels, autorange="reversed")
+    fig.update_xaxes(title_text="handshake time (ms, TCP + TLS)", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, height=max(300, 140 + 44 * len(labels)))

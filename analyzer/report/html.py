@@ -1,0 +1,518 @@
+"""The HTML report: one self-contained file that works offline.
+
+This module owns the page: its sections, tables and number formats, the embedding of plotly.js (once, in
+one ``<script>``) and of every chart as inert JSON (``<script type="application/json">``, drawn by one
+loader script), and the escaping that keeps capture strings as text. It is the only module of
+``analyzer.report`` that touches the file system (the template, read from the package, and
+``write_report``). It computes the figures through ``analyzer.metrics`` and draws them with
+``analyzer.report.figures``; it knows nothing of packets or protocols.
+
+Safety rules: every string from a capture (hosts, targets, methods, anomaly details, file names, summary
+values) goes through ``html.escape`` in tables and through ``figures.safe`` in charts; chart JSON has
+``<``, ``>``, ``&``, U+2028 and U+2029 escaped as ``\\uXXXX`` so nothing in it can close its ``<script>``.
+No ``src``/``href`` points to the network; the page needs no fonts or files besides itself.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import string
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import plotly.offline
+
+import analyzer
+from analyzer.analysis import Analysis
+from analyzer.metrics import MetricTables, compute_all, glossary
+from analyzer.report import figures
+
+HOSTS_MAX_ROWS = 200  # rows of the per-host table
+ANOMALY_EXAMPLES = 3  # example rows per anomaly name
+AVOIDABLE_EXAMPLES = 10  # example rows of avoidable connections
+DETAIL_MAX = 300  # characters of an anomaly detail shown
+
+# Keys of Analysis.summary shown in the capture-quality table (in this order); other non-metric keys are
+# listed after them.
+QUALITY_KEYS: tuple[str, ...] = (
+    "captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
+    "reader_skipped", "kernel_drops", "ts_first", "ts_last", "duration_s", "connections",
+    "connections_with_syn", "transactions",
+)
+
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_SCRIPT_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def script_json(text: str) -> str:
+    """JSON text made safe inside a ``<script>`` element: ``<``, ``>``, ``&``, U+2028 and U+2029 become
+    ``\\uXXXX`` escapes (they can only occur inside JSON strings, where the escape means the same)."""
+    return _SCRIPT_ESCAPE_RE.sub(lambda m: _SCRIPT_ESCAPES[m.group(0)], text)
+
+
+def esc(value: Any) -> str:
+    """Any value as escaped HTML text (``—`` for missing)."""
+    if _missing(value):
+        return "—"
+    return html.escape(str(value), quote=True)
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (list, dict, tuple)):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# --- number formats -------------------------------------------------------------------------------------
+
+def fmt_int(value: Any) -> str:
+    if _missing(value):
+        return "—"
+    return f"{int(float(value)):,}"
+
+
+def fmt_num(value: Any, digits: int = 2) -> str:
+    if _missing(value) or not math.isfinite(float(value)):
+        return "—"
+    number = float(value)
+    return f"{number:,.0f}" if number == int(number) and abs(number) < 1e15 else f"{number:,.{digits}f}"
+
+
+def fmt_ms(value: Any) -> str:
+    if _missing(value) or not math.isfinite(float(value)):
+        return "—"
+    number = float(value)
+    if abs(number) >= 10_000:
+        return f"{number / 1000:,.2f} s"
+    if number == 0:
+        return "0 ms"
+    if abs(number) < 1:
+        return f"{number:.3f} ms"
+    if abs(number) < 10:
+        return f"{number:.2f} ms"
+    return f"{number:,.1f} ms"
+
+
+def fmt_s(value: Any) -> str:
+    if _missing(value) or not math.isfinite(float(value)):
+        return "—"
+    return f"{float(value):,.3f} s"
+
+
+def fmt_ratio(value: Any) -> str:
+    if _missing(value) or not math.isfinite(float(value)):
+        return "—"
+    return f"{float(value) * 100:.1f} %"
+
+
+def fmt_ts(value: Any) -> str:
+    """An epoch-seconds instant as UTC ISO text (other values as they are)."""
+    if _missing(value):
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if 0 < number < 1e11:
+        return datetime.fromtimestamp(number, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    return str(value)
+
+
+# --- HTML pieces ----------------------------------------------------------------------------------------
+
+Cell = tuple[str, str]  # (escaped HTML, css class: "num" | "text" | "")
+
+
+def num(text: str) -> Cell:
+    return (text, "num")
+
+
+def txt(value: Any) -> Cell:
+    return (esc(value), "text")
+
+
+def table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[Cell]], caption: str = "",
+          row_classes: Sequence[str] | None = None) -> str:
+    """An HTML table; ``headers`` are (label, css class) with plain-text labels, cells are pre-escaped."""
+    head = "".join(f'<th class="{cls}" scope="col">{html.escape(label)}</th>' for label, cls in headers)
+    body = []
+    for i, row in enumerate(rows):
+        row_class = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = "".join(f'<td class="{cls}">{cell}</td>' for cell, cls in row)
+        body.append(f"<tr{row_class}>{cells}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def card(label: str, value: str, detail: str = "", bad: bool = False) -> str:
+    """A headline card; ``value`` and ``detail`` are pre-escaped HTML."""
+    cls = "card bad" if bad else "card"
+    return (f'<div class="{cls}"><div class="label">{html.escape(label)}</div>'
+            f'<div class="value">{value}</div><div class="detail">{detail}</div></div>')
+
+
+class _Charts:
+    """Numbers the chart containers and renders each figure as inert JSON next to its container."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, fig: go.Figure, caption: str) -> str:
+        self.count += 1
+        chart_id = f"chart-{self.count}"
+        data = script_json(pio.to_json(fig, validate=False, pretty=False))
+        return (f'<figure class="figure" aria-label="{html.escape(caption)}">'
+                f'<div class="chart" id="{chart_id}"></div>'
+                f'<p class="nojs">Chart “{html.escape(caption)}” needs JavaScript; the tables carry the same '
+                f"figures.</p>"
+                f'<script type="application/json" class="chart-data" data-target="{chart_id}">{data}</script>'
+                f"</figure>")
+
+
+def _glossary_html(definitions: dict[str, str]) -> str:
+    items = []
+    for name, text in definitions.items():
+        body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+        items.append(f'<dt id="def-{html.escape(name)}"><code>{html.escape(name)}</code></dt><dd>{body}</dd>')
+    return f'<dl class="glossary">{"".join(items)}</dl>'
+
+
+def _summary_value(value: Any) -> str:
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        return "<br>".join(f"{esc(k)}: {esc(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "<br>".join(esc(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return esc(fmt_num(value, 6))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return esc(fmt_int(value))
+    return esc(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if _missing(value) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- sections -------------------------------------------------------------------------------------------
+
+def _headline(key: dict[str, Any], timeouts: pd.DataFrame) -> str:
+    inferred = timeouts[timeouts["samples"] > 0] if len(timeouts) else timeouts
+    if len(inferred):
+        first = inferred.iloc[0]
+        advertised = first["advertised_timeout_s"]
+        detail = (f"{esc(first['server'])} · {fmt_int(first['samples'])} idle close(s), spread "
+                  f"{esc(fmt_ms(float(first['spread_s']) * 1000))}"
+                  + (f" · advertised {esc(fmt_s(advertised))}" if not _missing(advertised) else "")
+                  + (f" · {len(inferred) - 1} more server(s) below" if len(inferred) > 1 else ""))
+        timeout_card = card("Inferred server idle timeout", esc(fmt_s(first["timeout_s"])), detail)
+    else:
+        timeout_card = card("Inferred server idle timeout", "—",
+                            "no server closed an idle, still-usable connection")
+    avoidable = int(key["new_connections_avoidable"])
+    return '<div class="cards">' + "".join([
+        card("Connections", esc(fmt_int(key["connections"])),
+             f"{fmt_int(key['connections_reused'])} carried more than one request · "
+             f"{fmt_int(key['connections_single_request'])} one · {fmt_int(key['connections_unused'])} none"),
+        card("Requests", esc(fmt_int(key["transactions"])),
+             f"per connection: mean {esc(fmt_num(key['requests_per_connection_mean']))}, "
+             f"max {esc(fmt_int(key['requests_per_connection_max']))}"),
+        card("Reuse ratio", esc(fmt_ratio(key["reuse_ratio"])),
+             f"{fmt_int(key['transactions_reused'])} of {fmt_int(key['transactions'])} requests used an "
+             f"already open connection"),
+        card("New connections avoidable", esc(fmt_int(avoidable)),
+             "opened while an idle, reusable connection to the same server was open", bad=avoidable > 0),
+        card("Time spent in handshakes", esc(fmt_ms(key["handshake_time_ms_total"])),
+             f"{esc(fmt_num(key['handshake_round_trips_paid']))} round trips paid · reuse saved "
+             f"{esc(fmt_ms(key['handshake_time_ms_saved']))} "
+             f"({esc(fmt_num(key['handshake_round_trips_saved']))} round trips)"),
+        card("One connection per request", esc(fmt_ms(key["handshake_time_ms_one_per_request"])),
+             f"{esc(fmt_num(key['handshake_round_trips_one_per_request']))} round trips of handshakes"),
+        card("Idle gap before a request", esc(fmt_ms(key["idle_before_ms_median"])),
+             f"median of {fmt_int(key['idle_gaps'])} gaps · p90 {esc(fmt_ms(key['idle_before_ms_p90']))}"),
+        timeout_card,
+    ]) + "</div>"
+
+
+def _reuse_section(m: MetricTables, chart: _Charts) -> str:
+    histogram = m.histogram
+    hist_table = table(
+        [("requests on the connection", "num"), ("connections", "num"), ("share", "num")],
+        [[num(fmt_int(r)), num(fmt_int(n)), num(fmt_ratio(s))] for r, n, s in zip(
+            histogram["requests"], histogram["connections"], histogram["share"], strict=True)])
+    avoidable = m.avoidable
+    parts = ['<section id="reuse"><h2>Requests per connection</h2>',
+             chart(figures.requests_histogram_figure(histogram), "Requests per connection"),
+             f"<details><summary>As a table</summary>{hist_table}</details>",
+             "<h3>New connections that were avoidable</h3>"]
+    if avoidable.empty:
+        parts.append('<p class="note">None: no connection was opened while an idle, reusable connection '
+                     "from the same client to the same server was open.</p>")
+    else:
+        first = f" (first {AVOIDABLE_EXAMPLES} shown)" if len(avoidable) > AVOIDABLE_EXAMPLES else ""
+        parts.append(f'<p class="note">{fmt_int(len(avoidable))} connection(s) were opened while an idle, '
+                     f"reusable connection from the same client to the same server was open{first}.</p>")
+        rows = [[txt(fmt_ts(r["ts_start"])), txt(r["uid"]), txt(r["client_ip"]), txt(r["server"]),
+                 txt(r["reusable_uid"]), num(fmt_ms(r["idle_for_ms"]))]
+                for r in avoidable.head(AVOIDABLE_EXAMPLES).to_dict("records")]
+        parts.append(table([("opened", ""), ("connection", ""), ("client", ""), ("server", ""),
+                            ("idle connection it could have reused", ""), ("idle for", "num")], rows))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _timeline_section(analysis: Analysis, chart: _Charts) -> str:
+    total = len(analysis.connections)
+    cap = figures.TIMELINE_MAX_CONNECTIONS
+    note = (f"Showing {cap:,} of {total:,} connections, sampled evenly by start time."
+            if total > cap else f"All {total:,} connection(s).")
+    note += (" Each row is one connection (client port → server): the bar runs from its first to its last "
+             "packet and is coloured by who closed it; dark segments run from a request's start to its "
+             "response's end, ticks mark request starts (hover for method, target and status). The space "
+             "between segments is idle time.")
+    figure = figures.timeline_figure(analysis.connections, analysis.transactions)
+    return ('<section id="timeline"><h2>Connection timeline</h2>'
+            f'<p class="note">{html.escape(note)}</p>' + chart(figure, "Connection timeline") + "</section>")
+
+
+def _idle_section(analysis: Analysis, m: MetricTables, chart: _Charts) -> str:
+    key, timeouts = m.summary, m.timeouts
+    rows = [[txt(r["server"]), num(fmt_int(r["samples"])), num(fmt_int(r["outliers"])),
+             num(fmt_int(r["immediate_closes"])), num(fmt_s(r["timeout_s"])),
+             num(f"{fmt_s(r['min_s'])} – {fmt_s(r['max_s'])}"),
+             num(fmt_s(r["advertised_timeout_s"])), num(fmt_s(r["difference_s"]))]
+            for r in timeouts.to_dict("records")]
+    parts = ['<section id="idle"><h2>Idle gaps and server idle timeouts</h2>',
+             f'<p class="note">{fmt_int(key["idle_gaps"])} idle gap(s) between requests, median '
+             f"{esc(fmt_ms(key['idle_before_ms_median']))}, "
+             f"p90 {esc(fmt_ms(key['idle_before_ms_p90']))}, max "
+             f"{esc(fmt_ms(key['idle_before_ms_max']))}; {fmt_int(key['idle_gaps_pipelined'])} pipelined "
+             f"request(s) had none. Connections closed by the server: {fmt_int(key['closes_by_server'])}, "
+             f"by the client: {fmt_int(key['closes_by_client'])}, open at capture end: "
+             f"{fmt_int(key['connections_open_at_end'])}.</p>",
+             chart(figures.idle_gap_figure(analysis.transactions, m.idle_after, timeouts), "Idle gaps"),
+             "<h3>Inferred server idle timeouts</h3>"]
+    if rows:
+        parts.append(table([("server", ""), ("idle closes", "num"), ("outliers", "num"),
+                            ("immediate closes (< 50 ms)", "num"),
+                            ("inferred timeout", "num"), ("cluster min – max", "num"),
+                            ("advertised (Keep-Alive)", "num"), ("inferred − advertised", "num")], rows))
+    else:
+        parts.append('<p class="note">No server closed an idle, still-usable connection with a FIN, and no '
+                     "server advertised a Keep-Alive timeout.</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _handshake_section(key: dict[str, Any], hosts: pd.DataFrame, chart: _Charts) -> str:
+    rows = [
+        [txt("time spent in handshakes (TCP + TLS)"), num(fmt_ms(key["handshake_time_ms_total"])),
+         num(fmt_num(key["handshake_round_trips_paid"]))],
+        [txt("of which TLS"), num(fmt_ms(key["tls_handshake_time_ms_total"])), num("")],
+        [txt("saved by reuse"), num(fmt_ms(key["handshake_time_ms_saved"])),
+         num(fmt_num(key["handshake_round_trips_saved"]))],
+        [txt("one connection per request would have cost"),
+         num(fmt_ms(key["handshake_time_ms_one_per_request"])),
+         num(fmt_num(key["handshake_round_trips_one_per_request"]))],
+    ]
+    note = (f"Median TCP handshake RTT {esc(fmt_ms(key['handshake_rtt_ms_median']))}. Handshakes measured: "
+            f"{fmt_int(key['handshake_connections_measured'])}; not captured and charged the server's median "
+            f"RTT: {fmt_int(key['handshake_connections_imputed'])}; excluded (no SYN and no measured "
+            f"handshake to the same server, or UDP): {fmt_int(key['handshake_connections_excluded'])}.")
+    return ('<section id="handshake"><h2>Handshake overhead</h2>'
+            + table([("", ""), ("time", "num"), ("round trips", "num")], rows)
+            + f'<p class="note">{note}</p>'
+            + chart(figures.handshake_figure(hosts), "Handshake overhead per host")
+            + "</section>")
+
+
+def _hosts_section(hosts: pd.DataFrame) -> str:
+    shown = hosts.head(HOSTS_MAX_ROWS)
+    def with_rt(ms: Any, round_trips: Any) -> str:
+        return esc(fmt_ms(ms)) + ("" if _missing(round_trips) else f" ({esc(fmt_num(round_trips))} RT)")
+
+    rows = [[txt(r["host"]), num(fmt_int(r["connections"])), num(fmt_int(r["requests"])),
+             num(fmt_num(r["requests_per_connection"])), num(fmt_ratio(r["reuse_ratio"])),
+             num(fmt_int(r["connections_reused"])), num(fmt_int(r["new_connections_avoidable"])),
+             num(fmt_ms(r["idle_before_ms_median"])),
+             num(f"{fmt_int(r['closes_by_server'])} / {fmt_int(r['closes_by_client'])}"),
+             num(with_rt(r["handshake_time_ms"], r["handshake_round_trips"])),
+             num(with_rt(r["handshake_time_ms_saved"], r["handshake_round_trips_saved"])),
+             num(fmt_ms(r["handshake_time_ms_one_per_request"])), num(fmt_s(r["idle_timeout_s"])),
+             txt(r["http_versions"])]
+            for r in shown.to_dict("records")]
+    note = (f'<p class="note">The {HOSTS_MAX_ROWS} hosts with the most requests of {len(hosts):,}.</p>'
+            if len(hosts) > HOSTS_MAX_ROWS else "")
+    if not rows:
+        return '<section id="hosts"><h2>Hosts</h2><p class="note">No host.</p></section>'
+    return ('<section id="hosts"><h2>Hosts</h2>' + note + table(
+        [("host", ""), ("connections", "num"), ("requests", "num"), ("requests / conn.", "num"),
+         ("reuse ratio", "num"), ("conns. reused", "num"), ("avoidable", "num"),
+         ("median idle before", "num"), ("closed by server / client", "num"),
+         ("handshakes paid", "num"), ("saved by reuse", "num"), ("one conn. per request", "num"),
+         ("server idle timeout", "num"), ("HTTP", "")], rows)
+        + '<p class="note">RT: round trips. Definitions: <a href="#def-per_host_table">glossary</a>.</p>'
+        + "</section>")
+
+
+def _anomalies_section(analysis: Analysis) -> str:
+    frame = analysis.anomalies
+    names = [n if n is not None else "(unnamed)" for n in
+             (None if _missing(v) else str(v) for v in frame["name"].tolist())]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    if not counts and isinstance(analysis.summary.get("anomalies"), dict):
+        counts = {str(k): _int_or_none(v) or 0 for k, v in analysis.summary["anomalies"].items()}
+    if not counts:
+        return '<section id="anomalies"><h2>Anomalies</h2><p class="note">None recorded.</p></section>'
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    parts = ['<section id="anomalies"><h2>Anomalies</h2>',
+             table([("anomaly", ""), ("count", "num")], [[txt(n), num(fmt_int(k))] for n, k in ordered])]
+    examples = []
+    records = frame.assign(_name=names).to_dict("records") if len(frame) else []
+    for name, _ in ordered:
+        mine = [r for r in records if r["_name"] == name][:ANOMALY_EXAMPLES]
+        for r in mine:
+            detail = r["detail"]
+            if not _missing(detail) and len(str(detail)) > DETAIL_MAX:
+                detail = str(detail)[: DETAIL_MAX - 1] + "…"
+            examples.append([txt(name), txt(fmt_ts(r["ts"])), txt(r["uid"]), txt(detail)])
+    if examples:
+        parts.append(f"<h3>Examples (up to {ANOMALY_EXAMPLES} per anomaly)</h3>")
+        parts.append(table([("anomaly", ""), ("time", ""), ("connection", ""), ("detail", "")], examples))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
+    labels = {
+        "captures": "capture files", "file_format": "file format", "packets_read": "packets read",
+        "packets_analyzed": "packets analyzed", "packets_skipped": "packets skipped, by reason",
+        "truncated_packets": "truncated packets (captured shorter than on the wire, still analyzed)",
+        "reader_skipped": "records skipped by the reader, by reason", "kernel_drops": "dropped by the kernel",
+        "ts_first": "first packet", "ts_last": "last packet", "duration_s": "duration (s)",
+        "connections": "connections", "connections_with_syn": "connections with a SYN seen",
+        "transactions": "transactions",
+    }
+    rows: list[list[Cell]] = []
+    for name in QUALITY_KEYS:
+        if name not in summary:
+            continue
+        value = summary[name]
+        shown = esc(fmt_ts(value)) if name in ("ts_first", "ts_last") else _summary_value(value)
+        rows.append([txt(labels[name]), (shown, "text")])
+    read = _int_or_none(summary.get("packets_read"))
+    analyzed = _int_or_none(summary.get("packets_analyzed"))
+    skipped = summary.get("packets_skipped")
+    check = ""
+    if read is not None and analyzed is not None and isinstance(skipped, dict):
+        skipped_total = sum(_int_or_none(v) or 0 for v in skipped.values())
+        if read == analyzed + skipped_total:
+            check = (f'<p class="note ok">Every packet is accounted for: {read:,} read = {analyzed:,} '
+                     f"analyzed + {skipped_total:,} skipped.</p>")
+        else:
+            check = (f'<p class="note bad">Packets do not add up: {read:,} read, {analyzed:,} analyzed, '
+                     f"{skipped_total:,} skipped (difference {read - analyzed - skipped_total:,}).</p>")
+    others = [[txt(name), (_summary_value(value), "text")] for name, value in summary.items()
+              if name not in QUALITY_KEYS and name not in metric_keys and name != "anomalies"]
+    body = table([("", ""), ("value", "")], rows) if rows else '<p class="note">No capture summary.</p>'
+    extra = (f"<h3>Other summary values</h3>{table([('key', ''), ('value', '')], others)}" if others else "")
+    return f'<section id="quality"><h2>Capture quality</h2>{check}{body}{extra}</section>'
+
+
+_NAV = (("headline", "Headline"), ("reuse", "Requests per connection"), ("timeline", "Timeline"),
+        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("anomalies", "Anomalies"),
+        ("quality", "Capture quality"), ("glossary", "Glossary"))
+
+
+@lru_cache(maxsize=1)
+def _template() -> string.Template:
+    text = resources.files("analyzer.report").joinpath("template.html").read_text(encoding="utf-8")
+    return string.Template(text)
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    return plotly.offline.get_plotlyjs()
+
+
+def render_report(analysis: Analysis, title: str) -> str:
+    """The report of ``analysis`` as one self-contained HTML document (plotly.js embedded once, no
+    network loads). ``title`` is shown as given (escaped). Metrics are computed from the tables; the
+    capture-quality section reads ``analysis.summary``."""
+    m = compute_all(analysis)
+    key, timeouts, hosts = m.summary, m.timeouts, m.hosts
+    chart = _Charts()
+    summary = analysis.summary or {}
+    captures = summary.get("captures") or []
+    listed = captures if isinstance(captures, (list, tuple)) else [captures]
+    captures_text = ", ".join(str(x) for x in listed)
+    lead_bits = [f"Capture: {esc(captures_text)}" if captures_text else ""]
+    if summary.get("ts_first") is not None:
+        lead_bits.append(f"{esc(fmt_ts(summary.get('ts_first')))} → {esc(fmt_ts(summary.get('ts_last')))}")
+    if summary.get("duration_s") is not None:
+        lead_bits.append(f"{esc(fmt_num(summary.get('duration_s'), 3))} s")
+    nav = "".join(f'<a href="#{anchor}">{html.escape(label)}</a>' for anchor, label in _NAV)
+    body = "".join([
+        f"<header><h1>{esc(title)}</h1>",
+        f'<p class="lead">{" · ".join(bit for bit in lead_bits if bit)}</p>' if any(lead_bits) else "",
+        f"<nav>{nav}</nav></header>",
+        '<noscript><p class="note">JavaScript is off: the charts are not drawn; every figure is also in the '
+        "tables.</p></noscript>",
+        '<section id="headline"><h2>Headline</h2>', _headline(key, timeouts), "</section>",
+        _reuse_section(m, chart),
+        _timeline_section(analysis, chart),
+        _idle_section(analysis, m, chart),
+        _handshake_section(key, hosts, chart),
+        _hosts_section(hosts),
+        _anomalies_section(analysis),
+        _quality_section(summary, set(key)),
+        '<section id="glossary"><h2>Glossary</h2>', _glossary_html(glossary()), "</section>",
+        f"<footer>Generated by analyzer {esc(analyzer.__version__)} · self-contained: works offline."
+        "</footer>",
+    ])
+    return _template().substitute(title=esc(title), version=esc(analyzer.__version__), body=body,
+                                  plotlyjs=_plotly_js())
+
+
+def default_title(analysis: Analysis, path: str | os.PathLike[str] | None = None) -> str:
+    """``"HTTP connection reuse — <capture names>"``, else the report file's stem."""
+    captures = (analysis.summary or {}).get("captures")
+    if isinstance(captures, (list, tuple)) and captures:
+        names = [Path(str(c)).name for c in captures]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"HTTP connection reuse — {shown}"
+    if path is not None:
+        return f"HTTP connection reuse — {Path(path).stem}"
+    return "HTTP connection reuse"
+
+
+def write_report(analysis: Analysis, path: str | os.PathLike[str], title: str | None = None) -> None:
+    """Write ``render_report(analysis, title)`` to ``path`` (UTF-8), creating missing parent folders.
+    The title defaults to ``default_title``."""
+    target = Path(path)
+    document = render_report(analysis, title if title is not None else default_title(analysis, target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(document, encoding="utf-8")
+
