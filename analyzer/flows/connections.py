@@ -21,8 +21,9 @@ Definitions:
   its two halves; their ratio tells where the capture point sits.
 - ``close_by``/``close_reason``: the side that sent the first FIN or RST, and which; ``open`` /
   ``capture_end`` when neither was seen.
-- ``retransmissions``: data segments starting below the highest sequence number already sent in their
-  direction (Wireshark's basic rule; keep-alive probes excluded).
+- ``retransmissions``: segments starting below the highest sequence number already sent in their direction
+  (Wireshark's basic rule), SYN and FIN counting as one sequence number each so that their retransmissions
+  count too; a 1-byte segment one below the highest (a keep-alive probe, as Wireshark names it) does not.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
 from analyzer.flows.reassembly import reassemble, retransmitted
 from analyzer.flows.stream import StreamChunk
 
-HOLD_NS = 3_000_000_000  # segments after a hole that arrived < 3 s before a chunk's end wait for the next
+HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
+# (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
 MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
 NO_DATA = np.iinfo(np.int64).min
@@ -69,6 +71,7 @@ class Direction:
     truncated: int = 0
     fin_ns: int | None = None
     fin_offset: int = -1
+    acked: int = NO_DATA  # highest stream offset the other side acknowledged
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -96,6 +99,7 @@ class Connection:
     rst_dir: int = -1
     dirs: tuple[Direction, Direction] = field(default_factory=lambda: (Direction(), Direction()))
     finished: bool = False
+    role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
 
     @property
     def closed(self) -> bool:
@@ -248,9 +252,12 @@ class ConnectionTracker:
                 p += 1
             syn_ptr = p
             if conn is None:
-                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]))
+                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]),
+                                  role_final=False)
                 self.active[key] = conn
                 need_roles.append((conn, a, b))
+            elif not conn.role_final:
+                need_roles.append((conn, seg_start, b))
             inst[seg_start:b] = len(conns)
             conns.append(conn)
 
@@ -283,7 +290,7 @@ class ConnectionTracker:
                         st.base = (isn + 1) & _M32
                         if st.delivered_end == NO_DATA:
                             st.delivered_end = 0
-                            st.max_end = 0
+                            st.max_end = -1  # the SYN itself occupies offset -1
                     else:
                         r0 = first_row_of_g[2 * i + d]
                         if r0 < 0:
@@ -372,15 +379,19 @@ class ConnectionTracker:
             np.maximum.at(mru_syn_row, inst[syn_r], syn_r)
 
         # ---- retransmissions (capture order within each direction)
-        data_rows = np.nonzero(has_data & counted)[0]
+        # (SYN and FIN occupy one sequence number each: their retransmissions count too)
+        synfin = ((flags & (SYN | FIN)) != 0).astype(np.int64) + ((flags & (SYN | FIN)) == (SYN | FIN))
+        seq_len = wlen + synfin
+        data_rows = np.nonzero((seq_len > 0) & counted)[0]
         dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
         max_end_before = np.array([conns[g // 2].dirs[g % 2].max_end for g in range(n_g)], dtype=np.int64)
-        rtx = retransmitted(gid[dr_order], data_start[dr_order], wlen[dr_order], max_end_before)
+        rtx = retransmitted(gid[dr_order], unwrapped[dr_order], seq_len[dr_order], max_end_before,
+                            probe_ok=synfin[dr_order] == 0)
         rtx_g = np.zeros(n_g, dtype=np.int64)
         np.add.at(rtx_g, gid[dr_order], rtx.astype(np.int64))
         max_end_new = max_end_before.copy()
         if len(dr_order):
-            np.maximum.at(max_end_new, gid[dr_order], data_start[dr_order] + wlen[dr_order].astype(np.int64))
+            np.maximum.at(max_end_new, gid[dr_order], unwrapped[dr_order] + seq_len[dr_order])
 
         # ---- reassembly of every direction at once
         all_data = np.nonzero(has_data)[0]
@@ -391,8 +402,22 @@ class ConnectionTracker:
             if id(conn) in finishing_ids:
                 final_group[2 * i: 2 * i + 2] = True
         hold_after = None if final or not n else int(ts.max()) - HOLD_NS
+        # what each receiver acknowledged, in the sender's stream offsets (ACKs of direction d cover 1 - d)
+        acked = np.array([conns[g // 2].dirs[g % 2].acked for g in range(n_g)], dtype=np.int64)
+        ack_rows = np.nonzero(((flags & ACK) != 0) & counted)[0]
+        if len(ack_rows):
+            tgt = gid[ack_rows] ^ 1
+            has_base = np.array([conns[g // 2].dirs[g % 2].base is not None for g in range(n_g)], dtype=bool)
+            ok = has_base[tgt]
+            tgt, ar = tgt[ok], ack_rows[ok]
+            if len(ar):
+                ref = new_last_rel[tgt]
+                rel = (c["ack"][ar].astype(np.int64) - base[tgt]) & _M32
+                ack_off = ref + (((rel - (ref & _M32)) + (1 << 31)) & _M32) - (1 << 31)
+                np.maximum.at(acked, tgt, ack_off)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
-                        c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group)
+                        c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
+                        pair_groups=True, acked_through=acked)
         # held rows → copied out for the next chunk
         held_rows = all_data[ra.held]
         if len(held_rows):
@@ -402,7 +427,8 @@ class ConnectionTracker:
             if held_bytes and held_per_g.max() > MAX_HELD_BYTES_PER_STREAM:
                 # too much waiting on one hole: deliver now, the hole becomes a gap
                 ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
-                                c["frame"][all_data], ts[all_data], delivered_before, n_g, None, final_group)
+                                c["frame"][all_data], ts[all_data], delivered_before, n_g, None, final_group,
+                                pair_groups=True, acked_through=acked)
                 held_rows = all_data[ra.held]
             self._hold(c, held_rows, buffers)
 
@@ -412,7 +438,7 @@ class ConnectionTracker:
         p_start = ra.piece_start[pr_pos]
         p_cap_end = ra.piece_cap_end[pr_pos]
         p_g = gid[piece_rows_sorted]
-        p_ts = ts[piece_rows_sorted]
+        p_ts = ra.piece_ts[pr_pos]
         p_buf = c["poff"][piece_rows_sorted] + (p_start - data_start[piece_rows_sorted])
         p_src = c["src"][piece_rows_sorted]
         nonempty = p_cap_end > p_start
@@ -431,6 +457,7 @@ class ConnectionTracker:
         max_end_l, dend_l, last_rel_l = max_end_new.tolist(), ra.delivered_end.tolist(), new_last_rel.tolist()
         gapb_l, gapc_l, cap_l = ra.gap_bytes.tolist(), ra.gap_count.tolist(), captured_g.tolist()
         fin_l, fin_off_l = fin_ns.tolist(), fin_off.tolist()
+        acked_l = acked.tolist()
         for i, conn in enumerate(conns):
             conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
             if conn.synack_ns is None and synack_l[i] != big:
@@ -464,6 +491,7 @@ class ConnectionTracker:
                     st.fin_ns = fin_l[g]
                 if fin_off_l[g] >= 0:
                     st.fin_offset = max(st.fin_offset, fin_off_l[g])
+                st.acked = acked_l[g]
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
@@ -532,13 +560,19 @@ class ConnectionTracker:
             if len(nz):
                 j = nz[0]
                 sender_is_lo = bool(src_is_lo[r[j]])
-                conn.client_is_lo = sender_is_lo if h[j] > 0 else not sender_is_lo
-                conn.client_from = "payload_request" if h[j] > 0 else "payload_response"
+                client_is_lo = sender_is_lo if h[j] > 0 else not sender_is_lo
+                client_from = "payload_request" if h[j] > 0 else "payload_response"
+                final = True
             else:
                 lo_port, hi_port = conn.key[2], conn.key[5]
                 # the higher port is the client (ephemeral); ties: the lower address is the client
-                conn.client_is_lo = lo_port > hi_port or (lo_port == hi_port)
-                conn.client_from = "port"
+                client_is_lo = lo_port > hi_port or (lo_port == hi_port)
+                client_from = "port"
+                final = len(r) > 0  # payload is about to be delivered: decide now
+            if client_is_lo != conn.client_is_lo:
+                # the per-direction state belongs to the physical direction: it moves with it
+                conn.dirs = (conn.dirs[1], conn.dirs[0])
+            conn.client_is_lo, conn.client_from, conn.role_final = client_is_lo, client_from, final
 
     def _hold(self, c: dict[str, np.ndarray], rows: npt.NDArray[np.int64],
               buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:

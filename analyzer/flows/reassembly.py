@@ -10,10 +10,11 @@ Rules (the same as Wireshark's and Zeek's reassembly, decided per byte in sequen
 - duplicates and retransmissions of bytes already delivered are dropped (the first copy of a byte wins, in
   sequence order; overlapping segments carrying different bytes keep the earlier-sequence bytes);
 - out-of-order segments are placed by sequence number;
-- a hole that is still open when the segment after it arrived less than ``hold_ns`` before the end of the
-  chunk may be filled by the next chunk: the segments from that hole on are *held* (returned to the caller,
-  who copies and re-submits them); any other hole is a *gap*: its bytes are counted as missing, never
-  invented. With ``hold_ns = None`` (capture end) nothing is held.
+- a hole the receiver has not acknowledged past will be retransmitted, so when it is still open at the end
+  of a chunk the segments from that hole on are *held* (returned to the caller, who copies and re-submits
+  them with the next chunk), for at most a capped time; a hole the receiver acknowledged past (the capture
+  missed bytes that did arrive), or older than the cap, is a *gap*: its bytes are counted as missing, never
+  invented. At capture end nothing is held.
 - bytes past the captured length of a truncated packet (snaplen) are a gap as well.
 
 Everything is numpy over all segments of the chunk; Python runs per chunk, not per packet. Segmented
@@ -45,6 +46,7 @@ class Reassembled:
     delivered_end: I64  # per group: stream offset delivered after this chunk
     gap_bytes: I64  # per group: bytes declared missing in this chunk (holes + truncated tails)
     gap_count: I64  # per group: number of holes declared in this chunk
+    piece_ts: I64  # per row: arrival time of the piece's bytes (earliest capture of those bytes)
 
 
 def reassemble(
@@ -58,6 +60,8 @@ def reassemble(
     n_groups: int,
     hold_after_ns: int | None,
     final_group: B | None = None,
+    pair_groups: bool = False,
+    acked_through: I64 | None = None,
 ) -> Reassembled:
     """Reassemble the data rows of one chunk.
 
@@ -65,7 +69,8 @@ def reassemble(
     ``delivered_end[g]`` the stream offset already delivered for group ``g`` before this chunk
     (``np.iinfo(np.int64).min`` for a new group: the first byte seen starts the stream);
     ``hold_after_ns``: holes whose next segment arrived at or after this time may still be filled by the
-    next chunk; ``final_group[g]`` forbids holding for groups that end now.
+    next chunk; ``final_group[g]`` forbids holding for groups that end now. With ``pair_groups``, groups
+    ``2k`` and ``2k + 1`` are the two directions of one connection and are held from the same instant.
     """
     n = int(group.shape[0])
     wire_end = start + wire_len.astype(np.int64)
@@ -92,7 +97,10 @@ def reassemble(
     hole = s > prev
     held_sorted = np.zeros(n, dtype=bool)
     if hold_after_ns is not None and n:
-        waitable = hole & (ts_ns[order] >= hold_after_ns)
+        ts_sorted = ts_ns[order]
+        waitable = hole & (ts_sorted >= hold_after_ns)
+        if acked_through is not None:
+            waitable &= acked_through[g] <= prev
         if final_group is not None:
             waitable &= ~final_group[g]
         if waitable.any():
@@ -100,12 +108,44 @@ def reassemble(
             first_idx = np.full(n_groups, n, dtype=np.int64)
             np.minimum.at(first_idx, g[idx], idx)
             held_sorted = np.arange(n) >= first_idx[g]
+            if pair_groups:
+                # Hold the whole connection from the first held instant on, in both directions, so that
+                # its two streams are parsed in capture-time order whatever the chunking.
+                big = np.iinfo(np.int64).max
+                t_hold = np.full(n_groups // 2 + 1, big, dtype=np.int64)
+                hs = np.nonzero(held_sorted)[0]
+                np.minimum.at(t_hold, g[hs] // 2, ts_sorted[hs])
+                late = ts_sorted >= t_hold[g // 2]
+                if final_group is not None:
+                    late &= ~final_group[g]
+                li = np.nonzero(late)[0]
+                np.minimum.at(first_idx, g[li], li)
+                held_sorted = np.arange(n) >= first_idx[g]
     delivered_sorted = (e > prev) & ~held_sorted
     piece_start_sorted = np.maximum(s, prev)
     cap_end_sorted = np.minimum(s + cap_len[order].astype(np.int64), e)
     gap_sorted = np.where(delivered_sorted & hole, s - prev, 0)
     # truncated tails: captured end before the wire end
     tail_sorted = np.where(delivered_sorted, e - np.maximum(cap_end_sorted, piece_start_sorted), 0)
+
+    # A byte's arrival time is its earliest capture. A later retransmission with a lower start delivers
+    # bytes (in sequence order it comes first) that a segment starting exactly at the piece's start may
+    # have captured earlier: find that segment (the earliest frame among those starting there, by binary
+    # search on (group, start)) and take its time when it covers the whole piece.
+    ts_sorted_all = ts_ns[order]
+    piece_ts_sorted = ts_sorted_all.copy()
+    if n:
+        piece_end_sorted = np.maximum(cap_end_sorted, piece_start_sorted)
+        gmin = np.zeros(n_groups, dtype=np.int64)
+        np.minimum.at(gmin, g, s - init[g])  # offsets below the seed may exist (old retransmissions)
+        base_g = init[g] + gmin[g]
+        span = np.int64(1) << 41
+        key = g * span + np.clip(s - base_g, 0, span - 1)
+        want = g * span + np.clip(piece_start_sorted - base_g, 0, span - 1)
+        j = np.minimum(np.searchsorted(key, want, side="left"), n - 1)
+        cover = ((g[j] == g) & (s[j] == piece_start_sorted) & (e[j] >= piece_end_sorted)
+                 & (ts_sorted_all[j] < piece_ts_sorted))
+        piece_ts_sorted = np.where(cover, ts_sorted_all[j], piece_ts_sorted)
 
     delivered = np.zeros(n, dtype=bool)
     held = np.zeros(n, dtype=bool)
@@ -117,6 +157,8 @@ def reassemble(
     piece_start[order] = piece_start_sorted
     piece_cap_end[order] = np.maximum(cap_end_sorted, piece_start_sorted)
     gap_before[order] = gap_sorted
+    piece_ts = np.empty(n, dtype=np.int64)
+    piece_ts[order] = piece_ts_sorted
 
     new_end = init.copy()
     if n:
@@ -128,20 +170,23 @@ def reassemble(
         np.add.at(gap_bytes, g, gap_sorted + tail_sorted)
         np.add.at(gap_count, g, (gap_sorted > 0).astype(np.int64))
     return Reassembled(order, delivered, held, piece_start, piece_cap_end, gap_before, new_end, gap_bytes,
-                       gap_count)
+                       gap_count, piece_ts)
 
 
-def retransmitted(group: I64, start: I64, wire_len: npt.NDArray[np.int32] | I64, max_end_before: I64) -> B:
-    """Rows (in *capture* order, sorted by group then frame) that resend bytes already sent.
+def retransmitted(group: I64, start: I64, seq_len: npt.NDArray[np.int32] | I64, max_end_before: I64,
+                  probe_ok: B | None = None) -> B:
+    """Rows (in *capture* order, sorted by group then frame) that resend sequence space already sent.
 
     Wireshark's basic rule: a segment whose sequence number is below the highest sequence number sent
-    before it in that direction is a retransmission; a 1-byte segment one below it is a keep-alive probe,
-    not a retransmission. ``max_end_before[g]`` is the highest end seen in earlier chunks.
+    before it in that direction is a retransmission (``seq_len`` counts SYN and FIN as one each, so
+    retransmitted SYNs and FINs count, as in Wireshark and the kernel); a 1-byte segment one below it is a
+    keep-alive probe, not a retransmission, where ``probe_ok`` allows it (data segments, not SYN/FIN).
+    ``max_end_before[g]`` is the highest end seen in earlier chunks.
     """
     n = int(group.shape[0])
     if n == 0:
         return np.zeros(0, dtype=bool)
-    end = start + wire_len.astype(np.int64)
+    end = start + seq_len.astype(np.int64)
     cm = pd.Series(end).groupby(group).cummax().to_numpy()
     prev = np.empty(n, dtype=np.int64)
     prev[0] = max_end_before[group[0]]
@@ -150,5 +195,7 @@ def retransmitted(group: I64, start: I64, wire_len: npt.NDArray[np.int32] | I64,
     first[1:] = group[1:] != group[:-1]
     prev[first] = max_end_before[group[first]]
     prev = np.maximum(prev, max_end_before[group])
-    keepalive = (wire_len <= 1) & (start == prev - 1)
+    keepalive = (seq_len <= 1) & (start == prev - 1)
+    if probe_ok is not None:
+        keepalive &= probe_ok
     return (start < prev) & ~keepalive

@@ -128,6 +128,7 @@ class Http1Parser:
         self.current: Message | None = None
         self.remaining = 0  # body bytes left (BODY_LENGTH / BODY_CHUNK_DATA)
         self.carry = b""  # unparsed bytes at ``pos`` kept across chunks (incomplete header or line)
+        self.carry_ts = 0  # arrival time of the first carried byte
         self.anomalies: list[Anomaly] = []
         self.protocol: str | None = None  # 'h2c' / 'tls' when the stream is not HTTP/1
         self.tunnel_after_current = False  # request side: CONNECT/Upgrade may switch to a tunnel
@@ -181,6 +182,8 @@ class Http1Parser:
             return
         if end - self.pos > MAX_HEADER_BYTES:
             return  # handled by the caller as oversized
+        if not self.carry:
+            self.carry_ts = chunk.ts_at(self.pos)
         self.carry = self._read(chunk, self.pos, end - self.pos)
 
     def _skip_gap(self, chunk: StreamChunk) -> bool:
@@ -308,10 +311,7 @@ class Http1Parser:
         if m is None:
             first_line = data.split(b"\n", 1)[0]
             if not self._valid_start(first_line) and (b"\n" in data or len(data) >= 32):
-                self._anomaly(chunk.ts_at(pos), "unparsable_start_line", _preview(first_line))
-                self.state = RESYNC
-                self._consume(1)
-                return True
+                return self._garbage(chunk, first_line.rstrip(b"\r"), pos)
             if len(data) > MAX_HEADER_BYTES:
                 self._anomaly(chunk.ts_at(pos), "oversized_header", f"no header end within {MAX_HEADER_BYTES} B")
                 self.state = RESYNC
@@ -377,7 +377,7 @@ class Http1Parser:
         return True
 
     def _carry_ts(self, chunk: StreamChunk) -> int:
-        return self._last_ts if not len(chunk) else int(chunk.ts_ns[0])
+        return self.carry_ts
 
     def _garbage(self, chunk: StreamChunk, start_line: bytes, pos: int) -> bool:
         if self.tunnel_after_current and self.kind == REQUEST:
@@ -442,6 +442,9 @@ class Http1Parser:
         """Decide how the body of ``msg`` is delimited (RFC 9112 §6.3) and enter that state."""
         te = msg.headers.get("transfer-encoding", "").lower()
         cl_raw = msg.headers.get("content-length")
+        if self.kind == REQUEST and (msg.method == "CONNECT" or "upgrade" in msg.connection_tokens()
+                                     or "upgrade" in msg.headers):
+            self.tunnel_after_current = True  # non-HTTP bytes after it mean the switch happened
         if self.kind == RESPONSE:
             status = msg.status or 0
             if request_method == "HEAD" or 100 <= status < 200 or status in (204, 304):
@@ -473,10 +476,7 @@ class Http1Parser:
                 self.remaining = length
                 self.state = BODY_LENGTH
                 return
-        if self.kind == REQUEST:
-            # requests without length have no body (RFC 9112 §6.3 rule 7)
-            if msg.method == "CONNECT" or "upgrade" in msg.connection_tokens() or msg.headers.get("upgrade"):
-                self.tunnel_after_current = True
+        if self.kind == REQUEST:  # requests without length have no body (RFC 9112 §6.3 rule 7)
             self._end_message(msg, chunk)
             return
         msg.framing = "close"

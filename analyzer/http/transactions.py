@@ -100,7 +100,8 @@ class Http1Connection:
             if self.pending:
                 self.pending[0].interim += 1
             return None
-        if self.pending:
+        if self.pending and self.pending[0].request is not None and (
+                self.pending[0].request.ts_start_ns <= msg.ts_start_ns):
             ex = self.pending.popleft()
             ex.response = msg
         else:
@@ -145,7 +146,8 @@ class Http1Connection:
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         """Rows for the transactions table (tuples in ``TRANSACTION_COLUMNS`` order), and connection-level
         HTTP facts."""
-        exchanges = self.exchanges
+        # in capture-time order (processing order depends on how packets were chunked)
+        exchanges = sorted(self.exchanges, key=_exchange_start)
         req_start: list[float] = []
         resp_end: list[float] = []
         rows: list[tuple[Any, ...]] = []
@@ -254,6 +256,12 @@ def pipelined_max(req_start_ns: list[float], resp_end_ns: list[float]) -> int:
         if outstanding > best:
             best = outstanding
     return best
+
+
+def _exchange_start(ex: Exchange) -> int:
+    if ex.request is not None:
+        return ex.request.ts_start_ns
+    return ex.response.ts_start_ns if ex.response is not None else 0
 
 
 def _ignore(msg: Message) -> None:

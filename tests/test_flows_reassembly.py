@@ -1,0 +1,115 @@
+"""Unit tests of the columnar reassembly (``analyzer.flows.reassembly``) and of ``StreamChunk``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyzer.flows.reassembly import reassemble, retransmitted
+from analyzer.flows.stream import StreamChunk
+
+NEW = np.iinfo(np.int64).min
+
+
+def _ra(starts, lens, groups=None, caps=None, delivered=None, hold_after=None, ts=None, n_groups=None):
+    starts = np.asarray(starts, dtype=np.int64)
+    lens = np.asarray(lens, dtype=np.int64)
+    n = len(starts)
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    caps = lens if caps is None else np.asarray(caps, dtype=np.int64)
+    ng = n_groups or (int(groups.max()) + 1 if n else 1)
+    delivered = np.zeros(ng, dtype=np.int64) if delivered is None else np.asarray(delivered, dtype=np.int64)
+    ts = np.arange(n, dtype=np.int64) if ts is None else np.asarray(ts, dtype=np.int64)
+    return reassemble(groups, starts, lens, caps, np.arange(n, dtype=np.int64), ts, delivered, ng, hold_after)
+
+
+def test_in_order_segments_are_delivered_whole() -> None:
+    r = _ra([0, 100, 250], [100, 150, 50])
+    assert r.delivered.tolist() == [True, True, True]
+    assert r.piece_start.tolist() == [0, 100, 250]
+    assert r.delivered_end.tolist() == [300]
+    assert r.gap_bytes.tolist() == [0]
+
+
+def test_duplicates_and_retransmissions_are_dropped() -> None:
+    r = _ra([0, 100, 0, 100], [100, 100, 100, 100])
+    assert r.delivered.tolist() == [True, True, False, False]
+    assert r.delivered_end.tolist() == [200]
+
+
+def test_out_of_order_segments_are_placed_by_sequence() -> None:
+    r = _ra([100, 0, 200], [100, 100, 100])
+    order = r.order.tolist()
+    assert order == [1, 0, 2]
+    assert r.delivered.all()
+    assert r.gap_bytes.tolist() == [0]
+
+
+def test_partial_overlap_is_trimmed_first_byte_wins() -> None:
+    r = _ra([0, 50], [100, 100])
+    assert r.delivered.tolist() == [True, True]
+    assert r.piece_start.tolist() == [0, 100]  # the second segment brings only bytes 100..150
+    assert r.piece_cap_end.tolist() == [100, 150]
+
+
+def test_hole_is_a_counted_gap_never_filled() -> None:
+    r = _ra([0, 300], [100, 100])
+    assert r.gap_before.tolist() == [0, 200]
+    assert r.gap_bytes.tolist() == [200]
+    assert r.gap_count.tolist() == [1]
+    assert r.delivered_end.tolist() == [400]
+
+
+def test_recent_hole_is_held_for_the_next_chunk() -> None:
+    r = _ra([0, 300, 400], [100, 100, 100], ts=[0, 10, 11], hold_after=10)
+    assert r.held.tolist() == [False, True, True]
+    assert r.delivered.tolist() == [True, False, False]
+    assert r.delivered_end.tolist() == [100]
+    # the next chunk brings the missing bytes: with the held segments, the stream is complete
+    r2 = _ra([100, 300, 400], [200, 100, 100], delivered=[100])
+    assert r2.delivered.all() and r2.gap_bytes.tolist() == [0] and r2.delivered_end.tolist() == [500]
+
+
+def test_truncated_payload_tail_is_a_gap() -> None:
+    r = _ra([0, 100], [100, 100], caps=[100, 40])
+    assert r.piece_cap_end.tolist() == [100, 140]
+    assert r.gap_bytes.tolist() == [60]
+
+
+def test_groups_are_independent_and_new_groups_start_at_their_first_byte() -> None:
+    r = _ra([5000, 5100, 0, 10], [100, 100, 10, 10], groups=[1, 1, 0, 0], delivered=[0, NEW])
+    assert r.delivered_end.tolist() == [20, 5200]
+    assert r.gap_bytes.tolist() == [0, 0]
+
+
+def test_bytes_delivered_in_an_earlier_chunk_are_retransmissions() -> None:
+    r = _ra([0, 100], [100, 100], delivered=[150])
+    assert r.delivered.tolist() == [False, True]
+    assert r.piece_start.tolist()[1] == 150
+
+
+def test_retransmitted_follows_capture_order_and_ignores_keepalive_probes() -> None:
+    g = np.zeros(4, dtype=np.int64)
+    starts = np.array([0, 100, 100, 150], dtype=np.int64)
+    lens = np.array([100, 100, 100, 10], dtype=np.int64)
+    got = retransmitted(g, starts, lens, np.array([0], dtype=np.int64))
+    assert got.tolist() == [False, False, True, True]
+    probe = retransmitted(g[:3], np.array([0, 100, 99]), np.array([100, 0, 1]), np.array([0]))
+    assert probe.tolist() == [False, False, False]
+
+
+def test_stream_chunk_reads_across_pieces_and_stops_at_gaps() -> None:
+    buf = np.frombuffer(b"HELLOWORLD--tail", dtype=np.uint8)
+    chunk = StreamChunk(
+        start=np.array([0, 5, 20], dtype=np.int64), end=np.array([5, 10, 24], dtype=np.int64),
+        src=np.zeros(3, dtype=np.int8), buf_off=np.array([0, 5, 12], dtype=np.int64),
+        ts_ns=np.array([1, 2, 3], dtype=np.int64), done_ns=np.array([1, 2, 3], dtype=np.int64),
+        buffers=(buf,),
+    )
+    assert chunk.read(0, 100) == b"HELLOWORLD"
+    assert chunk.read(3, 4) == b"LOWO"
+    assert chunk.read(12, 4) == b""  # in the gap
+    assert chunk.contiguous_end(2) == 10
+    assert chunk.next_data(12) == 20
+    assert chunk.read(21, 10) == b"ail"
+    assert chunk.gap_before.tolist() == [0, 0, 10]
+    assert chunk.ts_at(7) == 2 and chunk.done_at(10) == 2 and chunk.done_at(24) == 3
