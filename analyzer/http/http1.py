@@ -42,8 +42,12 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN_METHOD + rb") +(\S+)(?: +(HTTP/\d\.\d)
 # a method token, then an optional target and an optional (possibly malformed) version.
 _LOOSE_REQUEST_LINE = re.compile(rb"(" + _TOKEN_METHOD + rb")(?: +(\S+))?(?: +(\S+))? *\r?$")
 _STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?$")
-_REQUEST_START = re.compile(rb"(?:^|\n)(" + _TOKEN_METHOD + rb" +\S+ +HTTP/1\.[019]\r?\n)")
-_RESPONSE_START = re.compile(rb"(?:^|\n)(HTTP/1\.[019] +\d{3}[^\r\n]*\r?\n)")
+# Resynchronisation: the next complete start line anywhere (a body rarely ends with a line break).
+_REQUEST_START = re.compile(rb"(" + _TOKEN_METHOD + rb" +\S+ +HTTP/1\.[019]\r?\n)")
+_RESPONSE_START = re.compile(rb"(HTTP/1\.[019] +\d{3}[^\r\n]*\r?\n)")
+# a (possibly incomplete) first line that may still become a request / status line
+_REQUEST_PREFIX = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}(?: +\S*(?: +\S*)?)? *$")
+_STATUS_PREFIX = re.compile(rb"(?:H(?:T(?:T(?:P(?:/(?:\d(?:\.(?:\d(?: +(?:\d{0,3}(?: .*)?))?)?)?)?)?)?)?)?)?$")
 _HTTP09_REQUEST = re.compile(_TOKEN_METHOD + rb" +\S+ *\r?$")
 _HTTP09_END = re.compile(rb"\n")
 _KEEPALIVE_PARAM = re.compile(r"(timeout|max)\s*=\s*(\d+)", re.IGNORECASE)
@@ -147,6 +151,12 @@ class Http1Parser:
         if chunk.final or chunk.eof >= 0:
             self._eof(chunk)
 
+    def stop(self, protocol: str) -> None:
+        """The connection is not HTTP/1 (its other direction spoke ``protocol``): stop parsing."""
+        self.protocol = protocol
+        self.state = OTHER
+        self.carry = b""
+
     def switch_to_tunnel(self, at: int | None = None) -> None:
         """Stop parsing HTTP (after 101 Switching Protocols or a successful CONNECT)."""
         if self.state != TUNNEL:
@@ -212,7 +222,10 @@ class Http1Parser:
                 self.pos = nxt
                 self.state = RESYNC
             elif self.remaining == 0:
-                self._end_body(chunk, self.pos)
+                if st == BODY_LENGTH:
+                    self._end_body(chunk, self.pos)
+                else:
+                    self.state = BODY_CHUNK_CRLF  # the chunk's data ended in the gap; framing goes on
             return True
         if st == BODY_CLOSE:
             if self.current is not None:
@@ -404,14 +417,11 @@ class Http1Parser:
         return True
 
     def _valid_start(self, line: bytes) -> bool:
+        """Could ``line`` (possibly cut short) begin a message of this direction?"""
         line = line.rstrip(b"\r")
         if self.kind == REQUEST:
-            if len(line) < 5:
-                return bool(re.match(rb"[A-Z]*$", line))  # a prefix of a method: wait for more
-            return _REQUEST_LINE.match(line) is not None or bool(re.match(_TOKEN_METHOD + rb" +\S*$", line))
-        if len(line) < 12:
-            return b"HTTP/1.1 200"[: len(line)][:5] == line[:5] or line.startswith(b"HTTP")
-        return _STATUS_LINE.match(line) is not None
+            return _REQUEST_PREFIX.match(line) is not None
+        return _STATUS_PREFIX.match(line) is not None
 
     @staticmethod
     def _parse_headers(msg: Message, lines: list[bytes]) -> None:

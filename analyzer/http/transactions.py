@@ -80,7 +80,11 @@ class Http1Connection:
             self.pending[0].request.version == "HTTP/0.9")
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
-        self.parsers[direction].feed(chunk)
+        parser = self.parsers[direction]
+        parser.feed(chunk)
+        other = self.parsers[1 - direction]
+        if parser.protocol is not None and other.protocol is None and not other.messages_seen:
+            other.stop(parser.protocol)  # HTTP/2 or TLS on this connection: the other direction is too
 
     # -------------------------------------------------------------------------------------- callbacks
     def _on_request_head(self, msg: Message) -> str | None:
