@@ -123,8 +123,9 @@ def export(
 def write_export(result: Analysis, output: Path, fmt: str) -> None:
     tables = {"connections": result.connections, "transactions": result.transactions,
               "anomalies": result.anomalies}
+    summary = _clean_tree(result.summary)
     if fmt == "json":
-        doc = {"summary": result.summary, **{name: _records(df) for name, df in tables.items()}}
+        doc = {"summary": summary, **{name: _records(df) for name, df in tables.items()}}
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
         return
@@ -134,7 +135,7 @@ def write_export(result: Analysis, output: Path, fmt: str) -> None:
             df.to_csv(output / f"{name}.csv", index=False)
         else:
             df.to_parquet(output / f"{name}.parquet", index=False)
-    (output / "summary.json").write_text(json.dumps(result.summary, indent=1, default=_json_default) + "\n")
+    (output / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=False) + "\n")
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -154,6 +155,15 @@ def _clean(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return _clean(value.item())
     return value
+
+
+def _clean_tree(value: Any) -> Any:
+    """The summary with NaN and numpy scalars made JSON-safe (null, plain numbers), recursively."""
+    if isinstance(value, dict):
+        return {k: _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_tree(v) for v in value]
+    return _clean(value)
 
 
 def _json_default(value: Any) -> Any:

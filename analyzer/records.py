@@ -66,8 +66,8 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
         "idle_after_last_ms": idle_after_last,
         "close_by": close_by,
         "close_reason": close_reason,
-        "client_bytes": c.payload_bytes,
-        "server_bytes": s.payload_bytes,
+        "client_bytes": c.payload_bytes + c.gap_bytes,  # sequence space, as Zeek's orig_bytes
+        "server_bytes": s.payload_bytes + s.gap_bytes,
         "client_packets": c.packets,
         "server_packets": s.packets,
         "retransmissions": c.retransmissions + s.retransmissions,
@@ -83,12 +83,18 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
         anomalies.append({"uid": uid, "ts": start_s, "name": "midstream_start",
                           "detail": f"no SYN seen; client chosen by {conn.client_from}"})
     for d, name in ((c, "client→server"), (s, "server→client")):
-        if d.gaps or d.gap_bytes:
+        if d.gaps:
             anomalies.append({"uid": uid, "ts": start_s, "name": "seq_gap",
-                              "detail": f"{name}: {d.gaps} hole(s), {d.gap_bytes} bytes not in the capture"})
+                              "detail": f"{name}: {d.gaps} hole(s), {d.gap_bytes - d.truncated_bytes} bytes "
+                                        "not in the capture"})
         if d.truncated:
             anomalies.append({"uid": uid, "ts": start_s, "name": "truncated_caplen",
-                              "detail": f"{name}: {d.truncated} packet(s) cut by the snaplen"})
+                              "detail": f"{name}: {d.truncated} packet(s) cut by the snaplen, "
+                                        f"{d.truncated_bytes} bytes not captured"})
+    if conn.held_limit_hit:
+        anomalies.append({"uid": uid, "ts": start_s, "name": "held_bytes_limit",
+                          "detail": "more than MAX_HELD_BYTES_PER_STREAM bytes waited behind a hole; "
+                                    "it was declared a gap"})
     for ts_ns, name, detail in handler.anomalies():
         anomalies.append({"uid": uid, "ts": ts_ns / 1e9, "name": name, "detail": detail})
     return row, tx_rows, anomalies

@@ -52,7 +52,7 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "retransmissions": "Int64",
     "max_bytes_in_flight": "Int64",
     "gap_bytes": "Int64",  # bytes missing from the capture (both directions)
-    "client_from": "string",  # how the client was chosen: syn | synack | http_request | http_response | port
+    "client_from": "string",  # how the client was chosen: syn | synack | payload_request | payload_response | port
     "keep_alive_timeout_s": "float64",  # advertised by the server (Keep-Alive: timeout=)
     "keep_alive_max": "Int64",  # advertised by the server (Keep-Alive: max=)
     "first_frame": "Int64",

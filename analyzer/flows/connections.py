@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -65,7 +64,8 @@ class Direction:
     max_end: int = NO_DATA
     packets: int = 0
     payload_bytes: int = 0  # unique bytes delivered (captured)
-    gap_bytes: int = 0
+    gap_bytes: int = 0  # bytes missing from the capture: holes and snaplen-cut tails
+    truncated_bytes: int = 0  # of gap_bytes, the snaplen-cut tails
     gaps: int = 0
     retransmissions: int = 0
     truncated: int = 0
@@ -99,6 +99,8 @@ class Connection:
     rst_dir: int = -1
     dirs: tuple[Direction, Direction] = field(default_factory=lambda: (Direction(), Direction()))
     finished: bool = False
+    held_limit_hit: int = 0  # times MAX_HELD_BYTES_PER_STREAM forced a hole to become a gap
+    sealed: bool = False  # the protocol handler was reduced to its results (both FINs reached)
     role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
 
     @property
@@ -140,14 +142,11 @@ class ConnectionTracker:
         self.active: dict[tuple[int, int, int, int, int, int], Connection] = {}
         self.held: _Held | None = None
         self.closing: dict[int, Connection] = {}  # closed connections waiting LINGER_NS before finishing
-        self.packets = 0
-        self.anomaly_counts: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------------ feed
     def feed(self, pk: DecodedPackets, final: bool = False) -> None:
         cols = _columns(pk)
         buffers: tuple[npt.NDArray[np.uint8], ...] = (pk.batch.buf,)
-        self.packets += len(pk)
         if self.held is not None:
             cols = {k: np.concatenate([self.held.cols[k], cols[k]]) for k in cols}
             buffers = (pk.batch.buf, self.held.buf)
@@ -227,17 +226,25 @@ class ConnectionTracker:
                 r = syn_rows_l[p]
                 is_syn = syn_only_l[p]
                 seq = int(seq_l[r])
-                if conn is not None and not conn.finished and is_syn:
-                    # the same connection when it is this SYN's retransmission, or when its SYN/ACK came
-                    # first in the file (reordered handshake) and acknowledged this ISN
-                    same = conn.client_isn == seq if conn.client_isn is not None else conn.server_isn is not None
+                if conn is not None and not conn.finished:
+                    if is_syn:
+                        # the same connection when it is this SYN's retransmission, or when its SYN/ACK came
+                        # first in the file (reordered handshake) and acknowledged this ISN
+                        same = (conn.client_isn == seq if conn.client_isn is not None
+                                else conn.server_isn is not None)
+                    elif conn.client_isn is not None:  # a SYN/ACK of this connection's SYN (with TFO data)?
+                        same = ((int(ack_l[r]) - 1 - conn.client_isn) & _M32) <= 0xFFFF
+                    elif conn.server_isn is not None:  # a SYN/ACK retransmission has the same ISN
+                        same = conn.server_isn == seq
+                    else:  # a SYN/ACK on a connection seen mid-stream: its SYN was not captured
+                        same = r == seg_start and conn.dirs[0].base is None and conn.dirs[1].base is None
                     if not same:
                         if r > seg_start:
                             inst[seg_start:r] = len(conns)
                             conns.append(conn)
                         finishing.append(conn)
                         conn = None
-                        seg_start = r
+                        seg_start = r  # (a new SYN or SYN/ACK starts the next connection)
                 if conn is None:
                     conn = self._new_conn(key, r, is_syn, bool(src_is_lo_syn[p]), int(frame_l[seg_start]),
                                           int(ts_l[seg_start]))
@@ -249,6 +256,13 @@ class ConnectionTracker:
                     conn.server_isn = seq
                     if conn.client_isn is None:
                         conn.client_isn = (int(ack_l[r]) - 1) & _M32
+                elif conn.server_isn != seq and conn.dirs[1].delivered_end <= 0 and conn.dirs[1].max_end <= 0:
+                    # the server answered the (retransmitted) SYN again with a new ISN before sending data:
+                    # its stream starts after the newest SYN/ACK
+                    conn.server_isn = seq
+                    st1 = conn.dirs[1]
+                    st1.base, st1.last_rel = None, 0
+                    st1.delivered_end = st1.max_end = st1.acked = NO_DATA
                 p += 1
             syn_ptr = p
             if conn is None:
@@ -382,7 +396,12 @@ class ConnectionTracker:
         # (SYN and FIN occupy one sequence number each: their retransmissions count too)
         synfin = ((flags & (SYN | FIN)) != 0).astype(np.int64) + ((flags & (SYN | FIN)) == (SYN | FIN))
         seq_len = wlen + synfin
-        data_rows = np.nonzero((seq_len > 0) & counted)[0]
+        # a SYN whose ISN is not the direction's current one belongs to an abandoned sequence space (the
+        # server answered a retransmitted SYN with a new ISN): it is not a retransmission of this stream
+        isn_g = np.array([(cn.client_isn, cn.server_isn)[d] if (cn.client_isn, cn.server_isn)[d] is not None else -1
+                          for cn in conns for d in (0, 1)], dtype=np.int64)
+        stale_syn = ((flags & SYN) != 0) & (c["seq"].astype(np.int64) != isn_g[gid])
+        data_rows = np.nonzero((seq_len > 0) & counted & ~stale_syn)[0]
         dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
         max_end_before = np.array([conns[g // 2].dirs[g % 2].max_end for g in range(n_g)], dtype=np.int64)
         rtx = retransmitted(gid[dr_order], unwrapped[dr_order], seq_len[dr_order], max_end_before,
@@ -424,10 +443,15 @@ class ConnectionTracker:
             held_bytes = int(plen[held_rows].sum())
             held_per_g = np.zeros(n_g, dtype=np.int64)
             np.add.at(held_per_g, gid[held_rows], plen[held_rows].astype(np.int64))
-            if held_bytes and held_per_g.max() > MAX_HELD_BYTES_PER_STREAM:
-                # too much waiting on one hole: deliver now, the hole becomes a gap
+            over = held_per_g > MAX_HELD_BYTES_PER_STREAM
+            if held_bytes and over.any():
+                # too much waiting on a hole: those connections deliver now and the hole becomes a gap
+                over_conn = over.reshape(-1, 2).any(axis=1)
+                final_group = final_group | np.repeat(over_conn, 2)
+                for i in np.nonzero(over_conn)[0].tolist():
+                    conns[i].held_limit_hit += 1
                 ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
-                                c["frame"][all_data], ts[all_data], delivered_before, n_g, None, final_group,
+                                c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
                                 pair_groups=True, acked_through=acked)
                 held_rows = all_data[ra.held]
             self._hold(c, held_rows, buffers)
@@ -456,6 +480,7 @@ class ConnectionTracker:
         pk_l, trunc_l, rtx_l = pk_dir.tolist(), trunc.tolist(), rtx_g.tolist()
         max_end_l, dend_l, last_rel_l = max_end_new.tolist(), ra.delivered_end.tolist(), new_last_rel.tolist()
         gapb_l, gapc_l, cap_l = ra.gap_bytes.tolist(), ra.gap_count.tolist(), captured_g.tolist()
+        tail_l = ra.tail_bytes.tolist()
         fin_l, fin_off_l = fin_ns.tolist(), fin_off.tolist()
         acked_l = acked.tolist()
         for i, conn in enumerate(conns):
@@ -485,6 +510,7 @@ class ConnectionTracker:
                     st.delivered_end = dend_l[g]
                 st.last_rel = last_rel_l[g]
                 st.gap_bytes += gapb_l[g]
+                st.truncated_bytes += tail_l[g]
                 st.gaps += gapc_l[g]
                 st.payload_bytes += cap_l[g]
                 if st.fin_ns is None and fin_l[g] != big:
@@ -517,6 +543,8 @@ class ConnectionTracker:
         for conn in conns:
             if conn.closed and not conn.finished:
                 self.closing[id(conn)] = conn
+                if not conn.sealed and conn.dirs[0].eof_sent and conn.dirs[1].eof_sent:
+                    self._seal(conn)
         if not final and n:
             horizon = int(ts.max()) - LINGER_NS
             for cid, conn in list(self.closing.items()):
@@ -599,9 +627,18 @@ class ConnectionTracker:
         conn.finished = True
         if self.active.get(conn.key) is conn:
             del self.active[conn.key]
-        for d in (0, 1):
-            conn.handler.feed(d, StreamChunk.empty(eof=-1, final=True))
+        if not conn.sealed:
+            for d in (0, 1):
+                conn.handler.feed(d, StreamChunk.empty(eof=-1, final=True))
         self.on_finished(conn)
+
+    def _seal(self, conn: Connection) -> None:
+        """Both directions delivered everything up to their FIN: the protocol result is final. Keep only it
+        (memory then follows open connections, not the connections closed in the last ``LINGER_NS``)."""
+        seal = getattr(conn.handler, "seal", None)
+        if seal is not None:
+            conn.handler = seal(*conn.endpoint(1))
+            conn.sealed = True
 
 
 def _columns(pk: DecodedPackets) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ class Reassembled:
     delivered_end: I64  # per group: stream offset delivered after this chunk
     gap_bytes: I64  # per group: bytes declared missing in this chunk (holes + truncated tails)
     gap_count: I64  # per group: number of holes declared in this chunk
+    tail_bytes: I64  # per group: of gap_bytes, the bytes cut from packets by the snaplen
     piece_ts: I64  # per row: arrival time of the piece's bytes (earliest capture of those bytes)
 
 
@@ -166,11 +167,13 @@ def reassemble(
         np.maximum.at(new_end, g[keep], e[keep])
     gap_bytes = np.zeros(n_groups, dtype=np.int64)
     gap_count = np.zeros(n_groups, dtype=np.int64)
+    tail_bytes = np.zeros(n_groups, dtype=np.int64)
     if n:
         np.add.at(gap_bytes, g, gap_sorted + tail_sorted)
         np.add.at(gap_count, g, (gap_sorted > 0).astype(np.int64))
+        np.add.at(tail_bytes, g, tail_sorted)
     return Reassembled(order, delivered, held, piece_start, piece_cap_end, gap_before, new_end, gap_bytes,
-                       gap_count, piece_ts)
+                       gap_count, tail_bytes, piece_ts)
 
 
 def retransmitted(group: I64, start: I64, seq_len: npt.NDArray[np.int32] | I64, max_end_before: I64,

@@ -8,8 +8,8 @@ raises on malformed input; problems become ``anomalies`` entries and parsing goe
 
 Why hand-written and not h11/httptools: h11 is strict by design and stops at the first violation, which a
 passive observer cannot afford, and neither library can skip a body it has not seen (capture gaps) or work
-without copying body bytes. Bodies are skipped by length without being copied, so parsing costs are per
-message, not per byte.
+without copying body bytes. Content-Length and read-until-close bodies are skipped without being copied, so
+their cost is per message, not per byte; chunked bodies cost one step per chunk.
 
 Limits (named, with precedents): ``MAX_HEADER_BYTES`` 64 KiB (nginx's default large_client_header_buffers
 is 4 x 8 KiB; Apache's LimitRequestFieldSize 8 KiB per field, h11's max_incomplete_event_size 16 KiB);
@@ -49,7 +49,7 @@ _RESPONSE_START = re.compile(rb"(HTTP/1\.[019] +\d{3}[^\r\n]*\r?\n)")
 _REQUEST_PREFIX = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}(?: +\S*(?: +\S*)?)? *$")
 _STATUS_PREFIX = re.compile(rb"(?:H(?:T(?:T(?:P(?:/(?:\d(?:\.(?:\d(?: +(?:\d{0,3}(?: .*)?))?)?)?)?)?)?)?)?)?$")
 _HTTP09_REQUEST = re.compile(_TOKEN_METHOD + rb" +\S+ *\r?$")
-_HTTP09_END = re.compile(rb"\n")
+_LINE_END = re.compile(rb"\n")
 _KEEPALIVE_PARAM = re.compile(r"(timeout|max)\s*=\s*(\d+)", re.IGNORECASE)
 
 # Headers kept on messages (lower-case names). Everything else is counted, not stored.
@@ -99,17 +99,6 @@ class Message:
 Anomaly = tuple[int, str, str]  # (ts_ns, name, detail)
 
 
-def looks_like_request_start(data: bytes) -> bool:
-    """True when ``data`` begins like an HTTP/1 request line (used to find roles without a SYN)."""
-    line = data.split(b"\n", 1)[0]
-    m = _REQUEST_LINE.match(line)
-    return bool(m and (m.group(3) is not None or m.group(1) == b"GET"))
-
-
-def looks_like_response_start(data: bytes) -> bool:
-    return data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/0.9")
-
-
 class Http1Parser:
     """Incremental parser of one direction. Feed it ``StreamChunk``s in order; read ``messages``.
 
@@ -157,7 +146,7 @@ class Http1Parser:
         self.state = OTHER
         self.carry = b""
 
-    def switch_to_tunnel(self, at: int | None = None) -> None:
+    def switch_to_tunnel(self) -> None:
         """Stop parsing HTTP (after 101 Switching Protocols or a successful CONNECT)."""
         if self.state != TUNNEL:
             self._finish_current_at_headers_end()
@@ -202,13 +191,17 @@ class Http1Parser:
         nxt = chunk.next_data(self.pos)
         if nxt < 0:
             return False
+        return self._gap_to(chunk, nxt, chunk.ts_at(nxt))
+
+    def _gap_to(self, chunk: StreamChunk, nxt: int, ts: int) -> bool:
+        """The bytes from ``pos`` to ``nxt`` are missing from the capture: account them by state."""
+        assert self.pos is not None
         gap = nxt - self.pos
         if gap <= 0:
             return True
         self.gap_bytes += gap
         self.carry = b""
         st = self.state
-        ts = chunk.ts_at(nxt)
         if st in (BODY_LENGTH, BODY_CHUNK_DATA):
             take = min(gap, self.remaining)
             self.remaining -= take
@@ -218,7 +211,7 @@ class Http1Parser:
             self.pos += take
             if self.pos < nxt:  # gap goes past the body end: the next message start is lost
                 self._end_body(chunk, self.pos)
-                self._anomaly(ts, "seq_gap", f"{nxt - self.pos} bytes missing at a message boundary")
+                self._anomaly(ts, "message_lost_in_gap", f"{nxt - self.pos} bytes missing at a message boundary")
                 self.pos = nxt
                 self.state = RESYNC
             elif self.remaining == 0:
@@ -241,7 +234,7 @@ class Http1Parser:
             self.current.body_missing_bytes += gap
             self._end_body(chunk, self.pos, complete=False)
         if st != RESYNC or gap:
-            self._anomaly(ts, "seq_gap", f"{gap} bytes missing; resynchronising on the next message")
+            self._anomaly(ts, "message_lost_in_gap", f"{gap} bytes missing; resynchronising on the next message")
         self.pos = nxt
         self.state = RESYNC
         return True
@@ -249,12 +242,15 @@ class Http1Parser:
     # --------------------------------------------------------------------------------------- main loop
     def _run(self, chunk: StreamChunk) -> None:
         end_of_data = chunk.data_end
-        guard = 0
+        last = (-1, -1, -1)
         while self.pos is not None:
-            guard += 1
-            if guard > 10_000_000:  # pragma: no cover - a bug, not an input property
-                raise RuntimeError("HTTP/1 parser made no progress")
             st = self.state
+            now = (self.pos, st, len(self.carry))
+            if now == last:  # pragma: no cover - defensive: a state that consumes nothing must not spin
+                self._anomaly(chunk.ts_at(self.pos), "parser_stalled", f"state {st} at offset {self.pos}")
+                self.state, self.carry = OTHER, b""
+                return
+            last = now
             if not self.carry and (self.pos >= end_of_data or chunk.next_data(self.pos) != self.pos):
                 if self.pos >= end_of_data or not self._skip_gap(chunk):
                     return
@@ -320,7 +316,7 @@ class Http1Parser:
             return self._http09_response(chunk)
         nl = data.find(b"\n")
         if m is None and self.kind == REQUEST and nl >= 0 and _HTTP09_REQUEST.match(data[:nl]):
-            m = _HTTP09_END.search(data, nl)
+            m = _LINE_END.search(data, nl)
         if m is None:
             first_line = data.split(b"\n", 1)[0]
             if not self._valid_start(first_line) and (b"\n" in data or len(data) >= 32):
@@ -582,9 +578,14 @@ class Http1Parser:
 
     def _eof(self, chunk: StreamChunk) -> None:
         """The sender closed (FIN) or the capture ended: close read-until-close bodies."""
+        if chunk.eof >= 0 and self.pos is not None and chunk.eof > self.pos + len(self.carry):
+            # bytes missing just before the FIN (capture loss, snaplen): a gap like any other
+            self.pos += len(self.carry)
+            self.carry = b""
+            self._gap_to(chunk, chunk.eof, self._last_ts)
         msg = self.current
         if msg is None:
-            if self.carry and chunk.final and self.state in (START, RESYNC) and self.protocol is None:
+            if self.carry and chunk.final and self.state == START and self.protocol is None:
                 self._anomaly(self._last_ts, "truncated_message", f"{len(self.carry)} B of an incomplete head")
             self.carry = b""
             return

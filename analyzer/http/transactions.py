@@ -41,8 +41,9 @@ def connection_persists(request: Message | None, response: Message | None) -> bo
         return False
     if response.framing in ("close", "tunnel"):
         return False
-    req_version = request.version if request is not None else response.version
-    if req_version in ("HTTP/1.0", "HTTP/0.9"):
+    if request is None:  # the request was not captured: the response alone says what happened
+        return response.version != "HTTP/1.0" or "keep-alive" in resp_tokens
+    if request.version in ("HTTP/1.0", "HTTP/0.9"):
         client_wants = "keep-alive" in req_tokens
         return client_wants and "keep-alive" in resp_tokens
     if response.version == "HTTP/1.0":
@@ -71,7 +72,7 @@ class Http1Connection:
     def __post_init__(self) -> None:
         self.parsers = (
             Http1Parser(REQUEST, self._on_request_head, _ignore),
-            Http1Parser(RESPONSE, self._on_response_head, self._on_response_end),
+            Http1Parser(RESPONSE, self._on_response_head, _ignore),
         )
         self.parsers[RESPONSE].expect_http09 = self._next_is_http09
 
@@ -124,8 +125,12 @@ class Http1Connection:
             self.parsers[REQUEST].switch_to_tunnel()
         return method
 
-    def _on_response_end(self, msg: Message) -> None:
-        return None
+    def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
+        """Both directions ended (FIN reached in sequence): finish parsing and keep only the results."""
+        for parser in self.parsers:
+            parser.feed(StreamChunk.empty(final=True))
+        rows, facts = self.transaction_rows("", server_ip, server_port)
+        return SealedHttp1(rows, facts, self.anomalies())
 
     # ----------------------------------------------------------------------------------------- results
     @property
@@ -225,6 +230,37 @@ class Http1Connection:
             "idle_max_ms": idle_max,
         }
         return rows, facts
+
+
+@dataclass(slots=True)
+class SealedHttp1:
+    """What remains of an ``Http1Connection`` once both directions ended cleanly: its final rows and facts.
+
+    Keeps memory proportional to the output (rows), not to parsers and messages, for connections that
+    closed but are kept a little longer to absorb late TCP packets. Bytes fed after sealing (data after
+    both FINs) are counted as one ``data_after_close`` anomaly.
+    """
+
+    rows: list[tuple[Any, ...]]
+    facts: dict[str, Any]
+    http_anomalies: list[tuple[int, str, str]]
+    late_bytes: int = 0
+    late_ts: int = 0
+
+    def feed(self, direction: int, chunk: StreamChunk) -> None:
+        if len(chunk):
+            self.late_bytes += int((chunk.end - chunk.start).sum())
+            self.late_ts = self.late_ts or int(chunk.ts_ns[0])
+
+    def transaction_rows(self, uid: str, server_ip: str, server_port: int
+                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        return [(uid, *row[1:]) for row in self.rows], self.facts
+
+    def anomalies(self) -> list[tuple[int, str, str]]:
+        if self.late_bytes:
+            return [*self.http_anomalies, (self.late_ts, "data_after_close",
+                                           f"{self.late_bytes} bytes after both FINs")]
+        return self.http_anomalies
 
 
 def pipelined_max(req_start_ns: list[float], resp_end_ns: list[float]) -> int:
