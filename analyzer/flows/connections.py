@@ -604,22 +604,32 @@ class ConnectionTracker:
 
     def _hold(self, c: dict[str, np.ndarray], rows: npt.NDArray[np.int64],
               buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+        """Keep ``rows`` for the next chunk: their payload bytes are gathered into one new buffer."""
         if not len(rows):
             return
-        parts = []
+        lens = c["plen"][rows].astype(np.int64)
         new_off = np.zeros(len(rows), dtype=np.int64)
-        total = 0
-        for j, r in enumerate(rows.tolist()):  # per held segment: a few near a chunk's end
-            buf = buffers[int(c["src"][r])]
-            o, ln = int(c["poff"][r]), int(c["plen"][r])
-            parts.append(buf[o:o + ln])
-            new_off[j] = total
-            total += ln
+        new_off[1:] = np.cumsum(lens)[:-1]
+        out = np.empty(int(lens.sum()), dtype=np.uint8)
+        src = c["src"][rows]
+        for src_id, buf in enumerate(buffers):  # one vectorized gather per source buffer
+            sel = np.nonzero(src == src_id)[0]
+            if not len(sel) or not len(buf):
+                continue
+            ln = lens[sel]
+            total = int(ln.sum())
+            if not total:
+                continue
+            # byte i of the gathered run comes from buf[start_of_its_row + (i - row's first index)]
+            firsts = np.repeat(np.cumsum(ln) - ln, ln)
+            idx = np.repeat(c["poff"][rows[sel]], ln) + (np.arange(total) - firsts)
+            dst = np.repeat(new_off[sel], ln) + (np.arange(total) - firsts)
+            out[dst] = buf[idx]
         held = {k: v[rows].copy() for k, v in c.items()}
         held["poff"] = new_off
         held["src"] = np.ones(len(rows), dtype=np.int8)
         held["counted"] = np.zeros(len(rows), dtype=bool)
-        self.held = _Held(held, np.concatenate(parts) if parts else np.zeros(0, np.uint8))
+        self.held = _Held(held, out)
 
     def _finish(self, conn: Connection) -> None:
         if conn.finished:

@@ -86,15 +86,7 @@ def reassemble(
         np.minimum.at(first, g, s)
         init[new_group] = np.where(first[new_group] == np.iinfo(np.int64).max, 0, first[new_group])
     # exclusive running max of wire end within each group, seeded with what was delivered before
-    cm = pd.Series(e).groupby(g).cummax().to_numpy()
-    prev = np.empty(n, dtype=np.int64)
-    if n:
-        prev[0] = init[g[0]]
-        prev[1:] = cm[:-1]
-        starts_g = np.ones(n, dtype=bool)
-        starts_g[1:] = g[1:] != g[:-1]
-        prev[starts_g] = init[g[starts_g]]
-        prev = np.maximum(prev, init[g])
+    prev = exclusive_group_max(g, e, init)
     hole = s > prev
     held_sorted = np.zeros(n, dtype=bool)
     if hold_after_ns is not None and n:
@@ -176,6 +168,21 @@ def reassemble(
                        gap_count, tail_bytes, piece_ts)
 
 
+def exclusive_group_max(group: I64, values: I64, seed: I64) -> I64:
+    """For rows sorted by ``group``: the maximum of ``values`` over the earlier rows of the same group, and of
+    ``seed[group]`` (what earlier chunks reached)."""
+    n = int(group.shape[0])
+    prev = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return prev
+    cm = pd.Series(values).groupby(group).cummax().to_numpy()
+    prev[1:] = cm[:-1]
+    first = np.ones(n, dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    prev[first] = seed[group[first]]
+    return np.maximum(prev, seed[group])
+
+
 def retransmitted(group: I64, start: I64, seq_len: npt.NDArray[np.int32] | I64, max_end_before: I64,
                   probe_ok: B | None = None) -> B:
     """Rows (in *capture* order, sorted by group then frame) that resend sequence space already sent.
@@ -190,14 +197,7 @@ def retransmitted(group: I64, start: I64, seq_len: npt.NDArray[np.int32] | I64, 
     if n == 0:
         return np.zeros(0, dtype=bool)
     end = start + seq_len.astype(np.int64)
-    cm = pd.Series(end).groupby(group).cummax().to_numpy()
-    prev = np.empty(n, dtype=np.int64)
-    prev[0] = max_end_before[group[0]]
-    prev[1:] = cm[:-1]
-    first = np.ones(n, dtype=bool)
-    first[1:] = group[1:] != group[:-1]
-    prev[first] = max_end_before[group[first]]
-    prev = np.maximum(prev, max_end_before[group])
+    prev = exclusive_group_max(group, end, max_end_before)
     keepalive = (seq_len <= 1) & (start == prev - 1)
     if probe_ok is not None:
         keepalive &= probe_ok
