@@ -105,7 +105,10 @@ def summary(captures: Captures) -> None:
     """Print the key figures as terminal tables."""
     from analyzer.report.terminal import print_summary
 
-    print_summary(_analyze(captures), Console())
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and pipes: room for the per-host table
+    print_summary(_analyze(captures), console)
 
 
 @app.command()
