@@ -71,6 +71,8 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
         "client_packets": c.packets,
         "server_packets": s.packets,
         "retransmissions": c.retransmissions + s.retransmissions,
+        "max_bytes_in_flight": s.max_bytes_in_flight if s.max_bytes_in_flight >= 0 else None,
+        "max_bytes_in_flight_client": c.max_bytes_in_flight if c.max_bytes_in_flight >= 0 else None,
         "gap_bytes": c.gap_bytes + s.gap_bytes,
         "client_from": conn.client_from,
         "keep_alive_timeout_s": facts["keep_alive_timeout_s"],

@@ -50,7 +50,8 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "client_packets": "Int64",
     "server_packets": "Int64",
     "retransmissions": "Int64",
-    "max_bytes_in_flight": "Int64",
+    "max_bytes_in_flight": "Int64",  # server → client, Wireshark's tcp.bif_seq_based
+    "max_bytes_in_flight_client": "Int64",  # client → server
     "gap_bytes": "Int64",  # bytes missing from the capture (both directions)
     "client_from": "string",  # how the client was chosen: syn | synack | payload_request | payload_response | port
     "keep_alive_timeout_s": "float64",  # advertised by the server (Keep-Alive: timeout=)

@@ -36,9 +36,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
-from analyzer.flows.reassembly import reassemble, retransmitted
+from analyzer.flows.reassembly import exclusive_group_max, reassemble, retransmitted
 from analyzer.flows.stream import StreamChunk
 
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
@@ -72,6 +73,7 @@ class Direction:
     fin_ns: int | None = None
     fin_offset: int = -1
     acked: int = NO_DATA  # highest stream offset the other side acknowledged
+    max_bytes_in_flight: int = -1  # largest bytes in flight of this direction (-1: unknown)
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -423,6 +425,8 @@ class ConnectionTracker:
         hold_after = None if final or not n else int(ts.max()) - HOLD_NS
         # what each receiver acknowledged, in the sender's stream offsets (ACKs of direction d cover 1 - d)
         acked = np.array([conns[g // 2].dirs[g % 2].acked for g in range(n_g)], dtype=np.int64)
+        acked_before = acked.copy()
+        ack_val = np.full(n, NO_DATA, dtype=np.int64)  # per row: the offset it acknowledges (in gid ^ 1)
         ack_rows = np.nonzero(((flags & ACK) != 0) & counted)[0]
         if len(ack_rows):
             tgt = gid[ack_rows] ^ 1
@@ -433,7 +437,12 @@ class ConnectionTracker:
                 ref = new_last_rel[tgt]
                 rel = (c["ack"][ar].astype(np.int64) - base[tgt]) & _M32
                 ack_off = ref + (((rel - (ref & _M32)) + (1 << 31)) & _M32) - (1 << 31)
+                sane = ack_off >= -1  # below the stream start: it acknowledges an abandoned ISN
+                tgt, ar, ack_off = tgt[sane], ar[sane], ack_off[sane]
                 np.maximum.at(acked, tgt, ack_off)
+                ack_val[ar] = ack_off
+        max_bif = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, dr_order, unwrapped,
+                                        seq_len, wlen, max_end_before, n_g)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                         c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
                         pair_groups=True, acked_through=acked)
@@ -483,6 +492,7 @@ class ConnectionTracker:
         tail_l = ra.tail_bytes.tolist()
         fin_l, fin_off_l = fin_ns.tolist(), fin_off.tolist()
         acked_l = acked.tolist()
+        bif_l = max_bif.tolist()
         for i, conn in enumerate(conns):
             conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
             if conn.synack_ns is None and synack_l[i] != big:
@@ -518,6 +528,8 @@ class ConnectionTracker:
                 if fin_off_l[g] >= 0:
                     st.fin_offset = max(st.fin_offset, fin_off_l[g])
                 st.acked = acked_l[g]
+                if bif_l[g] > st.max_bytes_in_flight:
+                    st.max_bytes_in_flight = bif_l[g]
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
@@ -553,6 +565,38 @@ class ConnectionTracker:
                 elif conn.ts_end_ns < horizon:
                     del self.closing[cid]
                     self._finish(conn)
+
+    @staticmethod
+    def _bytes_in_flight(inst: np.ndarray, direction: np.ndarray, gid: np.ndarray, ack_val: np.ndarray,
+                         acked_before: np.ndarray, dr_order: np.ndarray, unwrapped: np.ndarray, seq_len: np.ndarray,
+                         wlen: np.ndarray, max_end_before: np.ndarray, n_g: int) -> np.ndarray:
+        """Per group, the largest bytes in flight over its data segments (Wireshark's ``bif_seq_based``
+        without its SACK correction): for each segment carrying payload (retransmissions included, as
+        Wireshark), the highest sequence end its sender had sent (this segment included; SYN and FIN count
+        one) minus the highest ACK the receiver had sent before it. -1 (unknown) until an ACK of that
+        direction has been seen. ``dr_order``: the sequence-bearing rows, sorted by group then frame."""
+        out = np.full(n_g, -1, dtype=np.int64)
+        if not len(dr_order):
+            return out
+        # highest sequence end sent so far, over every sequence-bearing row
+        g_all = gid[dr_order]
+        end_all = unwrapped[dr_order] + seq_len[dr_order]
+        hi_all = np.maximum(exclusive_group_max(g_all, end_all, max_end_before), end_all)
+        data = wlen[dr_order] > 0
+        rows, g, hi = dr_order[data], g_all[data], hi_all[data]
+        if not len(rows):
+            return out
+        # highest ACK covering each direction, as of every row, within its connection
+        latest = np.full(len(inst), NO_DATA, dtype=np.int64)
+        for d in (0, 1):
+            vals = np.where(direction == 1 - d, ack_val, NO_DATA)
+            run = pd.Series(vals).groupby(inst).cummax().to_numpy()
+            latest = np.where(direction == d, np.maximum(run, acked_before[inst * 2 + d]), latest)
+        ack = latest[rows]
+        known = ack != NO_DATA
+        if known.any():
+            np.maximum.at(out, g[known], hi[known] - ack[known])
+        return out
 
     # ---------------------------------------------------------------------------------------- helpers
     def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:
