@@ -40,7 +40,6 @@ Rules for bad input (see ``open_capture``):
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import zlib
@@ -67,7 +66,6 @@ MAX_BLOCK_LEN: Final = 64 * 1024 * 1024
 READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize per-chunk work
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
-_GZIP_STEP: Final = 64 * 1024
 _HEAD_SIZE: Final = 64 * 1024  # read at open: enough for the headers, small while readers wait their turn
 _PCAP_HDR_LEN: Final = 24
 _NS_PER_S: Final = 1_000_000_000
@@ -173,15 +171,59 @@ def ticks_to_ns(ticks: U64, base: int, exp: int, offset_s: int = 0) -> I64:
     return res
 
 
+class _Gunzip:
+    """Streaming gunzip (``readinto`` like a file) that keeps every byte decompressed before a cut or a
+    corrupt spot. Hand-written over ``zlib.decompressobj`` because ``gzip.GzipFile.read`` drops the output of
+    the call that fails, losing up to a whole read of packets before the cut (and refusing small cut files
+    outright). Concatenated gzip members are read one after the other."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = bytearray()
+        self.done = False
+        self.error: str | None = None
+
+    def _more(self) -> None:
+        data = self.raw.read(1 << 20)
+        if not data:
+            if not self.dec.eof:
+                self.pending += self.dec.flush()
+                self.error = "gzip stream cut short"
+            self.done = True
+            return
+        try:
+            self.pending += self.dec.decompress(data)
+            while self.dec.eof and self.dec.unused_data:  # another member follows
+                rest = self.dec.unused_data
+                self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.pending += self.dec.decompress(rest)
+        except zlib.error as exc:
+            self.error = f"corrupt gzip stream: {exc}"
+            self.done = True
+
+    def readinto(self, view: memoryview) -> int:
+        n = len(view)
+        while len(self.pending) < n and not self.done:
+            self._more()
+        k = min(n, len(self.pending))
+        view[:k] = self.pending[:k]
+        del self.pending[:k]
+        return k
+
+    def close(self) -> None:
+        self.pending = bytearray()
+
+
 class _Source:
     """The byte stream under a reader: the raw file, or a gzip stream over it. Errors become EOF + a flag."""
 
     def __init__(self, raw: IO[bytes], gz: bool) -> None:
         self.raw = raw
         self.gz = gz
-        self.stream: IO[bytes] = raw
+        self.stream: IO[bytes] | _Gunzip = raw
         if gz:
-            self.stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            self.stream = _Gunzip(raw)
         self.error: str | None = None
         self.eof = False
 
@@ -199,18 +241,18 @@ class _Source:
             view = memoryview(buf)
             try:
                 while got < n:
-                    # gzip raises at a cut-short stream and drops what that call decompressed: small steps
-                    stop = keep + got + _GZIP_STEP if self.gz else keep + n
-                    k = self.stream.readinto(view[keep + got : stop])  # type: ignore[attr-defined]
+                    k = self.stream.readinto(view[keep + got : keep + n])  # type: ignore[union-attr]
                     if not k:
                         self.eof = True
                         break
                     got += k
-            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            except OSError as exc:
                 self.error = str(exc) or type(exc).__name__
                 self.eof = True
             finally:
                 view.release()
+            if isinstance(self.stream, _Gunzip) and self.stream.error and self.eof:
+                self.error = self.stream.error
         if got < n:
             del buf[keep + got :]
         return buf, got
