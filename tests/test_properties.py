@@ -866,10 +866,6 @@ def test_truncated_gzip_capture_keeps_the_packets_before_the_cut(tmp: Path, frac
     assert a.summary["packets_read"] >= readable - 1  # was (0.9): 147 of 228 readable packets
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a corrupt spot in a gzip stream (here only its CRC trailer) loses "
-                   "every packet decompressed by the same zlib call: capture/pcapfile.py _Gunzip._more feeds 1 MiB of "
-                   "compressed input per decompress() and a zlib.error discards that call's output; a file under "
-                   "1 MiB is refused with CaptureFormatError although all of it decompresses")
 @pytest.mark.parametrize("where", ["crc_trailer", "middle"])
 def test_corrupt_gzip_keeps_what_decompresses(tmp: Path, where: str) -> None:
     raw = _load(ROOT / "captures" / "pipelining.pcap")[0]

@@ -192,15 +192,27 @@ class _Gunzip:
                 self.error = "gzip stream cut short"
             self.done = True
             return
+        saved = self.dec.copy()
         try:
-            self.pending += self.dec.decompress(data)
-            while self.dec.eof and self.dec.unused_data:  # another member follows
-                rest = self.dec.unused_data
-                self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self.pending += self.dec.decompress(rest)
-        except zlib.error as exc:
-            self.error = f"corrupt gzip stream: {exc}"
-            self.done = True
+            self._feed(data)
+        except zlib.error:
+            # zlib drops the output of a failing call: replay this input in small pieces from the state before
+            # it, so at most one piece's output is lost before the corrupt spot
+            self.dec = saved
+            for i in range(0, len(data), 512):
+                try:
+                    self._feed(data[i : i + 512])
+                except zlib.error as exc:
+                    self.error = str(exc)
+                    self.done = True
+                    return
+
+    def _feed(self, data: bytes) -> None:
+        self.pending += self.dec.decompress(data)
+        while self.dec.eof and self.dec.unused_data:  # another member follows
+            rest = self.dec.unused_data
+            self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.pending += self.dec.decompress(rest)
 
     def readinto(self, view: memoryview) -> int:
         n = len(view)
