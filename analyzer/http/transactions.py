@@ -68,6 +68,7 @@ class Http1Connection:
     keep_alive_max: int | None = None
     parsers: tuple[Http1Parser, Http1Parser] = field(init=False)
     flood_reported: bool = False
+    upgraded_to: str | None = None  # protocol switched to by a 101 (h2c)
 
     def __post_init__(self) -> None:
         self.parsers = (
@@ -123,6 +124,9 @@ class Http1Connection:
         method = ex.request.method if ex.request is not None else None
         if (status == 101 or (method == "CONNECT" and 200 <= status < 300)):
             self.parsers[REQUEST].switch_to_tunnel()
+            upgrade = (msg.headers.get("upgrade") or "").lower()
+            if status == 101 and "h2c" in upgrade:
+                self.upgraded_to = "h2c"  # HTTP/2 over cleartext after an Upgrade
         return method
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
@@ -135,6 +139,8 @@ class Http1Connection:
     # ----------------------------------------------------------------------------------------- results
     @property
     def protocol(self) -> str:
+        if self.upgraded_to:
+            return self.upgraded_to
         for parser in self.parsers:
             if parser.protocol:
                 return parser.protocol
