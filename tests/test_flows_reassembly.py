@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyzer.flows.reassembly import reassemble, retransmitted
+from analyzer.flows.reassembly import Reassembled, reassemble, retransmitted
 from analyzer.flows.stream import StreamChunk
 
 NEW = np.iinfo(np.int64).min
 
 
-def _ra(starts, lens, groups=None, caps=None, delivered=None, hold_after=None, ts=None, n_groups=None):
+def _ra(starts, lens, groups=None, caps=None, delivered=None, hold_after=None, ts=None, n_groups=None,
+        frames=None) -> Reassembled:
     starts = np.asarray(starts, dtype=np.int64)
     lens = np.asarray(lens, dtype=np.int64)
     n = len(starts)
@@ -19,13 +20,19 @@ def _ra(starts, lens, groups=None, caps=None, delivered=None, hold_after=None, t
     ng = n_groups or (int(groups.max()) + 1 if n else 1)
     delivered = np.zeros(ng, dtype=np.int64) if delivered is None else np.asarray(delivered, dtype=np.int64)
     ts = np.arange(n, dtype=np.int64) if ts is None else np.asarray(ts, dtype=np.int64)
-    return reassemble(groups, starts, lens, caps, np.arange(n, dtype=np.int64), ts, delivered, ng, hold_after)
+    frames = np.arange(n, dtype=np.int64) if frames is None else np.asarray(frames, dtype=np.int64)
+    return reassemble(groups, starts, lens, caps, frames, ts, delivered, ng, hold_after)
+
+
+def _pieces(r: Reassembled) -> list[tuple[int, int, int]]:
+    """(start, captured end, owner row) of every piece."""
+    return list(zip(r.piece_start.tolist(), r.piece_cap_end.tolist(), r.piece_row.tolist(), strict=True))
 
 
 def test_in_order_segments_are_delivered_whole() -> None:
     r = _ra([0, 100, 250], [100, 150, 50])
     assert r.delivered.tolist() == [True, True, True]
-    assert r.piece_start.tolist() == [0, 100, 250]
+    assert _pieces(r) == [(0, 100, 0), (100, 250, 1), (250, 300, 2)]
     assert r.delivered_end.tolist() == [300]
     assert r.gap_bytes.tolist() == [0]
 
@@ -38,22 +45,33 @@ def test_duplicates_and_retransmissions_are_dropped() -> None:
 
 def test_out_of_order_segments_are_placed_by_sequence() -> None:
     r = _ra([100, 0, 200], [100, 100, 100])
-    order = r.order.tolist()
-    assert order == [1, 0, 2]
-    assert r.delivered.all()
+    assert _pieces(r) == [(0, 100, 1), (100, 200, 0), (200, 300, 2)]
     assert r.gap_bytes.tolist() == [0]
 
 
-def test_partial_overlap_is_trimmed_first_byte_wins() -> None:
+def test_overlap_keeps_the_earliest_capture_of_each_byte() -> None:
     r = _ra([0, 50], [100, 100])
-    assert r.delivered.tolist() == [True, True]
-    assert r.piece_start.tolist() == [0, 100]  # the second segment brings only bytes 100..150
-    assert r.piece_cap_end.tolist() == [100, 150]
+    assert _pieces(r) == [(0, 100, 0), (100, 150, 1)]
+    # a later retransmission with a lower start does not take bytes captured earlier
+    r = _ra([100, 50], [100, 100], frames=[0, 1], ts=[5, 9], delivered=[50])
+    assert [(p, t) for p, t in zip(_pieces(r), r.piece_ts.tolist(), strict=True)] == [
+        ((50, 100, 1), 9), ((100, 200, 0), 5)]
+
+
+def test_retransmission_collapsing_several_segments_keeps_their_times() -> None:
+    # originals [0,100) [100,200) [200,300) at t=1..3, then one retransmission [0,300) at t=9
+    r = _ra([0, 100, 200, 0], [100, 100, 100, 300], ts=[1, 2, 3, 9])
+    assert r.piece_ts.tolist() == [1, 2, 3]
+    assert r.delivered.tolist() == [True, True, True, False]
+    # with the middle original missing, the retransmission fills exactly the hole
+    r = _ra([0, 200, 0], [100, 100, 300], ts=[1, 3, 9])
+    assert _pieces(r) == [(0, 100, 0), (100, 200, 2), (200, 300, 1)]
+    assert r.gap_bytes.tolist() == [0]
 
 
 def test_hole_is_a_counted_gap_never_filled() -> None:
     r = _ra([0, 300], [100, 100])
-    assert r.gap_before.tolist() == [0, 200]
+    assert _pieces(r) == [(0, 100, 0), (300, 400, 1)]
     assert r.gap_bytes.tolist() == [200]
     assert r.gap_count.tolist() == [1]
     assert r.delivered_end.tolist() == [400]
@@ -71,20 +89,23 @@ def test_recent_hole_is_held_for_the_next_chunk() -> None:
 
 def test_truncated_payload_tail_is_a_gap() -> None:
     r = _ra([0, 100], [100, 100], caps=[100, 40])
-    assert r.piece_cap_end.tolist() == [100, 140]
+    assert _pieces(r) == [(0, 100, 0), (100, 140, 1)]
     assert r.gap_bytes.tolist() == [60]
+    assert r.tail_bytes.tolist() == [60]
+    assert r.gap_count.tolist() == [0]
 
 
 def test_groups_are_independent_and_new_groups_start_at_their_first_byte() -> None:
     r = _ra([5000, 5100, 0, 10], [100, 100, 10, 10], groups=[1, 1, 0, 0], delivered=[0, NEW])
     assert r.delivered_end.tolist() == [20, 5200]
     assert r.gap_bytes.tolist() == [0, 0]
+    assert r.piece_group.tolist() == [0, 0, 1, 1]
 
 
 def test_bytes_delivered_in_an_earlier_chunk_are_retransmissions() -> None:
     r = _ra([0, 100], [100, 100], delivered=[150])
     assert r.delivered.tolist() == [False, True]
-    assert r.piece_start.tolist()[1] == 150
+    assert _pieces(r) == [(150, 200, 1)]
 
 
 def test_retransmitted_follows_capture_order_and_ignores_keepalive_probes() -> None:

@@ -545,12 +545,6 @@ _REPACK_SPEC = ConvSpec(
 _REPACK_LEN = len(_build(_REPACK_SPEC).events[1].data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a retransmission that collapses several earlier segments gives "
-                   "their bytes its own, later time (flows/reassembly.py: the piece it delivers takes the "
-                   "retransmission's ts unless ONE original segment starting at the piece covers it all): "
-                   "ts_response_end moves, a sequential request looks pipelined (pipelined_max 2), and when "
-                   "the moved bytes hold a start line the pairing (request start <= response start) fails "
-                   "with response_before_request")
 @settings(max_examples=_n(25), deadline=None, suppress_health_check=SLOW)
 @example(spec=_REPACK_SPEC, cut_fractions=[[], [0.1, 0.4, 0.7]], ranges=[(1, 0, _REPACK_LEN - 1, 2)])
 @given(spec=conv_specs(), cut_fractions=_cut_fractions,
@@ -594,8 +588,6 @@ def test_late_retransmission_of_two_segments_keeps_first_arrival_times(tmp: Path
     check_analysis(a, conv, times=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: see test_overlapping_retransmissions_keep_transactions: a "
-                   "retransmission collapsing three segments moves their bytes to its own time")
 def test_late_retransmission_of_three_segments_keeps_first_arrival_times(tmp: Path) -> None:
     conv = _two_sequential_gets()
     segs = segments(conv, [[], [40, 80], [], []])  # response 1 in three segments, at the same instant

@@ -466,14 +466,13 @@ class ConnectionTracker:
             self._hold(c, held_rows, buffers)
 
         # stream pieces per group, in stream order
-        piece_rows_sorted = all_data[ra.order][ra.delivered[ra.order]]
-        pr_pos = np.searchsorted(all_data, piece_rows_sorted)
-        p_start = ra.piece_start[pr_pos]
-        p_cap_end = ra.piece_cap_end[pr_pos]
-        p_g = gid[piece_rows_sorted]
-        p_ts = ra.piece_ts[pr_pos]
-        p_buf = c["poff"][piece_rows_sorted] + (p_start - data_start[piece_rows_sorted])
-        p_src = c["src"][piece_rows_sorted]
+        piece_rows = all_data[ra.piece_row]  # the packet whose bytes each piece carries
+        p_start = ra.piece_start
+        p_cap_end = ra.piece_cap_end
+        p_g = ra.piece_group
+        p_ts = ra.piece_ts
+        p_buf = c["poff"][piece_rows] + (p_start - data_start[piece_rows])
+        p_src = c["src"][piece_rows]
         nonempty = p_cap_end > p_start
         p_start, p_cap_end, p_g, p_ts, p_buf, p_src = (
             x[nonempty] for x in (p_start, p_cap_end, p_g, p_ts, p_buf, p_src))

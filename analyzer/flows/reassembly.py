@@ -7,8 +7,9 @@ protocol parsers (pointing into packet buffers; nothing is copied), the explicit
 back for the next chunk.
 
 Rules (the same as Wireshark's and Zeek's reassembly, decided per byte in sequence order):
-- duplicates and retransmissions of bytes already delivered are dropped (the first copy of a byte wins, in
-  sequence order; overlapping segments carrying different bytes keep the earlier-sequence bytes);
+- duplicates and retransmissions of bytes already delivered are dropped: every byte comes from the
+  earliest-captured segment that carries it (its arrival time is its first capture; overlapping segments
+  carrying different bytes keep the first copy, as captured);
 - out-of-order segments are placed by sequence number;
 - a hole the receiver has not acknowledged past will be retransmitted, so when it is still open at the end
   of a chunk the segments from that hole on are *held* (returned to the caller, who copies and re-submits
@@ -35,19 +36,23 @@ B = npt.NDArray[np.bool_]
 
 @dataclass(slots=True)
 class Reassembled:
-    """Result per input row (in the caller's row order) and per group."""
+    """Result: per input row (in the caller's row order), per group, and a table of pieces.
 
-    order: I64  # rows in (group, start, frame) order: the stream order
-    delivered: B  # per row: brings new bytes (a piece)
+    Pieces are sorted by (group, start) and do not overlap; each names the row (segment) whose bytes it
+    carries: the earliest-captured segment covering that range.
+    """
+
+    delivered: B  # per row: carries at least one piece
     held: B  # per row: kept for the next chunk
-    piece_start: I64  # per row: first new byte (valid where delivered)
-    piece_cap_end: I64  # per row: end of the new *captured* bytes (<= wire end)
-    gap_before: I64  # per row: missing bytes between the previous delivered end and this piece
     delivered_end: I64  # per group: stream offset delivered after this chunk
     gap_bytes: I64  # per group: bytes declared missing in this chunk (holes + truncated tails)
     gap_count: I64  # per group: number of holes declared in this chunk
     tail_bytes: I64  # per group: of gap_bytes, the bytes cut from packets by the snaplen
-    piece_ts: I64  # per row: arrival time of the piece's bytes (earliest capture of those bytes)
+    piece_group: I64
+    piece_start: I64
+    piece_cap_end: I64  # end of the captured bytes of the piece (<= its wire end)
+    piece_row: I64  # the row whose bytes the piece carries
+    piece_ts: I64  # that row's capture time
 
 
 def reassemble(
@@ -115,57 +120,87 @@ def reassemble(
                 np.minimum.at(first_idx, g[li], li)
                 held_sorted = np.arange(n) >= first_idx[g]
     delivered_sorted = (e > prev) & ~held_sorted
-    piece_start_sorted = np.maximum(s, prev)
-    cap_end_sorted = np.minimum(s + cap_len[order].astype(np.int64), e)
     gap_sorted = np.where(delivered_sorted & hole, s - prev, 0)
-    # truncated tails: captured end before the wire end
-    tail_sorted = np.where(delivered_sorted, e - np.maximum(cap_end_sorted, piece_start_sorted), 0)
-
-    # A byte's arrival time is its earliest capture. A later retransmission with a lower start delivers
-    # bytes (in sequence order it comes first) that a segment starting exactly at the piece's start may
-    # have captured earlier: find that segment (the earliest frame among those starting there, by binary
-    # search on (group, start)) and take its time when it covers the whole piece.
-    ts_sorted_all = ts_ns[order]
-    piece_ts_sorted = ts_sorted_all.copy()
-    if n:
-        piece_end_sorted = np.maximum(cap_end_sorted, piece_start_sorted)
-        gmin = np.zeros(n_groups, dtype=np.int64)
-        np.minimum.at(gmin, g, s - init[g])  # offsets below the seed may exist (old retransmissions)
-        base_g = init[g] + gmin[g]
-        span = np.int64(1) << 41
-        key = g * span + np.clip(s - base_g, 0, span - 1)
-        want = g * span + np.clip(piece_start_sorted - base_g, 0, span - 1)
-        j = np.minimum(np.searchsorted(key, want, side="left"), n - 1)
-        cover = ((g[j] == g) & (s[j] == piece_start_sorted) & (e[j] >= piece_end_sorted)
-                 & (ts_sorted_all[j] < piece_ts_sorted))
-        piece_ts_sorted = np.where(cover, ts_sorted_all[j], piece_ts_sorted)
-
-    delivered = np.zeros(n, dtype=bool)
     held = np.zeros(n, dtype=bool)
-    piece_start = np.zeros(n, dtype=np.int64)
-    piece_cap_end = np.zeros(n, dtype=np.int64)
-    gap_before = np.zeros(n, dtype=np.int64)
-    delivered[order] = delivered_sorted
     held[order] = held_sorted
-    piece_start[order] = piece_start_sorted
-    piece_cap_end[order] = np.maximum(cap_end_sorted, piece_start_sorted)
-    gap_before[order] = gap_sorted
-    piece_ts = np.empty(n, dtype=np.int64)
-    piece_ts[order] = piece_ts_sorted
+
+    # Every byte comes from the earliest-captured segment that carries it (its arrival time is its first
+    # capture; with overlapping different bytes the first copy wins).
+    live = np.nonzero(~held)[0]
+    pg, ps, pe, prow = _earliest_owner(group, start, wire_end, frame, init, live, n_groups)
+    cap_end_row = start + np.minimum(cap_len.astype(np.int64), wire_len.astype(np.int64))
+    pce = np.clip(cap_end_row[prow], ps, pe)
+    tail = pe - pce
+    delivered = np.zeros(n, dtype=bool)
+    delivered[prow] = True
 
     new_end = init.copy()
-    if n:
-        keep = ~held_sorted
-        np.maximum.at(new_end, g[keep], e[keep])
+    if len(pe):
+        np.maximum.at(new_end, pg, pe)
     gap_bytes = np.zeros(n_groups, dtype=np.int64)
     gap_count = np.zeros(n_groups, dtype=np.int64)
     tail_bytes = np.zeros(n_groups, dtype=np.int64)
     if n:
-        np.add.at(gap_bytes, g, gap_sorted + tail_sorted)
+        np.add.at(gap_bytes, g, gap_sorted)
         np.add.at(gap_count, g, (gap_sorted > 0).astype(np.int64))
-        np.add.at(tail_bytes, g, tail_sorted)
-    return Reassembled(order, delivered, held, piece_start, piece_cap_end, gap_before, new_end, gap_bytes,
-                       gap_count, tail_bytes, piece_ts)
+    if len(pe):
+        np.add.at(gap_bytes, pg, tail)
+        np.add.at(tail_bytes, pg, tail)
+    return Reassembled(delivered, held, new_end, gap_bytes, gap_count, tail_bytes, pg, ps, pce, prow,
+                       ts_ns[prow])
+
+
+_SPAN = np.int64(1) << 42  # per-group offset range inside one chunk's search keys
+
+
+def _earliest_owner(group: I64, start: I64, end: I64, frame: I64, init: I64, rows: I64, n_groups: int
+                    ) -> tuple[I64, I64, I64, I64]:
+    """Split each group's sequence space at every segment boundary (above ``init[g]``, what was delivered
+    before) and give each elementary range to the lowest-frame segment among ``rows`` covering it.
+
+    Returns (group, start, end, owner row) of the covered ranges, sorted by (group, start). Ranges no
+    segment covers are holes and are absent. Vectorized: each segment is expanded over the ranges it
+    covers (one range per segment in ordinary traffic; a retransmission that collapses k segments covers k).
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(rows):
+        return empty, empty, empty, empty
+    gr = group[rows]
+    s_eff = np.maximum(start[rows], init[gr])
+    e_r = end[rows]
+    keep = e_r > s_eff
+    rows, gr, s_eff, e_r = rows[keep], gr[keep], s_eff[keep], e_r[keep]
+    if not len(rows):
+        return empty, empty, empty, empty
+    bg = np.concatenate([gr, gr])
+    bp = np.concatenate([s_eff, e_r])
+    o = np.lexsort((bp, bg))
+    bg, bp = bg[o], bp[o]
+    uniq = np.ones(len(bg), dtype=bool)
+    uniq[1:] = (bg[1:] != bg[:-1]) | (bp[1:] != bp[:-1])
+    bg, bp = bg[uniq], bp[uniq]
+    gmin = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(gmin, bg, bp)
+    key = bg * _SPAN + (bp - gmin[bg])
+    ks = np.searchsorted(key, gr * _SPAN + (s_eff - gmin[gr]))
+    ke = np.searchsorted(key, gr * _SPAN + (e_r - gmin[gr]))
+    cnt = ke - ks
+    total = int(cnt.sum())
+    rep = np.repeat(np.arange(len(rows)), cnt)
+    k = np.repeat(ks, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    oo = np.lexsort((frame[rows][rep], k))
+    k_sorted = k[oo]
+    first = np.ones(total, dtype=bool)
+    first[1:] = k_sorted[1:] != k_sorted[:-1]
+    kk = k_sorted[first]
+    owner = rows[rep[oo][first]]
+    pg, ps, pe = bg[kk], bp[kk], bp[kk + 1]
+    # one piece per run of contiguous ranges with the same owner
+    run_start = np.ones(len(kk), dtype=bool)
+    run_start[1:] = (owner[1:] != owner[:-1]) | (pg[1:] != pg[:-1]) | (ps[1:] != pe[:-1])
+    starts_i = np.nonzero(run_start)[0]
+    ends_i = np.append(starts_i[1:], len(kk)) - 1
+    return pg[starts_i], ps[starts_i], pe[ends_i], owner[starts_i]
 
 
 def exclusive_group_max(group: I64, values: I64, seed: I64) -> I64:
