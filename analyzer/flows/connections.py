@@ -41,6 +41,7 @@ import pandas as pd
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
 from analyzer.flows.reassembly import exclusive_group_max, reassemble, retransmitted
 from analyzer.flows.stream import StreamChunk
+from analyzer.flows.tcpoptions import sack_blocks
 
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
@@ -74,6 +75,7 @@ class Direction:
     fin_offset: int = -1
     acked: int = NO_DATA  # highest stream offset the other side acknowledged
     max_bytes_in_flight: int = -1  # largest bytes in flight of this direction (-1: unknown)
+    sacked: int = 0  # bytes above the cumulative ACK that the receiver's latest ACK SACKed
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -427,6 +429,8 @@ class ConnectionTracker:
         acked = np.array([conns[g // 2].dirs[g % 2].acked for g in range(n_g)], dtype=np.int64)
         acked_before = acked.copy()
         ack_val = np.full(n, NO_DATA, dtype=np.int64)  # per row: the offset it acknowledges (in gid ^ 1)
+        sack_val = np.full(n, -1, dtype=np.int64)  # per ACK row: bytes it SACKs above its ACK (-1: not an ACK)
+        sacked_before = np.array([conns[g // 2].dirs[g % 2].sacked for g in range(n_g)], dtype=np.int64)
         ack_rows = np.nonzero(((flags & ACK) != 0) & counted)[0]
         if len(ack_rows):
             tgt = gid[ack_rows] ^ 1
@@ -441,8 +445,10 @@ class ConnectionTracker:
                 tgt, ar, ack_off = tgt[sane], ar[sane], ack_off[sane]
                 np.maximum.at(acked, tgt, ack_off)
                 ack_val[ar] = ack_off
-        max_bif = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, dr_order, unwrapped,
-                                        seq_len, wlen, max_end_before, n_g)
+                sack_val[ar] = self._sacked_bytes(c, ar, tgt, base, ref, ack_off, buffers)
+        max_bif, sacked_after = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, sack_val,
+                                                      sacked_before, dr_order, unwrapped, seq_len, wlen,
+                                                      max_end_before, n_g)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                         c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
                         pair_groups=True, acked_through=acked)
@@ -492,6 +498,7 @@ class ConnectionTracker:
         fin_l, fin_off_l = fin_ns.tolist(), fin_off.tolist()
         acked_l = acked.tolist()
         bif_l = max_bif.tolist()
+        sacked_l = sacked_after.tolist()
         for i, conn in enumerate(conns):
             conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
             if conn.synack_ns is None and synack_l[i] != big:
@@ -529,6 +536,7 @@ class ConnectionTracker:
                 st.acked = acked_l[g]
                 if bif_l[g] > st.max_bytes_in_flight:
                     st.max_bytes_in_flight = bif_l[g]
+                st.sacked = sacked_l[g]
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
@@ -566,36 +574,75 @@ class ConnectionTracker:
                     self._finish(conn)
 
     @staticmethod
-    def _bytes_in_flight(inst: np.ndarray, direction: np.ndarray, gid: np.ndarray, ack_val: np.ndarray,
-                         acked_before: np.ndarray, dr_order: np.ndarray, unwrapped: np.ndarray, seq_len: np.ndarray,
-                         wlen: np.ndarray, max_end_before: np.ndarray, n_g: int) -> np.ndarray:
-        """Per group, the largest bytes in flight over its data segments (Wireshark's ``bif_seq_based``
-        without its SACK correction): for each segment carrying payload (retransmissions included, as
-        Wireshark), the highest sequence end its sender had sent (this segment included; SYN and FIN count
-        one) minus the highest ACK the receiver had sent before it. -1 (unknown) until an ACK of that
-        direction has been seen. ``dr_order``: the sequence-bearing rows, sorted by group then frame."""
-        out = np.full(n_g, -1, dtype=np.int64)
-        if not len(dr_order):
+    def _sacked_bytes(c: dict[str, np.ndarray], ar: np.ndarray, tgt: np.ndarray, base: np.ndarray,
+                      ref: np.ndarray, ack_off: np.ndarray, buffers: tuple[npt.NDArray[np.uint8], ...]
+                      ) -> np.ndarray:
+        """Bytes each ACK row (``ar``, acknowledging group ``tgt`` up to ``ack_off``) SACKs above its ACK."""
+        out = np.zeros(len(ar), dtype=np.int64)
+        sel = np.nonzero((c["l4len"][ar] > 20) & (c["src"][ar] == 0))[0]
+        if not len(sel) or not len(buffers[0]):
             return out
-        # highest sequence end sent so far, over every sequence-bearing row
+        left, right, count = sack_blocks(buffers[0], c["l4off"][ar[sel]], c["l4len"][ar[sel]])
+        has = np.nonzero(count)[0]
+        if not len(has):
+            return out
+        rows = sel[has]
+        t = tgt[rows]
+        r0 = ref[rows][:, None]
+
+        def rel(x: np.ndarray) -> np.ndarray:
+            r = (x - base[t][:, None]) & _M32
+            return r0 + (((r - (r0 & _M32)) + (1 << 31)) & _M32) - (1 << 31)
+
+        le, re = rel(left[has]), rel(right[has])
+        valid = np.arange(left.shape[1])[None, :] < count[has][:, None]
+        a = ack_off[rows][:, None]
+        span = np.where(valid, np.maximum(re - np.maximum(le, a), 0), 0)
+        out[rows] = span.sum(axis=1)
+        return out
+
+    @staticmethod
+    def _bytes_in_flight(inst: np.ndarray, direction: np.ndarray, gid: np.ndarray, ack_val: np.ndarray,
+                         acked_before: np.ndarray, sack_val: np.ndarray, sacked_before: np.ndarray,
+                         dr_order: np.ndarray, unwrapped: np.ndarray, seq_len: np.ndarray, wlen: np.ndarray,
+                         max_end_before: np.ndarray, n_g: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per group, the largest bytes in flight over its data segments (Wireshark's ``bif_seq_based``): for
+        each segment carrying payload (retransmissions included, as Wireshark), the highest sequence end its
+        sender had sent (this segment included; SYN and FIN count one) minus the highest ACK the receiver
+        had sent before it, minus the bytes above that ACK which the receiver's latest ACK SACKed. -1
+        (unknown) until an ACK of that direction has been seen. ``dr_order``: the sequence-bearing rows,
+        sorted by group then frame. Also returns, per group, the SACKed bytes of the latest ACK (state)."""
+        out = np.full(n_g, -1, dtype=np.int64)
+        sacked_after = sacked_before.copy()
+        n = len(inst)
+        inst_first = np.searchsorted(inst, inst)  # first row of each row's connection (rows sorted by inst)
+        latest = np.full(n, NO_DATA, dtype=np.int64)
+        latest_sack = np.zeros(n, dtype=np.int64)
+        for d in (0, 1):
+            is_ack = (direction == 1 - d) & (sack_val >= 0)
+            vals = np.where(is_ack, ack_val, NO_DATA)
+            run = pd.Series(vals).groupby(inst).cummax().to_numpy()
+            latest = np.where(direction == d, np.maximum(run, acked_before[inst * 2 + d]), latest)
+            last_row = np.maximum.accumulate(np.where(is_ack, np.arange(n), -1)) if n else np.zeros(0, np.int64)
+            mine = last_row >= inst_first
+            sk = np.where(mine, sack_val[np.maximum(last_row, 0)], sacked_before[inst * 2 + d])
+            latest_sack = np.where(direction == d, sk, latest_sack)
+            ends = np.nonzero(is_ack)[0]
+            if len(ends):
+                last_per_inst = ends[np.searchsorted(inst[ends], np.unique(inst[ends]), side="right") - 1]
+                sacked_after[inst[last_per_inst] * 2 + d] = sack_val[last_per_inst]
+        if not len(dr_order):
+            return out, sacked_after
         g_all = gid[dr_order]
         end_all = unwrapped[dr_order] + seq_len[dr_order]
         hi_all = np.maximum(exclusive_group_max(g_all, end_all, max_end_before), end_all)
         data = wlen[dr_order] > 0
         rows, g, hi = dr_order[data], g_all[data], hi_all[data]
-        if not len(rows):
-            return out
-        # highest ACK covering each direction, as of every row, within its connection
-        latest = np.full(len(inst), NO_DATA, dtype=np.int64)
-        for d in (0, 1):
-            vals = np.where(direction == 1 - d, ack_val, NO_DATA)
-            run = pd.Series(vals).groupby(inst).cummax().to_numpy()
-            latest = np.where(direction == d, np.maximum(run, acked_before[inst * 2 + d]), latest)
         ack = latest[rows]
         known = ack != NO_DATA
         if known.any():
-            np.maximum.at(out, g[known], hi[known] - ack[known])
-        return out
+            np.maximum.at(out, g[known], hi[known] - ack[known] - latest_sack[rows][known])
+        return out, sacked_after
 
     # ---------------------------------------------------------------------------------------- helpers
     def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:
@@ -672,6 +719,7 @@ class ConnectionTracker:
         held["poff"] = new_off
         held["src"] = np.ones(len(rows), dtype=np.int8)
         held["counted"] = np.zeros(len(rows), dtype=bool)
+        held["l4len"] = np.full(len(rows), 20, dtype=np.int64)  # header bytes are not kept
         self.held = _Held(held, out)
 
     def _finish(self, conn: Connection) -> None:
@@ -700,6 +748,7 @@ def _columns(pk: DecodedPackets) -> dict[str, np.ndarray]:
         "dst_lo": pk.dst_lo, "sport": pk.sport, "dport": pk.dport, "seq": pk.tcp_seq, "ack": pk.tcp_ack,
         "flags": pk.tcp_flags, "poff": pk.payload_off, "plen": pk.payload_len.astype(np.int64),
         "wlen": pk.payload_wire_len.astype(np.int64), "src": np.zeros(len(pk), dtype=np.int8),
+        "l4off": pk.l4_off, "l4len": pk.l4_hdr_len.astype(np.int64),
         "counted": np.ones(len(pk), dtype=bool),
     }
 
