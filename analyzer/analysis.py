@@ -6,6 +6,7 @@ of metrics, report and exports. It holds no packets.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,6 @@ class Analysis:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:  # Jupyter
-        head = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.summary.items()
-                       if not isinstance(v, (dict, list)))
+        head = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in self.summary.items() if not isinstance(v, (dict, list)))
         return f"<table>{head}</table>" + self.connections.head(20).to_html(escape=True)

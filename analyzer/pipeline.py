@@ -21,6 +21,7 @@ from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP
 from analyzer.http.sniff import classify_payload
 from analyzer.http.transactions import Http1Connection
+from analyzer.metrics import summary_metrics
 from analyzer.records import connection_records
 from analyzer.tables import (
     ANOMALY_COLUMNS,
@@ -122,10 +123,6 @@ def analyze(
         "anomalies": {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()},
     }
     analysis = Analysis(connections, transactions, anomalies, summary)
-    try:
-        from analyzer.metrics import summary_metrics
-    except ImportError:  # metrics not available (should not happen in an installed package)
-        return analysis
     for key, value in summary_metrics(analysis).items():
         summary.setdefault(key, value)
     return analysis

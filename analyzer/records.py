@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyzer.flows.connections import Connection, connection_uid
-from analyzer.http.transactions import Http1Connection
+from analyzer.http.transactions import Http1Connection, SealedHttp1
 
 
 def _ms(a_ns: int | None, b_ns: int | None) -> float | None:
@@ -22,7 +22,8 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
     """(connection row, transaction rows as tuples in TRANSACTION_COLUMNS order, anomaly rows)."""
     uid = connection_uid(conn)
     (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
-    handler: Http1Connection = conn.handler
+    handler = conn.handler
+    assert isinstance(handler, (Http1Connection, SealedHttp1)), "the pipeline gives connections an HTTP handler"
     tx_rows, facts = handler.transaction_rows(uid, sip, sport)
     c, s = conn.dirs
     close_ns = conn.close_ns

@@ -138,11 +138,3 @@ def frame_from_tuples(rows: list[tuple[Any, ...]], columns: Mapping[str, str]) -
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
     return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
-
-
-def conform(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
-    """Reorder and cast ``frame`` to the declared schema (used after concatenating partial tables)."""
-    missing = [name for name in columns if name not in frame.columns]
-    for name in missing:
-        frame[name] = pd.Series([None] * len(frame), dtype=columns[name], index=frame.index)
-    return frame[list(columns)].astype(dict(columns))

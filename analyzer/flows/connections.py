@@ -87,7 +87,7 @@ class Connection:
     key: tuple[int, int, int, int, int, int]  # (lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port)
     client_is_lo: bool
     client_from: str
-    handler: Any
+    handler: StreamHandler
     first_frame: int
     ts_start_ns: int
     ts_end_ns: int = 0
@@ -136,7 +136,7 @@ class ConnectionTracker:
 
     def __init__(
         self,
-        handler_factory: Callable[[], Any],
+        handler_factory: Callable[[], StreamHandler],
         classify_payload: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.int8]],
         on_finished: Callable[[Connection], None],
     ) -> None:
@@ -402,12 +402,16 @@ class ConnectionTracker:
         seq_len = wlen + synfin
         # a SYN whose ISN is not the direction's current one belongs to an abandoned sequence space (the
         # server answered a retransmitted SYN with a new ISN): it is not a retransmission of this stream
-        isn_g = np.array([(cn.client_isn, cn.server_isn)[d] if (cn.client_isn, cn.server_isn)[d] is not None else -1
-                          for cn in conns for d in (0, 1)], dtype=np.int64)
+        # the per-direction state before this chunk, read once: one row per group (2 * instance + direction)
+        state = np.array([(st.max_end, st.delivered_end, st.acked, st.sacked, st.base is not None,
+                           isn if isn is not None else -1)
+                          for cn in conns for st, isn in zip(cn.dirs, (cn.client_isn, cn.server_isn), strict=True)],
+                         dtype=np.int64).reshape(n_g, 6)
+        max_end_before, delivered_before, acked_before, sacked_before = (state[:, k].copy() for k in range(4))
+        has_base, isn_g = state[:, 4].astype(bool), state[:, 5]
         stale_syn = ((flags & SYN) != 0) & (c["seq"].astype(np.int64) != isn_g[gid])
         data_rows = np.nonzero((seq_len > 0) & counted & ~stale_syn)[0]
         dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
-        max_end_before = np.array([conns[g // 2].dirs[g % 2].max_end for g in range(n_g)], dtype=np.int64)
         rtx = retransmitted(gid[dr_order], unwrapped[dr_order], seq_len[dr_order], max_end_before,
                             probe_ok=synfin[dr_order] == 0)
         rtx_g = np.zeros(n_g, dtype=np.int64)
@@ -418,7 +422,6 @@ class ConnectionTracker:
 
         # ---- reassembly of every direction at once
         all_data = np.nonzero(has_data)[0]
-        delivered_before = np.array([conns[g // 2].dirs[g % 2].delivered_end for g in range(n_g)], dtype=np.int64)
         final_group = np.zeros(n_g, dtype=bool)
         finishing_ids = {id(cn) for cn in finishing}
         for i, conn in enumerate(conns):
@@ -426,15 +429,12 @@ class ConnectionTracker:
                 final_group[2 * i: 2 * i + 2] = True
         hold_after = None if final or not n else int(ts.max()) - HOLD_NS
         # what each receiver acknowledged, in the sender's stream offsets (ACKs of direction d cover 1 - d)
-        acked = np.array([conns[g // 2].dirs[g % 2].acked for g in range(n_g)], dtype=np.int64)
-        acked_before = acked.copy()
+        acked = acked_before.copy()
         ack_val = np.full(n, NO_DATA, dtype=np.int64)  # per row: the offset it acknowledges (in gid ^ 1)
         sack_val = np.full(n, -1, dtype=np.int64)  # per ACK row: bytes it SACKs above its ACK (-1: not an ACK)
-        sacked_before = np.array([conns[g // 2].dirs[g % 2].sacked for g in range(n_g)], dtype=np.int64)
         ack_rows = np.nonzero(((flags & ACK) != 0) & counted)[0]
         if len(ack_rows):
             tgt = gid[ack_rows] ^ 1
-            has_base = np.array([conns[g // 2].dirs[g % 2].base is not None for g in range(n_g)], dtype=bool)
             ok = has_base[tgt]
             tgt, ar = tgt[ok], ack_rows[ok]
             if len(ar):

@@ -334,7 +334,7 @@ class Http1Parser:
             return True
         lines = head.split(b"\n")
         start_line = lines[0].rstrip(b"\r")
-        ts = chunk.ts_at(pos) if not self.carry else self._carry_ts(chunk)
+        ts = chunk.ts_at(pos) if not self.carry else self.carry_ts
         msg = Message(self.kind, pos, ts)
         if self.kind == REQUEST:
             rm = _LOOSE_REQUEST_LINE.match(start_line)
@@ -376,7 +376,7 @@ class Http1Parser:
     def _http09_response(self, chunk: StreamChunk) -> bool:
         """An HTTP/0.9 response: no status line, no headers, the body runs until the close."""
         assert self.pos is not None
-        msg = Message(self.kind, self.pos, chunk.ts_at(self.pos) if not self.carry else self._carry_ts(chunk),
+        msg = Message(self.kind, self.pos, chunk.ts_at(self.pos) if not self.carry else self.carry_ts,
                       version="HTTP/0.9", header_end=self.pos)
         self.messages_seen += 1
         self.current = msg
@@ -384,9 +384,6 @@ class Http1Parser:
         msg.framing = "close"
         self.state = BODY_CLOSE
         return True
-
-    def _carry_ts(self, chunk: StreamChunk) -> int:
-        return self.carry_ts
 
     def _garbage(self, chunk: StreamChunk, start_line: bytes, pos: int) -> bool:
         if self.tunnel_after_current and self.kind == REQUEST:
