@@ -12,10 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from analyzer.tables import FLIGHT_COLUMNS, SEGMENT_COLUMNS, empty_frame
+
 
 @dataclass(slots=True)
 class Analysis:
-    """Tables of DESIGN.md §3 plus a JSON-serialisable ``summary`` dict.
+    """Tables of DESIGN.md §3 plus a JSON-serialisable ``summary`` dict, the flights of every response
+    (``flights``: the cwnd-growth view) and the per-packet series of data segments (``segments``, bounded).
 
     ``summary`` keys (all present, values may be None):
       captures (list of file names), file_format, packets_read, packets_analyzed, packets_skipped
@@ -29,6 +32,8 @@ class Analysis:
     transactions: pd.DataFrame
     anomalies: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    flights: pd.DataFrame = field(default_factory=lambda: empty_frame(FLIGHT_COLUMNS))
+    segments: pd.DataFrame = field(default_factory=lambda: empty_frame(SEGMENT_COLUMNS))
 
     def _repr_html_(self) -> str:  # Jupyter
         head = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"

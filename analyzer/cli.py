@@ -116,16 +116,20 @@ def export(
     captures: Captures,
     output: Annotated[Path, typer.Option("-o", "--output", help="File (json) or directory (csv, parquet).")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, csv or parquet.")] = ExportFormat.json,
+    segments: Annotated[bool, typer.Option("--segments", help="Also write the per-packet series of data "
+                                           "segments (bytes in flight; bounded, see the summary).")] = False,
 ) -> None:
-    """Write the tables: JSON {summary, connections, transactions, anomalies}, or one CSV/Parquet file
-    per table plus summary.json in a directory."""
+    """Write the tables: JSON {summary, connections, transactions, anomalies, flights[, segments]}, or one
+    CSV/Parquet file per table plus summary.json in a directory."""
     result = _analyze(captures, quiet=True)
-    write_export(result, output, fmt.value)
+    write_export(result, output, fmt.value, segments=segments)
 
 
-def write_export(result: Analysis, output: Path, fmt: str) -> None:
+def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False) -> None:
     tables = {"connections": result.connections, "transactions": result.transactions,
-              "anomalies": result.anomalies}
+              "anomalies": result.anomalies, "flights": result.flights}
+    if segments:
+        tables["segments"] = result.segments
     summary = _clean_tree(result.summary)
     if fmt == "json":
         doc = {"summary": summary, **{name: _records(df) for name, df in tables.items()}}
@@ -142,8 +146,8 @@ def write_export(result: Analysis, output: Path, fmt: str) -> None:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    names = [n for n in df.columns if n in TABLES["connections"] or n in TABLES["transactions"]
-             or n in TABLES["anomalies"]]
+    known = {n for cols in TABLES.values() for n in cols}
+    names = [n for n in df.columns if n in known]
     out = []
     for row in df[names].astype(object).itertuples(index=False, name=None):
         out.append({k: _clean(v) for k, v in zip(names, row, strict=True)})

@@ -22,16 +22,20 @@ from analyzer.flows.packets import TCP, UDP
 from analyzer.http.sniff import classify_payload
 from analyzer.http.transactions import Http1Connection
 from analyzer.metrics import summary_metrics
-from analyzer.records import connection_records
+from analyzer.records import batch_records
 from analyzer.tables import (
     ANOMALY_COLUMNS,
     CONNECTION_COLUMNS,
+    FLIGHT_COLUMNS,
+    SEGMENT_COLUMNS,
     TRANSACTION_COLUMNS,
+    frame_from_arrays,
     frame_from_rows,
     frame_from_tuples,
 )
 
 DEFAULT_CHUNK_PACKETS = 262_144
+MAX_SERIES_ROWS = 1_000_000  # per-packet series rows kept (whole connections, in the order they finish)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -40,8 +44,12 @@ def analyze(
     *captures: str | os.PathLike[str],
     chunk_packets: int = DEFAULT_CHUNK_PACKETS,
     progress: Progress | None = None,
+    series_rows: int = MAX_SERIES_ROWS,
 ) -> Analysis:
-    """Analyze capture files (their packets are taken as one stream per file) into an ``Analysis``."""
+    """Analyze capture files (their packets are taken as one stream per file) into an ``Analysis``.
+
+    ``series_rows`` bounds the per-packet series (``Analysis.segments``): connections are kept whole, in
+    the order they finish, until the budget is spent; the summary counts the connections left out."""
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
     conn_rows: list[dict[str, Any]] = []
@@ -55,17 +63,31 @@ def analyze(
     ts_first: int | None = None
     ts_last: int | None = None
 
-    def on_finished(conn: Connection) -> None:
-        row, txs, anomalies = connection_records(conn)
-        conn_rows.append(row)
-        tx_rows.extend(txs)
-        an_rows.extend(anomalies)
+    flight_parts: list[dict[str, np.ndarray]] = []
+    segment_parts: list[dict[str, np.ndarray]] = []
+    series = {"kept": 0, "left_out": 0}
+
+    def on_finished(conns: list[Connection], rows: dict[str, np.ndarray]) -> None:
+        budget = series_rows - series["kept"]
+        rec = batch_records(conns, rows, keep_segments=max(budget, 0))
+        conn_rows.extend(rec.connections)
+        tx_rows.extend(rec.transactions)
+        an_rows.extend(rec.anomalies)
+        if len(rec.flights.get("round", ())):
+            flight_parts.append(rec.flights)
+        kept_uids = 0
+        if rec.segments:
+            segment_parts.append(rec.segments)
+            series["kept"] += len(rec.segments["ts"])
+            kept_uids = len(set(rec.segments["uid"].tolist()))
+        with_data = sum(1 for r in rec.connections if (r["client_bytes"] or 0) + (r["server_bytes"] or 0) > 0)
+        series["left_out"] += max(with_data - kept_uids, 0)
 
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
     for reader in readers:
-        tracker = ConnectionTracker(Http1Connection, classify_payload, on_finished)
+        tracker = ConnectionTracker(Http1Connection, classify_payload, on_finished_batch=on_finished)
         for batch in reader.batches():
             if len(batch):
                 lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
@@ -102,6 +124,8 @@ def analyze(
         rank = {uid: i for i, uid in enumerate(connections["uid"].tolist())}
         transactions = (transactions.assign(_c=transactions["uid"].map(rank))
                         .sort_values(["_c", "trans_depth"], kind="stable").drop(columns="_c").reset_index(drop=True))
+    flights = frame_from_arrays(flight_parts, FLIGHT_COLUMNS)
+    segments = frame_from_arrays(segment_parts, SEGMENT_COLUMNS)
     anomalies = frame_from_rows(an_rows, ANOMALY_COLUMNS)
     if len(anomalies):
         anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
@@ -121,8 +145,10 @@ def analyze(
         "connections_with_syn": int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0,
         "transactions": len(transactions),
         "anomalies": {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()},
+        "series_rows": len(segments),
+        "series_connections_left_out": series["left_out"],
     }
-    analysis = Analysis(connections, transactions, anomalies, summary)
+    analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
     for key, value in summary_metrics(analysis).items():
         summary.setdefault(key, value)
     return analysis

@@ -1,15 +1,28 @@
-"""Records: a finished connection (TCP facts + its protocol handler) → table rows.
+"""Records: finished connections (TCP facts + their protocol handlers + their packet rows) → table rows.
 
-One row per connection, one per transaction, one per anomaly (DESIGN.md §3). It joins what the flows layer
-measured with what the HTTP layer parsed, and nothing else: no packets, no I/O.
+One row per connection, one per transaction, one per anomaly (DESIGN.md §3), one per response flight, and
+the per-packet series. It joins what the flows layer measured (including the sequence analysis of
+``flows.tcpanalysis``, run once for all connections of a batch) with what the HTTP layer parsed, and nothing
+else: no I/O.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from analyzer.flows import tcpanalysis
 from analyzer.flows.connections import Connection, connection_uid
 from analyzer.http.transactions import Http1Connection, SealedHttp1
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TCP_TRANSACTION_COLUMNS
+
+CAPTURE_POINT_RATIO = 4.0  # one handshake half this many times the other: the capture sits at that end
+_TX = {name: i for i, name in enumerate(HTTP_TRANSACTION_COLUMNS)}
+_TX_BASE = len(HTTP_TRANSACTION_COLUMNS)  # columns the HTTP layer fills
+assert tuple(TCP_TRANSACTION_COLUMNS) == ("warmth", "rounds", "peak_bytes_in_flight", "ttfb_ms", "transfer_ms",
+                                          "sender_idle_ms"), "batch_records appends them in this order"
 
 
 def _ms(a_ns: int | None, b_ns: int | None) -> float | None:
@@ -18,8 +31,165 @@ def _ms(a_ns: int | None, b_ns: int | None) -> float | None:
     return (b_ns - a_ns) / 1e6
 
 
-def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]]:
-    """(connection row, transaction rows as tuples in TRANSACTION_COLUMNS order, anomaly rows)."""
+def capture_point(server_rtt_ms: float | None, client_rtt_ms: float | None) -> str:
+    """Where the capture sits, from the handshake halves: SYN → SYN/ACK is the round trip from the capture
+    point to the server, SYN/ACK → ACK the one to the client. The end with the much shorter half is near."""
+    if server_rtt_ms is None or client_rtt_ms is None or server_rtt_ms < 0 or client_rtt_ms < 0:
+        return "unknown"
+    if server_rtt_ms > CAPTURE_POINT_RATIO * client_rtt_ms:
+        return "client"
+    if client_rtt_ms > CAPTURE_POINT_RATIO * server_rtt_ms:
+        return "server"
+    return "middle"
+
+
+@dataclass(slots=True)
+class BatchRecords:
+    connections: list[dict[str, Any]] = field(default_factory=list)
+    transactions: list[tuple[Any, ...]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    flights: dict[str, np.ndarray] = field(default_factory=dict)
+    segments: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _nullable(v: int) -> int | None:
+    return v if v >= 0 else None
+
+
+def _float(v: float) -> float | None:
+    return None if v != v else float(v)
+
+
+def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_segments: int = 0) -> BatchRecords:
+    """Records of connections finished together, with their per-packet ``rows`` (``SegmentLog.pop``).
+    ``keep_segments``: how many per-packet series rows the caller still wants (0: none)."""
+    out = BatchRecords()
+    n = len(conns)
+    uids: list[str] = []
+    per_conn: list[tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]]] = []
+    span_conn: list[int] = []
+    span_start: list[int] = []
+    span_end: list[int] = []
+    span_tx: list[tuple[int, int]] = []  # (connection, row) of each span
+    for i, conn in enumerate(conns):
+        row, txs, anomalies, facts = _connection_records(conn)
+        uids.append(row["uid"])
+        per_conn.append((row, txs, anomalies))
+        for j, sp in enumerate(facts["response_spans"]):
+            if sp is not None:
+                span_conn.append(i)
+                span_start.append(sp[0])
+                span_end.append(sp[1])
+                span_tx.append((i, j))
+
+    def ns(v: int | None) -> int:
+        return v if v is not None else -1
+
+    halves = [_halves_ns(cn) for cn in conns]
+    inputs = tcpanalysis.ConnInputs(
+        serials=np.array([cn.serial for cn in conns], dtype=np.int64),
+        client_is_lo=np.array([cn.client_is_lo for cn in conns], dtype=bool),
+        syn_seen=np.array([cn.syn_seen for cn in conns], dtype=bool),
+        irtt_ns=np.array([ns(cn.irtt_ns) for cn in conns], dtype=np.int64),
+        server_rtt_ns=np.array([h[0] for h in halves], dtype=np.int64),
+        client_rtt_ns=np.array([h[1] for h in halves], dtype=np.int64),
+    )
+    spans = tcpanalysis.Spans(np.array(span_conn, dtype=np.int64), np.array(span_start, dtype=np.int64),
+                              np.array(span_end, dtype=np.int64))
+    res = tcpanalysis.analyze(rows, inputs, spans)
+    # per connection
+    for i, (row, _txs, _an) in enumerate(per_conn):
+        row.update({
+            "retransmissions": int(res.retransmissions[i]),
+            "fast_retransmissions": int(res.fast_retransmissions[i]),
+            "spurious_retransmissions": int(res.spurious_retransmissions[i]),
+            "out_of_order": int(res.out_of_order[i]),
+            "dup_acks": int(res.dup_acks[i]),
+            "zero_window": int(res.zero_window[i]),
+            "window_full": int(res.window_full[i]),
+            "keep_alives": int(res.keep_alives[i]),
+            "initial_window_bytes": _nullable(int(res.initial_window_bytes[i])),
+            "rtt_min_ms": _float(res.rtt_min_ms[i]),
+            "rtt_median_ms": _float(res.rtt_median_ms[i]),
+            "rtt_max_ms": _float(res.rtt_max_ms[i]),
+            "rtt_samples": int(res.rtt_samples[i]),
+            "capture_point": capture_point(row["syn_to_synack_ms"], row["synack_to_ack_ms"]),
+        })
+    # per transaction: TCP columns after the HTTP ones
+    tcp_cols: dict[tuple[int, int], tuple[Any, ...]] = {}
+    for k, key in enumerate(span_tx):
+        rounds = int(res.rounds[k])
+        tcp_cols[key] = (res.warmth[k], rounds if rounds > 0 else None,
+                         _nullable(int(res.peak_bytes_in_flight[k])), _float(res.sender_idle_ms[k]))
+    for i, (row, txs, anomalies) in enumerate(per_conn):
+        out.connections.append(row)
+        out.anomalies.extend(anomalies)
+        for j, tx in enumerate(txs):
+            warmth, rounds, peak, idle = tcp_cols.get((i, j), (None, None, None, None))
+            out.transactions.append((*tx[:_TX_BASE], warmth, rounds, peak, *_ttfb_transfer(tx), idle))
+    # flights
+    f_span = res.flight_span
+    f_conn = spans.conn[f_span] if len(f_span) else f_span
+    depth = np.array([j + 1 for _, j in span_tx], dtype=np.int64)
+    out.flights = {
+        "uid": np.array(uids, dtype=object)[f_conn] if n else np.zeros(0, dtype=object),
+        "trans_depth": depth[f_span] if len(f_span) else f_span,
+        "warmth": res.warmth[f_span] if len(f_span) else np.zeros(0, dtype=object),
+        "round": res.flight_round,
+        "ts_start": res.flight_ts_start / 1e9,
+        "ts_end": res.flight_ts_end / 1e9,
+        "bytes": res.flight_bytes,
+        "packets": res.flight_packets,
+        "peak_bytes_in_flight": res.flight_peak_bif,
+    }
+    if keep_segments > 0 and len(res.row_conn):
+        out.segments = _segments(rows, res, np.array(uids, dtype=object), keep_segments)
+    return out
+
+
+def _segments(rows: dict[str, np.ndarray], res: tcpanalysis.TcpResults, uids: np.ndarray, budget: int
+              ) -> dict[str, np.ndarray]:
+    """The per-packet series of data segments, whole connections only, within ``budget`` rows."""
+    by_c = res.row_order  # analyze()'s per-row outputs follow this order of the input rows
+    seglen = rows["seglen"][by_c]
+    data = np.nonzero(seglen > 0)[0]
+    if not len(data):
+        return {}
+    per_conn = np.bincount(res.row_conn[data], minlength=len(uids))
+    fits = np.cumsum(per_conn) <= budget
+    data = data[fits[res.row_conn[data]]]
+    bif = rows["bif"][by_c][data]
+    return {
+        "uid": uids[res.row_conn[data]],
+        "from_server": res.row_dir[data] == 1,
+        "ts": rows["ts"][by_c][data] / 1e9,
+        "seq_end": rows["seq"][by_c][data] + seglen[data] + ((rows["flags"][by_c][data] & 0x02) != 0),
+        "payload_bytes": seglen[data],
+        "bytes_in_flight": np.where(bif >= 0, bif, -1),
+        "retransmission": res.row_retransmission[data],
+        "round": res.row_round[data],
+    }
+
+
+def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
+    req_start, req_end = tx[_TX["ts_request_start"]], tx[_TX["ts_request_end"]]
+    resp_start, resp_end = tx[_TX["ts_response_start"]], tx[_TX["ts_response_end"]]
+    sent = req_end if req_end is not None else req_start
+    ttfb = (resp_start - sent) * 1e3 if sent is not None and resp_start is not None else None
+    transfer = (resp_end - resp_start) * 1e3 if resp_start is not None and resp_end is not None else None
+    return ttfb, transfer
+
+
+def _halves_ns(conn: Connection) -> tuple[int, int]:
+    """(SYN → SYN/ACK, SYN/ACK → ACK) in ns, -1 when unknown."""
+    if conn.syn_ns is None or conn.synack_ns is None or conn.synack_ns < conn.syn_ns:
+        return -1, -1
+    second = conn.ack_ns - conn.synack_ns if conn.ack_ns is not None else -1
+    return conn.synack_ns - conn.syn_ns, second
+
+
+def _connection_records(conn: Connection
+                        ) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]], dict[str, Any]]:
     uid = connection_uid(conn)
     (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
     handler = conn.handler
@@ -71,7 +241,6 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
         "server_bytes": s.payload_bytes + s.gap_bytes,
         "client_packets": c.packets,
         "server_packets": s.packets,
-        "retransmissions": c.retransmissions + s.retransmissions,
         "max_bytes_in_flight": s.max_bytes_in_flight if s.max_bytes_in_flight >= 0 else None,
         "max_bytes_in_flight_client": c.max_bytes_in_flight if c.max_bytes_in_flight >= 0 else None,
         "gap_bytes": c.gap_bytes + s.gap_bytes,
@@ -100,4 +269,4 @@ def connection_records(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any
                                     "it was declared a gap"})
     for ts_ns, name, detail in handler.anomalies():
         anomalies.append({"uid": uid, "ts": ts_ns / 1e9, "name": name, "detail": detail})
-    return row, tx_rows, anomalies
+    return row, tx_rows, anomalies, facts

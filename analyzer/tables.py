@@ -12,9 +12,10 @@ missing values are ``NaN`` for floats and ``<NA>`` for nullable integers, boolea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # name -> pandas dtype. Nullable extension dtypes keep "unknown" distinct from 0/False.
@@ -49,9 +50,22 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "server_bytes": "Int64",
     "client_packets": "Int64",
     "server_packets": "Int64",
-    "retransmissions": "Int64",
+    "retransmissions": "Int64",  # Wireshark's tcp.analysis.retransmission (fast and spurious included)
+    "fast_retransmissions": "Int64",
+    "spurious_retransmissions": "Int64",
+    "out_of_order": "Int64",
+    "dup_acks": "Int64",
+    "zero_window": "Int64",
+    "window_full": "Int64",
+    "keep_alives": "Int64",  # TCP keep-alive probes (not loss)
     "max_bytes_in_flight": "Int64",  # server → client, Wireshark's tcp.bif_seq_based
     "max_bytes_in_flight_client": "Int64",  # client → server
+    "initial_window_bytes": "Int64",  # the server's first flight (tcptrace's initial window)
+    "rtt_min_ms": "float64",  # server data → client ACK, Karn's rule (capture point → client → capture point)
+    "rtt_median_ms": "float64",
+    "rtt_max_ms": "float64",
+    "rtt_samples": "Int64",
+    "capture_point": "string",  # client | server | middle | unknown (from the handshake halves)
     "gap_bytes": "Int64",  # bytes missing from the capture (both directions)
     "client_from": "string",  # how the client was chosen: syn | synack | payload_request | payload_response | port
     "keep_alive_timeout_s": "float64",  # advertised by the server (Keep-Alive: timeout=)
@@ -59,7 +73,8 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "first_frame": "Int64",
 }
 
-TRANSACTION_COLUMNS: dict[str, str] = {
+# the columns the HTTP layer fills (its rows are tuples in this order)
+HTTP_TRANSACTION_COLUMNS: dict[str, str] = {
     "uid": "string",
     "trans_depth": "Int64",
     "stream_id": "Int64",
@@ -91,6 +106,43 @@ TRANSACTION_COLUMNS: dict[str, str] = {
     "server_port": "Int64",
 }
 
+# the columns the TCP sequence analysis fills (analyzer/flows/tcpanalysis.py, joined in analyzer/records.py)
+TCP_TRANSACTION_COLUMNS: dict[str, str] = {
+    "warmth": "string",  # cold | warm | cooled (the server restarted slow start after idle)
+    "rounds": "Int64",  # flights (round trips) the response took
+    "peak_bytes_in_flight": "Int64",  # server → client, while the response was sent
+    "ttfb_ms": "float64",  # request end (start if unknown) → first response byte
+    "transfer_ms": "float64",  # first → last response byte
+    "sender_idle_ms": "float64",  # the server's silence before the response (reused connections)
+}
+
+TRANSACTION_COLUMNS: dict[str, str] = {**HTTP_TRANSACTION_COLUMNS, **TCP_TRANSACTION_COLUMNS}
+
+# one row per flight (round trip) of a response: the cwnd-growth view
+FLIGHT_COLUMNS: dict[str, str] = {
+    "uid": "string",
+    "trans_depth": "Int64",
+    "warmth": "string",
+    "round": "Int64",
+    "ts_start": "float64",
+    "ts_end": "float64",
+    "bytes": "Int64",
+    "packets": "Int64",
+    "peak_bytes_in_flight": "Int64",
+}
+
+# the per-packet series (data segments), kept for a bounded number of packets (pipeline.MAX_SERIES_ROWS)
+SEGMENT_COLUMNS: dict[str, str] = {
+    "uid": "string",
+    "from_server": "boolean",
+    "ts": "float64",
+    "seq_end": "Int64",  # stream offset after the segment
+    "payload_bytes": "Int64",
+    "bytes_in_flight": "Int64",
+    "retransmission": "boolean",
+    "round": "Int64",  # flight of the response it belongs to (0: none)
+}
+
 ANOMALY_COLUMNS: dict[str, str] = {
     "uid": "string",
     "ts": "float64",
@@ -102,6 +154,8 @@ TABLES: dict[str, dict[str, str]] = {
     "connections": CONNECTION_COLUMNS,
     "transactions": TRANSACTION_COLUMNS,
     "anomalies": ANOMALY_COLUMNS,
+    "flights": FLIGHT_COLUMNS,
+    "segments": SEGMENT_COLUMNS,
 }
 
 
@@ -132,6 +186,19 @@ def frame_from_tuples(rows: list[tuple[Any, ...]], columns: Mapping[str, str]) -
     if len(rows[0]) != len(names):
         raise ValueError(f"rows have {len(rows[0])} values for {len(names)} columns")
     frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+    return frame.astype(dict(columns))
+
+
+def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """A DataFrame from column arrays (several parts, concatenated), for the large columnar tables."""
+    parts = [p for p in parts if len(p) and len(next(iter(p.values())))]
+    if not parts:
+        return empty_frame(columns)
+    data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
+    frame = pd.DataFrame(data, columns=list(columns))
+    for name, dtype in columns.items():
+        if dtype == "Int64" and name in ("bytes_in_flight", "peak_bytes_in_flight"):
+            frame[name] = frame[name].where(frame[name] >= 0)
     return frame.astype(dict(columns))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyzer.flows.reassembly import Reassembled, reassemble, retransmitted
+from analyzer.flows.reassembly import Reassembled, reassemble
 from analyzer.flows.stream import StreamChunk
 
 NEW = np.iinfo(np.int64).min
@@ -106,16 +106,6 @@ def test_bytes_delivered_in_an_earlier_chunk_are_retransmissions() -> None:
     r = _ra([0, 100], [100, 100], delivered=[150])
     assert r.delivered.tolist() == [False, True]
     assert _pieces(r) == [(150, 200, 1)]
-
-
-def test_retransmitted_follows_capture_order_and_ignores_keepalive_probes() -> None:
-    g = np.zeros(4, dtype=np.int64)
-    starts = np.array([0, 100, 100, 150], dtype=np.int64)
-    lens = np.array([100, 100, 100, 10], dtype=np.int64)
-    got = retransmitted(g, starts, lens, np.array([0], dtype=np.int64))
-    assert got.tolist() == [False, False, True, True]
-    probe = retransmitted(g[:3], np.array([0, 100, 99]), np.array([100, 0, 1]), np.array([0]))
-    assert probe.tolist() == [False, False, False]
 
 
 def test_stream_chunk_reads_across_pieces_and_stops_at_gaps() -> None:

@@ -15,7 +15,7 @@ import pytest
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, keep_alive_params
 from analyzer.http.transactions import Http1Connection
-from analyzer.tables import TRANSACTION_COLUMNS
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
 CLIENT, SERVER = 0, 1
 
@@ -58,7 +58,7 @@ class Feed:
 
 def rows_of(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows, facts = conn.transaction_rows("Ctest", "192.0.2.1", 80)
-    return [r if isinstance(r, dict) else dict(zip(TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
+    return [r if isinstance(r, dict) else dict(zip(HTTP_TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
 
 
 def col(rows: list[dict[str, Any]], name: str) -> list[Any]:

@@ -38,7 +38,7 @@ import analyzer
 from analyzer.errors import CaptureFormatError
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection
-from analyzer.tables import TRANSACTION_COLUMNS
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 ZEEK_HTTP = ROOT.parent / "shared" / "corpus" / "zeek" / "http"
@@ -953,7 +953,7 @@ def _finish(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]
     for d in (CLIENT, SERVER):
         conn.feed(d, StreamChunk.empty(final=True))
     rows, facts = conn.transaction_rows("Cx", "192.0.2.1", 80)
-    return [r if isinstance(r, dict) else dict(zip(TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
+    return [r if isinstance(r, dict) else dict(zip(HTTP_TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
 
 
 @settings(max_examples=_n(400), deadline=None, suppress_health_check=SLOW)

@@ -39,9 +39,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
-from analyzer.flows.reassembly import exclusive_group_max, reassemble, retransmitted
+from analyzer.flows.reassembly import exclusive_group_max, reassemble
 from analyzer.flows.stream import StreamChunk
-from analyzer.flows.tcpoptions import sack_blocks
+from analyzer.flows.tcpanalysis import SegmentLog
+from analyzer.flows.tcpoptions import sack_blocks, timestamps, window_scale
 
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
@@ -69,13 +70,13 @@ class Direction:
     gap_bytes: int = 0  # bytes missing from the capture: holes and snaplen-cut tails
     truncated_bytes: int = 0  # of gap_bytes, the snaplen-cut tails
     gaps: int = 0
-    retransmissions: int = 0
     truncated: int = 0
     fin_ns: int | None = None
     fin_offset: int = -1
     acked: int = NO_DATA  # highest stream offset the other side acknowledged
     max_bytes_in_flight: int = -1  # largest bytes in flight of this direction (-1: unknown)
     sacked: int = 0  # bytes above the cumulative ACK that the receiver's latest ACK SACKed
+    pending_ack: int = -1  # raw ACK number from the receiver seen before this direction's base was known
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -106,6 +107,7 @@ class Connection:
     held_limit_hit: int = 0  # times MAX_HELD_BYTES_PER_STREAM forced a hole to become a gap
     sealed: bool = False  # the protocol handler was reduced to its results (both FINs reached)
     role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
+    serial: int = -1  # tracker-wide number, the key of this connection's rows in the segment log
 
     @property
     def closed(self) -> bool:
@@ -138,11 +140,19 @@ class ConnectionTracker:
         self,
         handler_factory: Callable[[], StreamHandler],
         classify_payload: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.int8]],
-        on_finished: Callable[[Connection], None],
+        on_finished: Callable[[Connection], None] | None = None,
+        on_finished_batch: Callable[[list[Connection], dict[str, np.ndarray]], None] | None = None,
     ) -> None:
+        """``on_finished(conn)`` is called for each finished connection; or, with ``on_finished_batch``,
+        ``on_finished_batch(conns, rows)`` once per chunk with the connections finished in it and their
+        per-packet rows (``tcpanalysis.SegmentLog``; the log is only kept in that mode)."""
         self.handler_factory = handler_factory
         self.classify_payload = classify_payload
         self.on_finished = on_finished
+        self.on_finished_batch = on_finished_batch
+        self.log = SegmentLog() if on_finished_batch is not None else None
+        self.next_serial = 0
+        self._done: list[Connection] = []
         self.active: dict[tuple[int, int, int, int, int, int], Connection] = {}
         self.held: _Held | None = None
         self.closing: dict[int, Connection] = {}  # closed connections waiting LINGER_NS before finishing
@@ -159,6 +169,7 @@ class ConnectionTracker:
             self._process(cols, buffers, final)
         if final:
             self._finish_all()
+        self._flush()
 
     def finish(self) -> None:
         """Capture end: deliver everything held, finish every connection."""
@@ -166,6 +177,19 @@ class ConnectionTracker:
             held, self.held = self.held, None
             self._process(held.cols, (np.zeros(0, np.uint8), held.buf), True)
         self._finish_all()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand the connections finished since the last call to the callback(s)."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        if self.on_finished_batch is not None and self.log is not None:
+            rows = self.log.pop(np.array([cn.serial for cn in done], dtype=np.int64))
+            self.on_finished_batch(done, rows)
+        if self.on_finished is not None:
+            for conn in done:
+                self.on_finished(conn)
 
     def _finish_all(self) -> None:
         # in order of first packet, so that the finished list (and uids order) is deterministic
@@ -218,6 +242,7 @@ class ConnectionTracker:
         syn_only_l = syn_only[syn_rows].tolist()
         src_is_lo_syn = src_is_lo[syn_rows].tolist()
         need_roles: list[tuple[Connection, int, int]] = []
+        isn_resets: list[tuple[Connection, int]] = []  # (connection, row of the SYN/ACK with the new ISN)
         for gi, (a, b) in enumerate(zip(gstart.tolist(), gend.tolist(), strict=True)):
             key = tuple(key_list[gi])
             conn = self.active.get(key)
@@ -267,11 +292,14 @@ class ConnectionTracker:
                     st1 = conn.dirs[1]
                     st1.base, st1.last_rel = None, 0
                     st1.delivered_end = st1.max_end = st1.acked = NO_DATA
+                    isn_resets.append((conn, r))
+                    if self.log is not None:  # its earlier packets belong to the abandoned sequence space
+                        self.log.discard(conn.serial, not conn.client_is_lo)
                 p += 1
             syn_ptr = p
             if conn is None:
                 conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]),
-                                  role_final=False)
+                                  role_final=False, serial=self._serial())
                 self.active[key] = conn
                 need_roles.append((conn, a, b))
             elif not conn.role_final:
@@ -314,6 +342,10 @@ class ConnectionTracker:
                         if r0 < 0:
                             continue
                         st.base = int(seq64[r0])
+                        if st.pending_ack >= 0:  # the receiver acknowledged before we saw this direction
+                            rel = ((st.pending_ack - st.base + (1 << 31)) & _M32) - (1 << 31)
+                            st.acked = max(st.acked, rel)
+                            st.pending_ack = -1
                 base[2 * i + d] = st.base
                 last_rel[2 * i + d] = st.last_rel
         rel32 = (seq64[order_g] - base[g_sorted]) & _M32
@@ -412,10 +444,6 @@ class ConnectionTracker:
         stale_syn = ((flags & SYN) != 0) & (c["seq"].astype(np.int64) != isn_g[gid])
         data_rows = np.nonzero((seq_len > 0) & counted & ~stale_syn)[0]
         dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
-        rtx = retransmitted(gid[dr_order], unwrapped[dr_order], seq_len[dr_order], max_end_before,
-                            probe_ok=synfin[dr_order] == 0)
-        rtx_g = np.zeros(n_g, dtype=np.int64)
-        np.add.at(rtx_g, gid[dr_order], rtx.astype(np.int64))
         max_end_new = max_end_before.copy()
         if len(dr_order):
             np.maximum.at(max_end_new, gid[dr_order], unwrapped[dr_order] + seq_len[dr_order])
@@ -436,6 +464,11 @@ class ConnectionTracker:
         if len(ack_rows):
             tgt = gid[ack_rows] ^ 1
             ok = has_base[tgt]
+            if not ok.all():  # kept for when that direction's base becomes known (chunk-size independence)
+                miss_t, miss_r = tgt[~ok], ack_rows[~ok]
+                last = len(miss_t) - 1 - np.unique(miss_t[::-1], return_index=True)[1]
+                for g_, r_ in zip(miss_t[last].tolist(), miss_r[last].tolist(), strict=True):
+                    conns[g_ // 2].dirs[g_ % 2].pending_ack = int(c["ack"][r_])
             tgt, ar = tgt[ok], ack_rows[ok]
             if len(ar):
                 ref = new_last_rel[tgt]
@@ -446,9 +479,16 @@ class ConnectionTracker:
                 np.maximum.at(acked, tgt, ack_off)
                 ack_val[ar] = ack_off
                 sack_val[ar] = self._sacked_bytes(c, ar, tgt, base, ref, ack_off, buffers)
-        max_bif, sacked_after = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, sack_val,
+        max_bif, sacked_after, bif_row = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, sack_val,
                                                       sacked_before, dr_order, unwrapped, seq_len, wlen,
                                                       max_end_before, n_g)
+        if self.log is not None:
+            keep = counted & ~stale_syn
+            if isn_resets:  # the server's packets before its newest SYN/ACK used the abandoned ISN
+                pos = {id(cn): i for i, cn in enumerate(conns)}
+                for cn, r in isn_resets:
+                    keep[(inst == pos[id(cn)]) & (direction == 1) & (np.arange(n) < r)] = False
+            self._log_rows(c, conns, inst, src_is_lo, keep, unwrapped, ack_val, bif_row, buffers)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                         c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
                         pair_groups=True, acked_through=acked)
@@ -491,7 +531,7 @@ class ConnectionTracker:
         synack_l, syn_l, ack_l2 = synack_ns.tolist(), syn_ns.tolist(), ack_ns.tolist()
         irtt_row_l, mru_l = irtt_row.tolist(), mru_syn_row.tolist()
         rst_l, rst_dir_l = rst_ns.tolist(), rst_first_dir.tolist()
-        pk_l, trunc_l, rtx_l = pk_dir.tolist(), trunc.tolist(), rtx_g.tolist()
+        pk_l, trunc_l = pk_dir.tolist(), trunc.tolist()
         max_end_l, dend_l, last_rel_l = max_end_new.tolist(), ra.delivered_end.tolist(), new_last_rel.tolist()
         gapb_l, gapc_l, cap_l = ra.gap_bytes.tolist(), ra.gap_count.tolist(), captured_g.tolist()
         tail_l = ra.tail_bytes.tolist()
@@ -520,7 +560,6 @@ class ConnectionTracker:
                 st = conn.dirs[d]
                 st.packets += pk_l[g]
                 st.truncated += trunc_l[g]
-                st.retransmissions += rtx_l[g]
                 st.max_end = max_end_l[g]
                 if dend_l[g] != NO_DATA:
                     st.delivered_end = dend_l[g]
@@ -605,16 +644,18 @@ class ConnectionTracker:
     def _bytes_in_flight(inst: np.ndarray, direction: np.ndarray, gid: np.ndarray, ack_val: np.ndarray,
                          acked_before: np.ndarray, sack_val: np.ndarray, sacked_before: np.ndarray,
                          dr_order: np.ndarray, unwrapped: np.ndarray, seq_len: np.ndarray, wlen: np.ndarray,
-                         max_end_before: np.ndarray, n_g: int) -> tuple[np.ndarray, np.ndarray]:
+                         max_end_before: np.ndarray, n_g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per group, the largest bytes in flight over its data segments (Wireshark's ``bif_seq_based``): for
         each segment carrying payload (retransmissions included, as Wireshark), the highest sequence end its
         sender had sent (this segment included; SYN and FIN count one) minus the highest ACK the receiver
         had sent before it, minus the bytes above that ACK which the receiver's latest ACK SACKed. -1
         (unknown) until an ACK of that direction has been seen. ``dr_order``: the sequence-bearing rows,
-        sorted by group then frame. Also returns, per group, the SACKed bytes of the latest ACK (state)."""
+        sorted by group then frame. Also returns, per group, the SACKed bytes of the latest ACK (state), and
+        per row the bytes in flight after it (-1: not a data segment, or unknown)."""
         out = np.full(n_g, -1, dtype=np.int64)
         sacked_after = sacked_before.copy()
         n = len(inst)
+        bif_row = np.full(n, -1, dtype=np.int64)
         inst_first = np.searchsorted(inst, inst)  # first row of each row's connection (rows sorted by inst)
         latest = np.full(n, NO_DATA, dtype=np.int64)
         latest_sack = np.zeros(n, dtype=np.int64)
@@ -632,7 +673,7 @@ class ConnectionTracker:
                 last_per_inst = ends[np.searchsorted(inst[ends], np.unique(inst[ends]), side="right") - 1]
                 sacked_after[inst[last_per_inst] * 2 + d] = sack_val[last_per_inst]
         if not len(dr_order):
-            return out, sacked_after
+            return out, sacked_after, bif_row
         g_all = gid[dr_order]
         end_all = unwrapped[dr_order] + seq_len[dr_order]
         hi_all = np.maximum(exclusive_group_max(g_all, end_all, max_end_before), end_all)
@@ -641,13 +682,46 @@ class ConnectionTracker:
         ack = latest[rows]
         known = ack != NO_DATA
         if known.any():
-            np.maximum.at(out, g[known], hi[known] - ack[known] - latest_sack[rows][known])
-        return out, sacked_after
+            val = hi[known] - ack[known] - latest_sack[rows][known]
+            np.maximum.at(out, g[known], val)
+            bif_row[rows[known]] = val
+        return out, sacked_after, bif_row
+
+    def _log_rows(self, c: dict[str, np.ndarray], conns: list[Connection], inst: np.ndarray, src_is_lo: np.ndarray,
+                  keep: np.ndarray, unwrapped: np.ndarray, ack_val: np.ndarray, bif_row: np.ndarray,
+                  buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+        """Append the chunk's packets (first captures only, not the held ones replayed) to the segment log."""
+        assert self.log is not None
+        rows = np.nonzero(keep)[0]
+        if not len(rows):
+            return
+        serial = np.fromiter((cn.serial for cn in conns), dtype=np.int64, count=len(conns))
+        flags = c["flags"][rows]
+        wscale = np.full(len(rows), -1, dtype=np.int8)
+        syn = np.nonzero(((flags & SYN) != 0) & (c["src"][rows] == 0) & (c["l4len"][rows] > 20))[0]
+        if len(syn) and len(buffers[0]):
+            wscale[syn] = window_scale(buffers[0], c["l4off"][rows[syn]], c["l4len"][rows[syn]])
+        tsval = np.full(len(rows), -1, dtype=np.int64)
+        tsecr = np.full(len(rows), -1, dtype=np.int64)
+        opt = np.nonzero((c["src"][rows] == 0) & (c["l4len"][rows] > 20))[0]
+        if len(opt) and len(buffers[0]):
+            tsval[opt], tsecr[opt] = timestamps(buffers[0], c["l4off"][rows[opt]], c["l4len"][rows[opt]])
+        self.log.append({
+            "serial": serial[inst[rows]], "lo": src_is_lo[rows], "ts": c["ts"][rows], "flags": flags,
+            "seq": unwrapped[rows], "seglen": c["wlen"][rows], "ack": ack_val[rows],
+            "ack_raw": np.where((flags & ACK) != 0, c["ack"][rows].astype(np.int64), -1), "win": c["win"][rows],
+            "wscale": wscale, "bif": bif_row[rows], "tsval": tsval, "tsecr": tsecr,
+        })
 
     # ---------------------------------------------------------------------------------------- helpers
     def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:
         client_is_lo = src_is_lo if is_syn else not src_is_lo
-        return Connection(key, client_is_lo, "syn" if is_syn else "synack", self.handler_factory(), frame, ts)
+        return Connection(key, client_is_lo, "syn" if is_syn else "synack", self.handler_factory(), frame, ts,
+                          serial=self._serial())
+
+    def _serial(self) -> int:
+        self.next_serial += 1
+        return self.next_serial - 1
 
     def _infer_roles(self, todo: list[tuple[Connection, int, int]], c: dict[str, np.ndarray],
                      src_is_lo: npt.NDArray[np.bool_], buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
@@ -731,7 +805,7 @@ class ConnectionTracker:
         if not conn.sealed:
             for d in (0, 1):
                 conn.handler.feed(d, StreamChunk.empty(eof=-1, final=True))
-        self.on_finished(conn)
+        self._done.append(conn)
 
     def _seal(self, conn: Connection) -> None:
         """Both directions delivered everything up to their FIN: the protocol result is final. Keep only it
@@ -746,7 +820,7 @@ def _columns(pk: DecodedPackets) -> dict[str, np.ndarray]:
     return {
         "frame": pk.frame, "ts": pk.ts_ns, "src_hi": pk.src_hi, "src_lo": pk.src_lo, "dst_hi": pk.dst_hi,
         "dst_lo": pk.dst_lo, "sport": pk.sport, "dport": pk.dport, "seq": pk.tcp_seq, "ack": pk.tcp_ack,
-        "flags": pk.tcp_flags, "poff": pk.payload_off, "plen": pk.payload_len.astype(np.int64),
+        "flags": pk.tcp_flags, "win": pk.tcp_window, "poff": pk.payload_off, "plen": pk.payload_len.astype(np.int64),
         "wlen": pk.payload_wire_len.astype(np.int64), "src": np.zeros(len(pk), dtype=np.int8),
         "l4off": pk.l4_off, "l4len": pk.l4_hdr_len.astype(np.int64),
         "counted": np.ones(len(pk), dtype=bool),

@@ -216,24 +216,3 @@ def exclusive_group_max(group: I64, values: I64, seed: I64) -> I64:
     first[1:] = group[1:] != group[:-1]
     prev[first] = seed[group[first]]
     return np.maximum(prev, seed[group])
-
-
-def retransmitted(group: I64, start: I64, seq_len: npt.NDArray[np.int32] | I64, max_end_before: I64,
-                  probe_ok: B | None = None) -> B:
-    """Rows (in *capture* order, sorted by group then frame) that resend sequence space already sent.
-
-    Wireshark's basic rule: a segment whose sequence number is below the highest sequence number sent
-    before it in that direction is a retransmission (``seq_len`` counts SYN and FIN as one each, so
-    retransmitted SYNs and FINs count, as in Wireshark and the kernel); a 1-byte segment one below it is a
-    keep-alive probe, not a retransmission, where ``probe_ok`` allows it (data segments, not SYN/FIN).
-    ``max_end_before[g]`` is the highest end seen in earlier chunks.
-    """
-    n = int(group.shape[0])
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    end = start + seq_len.astype(np.int64)
-    prev = exclusive_group_max(group, end, max_end_before)
-    keepalive = (seq_len <= 1) & (start == prev - 1)
-    if probe_ok is not None:
-        keepalive &= probe_ok
-    return (start < prev) & ~keepalive

@@ -159,13 +159,14 @@ class Http1Connection:
 
     def transaction_rows(self, uid: str, server_ip: str, server_port: int
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        """Rows for the transactions table (tuples in ``TRANSACTION_COLUMNS`` order), and connection-level
+        """Rows for the transactions table (tuples in ``HTTP_TRANSACTION_COLUMNS`` order), and connection-level
         HTTP facts."""
         # in capture-time order (processing order depends on how packets were chunked)
         exchanges = sorted(self.exchanges, key=_exchange_start)
         req_start: list[float] = []
         resp_end: list[float] = []
         rows: list[tuple[Any, ...]] = []
+        spans: list[tuple[int, int] | None] = []  # per row: the response's [start, end) in the server stream
         prev_end: float | None = None
         idle_max: float | None = None
         nan = float("nan")
@@ -216,7 +217,9 @@ class Http1Connection:
                 resp_conn = sh.get("connection", "").lower() or None
                 ctype = sh.get("content-type")
                 resp_body, resp_complete = resp.body_bytes, resp.complete
+                spans.append((resp.start, resp.end))
             else:
+                spans.append(None)
                 resp_part = (None, None, None)
                 resp_times = (None, None)
                 resp_conn = ctype = resp_body = resp_complete = None
@@ -234,6 +237,7 @@ class Http1Connection:
             "keep_alive_max": self.keep_alive_max,
             "last_response_end_ns": max(known_ends) if known_ends else None,
             "idle_max_ms": idle_max,
+            "response_spans": spans,
         }
         return rows, facts
 

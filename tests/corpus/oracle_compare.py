@@ -76,7 +76,21 @@ def disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
                 out.append(f"stream {sid}: iRTT oracle {irtt * 1000:.3f} ms ours {ours_irtt}")
         elif not pd.isna(ours_irtt):
             out.append(f"stream {sid}: iRTT oracle none ours {ours_irtt:.3f}")
+        analysis = entry.get("tcp_analysis") or {}
+        for oracle_name, ours_name in TCP_ANALYSIS_COLUMNS.items():
+            if oracle_name in analysis and int(getattr(row, ours_name)) != int(analysis[oracle_name]):
+                out.append(f"stream {sid}: {oracle_name} oracle {analysis[oracle_name]} "
+                           f"ours {getattr(row, ours_name)}")
     return out
+
+
+# tshark's tcp.analysis.* frame counts per stream → our per-connection columns (analyzer/flows/tcpanalysis.py)
+TCP_ANALYSIS_COLUMNS = {
+    "retransmission": "retransmissions",
+    "fast_retransmission": "fast_retransmissions",
+    "spurious_retransmission": "spurious_retransmissions",
+    "out_of_order": "out_of_order",
+}
 
 
 def zeek_disagreements(rel: str, connections: pd.DataFrame, transactions: pd.DataFrame) -> list[str]:
