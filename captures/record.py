@@ -16,10 +16,14 @@ addresses only (127.0.0.1 and ::1): nothing is ever sent outside the namespace. 
   before closing; where it claims it closed first it has checked that nothing (no FIN) was pending.
 
 The namespace's ``lo`` gets MTU 1500 and ``gso_max_segs 1`` so that TCP segments have the sizes of a real
-Ethernet link instead of 64 KB GSO super-packets. After recording, a capture is post-processed if the
-scenario asks for it (``midstream`` drops the packets before a cut instant, ``ipv6-pcapng`` is converted
-with ``editcap -F pcapng``) and, when tshark is installed, checked against the truth with tshark as an
-independent oracle; a scenario whose capture dropped packets or disagrees with the truth is recorded again.
+Ethernet link instead of 64 KB GSO super-packets. ``shaped-bulk`` also shapes ``lo`` (a ``tbf`` token
+bucket with a ``pfifo_head_drop`` queue inside), sets its sysctls (reno, ``tcp_pacing_ss_ratio``) and
+microsecond TCP timestamps on 127.0.0.1 (``record.py _usec_ts``, rtnetlink), and its client writes what the
+kernel reports (``ss -tinH`` per socket, ``nstat`` deltas, ``tc -s qdisc``) into the truth's ``kernel``
+key. After recording, a capture is post-processed if the scenario asks for it (``midstream`` drops the
+packets before a cut instant, ``ipv6-pcapng`` is converted with ``editcap -F pcapng``, ``shaped-bulk`` is
+gzip-compressed) and, when tshark is installed, checked against the truth with tshark as an independent
+oracle; a scenario whose capture dropped packets or disagrees with the truth is recorded again.
 
 Usage (needs root)::
 
@@ -34,6 +38,7 @@ The helpers used by ``tests/test_e2e_recorded.py`` (``missing_requirements``, ``
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import ipaddress
 import json
@@ -71,7 +76,7 @@ CLIENT_TIMEOUT_S = 30.0  # the clients of one scenario take ~1-2 s; this is only
 EOF_TIMEOUT_S = 5.0  # how long a client waits for the server to close (nginx's timeout is 1 s here)
 SOCKET_TIMEOUT_S = 10.0
 
-TOOLS = ("ip", "nginx", "tcpdump", "curl", "editcap")  # tshark is optional (oracle check)
+TOOLS = ("ip", "nginx", "tcpdump", "curl", "editcap", "tc", "ss", "nstat", "sysctl")  # tshark: optional
 
 # Static files served by nginx: name -> size in bytes (deterministic contents).
 STATIC_FILES: dict[str, int] = {
@@ -80,6 +85,51 @@ STATIC_FILES: dict[str, int] = {
     "medium.bin": 24_000,
     "large.bin": 150_000,
 }
+# Highly compressible text served too (not listed in index.html): the shaped-bulk transfers.
+TEXT_FILES: dict[str, int] = {"bulk.txt": 400_000}
+BULK_TEXT = (
+    b"The quick brown fox jumps over the lazy dog while the kernel grows its congestion window. "
+    b"Slow start doubles it every round trip until a loss or the threshold stops it.\n"
+)
+
+# shaped-bulk: the namespace's kernel state recorded into the truth (DESIGN.md section 7, captures/README.md)
+SHAPED_IDLE_S = 1.5  # idle between the warm and the cooled GET: well above the RTO (Linux minimum 200 ms)
+NSTAT_COUNTERS = (
+    "TcpOutSegs",
+    "TcpRetransSegs",
+    "TcpExtTCPLossProbes",
+    "TcpExtTCPLossProbeRecovery",
+    "TcpExtTCPFastRetrans",
+    "TcpExtTCPSlowStartRetrans",
+    "TcpExtTCPTimeouts",
+    "TcpExtTCPRetransFail",
+    "TcpExtTCPSpuriousRTOs",
+    "TcpExtTCPSpuriousRtxHostQueues",
+    "TcpExtTCPDSACKRecv",
+    "TcpExtTCPDSACKOldSent",
+    "TcpExtTCPLostRetransmit",
+    "TcpExtTCPSackRecovery",
+    "TcpExtTCPRenoRecovery",
+)
+
+
+@dataclass(frozen=True)
+class Tbf:
+    """A token bucket on the namespace's ``lo`` (tc syntax; it shapes both directions), optionally with
+    another qdisc inside it instead of tbf's own byte FIFO (whose size ``latency`` sets)."""
+
+    rate: str
+    burst: str
+    latency: str
+    inner: str | None = None  # e.g. "pfifo_head_drop limit 20"
+
+    def commands(self) -> list[list[str]]:
+        """The ``tc`` command lines (without the ``tc`` itself)."""
+        root = ["qdisc", "add", "dev", "lo", "root", "handle", "1:", "tbf"]
+        cmds = [[*root, "rate", self.rate, "burst", self.burst, "latency", self.latency]]
+        if self.inner is not None:
+            cmds.append(["qdisc", "add", "dev", "lo", "parent", "1:1", "handle", "10:", *self.inner.split()])
+        return cmds
 
 
 @dataclass(frozen=True)
@@ -91,10 +141,15 @@ class Scenario:
     keepalive_timeout: str  # nginx syntax, e.g. "1s 1s" (second value: the Keep-Alive: timeout= header)
     keepalive_requests: int = 100
     pcapng: bool = False
+    gzip: bool = False  # the committed capture is gzip-compressed (NAME.pcap.gz)
+    tbf: Tbf | None = None  # rate limiter on the namespace's lo (losses, queueing delay)
+    sysctls: tuple[str, ...] = ()  # "name=value" set in the namespace before nginx starts
+    usec_ts: bool = False  # TCP timestamps in microseconds on 127.0.0.1 (route feature tcp_usec_ts)
 
     @property
     def capture_name(self) -> str:
-        return f"{self.name}.pcapng" if self.pcapng else f"{self.name}.pcap"
+        name = f"{self.name}.pcapng" if self.pcapng else f"{self.name}.pcap"
+        return f"{name}.gz" if self.gzip else name
 
     @property
     def truth_name(self) -> str:
@@ -132,6 +187,21 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         "converted to pcapng",
         keepalive_timeout="10s",
         pcapng=True,
+    ),
+    Scenario(
+        "shaped-bulk",
+        "reno bulk transfers of a 400 kB text file through a 20 Mbit/s token bucket on lo whose 30-packet "
+        "queue drops its oldest packet when full: a small then a large GET (warm), 1.5 s idle, the large GET "
+        "again (slow start restarts after idle), then a new connection's large GET (cold); slow start over "
+        "several round trips, real losses and SACK recovery, with the kernel's own counters (ss, nstat)",
+        keepalive_timeout="10s",
+        gzip=True,
+        tbf=Tbf(rate="20mbit", burst="3000", latency="30ms", inner="pfifo_head_drop limit 30"),
+        sysctls=(
+            "net.ipv4.tcp_congestion_control=reno",
+            "net.ipv4.tcp_pacing_ss_ratio=1000",
+        ),
+        usec_ts=True,
     ),
 )
 SCENARIOS: tuple[str, ...] = tuple(s.name for s in SCENARIO_LIST)
@@ -235,6 +305,7 @@ class TruthLog:
     scenario: str
     connections: list[ConnectionTruth] = field(default_factory=list)
     cut_ts: float | None = None  # midstream: packets before this instant are removed from the capture
+    kernel: dict[str, Any] | None = None  # shaped-bulk: what the namespace's kernel reports (KernelProbe)
 
     def add(self, conn: ConnectionTruth) -> ConnectionTruth:
         self.connections.append(conn)
@@ -254,11 +325,14 @@ class TruthLog:
         self.connections = kept
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "scenario": self.scenario,
             "connections": [c.to_json() for c in self.connections],
             "cut_ts": self.cut_ts,
         }
+        if self.kernel is not None:
+            data["kernel"] = self.kernel
+        return data
 
 
 def _new_connection(log: TruthLog, sock: socket.socket, client: str, note: str) -> ConnectionTruth:
@@ -500,6 +574,261 @@ def run_curl(log: TruthLog, urls: Sequence[str], note: str = "") -> None:
         conn.close_by = "client"
 
 
+# --- the kernel's view (shaped-bulk) -------------------------------------------------------------------
+
+TCP_INIT_CWND = 10  # include/net/tcp.h; a route's ``initcwnd`` would override it (none is set here)
+SHAPED_NOTES = (
+    "Capture point: tcpdump on lo sees a packet when the shaper releases it, in both directions: server data "
+    "as the client receives it, client ACKs as the server receives them.",
+    "A plain tbf drops on enqueue and returns NET_XMIT_DROP to the sending socket: TCP does not count that "
+    "segment as sent (it sends it later as new data and enters CWR), so with gso_max_segs 1 it gives no "
+    "retransmission. The inner pfifo_head_drop drops the OLDEST queued packet when it holds `limit` packets "
+    "and returns NET_XMIT_CN for the new one: the dropped packet had been reported as sent, a real loss "
+    "(SACK, fast retransmit); the socket whose enqueue caused the drop enters CWR. tbf's latency only sizes "
+    "tbf's own byte FIFO, which the inner qdisc replaces.",
+    "net.ipv4.tcp_pacing_ss_ratio=1000: TCP small queues let a socket keep about 1 ms of its pacing rate "
+    "(ratio x cwnd x mss / srtt) in the qdisc; at the default 200 the shaper's queue stayed under 30 packets "
+    "(no drop at all); 1000 lets slow start fill it.",
+    "Route feature tcp_usec_ts (features 0x10 on local 127.0.0.1, set by rtnetlink): TSval in microseconds, so "
+    "the TSecr of a server segment is the TSval of the last client segment the server had processed when it "
+    "sent it, and its TSval is when it sent it.",
+    "ss omits zero retrans, bytes_retrans, lost, dsack_dups, unacked, notsent: written as 0; ssthresh null is "
+    "the initial (infinite) one. retrans_total is tcpi_total_retrans; segs_out and data_segs_out count the "
+    "segments the qdisc then dropped; nstat TcpOutSegs excludes retransmissions.",
+)
+SS_VALUE_AFTER = ("send", "pacing_rate", "delivery_rate")  # ``ss -i`` fields written "name VALUE"
+SS_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+SNAPSHOT_TIMEOUT_S = 5.0  # how long a snapshot waits for the server to have nothing unacknowledged
+# ``ss -i`` leaves these out when they are zero; the truth writes the 0. (An absent ssthresh means the
+# initial "infinite" one and is written as null.)
+SS_ZERO_WHEN_ABSENT = ("retrans_total", "retrans_out", "bytes_retrans", "lost", "dsack_dups", "unacked", "notsent")
+
+
+def _run_text(args: Sequence[str]) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        raise ClientError(f"{' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _number(text: str) -> int | float | str:
+    if SS_NUMBER.fullmatch(text) is None:
+        return text
+    return float(text) if "." in text else int(text)
+
+
+def parse_ss_info(info: str) -> dict[str, Any]:
+    """The fields of one ``ss -i`` info line: ``key:value`` tokens (numbers converted), ``retrans:X/Y`` as
+    ``retrans_out`` X (now) and ``retrans_total`` Y (``tcpi_total_retrans``), ``rtt:A/B`` as ``rtt_ms`` and
+    ``rttvar_ms``, "send"/"pacing_rate"/"delivery_rate" with their value, other words in ``flags``."""
+    fields: dict[str, Any] = {}
+    flags: list[str] = []
+    tokens = info.split()
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if token in SS_VALUE_AFTER and index < len(tokens):
+            fields[token] = tokens[index]
+            index += 1
+            continue
+        key, sep, value = token.partition(":")
+        if not sep:
+            flags.append(token)
+        elif key == "retrans" and "/" in value:
+            now, total = value.split("/", 1)
+            fields["retrans_out"], fields["retrans_total"] = int(now), int(total)
+        elif key == "rtt" and "/" in value:
+            rtt, var = value.split("/", 1)
+            fields["rtt_ms"], fields["rttvar_ms"] = float(rtt), float(var)
+        else:
+            fields[key] = _number(value)
+    fields["flags"] = flags
+    return fields
+
+
+def ss_socket(local_port: int, peer_port: int) -> tuple[str, dict[str, Any]]:
+    """``ss -tinH`` for the one TCP socket with this local and peer port: (its state, its info fields)."""
+    out = _run_text(
+        [_tool("ss"), "-t", "-i", "-n", "-H", "sport", "=", f":{local_port}", "and", "dport", "=", f":{peer_port}"]
+    )
+    sockets: list[tuple[str, list[str]]] = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace() and sockets:
+            sockets[-1][1].append(line.strip())
+        else:
+            sockets.append((line.strip(), []))
+    if len(sockets) != 1:
+        raise ClientError(f"ss: {len(sockets)} sockets with local port {local_port}, peer {peer_port}: {out!r}")
+    head, info = sockets[0]
+    fields: dict[str, Any] = dict.fromkeys(SS_ZERO_WHEN_ABSENT, 0)
+    fields.update(parse_ss_info(" ".join(info)))
+    fields["ss"] = " ".join([head, *info])
+    return head.split()[0], fields
+
+
+def parse_tc_stats(text: str) -> list[dict[str, Any]]:
+    """Per qdisc of ``tc -s qdisc show``: its kind and handle, packets sent, dropped and overlimits."""
+    stats: list[dict[str, Any]] = []
+    for block in re.split(r"\n(?=qdisc )", text.strip()):
+        head = re.match(r"qdisc (\S+) (\S+)", block)
+        sent = re.search(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)", block)
+        if head is None or sent is None:
+            continue
+        stats.append(
+            {
+                "qdisc": head.group(1),
+                "handle": head.group(2),
+                "sent_bytes": int(sent.group(1)),
+                "sent_packets": int(sent.group(2)),
+                "dropped": int(sent.group(3)),
+                "overlimits": int(sent.group(4)),
+            }
+        )
+    return stats
+
+
+def nstat_counters() -> dict[str, int]:
+    """This network namespace's SNMP/netstat counters (``nstat -asz``: absolute, history file untouched)."""
+    data = json.loads(_run_text([_tool("nstat"), "-a", "-s", "-z", "-j"]))
+    return {name: int(value) for name, value in data["kernel"].items()}
+
+
+def _sysctl(name: str) -> int | float | str:
+    """A sysctl of the namespace this process runs in (``/proc/sys/net`` follows the reader's netns)."""
+    return _number(Path("/proc/sys", *name.split(".")).read_text().strip())
+
+
+SS_KEPT = (
+    "retrans_total",
+    "retrans_out",
+    "mss",
+    "advmss",
+    "pmtu",
+    "cwnd",
+    "ssthresh",
+    "rtt_ms",
+    "rttvar_ms",
+    "minrtt",
+    "rto",
+    "bytes_sent",
+    "bytes_retrans",
+    "bytes_acked",
+    "bytes_received",
+    "segs_out",
+    "segs_in",
+    "data_segs_out",
+    "data_segs_in",
+    "lost",
+    "dsack_dups",
+    "reordering",
+    "delivered",
+    "snd_wnd",
+    "rwnd_limited",
+    "busy",
+    "unacked",
+    "notsent",
+    "ss",
+)
+
+
+class KernelProbe:
+    """What the kernel of the namespace reports while the shaped-bulk client runs (it runs inside it)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.started = nstat_counters()
+        self.qdisc_before = _run_text([_tool("tc"), "qdisc", "show", "dev", "lo"]).strip()
+        self.connections: list[dict[str, Any]] = []
+
+    def _entry(self, conn: ConnectionTruth, role: str) -> dict[str, Any]:
+        for entry in self.connections:
+            if entry["client_port"] == conn.client_port:
+                return entry
+        entry = {
+            "client_port": conn.client_port,
+            "server_port": conn.server_port,
+            "role": role,
+            "snapshots": [],
+        }
+        self.connections.append(entry)
+        return entry
+
+    def _server_socket(self, conn: ConnectionTruth) -> dict[str, Any]:
+        """The server-side socket, once it has nothing unacknowledged or unsent (so that no retransmission
+        of what the client already has can still follow this snapshot)."""
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
+        while True:
+            state, fields = ss_socket(conn.server_port, conn.client_port)
+            if not fields["unacked"] and not fields["notsent"]:
+                return {"state": state, **{k: fields.get(k) for k in SS_KEPT}}
+            if time.monotonic() > deadline:
+                raise ClientError(f"server socket for {conn.client_port} still has data in flight: {fields}")
+            time.sleep(0.01)
+
+    def snapshot(self, conn: ConnectionTruth, role: str, label: str) -> None:
+        """The server socket after a response: cwnd, ssthresh, retransmissions so far."""
+        self._entry(conn, role)["snapshots"].append({"after": label, **self._server_socket(conn)})
+
+    def before_close(self, conn: ConnectionTruth, role: str) -> None:
+        """The final state of both sockets of a connection, just before the client closes it."""
+        entry = self._entry(conn, role)
+        entry["server_socket"] = self._server_socket(conn)
+        state, fields = ss_socket(conn.client_port, conn.server_port)
+        entry["client_socket"] = {"state": state, **{k: fields.get(k) for k in SS_KEPT}}
+
+    def finish(self) -> dict[str, Any]:
+        time.sleep(0.3)  # the closing handshakes (FIN, FIN, ACK) are done
+        ended = nstat_counters()
+        delta = {name: ended.get(name, 0) - self.started.get(name, 0) for name in NSTAT_COUNTERS}
+        qdisc = _run_text([_tool("tc"), "-s", "qdisc", "show", "dev", "lo"]).strip()
+        link = _run_text([_tool("ip"), "-d", "link", "show", "dev", "lo"])
+        routes = _run_text([_tool("ip"), "route", "show", "table", "all"]).strip()
+        route_get = _run_text([_tool("ip"), "route", "get", "127.0.0.1"]).strip()
+        initcwnd = re.search(r"initcwnd (\d+)", routes + "\n" + route_get)
+        mtu = re.search(r"\bmtu (\d+)", link)
+        gso = re.search(r"\bgso_max_segs (\d+)", link)
+        assert self.scenario.tbf is not None
+        return {
+            "tbf": {
+                **asdict(self.scenario.tbf),
+                "commands": [" ".join(["tc", *cmd]) for cmd in self.scenario.tbf.commands()],
+                "qdisc": self.qdisc_before,
+                "qdisc_stats_after": qdisc,
+                "stats": parse_tc_stats(qdisc),
+            },
+            "lo": {
+                "mtu": int(mtu.group(1)) if mtu else None,
+                "gso_max_segs": int(gso.group(1)) if gso else None,
+            },
+            "sysctl": {
+                name: _sysctl(name)
+                for name in (
+                    "net.ipv4.tcp_congestion_control",
+                    "net.ipv4.tcp_slow_start_after_idle",
+                    "net.ipv4.tcp_sack",
+                    "net.ipv4.tcp_timestamps",
+                    "net.ipv4.tcp_early_retrans",
+                    "net.ipv4.tcp_recovery",
+                    "net.ipv4.tcp_limit_output_bytes",
+                    "net.ipv4.tcp_pacing_ss_ratio",
+                    "net.ipv4.tcp_pacing_ca_ratio",
+                )
+            },
+            "initial_cwnd": int(initcwnd.group(1)) if initcwnd else TCP_INIT_CWND,
+            "initial_cwnd_source": (
+                "initcwnd of the route" if initcwnd else "no initcwnd on any route: the kernel's TCP_INIT_CWND"
+            ),
+            "ip_route": routes,
+            "ip_route_get": route_get,
+            "nstat_delta": delta,
+            "connections": self.connections,
+            "notes": list(SHAPED_NOTES),
+        }
+
+
 # --- the scenarios' clients ----------------------------------------------------------------------------
 
 
@@ -643,6 +972,40 @@ def client_ipv6_pcapng(log: TruthLog) -> None:
     _CLIENT_KEEPALIVE.append(b)  # keeps the socket open until the recorder has stopped tcpdump
 
 
+def client_shaped_bulk(log: TruthLog) -> None:
+    v4 = "127.0.0.1"
+    bulk = "/" + next(iter(TEXT_FILES))
+    probe = KernelProbe(SCENARIO_BY_NAME[log.scenario])
+    role_a = "warm then cooled"
+    a = TrackedHTTP(
+        log,
+        v4,
+        PORT_MAIN,
+        f"small then large GET (warm), {SHAPED_IDLE_S} s idle, the large GET again (cooled: slow start "
+        "restarts after idle); closed by the client",
+    )
+    a.request("GET", "/small.txt")
+    a.request("GET", bulk)
+    assert a.conn is not None
+    conn_a = a.conn
+    probe.snapshot(conn_a, role_a, f"GET {bulk} (warm)")
+    time.sleep(SHAPED_IDLE_S)
+    a.request("GET", bulk)
+    probe.snapshot(conn_a, role_a, f"GET {bulk} (cooled)")
+    probe.before_close(conn_a, role_a)
+    a.close()
+    b = TrackedHTTP(log, v4, PORT_MAIN, "a new connection's first GET is the large file (cold); client closes")
+    b.request("GET", bulk)
+    assert b.conn is not None
+    conn_b = b.conn
+    probe.snapshot(conn_b, "cold", f"GET {bulk} (cold)")
+    probe.before_close(conn_b, "cold")
+    b.close()
+    log.kernel = probe.finish()
+    if not any(entry["server_socket"]["retrans_total"] for entry in log.kernel["connections"]):
+        raise ClientError("no retransmission on the server sockets: the shaper dropped nothing this time")
+
+
 _CLIENT_KEEPALIVE: list[object] = []
 
 CLIENTS: dict[str, Callable[[TruthLog], None]] = {
@@ -651,7 +1014,54 @@ CLIENTS: dict[str, Callable[[TruthLog], None]] = {
     "pipelining": client_pipelining,
     "midstream": client_midstream,
     "ipv6-pcapng": client_ipv6_pcapng,
+    "shaped-bulk": client_shaped_bulk,
 }
+
+
+# --- microsecond TCP timestamps (shaped-bulk) -----------------------------------------------------------
+
+RTM_NEWROUTE = 24
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE = 0x1, 0x4, 0x100
+RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_METRICS, RTA_TABLE = 1, 4, 7, 8, 15
+RTAX_FEATURES = 12
+RTAX_FEATURE_TCP_USEC_TS = 1 << 4  # Linux 6.7+; iproute2 6.1 has no keyword for it, hence raw netlink
+RT_TABLE_LOCAL, RTPROT_KERNEL, RT_SCOPE_HOST, RTN_LOCAL = 255, 2, 254, 2
+
+
+def _rtattr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def set_loopback_usec_ts() -> None:
+    """Replace the namespace's route ``local 127.0.0.1 dev lo table local`` by the same route with the
+    feature ``tcp_usec_ts``: connections over it put microseconds in their TCP timestamps (TSval), so every
+    segment a client sends carries its own TSval and the server's TSecr tells which one it had processed
+    when it sent a segment. Runs inside the namespace (``record.py _usec_ts`` under ``ip netns exec``)."""
+    addr = socket.inet_aton("127.0.0.1")
+    rtmsg = struct.pack(
+        "=BBBBBBBBI", socket.AF_INET, 32, 0, 0, RT_TABLE_LOCAL, RTPROT_KERNEL, RT_SCOPE_HOST, RTN_LOCAL, 0
+    )
+    attrs = (
+        _rtattr(RTA_DST, addr)
+        + _rtattr(RTA_OIF, struct.pack("=I", socket.if_nametoindex("lo")))
+        + _rtattr(RTA_PREFSRC, addr)
+        + _rtattr(RTA_TABLE, struct.pack("=I", RT_TABLE_LOCAL))
+        + _rtattr(RTA_METRICS, _rtattr(RTAX_FEATURES, struct.pack("=I", RTAX_FEATURE_TCP_USEC_TS)))
+    )
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE
+    message = struct.pack("=IHHII", 16 + len(rtmsg) + len(attrs), RTM_NEWROUTE, flags, 1, 0) + rtmsg + attrs
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.bind((0, 0))
+        nl.send(message)
+        reply = nl.recv(65536)
+    _length, kind = struct.unpack_from("=IH", reply)
+    if kind != NLMSG_ERROR:
+        raise RecordError(f"rtnetlink: unexpected reply type {kind}")
+    (error,) = struct.unpack_from("=i", reply, 16)
+    if error:
+        raise RecordError(f"rtnetlink: cannot set tcp_usec_ts on 127.0.0.1: {os.strerror(-error)}")
 
 
 def client_main(scenario: str) -> int:
@@ -680,6 +1090,8 @@ def _static_content(name: str, size: int) -> bytes:
         ).encode()
     if name == "small.txt":
         return b"hello from the analyzer's recording server\n"
+    if name in TEXT_FILES:
+        return (BULK_TEXT * (size // len(BULK_TEXT) + 1))[:size]
     pattern = bytes(range(256))
     return (pattern * (size // len(pattern) + 1))[:size]
 
@@ -732,7 +1144,7 @@ http {{
 def _prepare_nginx(scn: Scenario, prefix: Path) -> Path:
     (prefix / "www").mkdir()
     (prefix / "tmp").mkdir()
-    for name, size in STATIC_FILES.items():
+    for name, size in {**STATIC_FILES, **TEXT_FILES}.items():
         (prefix / "www" / name).write_bytes(_static_content(name, size))
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(scn, prefix))
@@ -794,6 +1206,16 @@ def _record_once(scn: Scenario, tmp: Path, ns: str) -> Recorded:
                 raise RecordError(f"ip {' '.join(cmd)}: {done.stderr.strip()}")
             created = True
         in_ns = [ip, "netns", "exec", ns]
+        setup: list[list[str]] = []
+        if scn.tbf is not None:
+            setup += [[_tool("tc"), *cmd] for cmd in scn.tbf.commands()]
+        setup += [[_tool("sysctl"), "-q", "-w", setting] for setting in scn.sysctls]
+        if scn.usec_ts:
+            setup.append([sys.executable, str(THIS_FILE), "_usec_ts"])
+        for cmd in setup:
+            done = subprocess.run([*in_ns, *cmd], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RecordError(f"{' '.join(cmd)} in {ns}: {done.stderr.strip()}")
 
         nginx_log = (tmp / "nginx.out").open("wb")
         nginx = subprocess.Popen(
@@ -917,12 +1339,24 @@ def _finish_capture(scn: Scenario, rec: Recorded, tmp: Path) -> tuple[Path, dict
         if done.returncode != 0:
             raise RecordError(f"editcap: {done.stderr.strip()}")
         capture = converted
+    if scn.gzip:
+        compressed = tmp / "compressed.gz"
+        # mtime 0 and no file name in the gzip header: the same capture always gives the same bytes
+        with (
+            capture.open("rb") as src,
+            compressed.open("wb") as raw_out,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw_out, compresslevel=9, mtime=0) as out,
+        ):
+            shutil.copyfileobj(src, out)
+        capture = compressed
     ordered = {
         "scenario": scn.name,
         "capture": scn.capture_name,
         "description": scn.description,
         "connections": truth["connections"],
     }
+    if truth.get("kernel") is not None:
+        ordered["kernel"] = truth["kernel"]
     return capture, ordered
 
 
@@ -972,6 +1406,8 @@ def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
         "occurrence=a",
         "-E",
         "aggregator=,",
+        "-o",
+        "tcp.reassemble_out_of_order:TRUE",  # a segment lost in shaped-bulk's qdisc comes after later ones
     ]
     for port in SERVER_PORTS:
         args += ["-d", f"tcp.port=={port},http"]
@@ -1269,6 +1705,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["_client"]:
         return client_main(args_list[1])
+    if args_list[:1] == ["_usec_ts"]:
+        set_loopback_usec_ts()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, help="directory for the captures and their truth files")
     parser.add_argument(
