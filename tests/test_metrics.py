@@ -17,6 +17,23 @@ The capture (``sample_analysis``), client 10.0.0.1, times relative to T0:
     b1, b2, b3  iRTT 40, 44, 42; b1/b2 closed by the server right after the response, b3 by a client RST.
   secure.example 198.51.100.5:443, TLS, not decrypted (requests unknown):
     c1  iRTT 20 + TLS 1.2 45 ms (3 round trips); c2 no SYN (TCP imputed 20) + TLS 1.3 25 ms (2 round trips).
+
+TCP facts (``TCP``, ``TX_TCP``; figures of the warmth and TCP-health tests):
+  responses (body, warmth, rounds, TTFB ms, transfer ms): a1 1000 cold 1 10 0, 40000 warm 2 12 15,
+    40000 cooled 4 11 35; a2 40000 cold 4 14 40, 1000 warm 1 9 0; a3 200000 cold 6 16 70; a4 1000 unknown,
+    1000 warm 1 8 0 (depth unknown: its flight cannot be joined); b1 1000 cold 1 40 0.5; b2 1000 cold 1 44
+    0.4; b3 size unknown, cold, TTFB 42.
+  flights (``flight_rows``): a1#1 1300; a1#2 14000, 27000; a1#3 4000, 8000, 16000, 13000; a2#1 4000, 8000,
+    16000, 13000; a2#2 1300; a3#1 4000, 8000, 16000, 32000, 64000, 76000; a4 (no depth) 1200; b1 1200;
+    b2 1100; b3 1000 (size unknown).
+  connections: a1 3 retransmissions (1 fast, 1 spurious), 1 out of order, 4 dup ACKs, 1 window full,
+    50 packets, RTT 9.5 / 10.2 ms, 12 samples, client side; a2 none, 22 packets, RTT 11.0 / 12.4, 5 samples;
+    a3 2 retransmissions (other), 2 dup ACKs, 1 zero window, 17 packets, RTT 13.0 / 14.0, 3 samples;
+    a4 8 packets, capture point unknown; a5 5 packets; b1..b3 10 packets each, RTT 39 / 40, 43 / 44,
+    41 / 42, 1 sample each, capture points middle, middle, server; c1, c2 nothing known.
+  segments (``segment_rows``, server → client unless said): a1 at 15 ms 1300 in flight, then 535, 535.2,
+    545 (retransmission), 550 ms; a3 at 30, 31, 45, 46 ms; b1 at 60 ms; a4 one of unknown bytes in flight;
+    a1 and a2 client segments.
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ from analyzer.analysis import Analysis
 from analyzer.tables import (
     ANOMALY_COLUMNS,
     CONNECTION_COLUMNS,
+    FLIGHT_COLUMNS,
+    SEGMENT_COLUMNS,
     TRANSACTION_COLUMNS,
     empty_frame,
     frame_from_rows,
@@ -56,18 +75,45 @@ def _conn(uid: str, port: int, server: str, server_port: int, start: float, end:
 
 def _tx(uid: str, depth: int | None, host: str, server: str, req: float, resp_end: float, *,
         idle: float | None = None, reused: bool | None = None, keep_alive: bool | None = True,
-        version: str = "HTTP/1.1", target: str = "/", status: int = 200, method: str = "GET"
-        ) -> dict[str, Any]:
-    return {"uid": uid, "trans_depth": depth, "method": method, "host": host, "target": target,
+        version: str = "HTTP/1.1", target: str = "/", status: int = 200, method: str = "GET",
+        tcp: tuple[Any, ...] = (1000, None, None, None, None)) -> dict[str, Any]:
+    body, warmth, rounds, ttfb, transfer = tcp
+    return {"response_body_bytes": body, "warmth": warmth, "rounds": rounds, "ttfb_ms": ttfb,
+            "transfer_ms": transfer, "uid": uid, "trans_depth": depth, "method": method, "host": host, "target": target,
             "http_version": version, "status": status, "ts_request_start": T0 + req,
             "ts_request_end": T0 + req + 0.001, "ts_response_start": T0 + resp_end - 0.005,
             "ts_response_end": T0 + resp_end, "idle_before_ms": idle,
             "reused": (depth is not None and depth > 1) if reused is None and depth is not None else reused,
             "pipelined": False, "keep_alive": keep_alive, "server_ip": server,
-            "server_port": 443 if server == SECURE else 80, "response_body_bytes": 1000}
+            "server_port": 443 if server == SECURE else 80}
+
+
+# uid -> (retransmissions, fast, spurious, out of order, dup ACKs, zero window, window full, client packets,
+#         server packets, rtt min, rtt median, rtt samples, capture point, server bytes)
+TCP: dict[str, tuple[Any, ...]] = {
+    "a1": (3, 1, 1, 1, 4, 0, 1, 20, 30, 9.5, 10.2, 12, "client", 100_000),
+    "a2": (0, 0, 0, 0, 0, 0, 0, 10, 12, 11.0, 12.4, 5, "client", 45_000),
+    "a3": (2, 0, 0, 0, 2, 1, 0, 8, 9, 13.0, 14.0, 3, "client", 210_000),
+    "a4": (0, 0, 0, 0, 0, 0, 0, 4, 4, None, None, 0, "unknown", 2_000),
+    "a5": (0, 0, 0, 0, 0, 0, 0, 3, 2, None, None, 0, "client", 0),
+    "b1": (0, 0, 0, 0, 0, 0, 0, 5, 5, 39.0, 40.0, 1, "middle", 1_500),
+    "b2": (0, 0, 0, 0, 0, 0, 0, 5, 5, 43.0, 44.0, 1, "middle", 1_400),
+    "b3": (0, 0, 0, 0, 0, 0, 0, 5, 5, 41.0, 42.0, 1, "server", None),
+}
+_TCP_NAMES = ("retransmissions", "fast_retransmissions", "spurious_retransmissions", "out_of_order", "dup_acks",
+              "zero_window", "window_full", "client_packets", "server_packets", "rtt_min_ms", "rtt_median_ms",
+              "rtt_samples", "capture_point", "server_bytes")
 
 
 def connection_rows() -> list[dict[str, Any]]:
+    rows = _connection_rows()
+    for row in rows:
+        if row["uid"] in TCP:
+            row.update(zip(_TCP_NAMES, TCP[row["uid"]], strict=True))
+    return rows
+
+
+def _connection_rows() -> list[dict[str, Any]]:
     api = {"protocol": "http/1.1", "keep_alive_timeout_s": 2.0}
     return [
         _conn("a1", 50001, API, 80, 0.000, 3.604, handshake_rtt_ms=10.0, requests=3, close_by="server",
@@ -94,20 +140,58 @@ def connection_rows() -> list[dict[str, Any]]:
     ]
 
 
+# per transaction row: (response_body_bytes, warmth, rounds, ttfb_ms, transfer_ms)
+TX_TCP: list[tuple[Any, ...]] = [
+    (1000, "cold", 1, 10.0, 0.0), (40000, "warm", 2, 12.0, 15.0), (40000, "cooled", 4, 11.0, 35.0),
+    (40000, "cold", 4, 14.0, 40.0), (1000, "warm", 1, 9.0, 0.0), (200000, "cold", 6, 16.0, 70.0),
+    (1000, None, None, None, None), (1000, "warm", 1, 8.0, 0.0),
+    (1000, "cold", 1, 40.0, 0.5), (1000, "cold", 1, 44.0, 0.4), (None, "cold", None, 42.0, None),
+]
+
+
 def transaction_rows() -> list[dict[str, Any]]:
     api, legacy = "api.example", "legacy.example"
+    t = TX_TCP
     return [
-        _tx("a1", 1, api, API, 0.010, 0.030),
-        _tx("a1", 2, api, API, 0.530, 0.560, idle=500.0),
-        _tx("a1", 3, api, API, 1.560, 1.600, idle=1000.0, target="/three"),
-        _tx("a2", 1, api, API, 0.312, 0.400),
-        _tx("a2", 2, api, API, 0.900, 0.950, idle=500.0),
-        _tx("a3", 1, "API.example", API, 1.014, 1.100),
-        _tx("a4", None, api, API, 4.000, 4.050, keep_alive=None),
-        _tx("a4", None, api, API, 4.500, 4.550, idle=450.0, reused=True),
-        _tx("b1", 1, legacy, LEGACY, 5.040, 5.100, keep_alive=False, version="HTTP/1.0"),
-        _tx("b2", 1, legacy, LEGACY, 5.244, 5.300, keep_alive=False, version="HTTP/1.0"),
-        _tx("b3", 1, legacy, LEGACY, 5.442, 5.500, keep_alive=False, version="HTTP/1.0", status=404),
+        _tx("a1", 1, api, API, 0.010, 0.030, tcp=t[0]),
+        _tx("a1", 2, api, API, 0.530, 0.560, idle=500.0, tcp=t[1]),
+        _tx("a1", 3, api, API, 1.560, 1.600, idle=1000.0, target="/three", tcp=t[2]),
+        _tx("a2", 1, api, API, 0.312, 0.400, tcp=t[3]),
+        _tx("a2", 2, api, API, 0.900, 0.950, idle=500.0, tcp=t[4]),
+        _tx("a3", 1, "API.example", API, 1.014, 1.100, tcp=t[5]),
+        _tx("a4", None, api, API, 4.000, 4.050, keep_alive=None, tcp=t[6]),
+        _tx("a4", None, api, API, 4.500, 4.550, idle=450.0, reused=True, tcp=t[7]),
+        _tx("b1", 1, legacy, LEGACY, 5.040, 5.100, keep_alive=False, version="HTTP/1.0", tcp=t[8]),
+        _tx("b2", 1, legacy, LEGACY, 5.244, 5.300, keep_alive=False, version="HTTP/1.0", tcp=t[9]),
+        _tx("b3", 1, legacy, LEGACY, 5.442, 5.500, keep_alive=False, version="HTTP/1.0", status=404, tcp=t[10]),
+    ]
+
+
+def flight_rows() -> list[dict[str, Any]]:
+    flights = [("a1", 1, "cold", [1300]), ("a1", 2, "warm", [14000, 27000]),
+               ("a1", 3, "cooled", [4000, 8000, 16000, 13000]), ("a2", 1, "cold", [4000, 8000, 16000, 13000]),
+               ("a2", 2, "warm", [1300]), ("a3", 1, "cold", [4000, 8000, 16000, 32000, 64000, 76000]),
+               ("a4", None, "warm", [1200]), ("b1", 1, "cold", [1200]), ("b2", 1, "cold", [1100]),
+               ("b3", 1, "cold", [1000])]
+    return [{"uid": uid, "trans_depth": depth, "warmth": warmth, "round": r, "bytes": size, "packets": 1}
+            for uid, depth, warmth, sizes in flights for r, size in enumerate(sizes, start=1)]
+
+
+def segment_rows() -> list[dict[str, Any]]:
+    def seg(uid: str, ms: float, bif: int | None, *, start: float, server: bool = True, retx: bool = False,
+            rnd: int = 1) -> dict[str, Any]:
+        return {"uid": uid, "from_server": server, "ts": T0 + start + ms / 1000, "seq_end": 0,
+                "payload_bytes": 1448, "bytes_in_flight": bif, "retransmission": retx, "round": rnd}
+
+    return [
+        seg("a1", 10.0, 77, start=0.0, server=False, rnd=0), seg("a1", 15.0, 1300, start=0.0),
+        seg("a1", 535.0, 1448, start=0.0), seg("a1", 535.2, 2896, start=0.0),
+        seg("a1", 545.0, 1448, start=0.0, retx=True, rnd=2), seg("a1", 550.0, 4344, start=0.0, rnd=2),
+        seg("a2", 12.0, 80, start=0.3, server=False, rnd=0),
+        seg("a3", 30.0, 1448, start=1.0), seg("a3", 31.0, 2896, start=1.0),
+        seg("a3", 45.0, 2896, start=1.0, rnd=2), seg("a3", 46.0, 5792, start=1.0, rnd=2),
+        seg("a4", 10.0, None, start=4.0),
+        seg("b1", 60.0, 1500, start=5.0),
     ]
 
 
@@ -130,7 +214,9 @@ def sample_analysis() -> Analysis:
     return Analysis(connections=frame_from_rows(connection_rows(), CONNECTION_COLUMNS),
                     transactions=frame_from_rows(transaction_rows(), TRANSACTION_COLUMNS),
                     anomalies=frame_from_rows(anomaly_rows(), ANOMALY_COLUMNS),
-                    summary=sample_summary())
+                    summary=sample_summary(),
+                    flights=frame_from_rows(flight_rows(), FLIGHT_COLUMNS),
+                    segments=frame_from_rows(segment_rows(), SEGMENT_COLUMNS))
 
 
 def empty_analysis() -> Analysis:
@@ -147,7 +233,10 @@ def with_missing_rows(analysis: Analysis) -> Analysis:
         transactions=pd.concat([analysis.transactions, frame_from_rows([{"uid": "z1"}], TRANSACTION_COLUMNS),
                                 frame_from_rows([{}], TRANSACTION_COLUMNS)], ignore_index=True),
         anomalies=pd.concat([analysis.anomalies, frame_from_rows([{}], ANOMALY_COLUMNS)], ignore_index=True),
-        summary=analysis.summary)
+        summary=analysis.summary,
+        flights=pd.concat([analysis.flights, frame_from_rows([{}], FLIGHT_COLUMNS)], ignore_index=True),
+        segments=pd.concat([analysis.segments, frame_from_rows([{"uid": "z1"}, {}], SEGMENT_COLUMNS)],
+                           ignore_index=True))
 
 
 @pytest.fixture
@@ -469,11 +558,31 @@ def test_glossary_covers_every_definition_and_names_peers() -> None:
     (metrics.infer_idle_timeouts, ["inferred_server_idle_timeout"]),
     (metrics.handshake_costs, ["handshake_rtt_ms", "connection_setup_cost"]),
     (metrics.host_table, ["per_host_table", "host"]),
+    (metrics.size_bucket, ["size_bucket"]),
+    (metrics.flight_rounds, ["flight_bytes_by_round", "size_bucket", "rounds"]),
+    (metrics.warmth_transfers, ["warmth_transfer_table", "ttfb_ms", "transfer_ms", "rounds", "host"]),
+    (metrics.warmth_stats, ["warmth", "ttfb_ms", "transfer_ms", "rounds"]),
+    (metrics.series_connections, ["bytes_in_flight_series"]),
+    (metrics.tcp_health_table, ["tcp_health_table", "retransmissions_by_kind", "tcp_window_signals", "rtt_ms",
+                                "capture_point"]),
 ])
 def test_docstrings_point_at_their_definitions(function: Any, names: list[str]) -> None:
     doc = function.__doc__ or ""
     for name in names:
         assert f"['{name}']" in doc
+
+
+def test_glossary_defines_the_tcp_metrics_and_names_peers() -> None:
+    glossary = metrics.glossary()
+    names = list(glossary)
+    for name in ("warmth", "rounds", "ttfb_ms", "transfer_ms", "size_bucket", "flight_bytes_by_round",
+                 "warmth_transfer_table", "bytes_in_flight_series", "retransmissions_by_kind",
+                 "tcp_window_signals", "rtt_ms", "capture_point", "tcp_health_table"):
+        assert name in glossary
+    assert names.index("host") < names.index("warmth") < names.index("tcp_health_table")  # reading order
+    assert "Wireshark" in glossary["retransmissions_by_kind"] and "tcptrace" in glossary["rounds"]
+    assert "20" in glossary["bytes_in_flight_series"] and "series_connections_left_out" in glossary[
+        "bytes_in_flight_series"]
 
 
 def test_docs_metrics_md_is_generated_from_the_glossary() -> None:
@@ -490,3 +599,190 @@ def test_host_label_drops_a_host_header_that_only_repeats_the_address() -> None:
     assert host_label("[::1]:8080", "[::1]:8080") == "[::1]:8080"
     assert host_label("[::1]:8080", "localhost:8080") == "localhost:8080 ([::1]:8080)"
     assert host_label("192.0.2.1:80", None) == "192.0.2.1:80"
+
+
+# --- warm vs cold -------------------------------------------------------------------------------------------
+
+API_HOST, LEGACY_HOST = "api.example (192.0.2.10:80)", "legacy.example (192.0.2.20:80)"
+
+
+def test_size_bucket_edges() -> None:
+    sizes = pd.array([0, 16383, 16384, 131071, 131072, 1048575, 1048576, 10**9, None, -1], dtype="Int64")
+    assert metrics.size_bucket(pd.Series(sizes)).tolist() == [
+        "< 16 KiB", "< 16 KiB", "16–128 KiB", "16–128 KiB", "128 KiB–1 MiB", "128 KiB–1 MiB", "≥ 1 MiB",
+        "≥ 1 MiB", None, None]
+
+
+def test_flight_rounds(sample: Analysis) -> None:
+    rounds = metrics.flight_rounds(sample.transactions, sample.flights)
+    got = [(r["size_bucket"], r["warmth"], r["round"], r["responses"], r["flight_bytes_median"],
+            r["responses_total"]) for r in rounds.to_dict("records")]
+    assert got == [
+        # a1#1 1300, b1 1200, b2 1100 (b3: size unknown; a4: depth unknown, so not joined)
+        ("< 16 KiB", "cold", 1, 3, 1200.0, 3),
+        ("< 16 KiB", "warm", 1, 1, 1300.0, 1),
+        *[("16–128 KiB", "cold", r, 1, b, 1) for r, b in enumerate([4000.0, 8000.0, 16000.0, 13000.0], 1)],
+        ("16–128 KiB", "warm", 1, 1, 14000.0, 1), ("16–128 KiB", "warm", 2, 1, 27000.0, 1),
+        *[("16–128 KiB", "cooled", r, 1, b, 1) for r, b in enumerate([4000.0, 8000.0, 16000.0, 13000.0], 1)],
+        *[("128 KiB–1 MiB", "cold", r, 1, b, 1)
+          for r, b in enumerate([4000.0, 8000.0, 16000.0, 32000.0, 64000.0, 76000.0], 1)],
+    ]
+
+
+def test_flight_rounds_caps_rounds_and_takes_medians() -> None:
+    """Round r counts only the responses that reached it; the total counts every response of the group;
+    an ambiguous (uid, trans_depth) is left out; unknown warmth is left out."""
+    tx = frame_from_rows([
+        {"uid": "x", "trans_depth": 1, "response_body_bytes": 20_000},
+        {"uid": "y", "trans_depth": 1, "response_body_bytes": 30_000},
+        {"uid": "z", "trans_depth": 1, "response_body_bytes": 40_000},
+        {"uid": "d", "trans_depth": 1, "response_body_bytes": 20_000},
+        {"uid": "d", "trans_depth": 1, "response_body_bytes": 900_000},
+    ], TRANSACTION_COLUMNS)
+    fl = frame_from_rows([
+        {"uid": "x", "trans_depth": 1, "warmth": "cold", "round": 1, "bytes": 1000},
+        {"uid": "x", "trans_depth": 1, "warmth": "cold", "round": 2, "bytes": 2000},
+        {"uid": "x", "trans_depth": 1, "warmth": "cold", "round": 3, "bytes": 4000},
+        {"uid": "y", "trans_depth": 1, "warmth": "cold", "round": 1, "bytes": 3000},
+        {"uid": "y", "trans_depth": 1, "warmth": "cold", "round": 2, "bytes": 5000},
+        {"uid": "z", "trans_depth": 1, "warmth": None, "round": 1, "bytes": 7000},
+        {"uid": "d", "trans_depth": 1, "warmth": "warm", "round": 1, "bytes": 9000},
+    ], FLIGHT_COLUMNS)
+    rounds = metrics.flight_rounds(tx, fl, max_rounds=2)
+    assert rounds[["round", "responses", "flight_bytes_median", "responses_total"]].values.tolist() == [
+        [1, 2, 2000.0, 2], [2, 2, 3500.0, 2]]
+    assert set(rounds["warmth"]) == {"cold"} and set(rounds["size_bucket"]) == {"16–128 KiB"}
+
+
+def test_warmth_transfers(sample: Analysis) -> None:
+    table = metrics.warmth_transfers(sample.connections, sample.transactions)
+    got = [(r["host"], r["size_bucket"], r["warmth"], r["responses"], r["ttfb_ms_median"],
+            r["transfer_ms_median"], r["rounds_median"]) for r in table.to_dict("records")]
+    assert got == [
+        (API_HOST, "< 16 KiB", "cold", 1, 10.0, 0.0, 1.0),
+        (API_HOST, "< 16 KiB", "warm", 2, 8.5, 0.0, 1.0),  # a2#2 and a4's second (depth unknown)
+        (API_HOST, "16–128 KiB", "cold", 1, 14.0, 40.0, 4.0),
+        (API_HOST, "16–128 KiB", "warm", 1, 12.0, 15.0, 2.0),
+        (API_HOST, "16–128 KiB", "cooled", 1, 11.0, 35.0, 4.0),
+        (API_HOST, "128 KiB–1 MiB", "cold", 1, 16.0, 70.0, 6.0),
+        (LEGACY_HOST, "< 16 KiB", "cold", 2, 42.0, 0.45, 1.0),  # b3: size unknown
+    ]
+
+
+def test_warmth_stats(sample: Analysis) -> None:
+    assert metrics.warmth_stats(sample.transactions) == {
+        "responses_cold": 6, "responses_warm": 3, "responses_cooled": 1, "responses_warmth_unknown": 1,
+        "ttfb_ms_median_cold": 28.0,  # 10, 14, 16, 40, 42, 44
+        "transfer_ms_median_cold": 0.5,  # 0, 0.4, 0.5, 40, 70 (b3 unknown)
+        "rounds_median_cold": 1.0,
+        "ttfb_ms_median_warm": 9.0, "transfer_ms_median_warm": 0.0, "rounds_median_warm": 1.0,
+        "ttfb_ms_median_cooled": 11.0, "transfer_ms_median_cooled": 35.0, "rounds_median_cooled": 4.0,
+    }
+    summary = metrics.summary_metrics(sample)
+    assert summary["responses_cold"] == 6 and summary["ttfb_ms_median_cold"] == 28.0
+
+
+def test_series_connections(sample: Analysis) -> None:
+    picks = metrics.series_connections(sample.connections, sample.transactions, sample.segments)
+    # largest: a3 (210 kB); most retransmissions: a1 (3); cooled: a1 (taken); cold: a3, a1 (taken), b1.
+    # a2 has only client segments, a4 only one of unknown bytes in flight: not candidates.
+    assert picks[["uid", "reason"]].values.tolist() == [["a3", "largest"], ["a1", "retransmissions"],
+                                                       ["b1", "cold"]]
+    assert picks["server_segments"].tolist() == [4, 5, 1]
+    assert picks["host"].tolist() == [API_HOST, API_HOST, LEGACY_HOST]
+    assert picks[["cold", "warm", "cooled"]].values.tolist() == [[1, 0, 0], [1, 1, 1], [1, 0, 0]]
+    two = metrics.series_connections(sample.connections, sample.transactions, sample.segments,
+                                     max_connections=2)
+    assert two["uid"].tolist() == ["a3", "a1"]
+
+
+def test_series_connections_round_robin_order() -> None:
+    """The four rankings take turns: largest, retransmissions, cooled, cold, largest, ..."""
+    conns = frame_from_rows([
+        {"uid": u, "server_bytes": b, "retransmissions": r}
+        for u, b, r in (("big1", 900, 0), ("big2", 800, 0), ("lossy", 10, 7), ("lossy2", 20, 1),
+                        ("cool", 30, 0), ("coldest", 40, 0))], CONNECTION_COLUMNS)
+    tx = frame_from_rows([{"uid": "cool", "trans_depth": 2, "warmth": "cooled", "response_body_bytes": 5},
+                          {"uid": "coldest", "trans_depth": 1, "warmth": "cold", "response_body_bytes": 99},
+                          {"uid": "big1", "trans_depth": 1, "warmth": "cold", "response_body_bytes": 50}],
+                         TRANSACTION_COLUMNS)
+    segs = frame_from_rows([{"uid": u, "from_server": True, "bytes_in_flight": 1, "ts": T0}
+                            for u in ("big1", "big2", "lossy", "lossy2", "cool", "coldest")], SEGMENT_COLUMNS)
+    picks = metrics.series_connections(conns, tx, segs)
+    assert picks[["uid", "reason"]].values.tolist() == [
+        ["big1", "largest"], ["lossy", "retransmissions"], ["cool", "cooled"], ["coldest", "cold"],
+        ["big2", "largest"], ["lossy2", "retransmissions"]]
+
+
+def test_transaction_hosts(sample: Analysis) -> None:
+    """A transaction belongs to its connection's host; one whose connection is unknown to its own server
+    and Host header."""
+    extra = frame_from_rows([{"uid": "zz", "host": "Other.Example", "server_ip": "192.0.2.99", "server_port": 8080}],
+                            TRANSACTION_COLUMNS)
+    transactions = pd.concat([sample.transactions, extra], ignore_index=True)
+    hosts = metrics.transaction_hosts(sample.connections, transactions).tolist()
+    assert hosts[5] == API_HOST  # a3's request named "API.example"
+    assert hosts[:8] == [API_HOST] * 8 and hosts[8:11] == [LEGACY_HOST] * 3
+    assert hosts[11] == "other.example (192.0.2.99:8080)"
+
+
+# --- TCP health ---------------------------------------------------------------------------------------------
+
+_HEALTH_FIGURES = ["connections", "connections_with_retransmissions", "packets", "retransmissions",
+                   "fast_retransmissions", "spurious_retransmissions", "other_retransmissions", "out_of_order",
+                   "dup_acks", "zero_window", "window_full", "rtt_samples"]
+
+
+def test_tcp_health_table(sample: Analysis) -> None:
+    health = metrics.tcp_health_table(sample.connections, sample.transactions)
+    assert health["host"].tolist() == [API_HOST, LEGACY_HOST, "secure.example (198.51.100.5:443)"]
+    api, legacy, secure = (health.iloc[i] for i in range(3))
+    assert [api[c] for c in _HEALTH_FIGURES] == [5, 2, 102, 5, 1, 1, 3, 1, 6, 1, 1, 20]
+    assert health["keep_alives"].isna().all()  # not in the sample: unknown, not 0
+    assert (api["rtt_min_ms"], api["rtt_median_ms"], api["handshake_rtt_ms_median"]) == (9.5, 12.4, 11.5)
+    assert api["capture_points"] == "client 4, unknown 1"
+    assert [legacy[c] for c in _HEALTH_FIGURES] == [3, 0, 30, 0, 0, 0, 0, 0, 0, 0, 0, 3]
+    assert (legacy["rtt_min_ms"], legacy["rtt_median_ms"], legacy["handshake_rtt_ms_median"]) == (39.0, 42.0,
+                                                                                                   42.0)
+    assert legacy["capture_points"] == "middle 2, server 1"
+    # nothing known about the TLS connections: unknown, not 0
+    assert secure["connections"] == 2 and secure["connections_with_retransmissions"] == 0
+    assert secure[["packets", "retransmissions", "dup_acks", "rtt_samples"]].isna().all()
+    assert math.isnan(secure["rtt_min_ms"]) and secure["handshake_rtt_ms_median"] == 20.0
+    assert secure["capture_points"] == "unknown 2"
+
+
+def test_tcp_health_totals(sample: Analysis) -> None:
+    total = metrics.tcp_health_totals(sample.connections).iloc[0]
+    assert total["host"] == "all connections"
+    assert [total[c] for c in _HEALTH_FIGURES] == [10, 2, 132, 5, 1, 1, 3, 1, 6, 1, 1, 23]
+    assert total["rtt_min_ms"] == 9.5
+    assert total["rtt_median_ms"] == 27.0  # median of 10.2, 12.4, 14, 40, 42, 44
+    assert total["handshake_rtt_ms_median"] == 17.0
+    assert total["capture_points"] == "client 4, unknown 3, middle 2, server 1"
+
+
+def test_tcp_metrics_on_empty_tables() -> None:
+    empty = empty_analysis()
+    c, t = empty.connections, empty.transactions
+    assert metrics.tcp_health_table(c, t).empty and metrics.tcp_health_totals(c).empty
+    assert metrics.flight_rounds(t, empty.flights).empty
+    assert metrics.warmth_transfers(c, t).empty
+    assert metrics.series_connections(c, t, empty.segments).empty
+    stats = metrics.warmth_stats(t)
+    assert stats["responses_cold"] == 0 and stats["transfer_ms_median_cold"] is None
+    assert list(metrics.tcp_health_table(c, t).columns)[:3] == ["host", "connections",
+                                                                "connections_with_retransmissions"]
+
+
+def test_tcp_metrics_with_missing_values(sample: Analysis) -> None:
+    messy = with_missing_rows(sample)
+    c, t = messy.connections, messy.transactions
+    assert metrics.flight_rounds(t, messy.flights).equals(metrics.flight_rounds(sample.transactions,
+                                                                                 sample.flights))
+    assert metrics.warmth_transfers(c, t).equals(metrics.warmth_transfers(sample.connections,
+                                                                          sample.transactions))
+    picks = metrics.series_connections(c, t, messy.segments)
+    assert picks["uid"].tolist() == ["a3", "a1", "b1"]
+    health = metrics.tcp_health_table(c, t).set_index("host")
+    assert health.loc["?:?", "connections"] == 2

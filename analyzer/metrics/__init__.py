@@ -7,7 +7,9 @@ and the metric keys of ``Analysis.summary`` (``summary_metrics``). It reads Data
 knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are presented.
 
 Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``idle`` (idle gaps,
-server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table).
+server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table),
+``warmth`` (cold, warm and cooled responses: flights per round, transfer times, the bytes-in-flight
+series), ``tcphealth`` (retransmissions by kind, window signals, RTTs per host).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.metrics import handshake, hosts, idle, reuse
+from analyzer.metrics import handshake, hosts, idle, reuse, tcphealth, warmth
 from analyzer.metrics.frames import equals
 from analyzer.metrics.handshake import (
     handshake_costs,
@@ -25,7 +27,7 @@ from analyzer.metrics.handshake import (
     handshake_totals,
     transaction_costs,
 )
-from analyzer.metrics.hosts import connection_hosts, host_table
+from analyzer.metrics.hosts import connection_hosts, host_table, transaction_hosts
 from analyzer.metrics.idle import (
     idle_after_last,
     idle_before_stats,
@@ -39,6 +41,14 @@ from analyzer.metrics.reuse import (
     reuse_stats,
     transaction_reused,
 )
+from analyzer.metrics.tcphealth import tcp_health_table, tcp_health_totals
+from analyzer.metrics.warmth import (
+    flight_rounds,
+    series_connections,
+    size_bucket,
+    warmth_stats,
+    warmth_transfers,
+)
 
 if TYPE_CHECKING:
     from analyzer.analysis import Analysis
@@ -49,6 +59,7 @@ __all__ = [
     "compute_all",
     "connection_hosts",
     "connection_requests",
+    "flight_rounds",
     "glossary",
     "glossary_markdown",
     "handshake_costs",
@@ -60,17 +71,24 @@ __all__ = [
     "infer_idle_timeouts",
     "requests_per_connection_histogram",
     "reuse_stats",
+    "series_connections",
+    "size_bucket",
     "summary_metrics",
+    "tcp_health_table",
+    "tcp_health_totals",
     "transaction_costs",
+    "transaction_hosts",
     "transaction_reused",
+    "warmth_stats",
+    "warmth_transfers",
 ]
 
-_MODULES = (reuse, idle, handshake, hosts)
+_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth)
 
 
 def glossary() -> dict[str, str]:
     """Every metric's definition, metric name → one paragraph, in reading order (reuse, idle, handshake,
-    hosts). A name defined twice is a programming error and raises ``ValueError``."""
+    hosts, warmth, tcphealth). A name defined twice is a programming error and raises ``ValueError``."""
     merged: dict[str, str] = {}
     for module in _MODULES:
         for name, text in module.DEFINITIONS.items():
@@ -109,6 +127,11 @@ class MetricTables:
     timeouts: pd.DataFrame  # infer_idle_timeouts (server side)
     costs: pd.DataFrame  # handshake_costs, per connection
     hosts: pd.DataFrame  # host_table
+    conn_hosts: pd.DataFrame  # connection_hosts
+    rounds: pd.DataFrame  # flight_rounds
+    transfers: pd.DataFrame  # warmth_transfers
+    health: pd.DataFrame  # tcp_health_table
+    health_totals: pd.DataFrame  # tcp_health_totals
 
 
 def compute_all(analysis: Analysis) -> MetricTables:
@@ -118,8 +141,9 @@ def compute_all(analysis: Analysis) -> MetricTables:
     per_transaction = transaction_costs(connections, transactions, costs)
     avoidable = avoidable_connections(connections, transactions)
     timeouts = infer_idle_timeouts(connections, transactions)
+    conn_hosts = connection_hosts(connections, transactions)
     hosts = host_table(connections, transactions, costs=costs, per_transaction=per_transaction,
-                       avoidable=avoidable, timeouts=timeouts)
+                       avoidable=avoidable, timeouts=timeouts, conn_hosts=conn_hosts)
     summary: dict[str, Any] = {}
     summary.update(reuse_stats(connections, transactions))
     summary["new_connections_avoidable"] = len(avoidable)
@@ -132,10 +156,15 @@ def compute_all(analysis: Analysis) -> MetricTables:
     summary.update(handshake_totals(connections, transactions, costs=costs, per_transaction=per_transaction))
     summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
     summary["hosts"] = len(hosts)
+    summary.update(warmth_stats(transactions))
     return MetricTables(summary=summary,
                         histogram=requests_per_connection_histogram(connections, transactions),
                         avoidable=avoidable, idle_after=idle_after_last(connections, transactions),
-                        timeouts=timeouts, costs=costs, hosts=hosts)
+                        timeouts=timeouts, costs=costs, hosts=hosts, conn_hosts=conn_hosts,
+                        rounds=flight_rounds(transactions, analysis.flights),
+                        transfers=warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
+                        health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
+                        health_totals=tcp_health_totals(connections))
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -158,6 +187,8 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
       inferred_server_idle_timeouts: list of {server, timeout_s, samples, outliers, immediate_closes,
         min_s, max_s, spread_s, advertised_timeout_s} for servers with at least one sample, most samples
         first;
-      hosts (number of rows of ``host_table``).
+      hosts (number of rows of ``host_table``);
+      from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
+        ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled.
     """
     return compute_all(analysis).summary

@@ -107,6 +107,30 @@ def host_label(server: str, host_header: str | None) -> str:
     return f"{host_header} ({server})"
 
 
+def transaction_hosts(connections: pd.DataFrame, transactions: pd.DataFrame,
+                      conn_hosts: pd.DataFrame | None = None) -> np.ndarray:
+    """Per transaction: its host label (``DEFINITIONS['host']``) as an object array of ``str``.
+
+    A transaction belongs to its connection's host; one without a known connection to
+    ``host_label(its own server, its Host header)``. ``conn_hosts`` (``connection_hosts``) is computed
+    when not given."""
+    if conn_hosts is None:
+        conn_hosts = connection_hosts(connections, transactions)
+    conn_host = np.array([str(h) for h in texts(conn_hosts["host"])], dtype=object)
+    found = positions(texts(conn_hosts["uid"]), texts(transactions["uid"]))
+    if found.size == 0:
+        return np.zeros(0, dtype=object)
+    labels = np.full(found.size, None, dtype=object)
+    if conn_host.size:
+        labels[found >= 0] = conn_host[found[found >= 0]]
+    missing = np.flatnonzero(found < 0)
+    if missing.size:
+        own = endpoints(transactions["server_ip"].iloc[missing], transactions["server_port"].iloc[missing])
+        names = host_names(transactions["host"].iloc[missing])
+        labels[missing] = [host_label(server, name) for server, name in zip(own, names.tolist(), strict=True)]
+    return np.asarray(labels, dtype=object)
+
+
 _HOST_COLUMNS: dict[str, str] = {
     "host": "string", "host_header": "string", "server": "string", "connections": "int64",
     "requests": "int64", "requests_per_connection": "float64", "reuse_ratio": "float64",
@@ -120,7 +144,8 @@ _HOST_COLUMNS: dict[str, str] = {
 
 def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
                costs: pd.DataFrame | None = None, per_transaction: pd.DataFrame | None = None,
-               avoidable: pd.DataFrame | None = None, timeouts: pd.DataFrame | None = None) -> pd.DataFrame:
+               avoidable: pd.DataFrame | None = None, timeouts: pd.DataFrame | None = None,
+               conn_hosts: pd.DataFrame | None = None) -> pd.DataFrame:
     """The per-host table (``DEFINITIONS['per_host_table']``; hosts as ``DEFINITIONS['host']``).
 
     Columns: ``host`` (label), ``host_header``, ``server``, ``connections``, ``requests`` (transactions),
@@ -133,9 +158,10 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
     comma-separated). Sorted by requests, then connections (both descending), then host.
 
     ``costs`` (``handshake_costs``), ``per_transaction`` (``transaction_costs``), ``avoidable``
-    (``avoidable_connections``) and ``timeouts`` (``infer_idle_timeouts``) are computed when not given.
+    (``avoidable_connections``), ``timeouts`` (``infer_idle_timeouts``) and ``conn_hosts``
+    (``connection_hosts``) are computed when not given.
     """
-    hosts = connection_hosts(connections, transactions)
+    hosts = connection_hosts(connections, transactions) if conn_hosts is None else conn_hosts
     conn_host = [str(h) for h in texts(hosts["host"])]
     info: dict[str, tuple[str | None, str]] = {}
     for label, header, server in zip(conn_host, texts(hosts["host_header"]), texts(hosts["server"]),

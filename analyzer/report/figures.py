@@ -12,13 +12,15 @@ plain characters, so escaped text is shown literally and never interpreted.
 from __future__ import annotations
 
 import html
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from analyzer.metrics.frames import endpoints, floats, texts
 
@@ -308,3 +310,171 @@ def handshake_figure(hosts: pd.DataFrame, max_hosts: int = HANDSHAKE_MAX_HOSTS) 
     fig.update_xaxes(title_text="handshake time (ms, TCP + TLS)", rangemode="tozero")
     fig.update_layout(barmode="group")
     return _layout(fig, title, height=max(300, 140 + 44 * len(labels)))
+
+
+# --- TCP: warm vs cold ----------------------------------------------------------------------------------
+
+WARMTH_COLORS: dict[str, str] = {"cold": "#1f77b4", "warm": "#d62728", "cooled": "#9467bd"}
+SERIES_MAX_POINTS = 2_000  # points per connection in the bytes-in-flight chart; more are thinned
+RETRANSMISSION_COLOR = "#d62728"
+SEGMENT_COLOR = "#1f77b4"
+SERIES_PAUSE_MS = 200.0  # a pause that breaks the bytes-in-flight line when the handshake RTT is unknown
+
+
+def series_label(pick: Mapping[Any, Any]) -> str:
+    """The dropdown label of a row of ``metrics.series_connections``: ``":port → host · reason"``,
+    escaped and shortened (the host comes from the capture)."""
+    port = pick.get("client_port")
+    port_text = "?" if port is None or pd.isna(port) else str(int(port))
+    return safe(f":{port_text} → {safe_text(pick.get('host'))} · {safe_text(pick.get('reason'))}", 70)
+
+
+def safe_text(value: Any) -> str:
+    """A capture value as plain text (``?`` when missing); escape it with ``safe`` before plotly sees it."""
+    if value is None:
+        return "?"
+    try:
+        if pd.isna(value):
+            return "?"
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def thin_series(values: np.ndarray, forced: np.ndarray, max_points: int = SERIES_MAX_POINTS) -> np.ndarray:
+    """Positions (ascending) of at most about ``max_points`` of a series to draw: all of them when they fit,
+    else the ``forced`` positions (up to a quarter of the budget: retransmissions) plus, in equal slices of
+    the rest of the series, the highest and the lowest value of each slice (the envelope survives)."""
+    n = values.size
+    if n <= max_points:
+        return np.arange(n)
+    keep = np.flatnonzero(forced)[: max_points // 4]
+    slices = max(1, (max_points - keep.size) // 2)
+    edges = np.linspace(0, n, slices + 1).round().astype(int)
+    picks = [keep]
+    for lo, hi in itertools.pairwise(edges):
+        if hi > lo:
+            part = values[lo:hi]
+            picks.append(np.array([lo + int(np.nanargmax(part)) if not np.isnan(part).all() else lo,
+                                   lo + int(np.nanargmin(part)) if not np.isnan(part).all() else lo]))
+    return np.unique(np.concatenate(picks))
+
+
+def bytes_in_flight_figure(segments: pd.DataFrame, picks: pd.DataFrame, connections: pd.DataFrame,
+                           left_out: int = 0, max_points: int = SERIES_MAX_POINTS) -> go.Figure:
+    """Bytes in flight (server → client) of each data segment over time, one trace per connection of
+    ``picks`` (``metrics.series_connections``, in its order) with a dropdown to show one at a time (the
+    first is shown). x: ms since the connection's first packet (its ``ts_start``; its first segment when
+    unknown); y: ``bytes_in_flight``; retransmitted segments as red crosses. The line joins segments sent
+    less than two handshake RTTs apart (``SERIES_PAUSE_MS`` when the RTT is unknown). Segments of unknown bytes in
+    flight are not drawn; a connection with more than ``max_points`` is thinned (``thin_series``).
+    ``left_out``: connections whose series was not kept (only for the message of an empty chart)."""
+    title = "Bytes in flight (server → client)"
+    if picks.empty or segments.empty:
+        if left_out:
+            return empty_figure(title, f"The per-packet series was not kept: {left_out:,} connection(s) "
+                                       "were left out to bound memory.")
+        return empty_figure(title, "No server data segment with known bytes in flight was captured.")
+    uids = [str(u) for u in texts(picks["uid"])]
+    seg = segments[segments["from_server"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+    seg = seg[seg["uid"].isin(uids)]
+    start_of = dict(zip(texts(connections["uid"]), floats(connections["ts_start"]), strict=True))
+    rtt_of = dict(zip(texts(connections["uid"]), floats(connections["handshake_rtt_ms"]), strict=True))
+    groups = {str(uid): part for uid, part in seg.groupby(seg["uid"].astype(str), sort=False)}
+    fig = go.Figure()
+    labels: list[str] = []
+    for pick in picks.to_dict("records"):
+        uid = str(pick["uid"])
+        part = groups.get(uid)
+        if part is None:
+            continue
+        ts = floats(part["ts"])
+        bif = floats(part["bytes_in_flight"])
+        retx = part["retransmission"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        payload = floats(part["payload_bytes"])
+        rounds = floats(part["round"])
+        order = np.argsort(ts, kind="stable")
+        ts, bif, retx, payload, rounds = ts[order], bif[order], retx[order], payload[order], rounds[order]
+        first = start_of.get(uid, math.nan)
+        t0 = first if not math.isnan(first) and (ts.size == 0 or first <= np.nanmin(ts)) else np.nanmin(ts)
+        known = ~np.isnan(bif)
+        ts, bif, retx, payload, rounds = ts[known], bif[known], retx[known], payload[known], rounds[known]
+        if ts.size == 0:
+            continue
+        total = ts.size
+        shown = thin_series(bif, retx, max_points)
+        ts, bif, retx, payload, rounds = ts[shown], bif[shown], retx[shown], payload[shown], rounds[shown]
+        label = series_label(pick)
+        name = label + (f" ({shown.size:,} of {total:,} segments)" if shown.size < total else "")
+        x = np.round((ts - t0) * 1000.0, 3)
+        # The line joins segments sent close together; a pause longer than two handshake RTTs breaks it.
+        pause = 2.0 * rtt_of.get(uid, math.nan)
+        pause = pause if pause > 0 else SERIES_PAUSE_MS
+        breaks = np.flatnonzero(np.diff(x) > pause) + 1
+        x, y = np.insert(x, breaks, np.nan), np.insert(bif, breaks, np.nan)
+        retx = np.insert(retx, breaks, False)
+        payload, rounds = np.insert(payload, breaks, 0), np.insert(rounds, breaks, 0)
+        marker: dict[str, Any] = dict(size=5, color=SEGMENT_COLOR, symbol="circle")
+        if retx.any():
+            marker = dict(size=np.where(retx, 10, 5).tolist(),
+                          color=[RETRANSMISSION_COLOR if r else SEGMENT_COLOR for r in retx],
+                          symbol=["x" if r else "circle" for r in retx])
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=name, connectgaps=False,
+            visible=not labels, line=dict(color="#9ab8dc", width=1), marker=marker,
+            customdata=np.column_stack([np.nan_to_num(payload), np.nan_to_num(rounds)]).astype(int),
+            text=["retransmission" if r else "" for r in retx],
+            hovertemplate=("%{x:,.3f} ms: %{y:,} bytes in flight<br>segment of %{customdata[0]:,} bytes, "
+                           "round %{customdata[1]}<br>%{text}<extra></extra>")))
+        labels.append(name)
+    if not labels:
+        return empty_figure(title, "No server data segment with known bytes in flight was captured.")
+    buttons = [dict(label=label, method="update",
+                    args=[{"visible": [j == i for j in range(len(labels))]}])
+               for i, label in enumerate(labels)]
+    fig.update_layout(
+        showlegend=False,
+        updatemenus=[dict(type="dropdown", direction="down", active=0, buttons=buttons, showactive=True,
+                          x=1, xanchor="right", y=1.02, yanchor="bottom", pad=dict(b=4))])
+    fig.update_xaxes(title_text="ms since the connection's first packet", rangemode="tozero")
+    fig.update_yaxes(title_text="bytes in flight (red ×: retransmission)", rangemode="tozero",
+                     tickformat=",d")
+    return _layout(fig, title, height=460)
+
+
+def flight_rounds_figure(rounds: pd.DataFrame, max_rounds: int = 8) -> go.Figure:
+    """Median flight bytes per round of cold, warm and cooled responses (``metrics.flight_rounds``), one
+    small chart per size bucket that has responses (small first), one line per warmth; logarithmic y
+    axis, so slow start's doubling is a straight line. Hover: the number of responses that reached the
+    round."""
+    title = "Flight bytes per round: cold, warm and cooled responses"
+    if rounds.empty:
+        return empty_figure(title, "No response of known warmth and size has flights.")
+    buckets = list(dict.fromkeys(str(b) for b in texts(rounds["size_bucket"])))
+    totals = rounds.drop_duplicates(["size_bucket", "warmth"]).groupby("size_bucket")["responses_total"].sum()
+    titles = [f"{b} · {int(totals.get(b, 0)):,} response(s)" for b in buckets]
+    fig = make_subplots(rows=1, cols=len(buckets), shared_yaxes=True, subplot_titles=titles,
+                        horizontal_spacing=0.04)
+    shown: set[str] = set()
+    for col, bucket in enumerate(buckets, start=1):
+        part = rounds[rounds["size_bucket"] == bucket]
+        for warmth, color in WARMTH_COLORS.items():
+            mine = part[part["warmth"] == warmth]
+            if mine.empty:
+                continue
+            total = int(mine["responses_total"].iloc[0])
+            fig.add_trace(go.Scatter(
+                x=mine["round"].to_numpy(dtype=int), y=mine["flight_bytes_median"].to_numpy(dtype=float),
+                mode="lines+markers", name=warmth, legendgroup=warmth, showlegend=warmth not in shown,
+                line=dict(color=color, width=2), marker=dict(size=7, color=color),
+                customdata=mine["responses"].to_numpy(dtype=int),
+                hovertemplate=(f"{warmth}, {bucket}<br>round %{{x}}: median %{{y:,.0f}} bytes<br>"
+                               f"%{{customdata}} of {total} responses reached it<extra></extra>")),
+                row=1, col=col)
+            shown.add(warmth)
+    fig.update_xaxes(title_text="round", dtick=1, range=[0.5, max_rounds + 0.5])
+    fig.update_yaxes(type="log", tickformat="~s", dtick="D2")
+    fig.update_yaxes(title_text="median flight bytes (log)", row=1, col=1)
+    fig = _layout(fig, title, height=440)
+    fig.update_layout(legend=dict(y=1.12), margin=dict(t=120))  # above the subplot titles
+    return fig

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
@@ -34,13 +34,15 @@ import plotly.offline
 
 import analyzer
 from analyzer.analysis import Analysis
-from analyzer.metrics import MetricTables, compute_all, glossary
+from analyzer.metrics import MetricTables, compute_all, glossary, series_connections
+from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
 from analyzer.report import figures
 
 HOSTS_MAX_ROWS = 200  # rows of the per-host table
 ANOMALY_EXAMPLES = 3  # example rows per anomaly name
 AVOIDABLE_EXAMPLES = 10  # example rows of avoidable connections
 DETAIL_MAX = 300  # characters of an anomaly detail shown
+WARMTH_MAX_ROWS = 300  # rows of the warm/cold transfer table
 
 # Keys of Analysis.summary shown in the capture-quality table (in this order); other non-metric keys are
 # listed after them.
@@ -135,7 +137,8 @@ def fmt_ts(value: Any) -> str:
 
 # --- HTML pieces ----------------------------------------------------------------------------------------
 
-Cell = tuple[str, str]  # (escaped HTML, css class: "num" | "text" | "")
+# (escaped HTML, css class: "num" | "text" | "") or (escaped HTML, css class, sort key as plain text)
+Cell = tuple[str, str] | tuple[str, str, str]
 
 
 def num(text: str) -> Cell:
@@ -146,18 +149,53 @@ def txt(value: Any) -> Cell:
     return (esc(value), "text")
 
 
+def sort_key(value: Any) -> str:
+    """The sort key of a number for a sortable table: its ``repr`` (``""`` for missing: sorted last)."""
+    if _missing(value):
+        return ""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return repr(number) if math.isfinite(number) else ""
+
+
+def num_sorted(text: str, value: Any) -> Cell:
+    """A numeric cell shown as ``text`` (pre-escaped) and sorted by ``value``."""
+    return (text, "num", sort_key(value))
+
+
+def _cells(row: Sequence[Cell]) -> str:
+    out = []
+    for cell in row:
+        key = f' data-sort="{html.escape(cell[2], quote=True)}"' if len(cell) > 2 else ""
+        out.append(f'<td class="{cell[1]}"{key}>{cell[0]}</td>')
+    return "".join(out)
+
+
 def table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[Cell]], caption: str = "",
-          row_classes: Sequence[str] | None = None) -> str:
-    """An HTML table; ``headers`` are (label, css class) with plain-text labels, cells are pre-escaped."""
-    head = "".join(f'<th class="{cls}" scope="col">{html.escape(label)}</th>' for label, cls in headers)
+          row_classes: Sequence[str] | None = None, sortable: bool = False,
+          foot: Sequence[Sequence[Cell]] = ()) -> str:
+    """An HTML table; ``headers`` are (label, css class) with plain-text labels, cells are pre-escaped.
+
+    ``sortable``: each header is a button that sorts the body rows by that column (the page's script:
+    by the cells' ``data-sort`` keys, numerically when both keys are numbers, missing keys last; again
+    to reverse). ``foot`` rows (totals) stay below, unsorted."""
+    if sortable:
+        head = "".join(f'<th class="{cls}" scope="col" aria-sort="none"><button type="button" class="sort">'
+                       f"{html.escape(label)}</button></th>" for label, cls in headers)
+    else:
+        head = "".join(f'<th class="{cls}" scope="col">{html.escape(label)}</th>' for label, cls in headers)
     body = []
     for i, row in enumerate(rows):
         row_class = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = "".join(f'<td class="{cls}">{cell}</td>' for cell, cls in row)
-        body.append(f"<tr{row_class}>{cells}</tr>")
+        body.append(f"<tr{row_class}>{_cells(row)}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    footer = ("<tfoot>" + "".join(f'<tr class="total">{_cells(row)}</tr>' for row in foot) + "</tfoot>"
+              if foot else "")
+    cls = ' class="sortable"' if sortable else ""
+    return (f'<div class="table-wrap"><table{cls}>{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody>{footer}</table></div>")
 
 
 def card(label: str, value: str, detail: str = "", bad: bool = False) -> str:
@@ -375,6 +413,126 @@ def _hosts_section(hosts: pd.DataFrame) -> str:
         + "</section>")
 
 
+def _tcp_section(analysis: Analysis, m: MetricTables, chart: _Charts) -> str:
+    key = m.summary
+    summary = analysis.summary or {}
+    left_out = _int_or_none(summary.get("series_connections_left_out")) or 0
+    counts = ", ".join(f"{fmt_int(key.get(f'responses_{w}'))} {w}" for w in WARMTHS)
+    parts = ['<section id="tcp"><h2>TCP: warm vs cold</h2>',
+             f'<p class="note">Responses: {counts}; {fmt_int(key.get("responses_warmth_unknown"))} of unknown '
+             "warmth (the first response of a connection seen without its handshake, or no response data). "
+             "A cold response starts from the server's initial congestion window, a warm one inherits the "
+             "window earlier responses opened, a cooled one follows an idle time longer than the "
+             'retransmission timeout, after which the server may restart slow start (<a href="#def-warmth">'
+             "warmth</a>, <a href=\"#def-rounds\">rounds</a>).</p>",
+             "<h3>Bytes in flight over time</h3>"]
+    picks = series_connections(analysis.connections, analysis.transactions, analysis.segments,
+                               conn_hosts=m.conn_hosts)
+    if picks.empty:
+        if left_out:
+            parts.append(f'<p class="note bad">The per-packet series was not kept: {fmt_int(left_out)} '
+                         "connection(s) were left out to bound memory, none can be drawn.</p>")
+        else:
+            parts.append('<p class="note">No server data segment with known bytes in flight was captured '
+                         "(or the analysis was made without the per-packet series): nothing to draw.</p>")
+    else:
+        parts.append(f'<p class="note">{fmt_int(len(picks))} connection(s) to pick from in the menu at the '
+                     "top right: in turn the ones with the most server bytes, the most retransmissions, the "
+                     "largest cooled response and the largest cold response "
+                     '(<a href="#def-bytes_in_flight_series">which ones</a>). Each point is one data segment '
+                     "of the server, red crosses are retransmissions. In slow start the steps double per "
+                     "round trip; a drop to near zero followed by a slow climb is a restart.</p>")
+        if left_out:
+            parts.append(f'<p class="note bad">The per-packet series was not kept for {fmt_int(left_out)} '
+                         "connection(s) (bounded to keep memory in check): they are not offered here.</p>")
+    parts.append(chart(figures.bytes_in_flight_figure(analysis.segments, picks, analysis.connections,
+                                                      left_out=left_out), "Bytes in flight over time"))
+    rounds = m.rounds
+    parts.append("<h3>Flight bytes per round</h3>")
+    if rounds.empty:
+        parts.append('<p class="note">No response of known warmth and body size has flights: nothing to '
+                     "compare.</p>")
+    else:
+        parts.append(f'<p class="note">The first {ROUNDS_SHOWN} rounds (flights) of responses of similar '
+                     "size: the median bytes of round r over the responses that reached it "
+                     '(<a href="#def-flight_bytes_by_round">definition</a>). Later rounds have fewer '
+                     "responses: hover for the count.</p>")
+    parts.append(chart(figures.flight_rounds_figure(rounds, ROUNDS_SHOWN), "Flight bytes per round"))
+    if not rounds.empty:
+        round_rows = [[txt(r["size_bucket"]), txt(r["warmth"]), num(fmt_int(r["round"])),
+                       num(f"{fmt_int(r['responses'])} of {fmt_int(r['responses_total'])}"),
+                       num(fmt_int(r["flight_bytes_median"]))] for r in rounds.to_dict("records")]
+        parts.append("<details><summary>As a table</summary>" + table(
+            [("response size", ""), ("warmth", ""), ("round", "num"), ("responses that reached it", "num"),
+             ("median flight bytes", "num")], round_rows) + "</details>")
+    parts.append("<h3>Transfer times by warmth, per host and response size</h3>")
+    transfers = m.transfers
+    if transfers.empty:
+        parts.append('<p class="note">No response of known warmth and body size.</p>')
+    else:
+        bucket_rank = {label: i for i, (label, _, _) in enumerate(SIZE_BUCKETS)}
+        rows = [[txt(r["host"]), (esc(r["size_bucket"]), "text", str(bucket_rank.get(r["size_bucket"], ""))),
+                 (esc(r["warmth"]), "text", str(WARMTHS.index(r["warmth"]) if r["warmth"] in WARMTHS else "")),
+                 num_sorted(fmt_int(r["responses"]), r["responses"]),
+                 num_sorted(esc(fmt_ms(r["ttfb_ms_median"])), r["ttfb_ms_median"]),
+                 num_sorted(esc(fmt_ms(r["transfer_ms_median"])), r["transfer_ms_median"]),
+                 num_sorted(esc(fmt_num(r["rounds_median"], 1)), r["rounds_median"])]
+                for r in transfers.head(WARMTH_MAX_ROWS).to_dict("records")]
+        if len(transfers) > WARMTH_MAX_ROWS:
+            parts.append(f'<p class="note">The first {WARMTH_MAX_ROWS} of {len(transfers):,} rows (hosts with '
+                         "the most responses first).</p>")
+        parts.append(table([("host", ""), ("response size", ""), ("warmth", ""), ("responses", "num"),
+                            ("median TTFB", "num"), ("median transfer", "num"), ("median rounds", "num")],
+                           rows, sortable=True))
+        parts.append('<p class="note">Click a column header to sort. TTFB: request end → first response '
+                     "byte; transfer: first → last response byte (<a href=\"#def-warmth_transfer_table\">"
+                     "definitions</a>).</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _health_cells(r: Mapping[Any, Any]) -> list[Cell]:
+    def count(name: str) -> Cell:
+        return num_sorted(fmt_int(r[name]), r[name])
+
+    return [txt(r["host"]), count("connections"), count("connections_with_retransmissions"), count("packets"),
+            count("retransmissions"), count("fast_retransmissions"), count("spurious_retransmissions"),
+            count("other_retransmissions"), count("out_of_order"), count("dup_acks"), count("zero_window"),
+            count("window_full"), num_sorted(esc(fmt_ms(r["rtt_min_ms"])), r["rtt_min_ms"]),
+            num_sorted(esc(fmt_ms(r["rtt_median_ms"])), r["rtt_median_ms"]), count("rtt_samples"),
+            num_sorted(esc(fmt_ms(r["handshake_rtt_ms_median"])), r["handshake_rtt_ms_median"]),
+            txt(r["capture_points"])]
+
+
+def _tcp_health_section(m: MetricTables) -> str:
+    health = m.health
+    if health.empty:
+        return '<section id="tcp-health"><h2>TCP health</h2><p class="note">No connection.</p></section>'
+    shown = health.head(HOSTS_MAX_ROWS)
+    note = (f'<p class="note">The {HOSTS_MAX_ROWS} hosts with the most retransmissions of {len(health):,}.</p>'
+            if len(health) > HOSTS_MAX_ROWS else "")
+    rows = [_health_cells(r) for r in shown.to_dict("records")]
+    foot = [_health_cells(r) for r in m.health_totals.to_dict("records")]
+    headers = [("host", ""), ("conns.", "num"), ("conns. with retransmissions", "num"), ("packets", "num"),
+               ("retransmissions", "num"), ("fast", "num"), ("spurious", "num"), ("other", "num"),
+               ("out of order", "num"), ("dup ACKs", "num"), ("zero window", "num"), ("window full", "num"),
+               ("RTT min", "num"), ("RTT median", "num"), ("RTT samples", "num"), ("handshake RTT median", "num"),
+               ("capture point", "")]
+    totals = m.health_totals.to_dict("records")
+    client_note = ""
+    if totals and str(totals[0]["capture_points"] or "").startswith("client"):
+        client_note = (" Most connections were captured near the client: there the RTT samples only measure the "
+                       "client's ACK delay; the handshake RTT is the path's round trip.")
+    return ('<section id="tcp-health"><h2>TCP health</h2>' + note
+            + table(headers, rows, sortable=True, foot=foot)
+            + '<p class="note">Per host, both directions. Retransmissions are Wireshark\'s count; fast, spurious '
+              "and other are its kinds (other: mostly timeouts). RTT samples run from a server data segment to "
+              f"the client's ACK of it (capture point → client → capture point).{client_note} Definitions: "
+              '<a href="#def-retransmissions_by_kind">retransmissions</a>, '
+              '<a href="#def-tcp_window_signals">window signals</a>, <a href="#def-rtt_ms">RTT</a>, '
+              '<a href="#def-capture_point">capture point</a>.</p></section>')
+
+
 def _anomalies_section(analysis: Analysis) -> str:
     frame = analysis.anomalies
     names = [n if n is not None else "(unnamed)" for n in
@@ -442,7 +600,8 @@ def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
 
 
 _NAV = (("headline", "Headline"), ("reuse", "Requests per connection"), ("timeline", "Timeline"),
-        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("anomalies", "Anomalies"),
+        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("tcp", "TCP warm vs cold"),
+        ("tcp-health", "TCP health"), ("anomalies", "Anomalies"),
         ("quality", "Capture quality"), ("glossary", "Glossary"))
 
 
@@ -486,6 +645,8 @@ def render_report(analysis: Analysis, title: str) -> str:
         _idle_section(analysis, m, chart),
         _handshake_section(key, hosts, chart),
         _hosts_section(hosts),
+        _tcp_section(analysis, m, chart),
+        _tcp_health_section(m),
         _anomalies_section(analysis),
         _quality_section(summary, set(key)),
         '<section id="glossary"><h2>Glossary</h2>', _glossary_html(glossary()), "</section>",

@@ -1,9 +1,10 @@
 """The terminal summary of ``analyzer summary``: the key figures as rich tables.
 
 This module owns what the terminal shows and how: headline figures, capture quality with skip reasons,
-the top hosts, anomalies by name and the inferred server idle timeouts. It computes the figures through
-``analyzer.metrics`` and writes only to the ``rich.console.Console`` it is given. Capture strings are
-wrapped in ``rich.text.Text`` so that ``[...]`` in them is shown as text, never parsed as rich markup.
+the top hosts, warm vs cold responses, anomalies by name and the inferred server idle timeouts. It
+computes the figures through ``analyzer.metrics`` and writes only to the ``rich.console.Console`` it is
+given. Capture strings are wrapped in ``rich.text.Text`` so that ``[...]`` in them is shown as text, never
+parsed as rich markup.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from analyzer.analysis import Analysis
 from analyzer.metrics import MetricTables, compute_all
+from analyzer.metrics.warmth import WARMTHS
 from analyzer.report.html import fmt_int, fmt_ms, fmt_num, fmt_ratio, fmt_s, fmt_ts
 
 TOP_HOSTS = 10
@@ -111,6 +113,23 @@ def hosts_table(hosts: pd.DataFrame, top: int = TOP_HOSTS) -> Table:
     return table
 
 
+def warmth_table(key: dict[str, Any]) -> Table:
+    """Cold, warm and cooled responses: count and median TTFB, transfer time and rounds (from
+    ``metrics.warmth_stats``, all response sizes), and how many were of unknown warmth."""
+    unknown = key.get("responses_warmth_unknown")
+    table = Table(title="Warm vs cold responses", title_justify="left",
+                  caption=f"{fmt_int(unknown)} of unknown warmth; all sizes (the report compares by size)",
+                  caption_justify="left")
+    for name in ("warmth", "responses", "median TTFB", "median transfer", "median rounds"):
+        table.add_column(name, justify="left" if name == "warmth" else "right")
+    for warmth in WARMTHS:
+        table.add_row(Text(warmth), Text(fmt_int(key.get(f"responses_{warmth}"))),
+                      Text(fmt_ms(key.get(f"ttfb_ms_median_{warmth}"))),
+                      Text(fmt_ms(key.get(f"transfer_ms_median_{warmth}"))),
+                      Text(fmt_num(key.get(f"rounds_median_{warmth}"), 1)))
+    return table
+
+
 def anomalies_table(analysis: Analysis) -> Table:
     """Anomaly counts by name (from the table, else from ``summary['anomalies']``)."""
     names = analysis.anomalies["name"]
@@ -142,12 +161,14 @@ def timeouts_table(timeouts: pd.DataFrame) -> Table:
 
 def print_summary(analysis: Analysis, console: Console) -> None:
     """Print the key figures of ``analysis`` to ``console`` as rich tables: headline, capture quality with
-    skip reasons, the top hosts, anomalies by name, and server idle timeouts when any were inferred or
-    advertised."""
+    skip reasons, the top hosts, warm vs cold responses when any response's warmth is known, anomalies by
+    name, and server idle timeouts when any were inferred or advertised."""
     m: MetricTables = compute_all(analysis)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
+    if any(m.summary.get(f"responses_{warmth}") for warmth in WARMTHS):
+        console.print(warmth_table(m.summary))
     console.print(anomalies_table(analysis))
     timeouts = timeouts_table(m.timeouts)
     if timeouts.row_count:

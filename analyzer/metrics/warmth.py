@@ -1,0 +1,335 @@
+"""Warm vs cold: how the server's congestion window shaped its responses (DESIGN.md §4, cwnd growth).
+
+This module owns the warmth metrics of the glossary (``DEFINITIONS``): the response size buckets, the
+flight bytes per round of cold, warm and cooled responses of similar size, their transfer times per host
+and size bucket, the capture-wide warmth figures of the summary, and which connections the report's
+bytes-in-flight chart offers. Pure pandas over the ``transactions``, ``flights`` and ``segments`` tables of
+``analyzer.tables``; no I/O, no clock. It measures nothing itself: warmth, rounds, flights, TTFB and
+transfer times come from the TCP layer (``analyzer.flows.tcpanalysis``, where they are defined in full).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.metrics.frames import floats, json_float, object_strings, positions, texts
+from analyzer.metrics.hosts import connection_hosts, transaction_hosts
+
+WARMTHS: tuple[str, ...] = ("cold", "warm", "cooled")
+# (label, lowest body size included, first size excluded), in bytes of response_body_bytes
+SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("< 16 KiB", 0, 16 * 1024),
+    ("16–128 KiB", 16 * 1024, 128 * 1024),
+    ("128 KiB–1 MiB", 128 * 1024, 1024 * 1024),
+    ("≥ 1 MiB", 1024 * 1024, math.inf),
+)
+ROUNDS_SHOWN = 8  # rounds (flights) per response compared in flight_rounds
+SERIES_MAX_CONNECTIONS = 20  # connections offered by the bytes-in-flight chart
+SERIES_REASONS: tuple[str, ...] = ("largest", "retransmissions", "cooled", "cold")
+
+DEFINITIONS: dict[str, str] = {
+    "warmth": (
+        "Whether a response started with the server's congestion window cold or warm, from the server's "
+        "packets: `cold` for the first transaction of a connection whose handshake was captured (slow start "
+        "from the initial window); `cooled` for a later response before which the server had sent nothing "
+        "for longer than its retransmission timeout, estimated as RTT + 200 ms (Linux then restarts slow "
+        "start, `tcp_slow_start_after_idle`); `warm` for the other later responses (they inherit the window "
+        "the earlier ones opened); unknown on the first transaction of a connection seen without its "
+        "handshake. The idle time behind the decision is the column `sender_idle_ms`. No peer tool labels "
+        "responses this way; the idle restart is RFC 5681 §4.1 and RFC 7661."
+    ),
+    "rounds": (
+        "Round trips (flights) a response took: its data segments grouped by ACK clock. The first new-data "
+        "segment of the response opens round 1; a later new-data segment opens the next round when an ACK "
+        "of data of the current round had already reached the server (captured at least half the capture "
+        "point → server → capture point round trip earlier, so a capture at the client keeps the tail of a "
+        "burst in its round). In slow start a flight doubles each round; with the pipe full flights stay "
+        "the same size. Retransmitted segments count in the round in which they were sent. A flight's "
+        "bytes are the payload bytes of its segments (HTTP headers included). tcptrace's initial window is "
+        "the first flight of a connection (`initial_window_bytes`); Wireshark has no field for rounds."
+    ),
+    "ttfb_ms": (
+        "Time to first byte of a response: from the end of its request (its start when the end is unknown) "
+        "to the capture of the response's first byte, in milliseconds at the capture point. Near the client "
+        "it includes one round trip plus the server's think time; near the server only the think time. "
+        "Negative when the server began to answer before the request was complete (an early response, for "
+        "example to a request body it does not read). Wireshark's `http.time` instead ends at the last "
+        "byte of the response."
+    ),
+    "transfer_ms": (
+        "Transfer time of a response: from its first byte to its last byte, as captured (0 for a response "
+        "in one segment). With a cold window a large response needs more rounds, so it grows with size and "
+        "RTT; compare warmth only within one size bucket."
+    ),
+    "size_bucket": (
+        "Responses are compared within buckets of their body size (`response_body_bytes`, after transfer "
+        "decoding as on the wire: chunked framing removed, content encoding kept): < 16 KiB, 16–128 KiB, "
+        "128 KiB–1 MiB and ≥ 1 MiB (KiB = 1024 bytes). Responses of unknown body size are left out of the "
+        "bucketed figures."
+    ),
+    "flight_bytes_by_round": (
+        "Per size bucket, warmth and round index r (1 to 8): the median over the responses that reached "
+        "round r of the bytes of their r-th flight, and how many responses reached it. Responses of unknown "
+        "warmth or size are left out. Cold responses should start near the initial window and double per "
+        "round; warm ones start larger; cooled ones look cold again when the server restarted slow start "
+        "after idle."
+    ),
+    "warmth_transfer_table": (
+        "Per host, size bucket and warmth: the number of responses, and the medians of their `ttfb_ms`, "
+        "`transfer_ms` and `rounds` (each over the responses where it is known). Responses of unknown "
+        "warmth or body size are left out. A response belongs to its connection's host."
+    ),
+    "bytes_in_flight_series": (
+        "The bytes-in-flight chart draws, for one server → client data segment after another, Wireshark's "
+        "`tcp.bif_seq_based` (the column `max_bytes_in_flight` is its maximum) against the time since the "
+        "connection's first packet; retransmitted segments are marked. It offers at most 20 connections, "
+        "picked in turn from four rankings: the most server bytes, the most retransmissions, the largest "
+        "cooled response, the largest cold response. The per-packet series is kept for a bounded number of "
+        "packets (whole connections, in the order they finish); connections left out are counted in "
+        "the summary (`series_connections_left_out`)."
+    ),
+}
+
+
+def _bucket_index(body_bytes: pd.Series) -> np.ndarray:
+    """The position in ``SIZE_BUCKETS`` of each body size; -1 for unknown (missing or negative) sizes."""
+    values = floats(body_bytes)
+    edges = np.array([high for _, _, high in SIZE_BUCKETS[:-1]])
+    index = np.searchsorted(edges, np.nan_to_num(values, nan=-1.0), side="right").astype(np.int64)
+    return np.where(np.isnan(values) | (values < 0), -1, index)
+
+
+def size_bucket(body_bytes: pd.Series) -> np.ndarray:
+    """The size bucket label (``SIZE_BUCKETS``, ``DEFINITIONS['size_bucket']``) of each body size, as an
+    object array with None for unknown (missing or negative) sizes."""
+    index = _bucket_index(body_bytes)
+    labels = np.array([label for label, _, _ in SIZE_BUCKETS] + [None], dtype=object)
+    return np.asarray(labels[index], dtype=object)  # -1 picks the trailing None
+
+
+_BUCKET_ORDER = {label: i for i, (label, _, _) in enumerate(SIZE_BUCKETS)}
+_WARMTH_ORDER = {name: i for i, name in enumerate(WARMTHS)}
+
+
+_ROUND_COLUMNS: dict[str, str] = {"size_bucket": "string", "warmth": "string", "round": "int64",
+                                  "responses": "int64", "flight_bytes_median": "float64",
+                                  "responses_total": "int64"}
+
+
+def _response_keys(uids: pd.Series, depths: pd.Series, codes: pd.Index) -> np.ndarray:
+    """One int64 per row from (uid, trans_depth): the uid's position in ``codes`` and the depth; -1 when
+    either is unknown."""
+    depth = floats(depths)
+    position = codes.get_indexer(pd.Index(object_strings(uids.astype("string"))))
+    ok = (position >= 0) & ~np.isnan(depth) & (depth >= 0) & (depth < 2**31)
+    return np.where(ok, position.astype(np.int64) * 2**31 + np.nan_to_num(depth).astype(np.int64), -1)
+
+
+def flight_rounds(transactions: pd.DataFrame, flights: pd.DataFrame, max_rounds: int = ROUNDS_SHOWN
+                  ) -> pd.DataFrame:
+    """Median flight bytes per round of cold, warm and cooled responses, per size bucket
+    (``DEFINITIONS['flight_bytes_by_round']``, ``['size_bucket']``, ``['rounds']``).
+
+    Flights are joined to their response by (uid, trans_depth); a response's size bucket comes from its
+    ``response_body_bytes``. Responses of unknown warmth, unknown or ambiguous key (two transactions with
+    the same uid and trans_depth), or unknown body size are left out.
+
+    Columns: ``size_bucket``, ``warmth``, ``round`` (1 .. ``max_rounds``), ``responses`` (responses of that
+    bucket and warmth with a flight at that round), ``flight_bytes_median`` (median bytes of that flight
+    over them) and ``responses_total`` (responses of that bucket and warmth with any flight). Sorted by
+    bucket (small first), warmth (cold, warm, cooled), round.
+    """
+    empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _ROUND_COLUMNS.items()})
+    if flights.empty or transactions.empty:
+        return empty
+    codes = pd.Index(pd.unique(object_strings(transactions["uid"].astype("string").dropna())))
+    tx_key = _response_keys(transactions["uid"], transactions["trans_depth"], codes)
+    bucket_index = _bucket_index(transactions["response_body_bytes"])
+    unique_key = ~pd.Series(tx_key).duplicated(keep=False).to_numpy() & (tx_key >= 0) & (bucket_index >= 0)
+    responses = pd.Index(tx_key[unique_key])
+    response_bucket = bucket_index[unique_key]
+
+    warmth = floats(pd.Series(object_strings(flights["warmth"].astype("string"))).map(_WARMTH_ORDER))
+    rounds = floats(flights["round"])
+    found = responses.get_indexer(_response_keys(flights["uid"], flights["trans_depth"], codes))
+    keep = (found >= 0) & ~np.isnan(warmth) & (rounds >= 1)
+    if not keep.any():
+        return empty
+    fl = pd.DataFrame({"response": found[keep], "b": response_bucket[found[keep]],
+                       "w": warmth[keep].astype(np.int64), "round": rounds[keep].astype(np.int64),
+                       "bytes": floats(flights["bytes"])[keep]})
+    totals = fl.drop_duplicates("response").groupby(["b", "w"]).size().rename("responses_total")
+    shown = fl[fl["round"] <= max_rounds]
+    per_response = shown.groupby(["b", "w", "response", "round"], as_index=False, sort=False)["bytes"].sum(
+        min_count=1)
+    result = per_response.groupby(["b", "w", "round"], as_index=False).agg(
+        responses=("bytes", "size"), flight_bytes_median=("bytes", "median"))
+    result = result.join(totals, on=["b", "w"]).sort_values(["b", "w", "round"], kind="stable")
+    labels = [label for label, _, _ in SIZE_BUCKETS]
+    result["size_bucket"] = [labels[i] for i in result["b"]]
+    result["warmth"] = [WARMTHS[i] for i in result["w"]]
+    return result[list(_ROUND_COLUMNS)].astype(_ROUND_COLUMNS).reset_index(drop=True)
+
+
+_TRANSFER_COLUMNS: dict[str, str] = {"host": "string", "size_bucket": "string", "warmth": "string",
+                                     "responses": "int64", "ttfb_ms_median": "float64",
+                                     "transfer_ms_median": "float64", "rounds_median": "float64"}
+
+
+def warmth_transfers(connections: pd.DataFrame, transactions: pd.DataFrame, *,
+                     conn_hosts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Transfer times of cold, warm and cooled responses per host and size bucket
+    (``DEFINITIONS['warmth_transfer_table']``, ``['ttfb_ms']``, ``['transfer_ms']``, ``['rounds']``).
+
+    Columns: ``host`` (``DEFINITIONS['host']``), ``size_bucket``, ``warmth``, ``responses``,
+    ``ttfb_ms_median``, ``transfer_ms_median``, ``rounds_median`` (NaN when none is known). Responses of
+    unknown warmth or body size are left out. Sorted by the host's responses (most first), host, bucket
+    (small first), warmth (cold, warm, cooled). ``conn_hosts`` (``connection_hosts``) is computed when not
+    given.
+    """
+    empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _TRANSFER_COLUMNS.items()})
+    if transactions.empty:
+        return empty
+    frame = pd.DataFrame({
+        "host": transaction_hosts(connections, transactions, conn_hosts),
+        "size_bucket": size_bucket(transactions["response_body_bytes"]),
+        "warmth": object_strings(transactions["warmth"].astype("string")),
+        "ttfb": floats(transactions["ttfb_ms"]),
+        "transfer": floats(transactions["transfer_ms"]),
+        "rounds": floats(transactions["rounds"]),
+    })
+    frame = frame[frame["warmth"].isin(WARMTHS) & frame["size_bucket"].notna()]
+    if frame.empty:
+        return empty
+    result = frame.groupby(["host", "size_bucket", "warmth"], as_index=False).agg(
+        responses=("warmth", "size"), ttfb_ms_median=("ttfb", "median"),
+        transfer_ms_median=("transfer", "median"), rounds_median=("rounds", "median"))
+    per_host = result.groupby("host")["responses"].transform("sum")
+    result = result.assign(_n=-per_host, _b=result["size_bucket"].map(_BUCKET_ORDER),
+                           _w=result["warmth"].map(_WARMTH_ORDER))
+    result = result.sort_values(["_n", "host", "_b", "_w"], kind="stable")
+    return result[list(_TRANSFER_COLUMNS)].astype(_TRANSFER_COLUMNS).reset_index(drop=True)
+
+
+def warmth_stats(transactions: pd.DataFrame) -> dict[str, Any]:
+    """Capture-wide warmth figures as JSON-safe scalars (``DEFINITIONS['warmth']``, ``['ttfb_ms']``,
+    ``['transfer_ms']``, ``['rounds']``), over all response sizes.
+
+    Keys: ``responses_cold``, ``responses_warm``, ``responses_cooled``, ``responses_warmth_unknown``; and
+    for each warmth W: ``ttfb_ms_median_W``, ``transfer_ms_median_W`` (ms rounded to µs) and
+    ``rounds_median_W`` (None without a known value).
+    """
+    warmth = object_strings(transactions["warmth"].astype("string")) if len(transactions) else \
+        np.zeros(0, dtype=object)
+    ttfb, transfer, rounds = (floats(transactions[c]) for c in ("ttfb_ms", "transfer_ms", "rounds"))
+    out: dict[str, Any] = {}
+    known = np.zeros(len(warmth), dtype=bool)
+    for name in WARMTHS:
+        mine = warmth == name
+        known |= mine
+        out[f"responses_{name}"] = int(mine.sum())
+    out["responses_warmth_unknown"] = int((~known).sum())
+    for name in WARMTHS:
+        mine = warmth == name
+        for key, values in (("ttfb_ms_median", ttfb), ("transfer_ms_median", transfer),
+                            ("rounds_median", rounds)):
+            chosen = values[mine]
+            chosen = chosen[~np.isnan(chosen)]
+            out[f"{key}_{name}"] = json_float(np.median(chosen)) if chosen.size else None
+    return out
+
+
+_SERIES_COLUMNS: dict[str, str] = {"uid": "string", "reason": "string", "host": "string",
+                                   "client_port": "Int64", "server_bytes": "Int64", "retransmissions": "Int64",
+                                   "server_segments": "int64", "cold": "int64", "warm": "int64",
+                                   "cooled": "int64"}
+
+
+def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, segments: pd.DataFrame, *,
+                       conn_hosts: pd.DataFrame | None = None,
+                       max_connections: int = SERIES_MAX_CONNECTIONS) -> pd.DataFrame:
+    """The connections the bytes-in-flight chart offers (``DEFINITIONS['bytes_in_flight_series']``).
+
+    Candidates are the connections with at least one server → client segment of known bytes in flight in
+    ``segments``. They are
+    picked in turn from four rankings until ``max_connections`` are picked or the rankings are exhausted:
+    ``largest`` (most ``server_bytes``), ``retransmissions`` (most retransmissions, only connections with
+    some), ``cooled`` (largest cooled response body, only connections with one), ``cold`` (largest cold
+    response body, likewise); each ranking skips connections already picked; ties go to the connection
+    that comes first in the connections table.
+
+    Columns (in pick order: the first is the one shown first): ``uid``, ``reason`` (the ranking that
+    picked it), ``host``, ``client_port``, ``server_bytes``, ``retransmissions``, ``server_segments``
+    (server → client segments of known bytes in flight in the series), and ``cold``, ``warm``,
+    ``cooled`` (its responses of each warmth).
+    """
+    empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _SERIES_COLUMNS.items()})
+    if segments.empty or max_connections <= 0:
+        return empty
+    from_server = segments["from_server"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    drawable = from_server & segments["bytes_in_flight"].notna().to_numpy(dtype=bool)
+    counts = segments["uid"][drawable].astype("string").dropna().value_counts(sort=False)
+    if counts.empty:
+        return empty
+    uids = [str(u) for u in counts.index]
+    conn_uids = texts(connections["uid"])
+    row = positions(conn_uids, uids)
+    known = row >= 0
+    take = np.maximum(row, 0)
+
+    def conn_column(name: str) -> np.ndarray:
+        values = floats(connections[name])
+        return np.where(known, values[take] if values.size else np.nan, np.nan)
+
+    if conn_hosts is None:
+        conn_hosts = connection_hosts(connections, transactions)
+    host_of = np.array(texts(conn_hosts["host"]), dtype=object)
+    hosts = np.array([None] * len(uids), dtype=object)
+    if host_of.size:
+        hosts[known] = host_of[take[known]]
+    cand = pd.DataFrame({
+        "uid": uids,
+        "order": np.where(known, row, len(conn_uids) + np.arange(len(uids))),
+        "host": hosts,
+        "client_port": conn_column("client_port"),
+        "server_bytes": conn_column("server_bytes"),
+        "retransmissions": conn_column("retransmissions"),
+        "server_segments": counts.to_numpy(dtype=np.int64),
+    })
+    tx = pd.DataFrame({"uid": object_strings(transactions["uid"].astype("string")) if len(transactions)
+                       else np.zeros(0, dtype=object),
+                       "warmth": object_strings(transactions["warmth"].astype("string")) if len(transactions)
+                       else np.zeros(0, dtype=object),
+                       "body": floats(transactions["response_body_bytes"])})
+    tx = tx[tx["warmth"].isin(WARMTHS)]
+    for name in WARMTHS:
+        mine = tx[tx["warmth"] == name].groupby("uid")["body"]
+        cand[name] = cand["uid"].map(mine.size()).fillna(0).astype(np.int64)
+        cand[f"_{name}_max"] = cand["uid"].map(mine.max()).fillna(-1.0)
+    cand["_bytes"] = cand["server_bytes"].fillna(-1.0)
+    cand["_retx"] = cand["retransmissions"].fillna(0.0)
+    rankings = [
+        cand.sort_values(["_bytes", "order"], ascending=[False, True], kind="stable"),
+        cand[cand["_retx"] > 0].sort_values(["_retx", "_bytes", "order"], ascending=[False, False, True],
+                                            kind="stable"),
+        cand[cand["cooled"] > 0].sort_values(["_cooled_max", "order"], ascending=[False, True], kind="stable"),
+        cand[cand["cold"] > 0].sort_values(["_cold_max", "order"], ascending=[False, True], kind="stable"),
+    ]
+    queues = [list(r["uid"]) for r in rankings]
+    picked: dict[str, str] = {}
+    cursors = [0] * len(queues)
+    limit = min(max_connections, len(cand))
+    while len(picked) < limit and any(c < len(q) for c, q in zip(cursors, queues, strict=True)):
+        for k, queue in enumerate(queues):
+            while cursors[k] < len(queue) and queue[cursors[k]] in picked:
+                cursors[k] += 1
+            if cursors[k] < len(queue) and len(picked) < limit:
+                picked[queue[cursors[k]]] = SERIES_REASONS[k]
+                cursors[k] += 1
+    result = cand.set_index("uid").loc[list(picked)].reset_index()
+    result["reason"] = [picked[u] for u in result["uid"]]
+    return result[list(_SERIES_COLUMNS)].astype(_SERIES_COLUMNS).reset_index(drop=True)
