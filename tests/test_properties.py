@@ -525,7 +525,9 @@ def test_exact_duplicates_keep_transactions_and_times(tmp: Path, spec: ConvSpec,
     a = _analyze(conv, duplicate(segs, dups, copied), tmp, "dup.pcap")
     check_analysis(a, conv, times=True)
     if any(n > 1 for n in copied):  # a 1-byte copy of the last byte sent looks like a keep-alive probe
-        assert int(a.connections.iloc[0]["retransmissions"]) >= 1
+        # as Wireshark: a copy arriving soon after the highest segment is out of order, else a retransmission
+        row = a.connections.iloc[0]
+        assert int(row["retransmissions"]) + int(row["out_of_order"]) >= 1
 
 
 _cut_fractions = st.lists(st.lists(st.floats(0.001, 0.999), max_size=4), max_size=12)
