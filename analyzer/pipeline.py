@@ -75,13 +75,10 @@ def analyze(
         an_rows.extend(rec.anomalies)
         if len(rec.flights.get("round", ())):
             flight_parts.append(rec.flights)
-        kept_uids = 0
         if rec.segments:
             segment_parts.append(rec.segments)
             series["kept"] += len(rec.segments["ts"])
-            kept_uids = len(set(rec.segments["uid"].tolist()))
-        with_data = sum(1 for r in rec.connections if (r["client_bytes"] or 0) + (r["server_bytes"] or 0) > 0)
-        series["left_out"] += max(with_data - kept_uids, 0)
+        series["left_out"] += rec.segments_left_out
 
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
     total_bytes = sum(r.stats.file_size for r in readers)

@@ -15,6 +15,7 @@ import numpy as np
 
 from analyzer.flows import tcpanalysis
 from analyzer.flows.connections import Connection, connection_uid
+from analyzer.flows.packets import SYN
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TCP_TRANSACTION_COLUMNS
 
@@ -50,10 +51,16 @@ class BatchRecords:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     flights: dict[str, np.ndarray] = field(default_factory=dict)
     segments: dict[str, np.ndarray] = field(default_factory=dict)
+    segments_left_out: int = 0  # connections with data segments whose series did not fit the budget
 
 
 def _nullable(v: int) -> int | None:
     return v if v >= 0 else None
+
+
+def _nan_if_negative(v: np.ndarray) -> np.ndarray:
+    """-1 (unknown) → NaN, for a nullable integer column built from arrays."""
+    return np.where(v >= 0, v, np.nan)
 
 
 def _float(v: float) -> float | None:
@@ -85,14 +92,13 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     def ns(v: int | None) -> int:
         return v if v is not None else -1
 
-    halves = [_halves_ns(cn) for cn in conns]
     inputs = tcpanalysis.ConnInputs(
         serials=np.array([cn.serial for cn in conns], dtype=np.int64),
         client_is_lo=np.array([cn.client_is_lo for cn in conns], dtype=bool),
         syn_seen=np.array([cn.syn_seen for cn in conns], dtype=bool),
         irtt_ns=np.array([ns(cn.irtt_ns) for cn in conns], dtype=np.int64),
-        server_rtt_ns=np.array([h[0] for h in halves], dtype=np.int64),
-        client_rtt_ns=np.array([h[1] for h in halves], dtype=np.int64),
+        server_rtt_ns=np.array([round(r["syn_to_synack_ms"] * 1e6) if r["syn_to_synack_ms"] is not None else -1
+                                for r, _t, _a in per_conn], dtype=np.int64),
     )
     spans = tcpanalysis.Spans(np.array(span_conn, dtype=np.int64), np.array(span_start, dtype=np.int64),
                               np.array(span_end, dtype=np.int64))
@@ -140,35 +146,38 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         "ts_end": res.flight_ts_end / 1e9,
         "bytes": res.flight_bytes,
         "packets": res.flight_packets,
-        "peak_bytes_in_flight": res.flight_peak_bif,
+        "peak_bytes_in_flight": _nan_if_negative(res.flight_peak_bif),
     }
-    if keep_segments > 0 and len(res.row_conn):
-        out.segments = _segments(rows, res, np.array(uids, dtype=object), keep_segments)
+    out.segments, out.segments_left_out = _segments(rows, res, np.array(uids, dtype=object), keep_segments)
     return out
 
 
 def _segments(rows: dict[str, np.ndarray], res: tcpanalysis.TcpResults, uids: np.ndarray, budget: int
-              ) -> dict[str, np.ndarray]:
-    """The per-packet series of data segments, whole connections only, within ``budget`` rows."""
+              ) -> tuple[dict[str, np.ndarray], int]:
+    """The per-packet series of data segments, whole connections only, within ``budget`` rows; and the
+    number of connections with data segments left out."""
     by_c = res.row_order  # analyze()'s per-row outputs follow this order of the input rows
     seglen = rows["seglen"][by_c]
     data = np.nonzero(seglen > 0)[0]
     if not len(data):
-        return {}
+        return {}, 0
     per_conn = np.bincount(res.row_conn[data], minlength=len(uids))
     fits = np.cumsum(per_conn) <= budget
+    left_out = int(np.count_nonzero((per_conn > 0) & ~fits))
     data = data[fits[res.row_conn[data]]]
+    if not len(data):
+        return {}, left_out
     bif = rows["bif"][by_c][data]
     return {
         "uid": uids[res.row_conn[data]],
         "from_server": res.row_dir[data] == 1,
         "ts": rows["ts"][by_c][data] / 1e9,
-        "seq_end": rows["seq"][by_c][data] + seglen[data] + ((rows["flags"][by_c][data] & 0x02) != 0),
+        "seq_end": rows["seq"][by_c][data] + seglen[data] + ((rows["flags"][by_c][data] & SYN) != 0),
         "payload_bytes": seglen[data],
-        "bytes_in_flight": np.where(bif >= 0, bif, -1),
+        "bytes_in_flight": _nan_if_negative(bif),
         "retransmission": res.row_retransmission[data],
         "round": res.row_round[data],
-    }
+    }, left_out
 
 
 def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
@@ -178,14 +187,6 @@ def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
     ttfb = (resp_start - sent) * 1e3 if sent is not None and resp_start is not None else None
     transfer = (resp_end - resp_start) * 1e3 if resp_start is not None and resp_end is not None else None
     return ttfb, transfer
-
-
-def _halves_ns(conn: Connection) -> tuple[int, int]:
-    """(SYN → SYN/ACK, SYN/ACK → ACK) in ns, -1 when unknown."""
-    if conn.syn_ns is None or conn.synack_ns is None or conn.synack_ns < conn.syn_ns:
-        return -1, -1
-    second = conn.ack_ns - conn.synack_ns if conn.ack_ns is not None else -1
-    return conn.synack_ns - conn.syn_ns, second
 
 
 def _connection_records(conn: Connection

@@ -190,16 +190,13 @@ def frame_from_tuples(rows: list[tuple[Any, ...]], columns: Mapping[str, str]) -
 
 
 def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
-    """A DataFrame from column arrays (several parts, concatenated), for the large columnar tables."""
+    """A DataFrame from column arrays (several parts, concatenated), for the large columnar tables. Missing
+    values of integer columns come as NaN in float arrays."""
     parts = [p for p in parts if len(p) and len(next(iter(p.values())))]
     if not parts:
         return empty_frame(columns)
     data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
-    frame = pd.DataFrame(data, columns=list(columns))
-    for name, dtype in columns.items():
-        if dtype == "Int64" and name in ("bytes_in_flight", "peak_bytes_in_flight"):
-            frame[name] = frame[name].where(frame[name] >= 0)
-    return frame.astype(dict(columns))
+    return pd.DataFrame(data, columns=list(columns)).astype(dict(columns))
 
 
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:

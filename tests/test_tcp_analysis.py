@@ -153,7 +153,7 @@ def _slow_start(capture_at: str, rounds: int = 3, iw: int = 10, response_segment
     rows["tsecr"][:] = -1
     server_rtt = 1000 if at_server else RTT_NS
     conns = ConnInputs(np.array([7]), np.array([True]), np.array([True]), np.array([RTT_NS + 1000]),
-                       np.array([server_rtt]), np.array([RTT_NS if at_server else 1000]))
+                       np.array([server_rtt]))
     sp = Spans(np.zeros(len(spans), dtype=np.int64), np.array([s for s, _ in spans]), np.array([e for _, e in spans]))
     return rows, conns, sp
 

@@ -42,7 +42,7 @@ from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
 from analyzer.flows.reassembly import exclusive_group_max, reassemble
 from analyzer.flows.stream import StreamChunk
 from analyzer.flows.tcpanalysis import SegmentLog
-from analyzer.flows.tcpoptions import sack_blocks, timestamps, window_scale
+from analyzer.flows.tcpoptions import TcpOptions, no_options, parse_options
 
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
@@ -461,6 +461,7 @@ class ConnectionTracker:
         ack_val = np.full(n, NO_DATA, dtype=np.int64)  # per row: the offset it acknowledges (in gid ^ 1)
         sack_val = np.full(n, -1, dtype=np.int64)  # per ACK row: bytes it SACKs above its ACK (-1: not an ACK)
         ack_rows = np.nonzero(((flags & ACK) != 0) & counted)[0]
+        opts = self._options(c, buffers)  # one walk over the chunk's TCP options: SACK, timestamps, scale
         if len(ack_rows):
             tgt = gid[ack_rows] ^ 1
             ok = has_base[tgt]
@@ -478,17 +479,17 @@ class ConnectionTracker:
                 tgt, ar, ack_off = tgt[sane], ar[sane], ack_off[sane]
                 np.maximum.at(acked, tgt, ack_off)
                 ack_val[ar] = ack_off
-                sack_val[ar] = self._sacked_bytes(c, ar, tgt, base, ref, ack_off, buffers)
-        max_bif, sacked_after, bif_row = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before, sack_val,
-                                                      sacked_before, dr_order, unwrapped, seq_len, wlen,
-                                                      max_end_before, n_g)
+                sack_val[ar] = self._sacked_bytes(opts, ar, tgt, base, ref, ack_off)
+        max_bif, sacked_after, bif_row = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before,
+                                                               sack_val, sacked_before, dr_order, unwrapped,
+                                                               seq_len, wlen, max_end_before, n_g)
         if self.log is not None:
             keep = counted & ~stale_syn
             if isn_resets:  # the server's packets before its newest SYN/ACK used the abandoned ISN
                 pos = {id(cn): i for i, cn in enumerate(conns)}
                 for cn, r in isn_resets:
                     keep[(inst == pos[id(cn)]) & (direction == 1) & (np.arange(n) < r)] = False
-            self._log_rows(c, conns, inst, src_is_lo, keep, unwrapped, ack_val, bif_row, buffers)
+            self._log_rows(c, conns, inst, src_is_lo, keep, unwrapped, ack_val, bif_row, opts)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                         c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
                         pair_groups=True, acked_through=acked)
@@ -613,19 +614,29 @@ class ConnectionTracker:
                     self._finish(conn)
 
     @staticmethod
-    def _sacked_bytes(c: dict[str, np.ndarray], ar: np.ndarray, tgt: np.ndarray, base: np.ndarray,
-                      ref: np.ndarray, ack_off: np.ndarray, buffers: tuple[npt.NDArray[np.uint8], ...]
-                      ) -> np.ndarray:
+    def _options(c: dict[str, np.ndarray], buffers: tuple[npt.NDArray[np.uint8], ...]) -> TcpOptions:
+        """The options of every row of the chunk (held rows replayed from an earlier chunk kept no header:
+        they have none)."""
+        n = len(c["frame"])
+        sel = np.nonzero((c["l4len"] > 20) & (c["src"] == 0))[0] if len(buffers[0]) else np.zeros(0, np.int64)
+        parsed = parse_options(buffers[0], c["l4off"][sel], c["l4len"][sel])
+        if len(sel) == n:
+            return parsed
+        full = no_options(n)
+        for name in TcpOptions.__dataclass_fields__:
+            getattr(full, name)[sel] = getattr(parsed, name)
+        return full
+
+    @staticmethod
+    def _sacked_bytes(opts: TcpOptions, ar: np.ndarray, tgt: np.ndarray, base: np.ndarray, ref: np.ndarray,
+                      ack_off: np.ndarray) -> np.ndarray:
         """Bytes each ACK row (``ar``, acknowledging group ``tgt`` up to ``ack_off``) SACKs above its ACK."""
         out = np.zeros(len(ar), dtype=np.int64)
-        sel = np.nonzero((c["l4len"][ar] > 20) & (c["src"][ar] == 0))[0]
-        if not len(sel) or not len(buffers[0]):
+        count = opts.sack_count[ar]
+        rows = np.nonzero(count)[0]
+        if not len(rows):
             return out
-        left, right, count = sack_blocks(buffers[0], c["l4off"][ar[sel]], c["l4len"][ar[sel]])
-        has = np.nonzero(count)[0]
-        if not len(has):
-            return out
-        rows = sel[has]
+        left, right, count = opts.sack_left[ar[rows]], opts.sack_right[ar[rows]], count[rows]
         t = tgt[rows]
         r0 = ref[rows][:, None]
 
@@ -633,8 +644,8 @@ class ConnectionTracker:
             r = (x - base[t][:, None]) & _M32
             return r0 + (((r - (r0 & _M32)) + (1 << 31)) & _M32) - (1 << 31)
 
-        le, re = rel(left[has]), rel(right[has])
-        valid = np.arange(left.shape[1])[None, :] < count[has][:, None]
+        le, re = rel(left), rel(right)
+        valid = np.arange(left.shape[1])[None, :] < count[:, None]
         a = ack_off[rows][:, None]
         span = np.where(valid, np.maximum(re - np.maximum(le, a), 0), 0)
         out[rows] = span.sum(axis=1)
@@ -689,7 +700,7 @@ class ConnectionTracker:
 
     def _log_rows(self, c: dict[str, np.ndarray], conns: list[Connection], inst: np.ndarray, src_is_lo: np.ndarray,
                   keep: np.ndarray, unwrapped: np.ndarray, ack_val: np.ndarray, bif_row: np.ndarray,
-                  buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+                  opts: TcpOptions) -> None:
         """Append the chunk's packets (first captures only, not the held ones replayed) to the segment log."""
         assert self.log is not None
         rows = np.nonzero(keep)[0]
@@ -697,20 +708,12 @@ class ConnectionTracker:
             return
         serial = np.fromiter((cn.serial for cn in conns), dtype=np.int64, count=len(conns))
         flags = c["flags"][rows]
-        wscale = np.full(len(rows), -1, dtype=np.int8)
-        syn = np.nonzero(((flags & SYN) != 0) & (c["src"][rows] == 0) & (c["l4len"][rows] > 20))[0]
-        if len(syn) and len(buffers[0]):
-            wscale[syn] = window_scale(buffers[0], c["l4off"][rows[syn]], c["l4len"][rows[syn]])
-        tsval = np.full(len(rows), -1, dtype=np.int64)
-        tsecr = np.full(len(rows), -1, dtype=np.int64)
-        opt = np.nonzero((c["src"][rows] == 0) & (c["l4len"][rows] > 20))[0]
-        if len(opt) and len(buffers[0]):
-            tsval[opt], tsecr[opt] = timestamps(buffers[0], c["l4off"][rows[opt]], c["l4len"][rows[opt]])
         self.log.append({
             "serial": serial[inst[rows]], "lo": src_is_lo[rows], "ts": c["ts"][rows], "flags": flags,
             "seq": unwrapped[rows], "seglen": c["wlen"][rows], "ack": ack_val[rows],
             "ack_raw": np.where((flags & ACK) != 0, c["ack"][rows].astype(np.int64), -1), "win": c["win"][rows],
-            "wscale": wscale, "bif": bif_row[rows], "tsval": tsval, "tsecr": tsecr,
+            "wscale": np.where((flags & SYN) != 0, opts.wscale[rows], -1), "bif": bif_row[rows],
+            "tsval": opts.tsval[rows], "tsecr": opts.tsecr[rows],
         })
 
     # ---------------------------------------------------------------------------------------- helpers

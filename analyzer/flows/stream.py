@@ -151,3 +151,15 @@ def _run_ends(start: I64, end: I64) -> I64:
     idx = np.nonzero(last_of_run)[0]
     run_of = np.searchsorted(idx, np.arange(n))
     return end[idx][run_of]
+
+
+def read_after_carry(carry: bytes, chunk: StreamChunk, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` contiguous bytes at stream ``offset`` for a parser that kept ``carry`` (the bytes
+    from ``offset`` that an earlier chunk delivered and it has not consumed yet): the carry first, then the
+    chunk's pieces that follow it."""
+    if not carry:
+        return chunk.read(offset, limit)
+    data = carry if limit >= len(carry) else carry[:limit]
+    if len(data) < limit:
+        data += chunk.read(offset + len(carry), limit - len(carry))
+    return data

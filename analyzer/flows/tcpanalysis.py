@@ -106,7 +106,8 @@ class SegmentLog:
         self._chunks = kept
 
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
-        """The rows of these connections (stable-sorted by serial, so capture order within each), removed."""
+        """The rows of these connections, removed from the log (capture order within each connection;
+        ``analyze`` groups them)."""
         if not self._chunks:
             return {k: np.zeros(0, dtype=t) for k, t in LOG_DTYPES.items()}
         allc = (self._chunks[0] if len(self._chunks) == 1
@@ -115,9 +116,7 @@ class SegmentLog:
         keep = ~take
         self._chunks = [{k: v[keep] for k, v in allc.items()}] if keep.any() else []
         self.rows = int(np.count_nonzero(keep))
-        idx = np.nonzero(take)[0]
-        idx = idx[np.argsort(allc["serial"][idx], kind="stable")]
-        return {k: v[idx] for k, v in allc.items()}
+        return {k: v[take] for k, v in allc.items()}
 
 
 @dataclass(slots=True)
@@ -129,7 +128,6 @@ class ConnInputs:
     syn_seen: B
     irtt_ns: I64  # -1 unknown
     server_rtt_ns: I64  # capture point → server → capture point (SYN → SYN/ACK); -1 unknown
-    client_rtt_ns: I64  # capture point → client → capture point (SYN/ACK → ACK); -1 unknown
 
 
 @dataclass(slots=True)
@@ -185,10 +183,10 @@ def _segment_starts(key: np.ndarray) -> B:
     return first
 
 
-def _prev_in_group(g: I64) -> I64:
-    """For rows in capture order, the index of the previous row of the same group (-1 for the first)."""
+def _prev_in_group(g: I64, order: I64) -> I64:
+    """For rows in capture order, the index of the previous row of the same group (-1 for the first).
+    ``order``: rows sorted by group, stable."""
     n = len(g)
-    order = np.argsort(g, kind="stable")
     prev = np.full(n, -1, dtype=np.int64)
     if n:
         gs = g[order]
@@ -209,7 +207,6 @@ def _excl_group_cummax(g: I64, v: I64, order: I64) -> tuple[I64, I64]:
     gs, vs = g[order], v[order]
     start = _segment_starts(gs)
     seg = np.cumsum(start) - 1
-    # running max within the group: offset groups apart so one accumulate does all of them
     run = pd.Series(vs).groupby(seg).cummax().to_numpy()
     prev_run = np.empty(n, dtype=np.int64)
     prev_run[1:] = run[:-1]
@@ -226,8 +223,8 @@ def _excl_group_cummax(g: I64, v: I64, order: I64) -> tuple[I64, I64]:
 
 
 def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> TcpResults:
-    """All connections of ``conns`` at once. ``rows``: their log rows, grouped by serial in the order of
-    ``conns.serials``' sort, capture order within each (as ``SegmentLog.pop`` returns them)."""
+    """All connections of ``conns`` at once. ``rows``: their log rows, in capture order within each
+    connection (as ``SegmentLog.pop`` returns them); the per-row results follow ``row_order``."""
     n_conn = len(conns.serials)
     order_c = np.argsort(conns.serials, kind="stable")
     pos = np.searchsorted(conns.serials[order_c], rows["serial"])
@@ -249,7 +246,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     order_g = np.argsort(g, kind="stable")
     nextseq, nextseq_row = _excl_group_cummax(g, end, order_g)
     has_next = nextseq != NO_VALUE
-    prev_same = _prev_in_group(g)
+    prev_same = _prev_in_group(g, order_g)
     has_prev = prev_same >= 0
     pp = np.maximum(prev_same, 0)
     win_prev = np.where(has_prev, win[pp], -1)
@@ -307,7 +304,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     def per_conn(mask: B) -> I64:
         return np.bincount(c[mask], minlength=n_conn).astype(np.int64)
 
-    rtt_samples, rtt_min, rtt_med, rtt_max = _rtt(c, d, g, ts, ack, end, seglen, backwards, n_conn)
+    rtt_samples, rtt_min, rtt_med, rtt_max = _rtt(c, d, g, order_g, ts, ack, end, seglen, backwards, n_conn)
     rounds = _flights(c, d, ts, seq, seglen, ack, r, backwards, conns, spans)
     return TcpResults(
         retransmissions=per_conn(rtx), fast_retransmissions=per_conn(fast),
@@ -335,7 +332,7 @@ def _window_scales(c: I64, d: I64, syn: B, wscale: npt.NDArray[np.int8], n_conn:
     return out
 
 
-def _rtt(c: I64, d: I64, g: I64, ts: I64, ack: I64, end: I64, seglen: I64, backwards: B, n_conn: int
+def _rtt(c: I64, d: I64, g: I64, order_g: I64, ts: I64, ack: I64, end: I64, seglen: I64, backwards: B, n_conn: int
          ) -> tuple[I64, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Server data segments matched with the first client ACK of exactly their end (Karn's rule)."""
     n = len(c)
@@ -346,8 +343,7 @@ def _rtt(c: I64, d: I64, g: I64, ts: I64, ack: I64, end: I64, seglen: I64, backw
     data = np.nonzero((d == 1) & (seglen > 0))[0]
     # new client ACKs of server data: ACK values above every earlier one of the client
     acks_all = np.nonzero((d == 0) & (ack != NO_VALUE))[0]
-    order_g = np.argsort(g, kind="stable")
-    best, _ = _excl_group_cummax(g, np.where(ack != NO_VALUE, ack, NO_VALUE), order_g)
+    best, _ = _excl_group_cummax(g, ack, order_g)
     new_ack = acks_all[ack[acks_all] > best[acks_all]]
     if not len(data) or not len(new_ack):
         return samples, nan, nan.copy(), nan.copy()
@@ -415,7 +411,7 @@ def _flights(c: I64, d: I64, ts: I64, seq: I64, seglen: I64, ack: I64, r: dict[s
     rows = data[valid]
     sp = cv[valid]  # span index of each data row
     if not len(rows):
-        return _warmth(out, spans, conns, c, d, ts, seglen)
+        return _warmth(out, spans, conns, c, d, ts, seglen, np.full(n_span, NO_VALUE, dtype=np.int64))
     # rows grouped by span, capture order within
     o = np.lexsort((rows, sp))
     rows, sp = rows[o], sp[o]
@@ -456,7 +452,12 @@ def _flights(c: I64, d: I64, ts: I64, seq: I64, seglen: I64, ack: I64, r: dict[s
     conn_of = fc[firsts]
     has_syn = conns.syn_seen[conn_of]
     out["initial_window_bytes"][conn_of[has_syn]] = f_bytes[first_flight[firsts[has_syn]]]
-    return _warmth(out, spans, conns, c, d, ts, seglen, rows, sp, new)
+    # each span's first new segment
+    first_ts = np.full(n_span, NO_VALUE, dtype=np.int64)
+    nr, ns = rows[new], sp[new]
+    fst = _segment_starts(ns)
+    first_ts[ns[fst]] = ts[nr[fst]]
+    return _warmth(out, spans, conns, c, d, ts, seglen, first_ts)
 
 
 def _acked_before(c: I64, d: I64, ts: I64, ack: I64, rows: I64, conns: ConnInputs, tsval: I64, tsecr: I64
@@ -499,7 +500,6 @@ def _acked_before(c: I64, d: I64, ts: I64, ack: I64, rows: I64, conns: ConnInput
 
 
 def _acked_before_by_time(c: I64, ts: I64, ack: I64, rows: I64, conns: ConnInputs, acks: I64) -> I64:
-    out = np.full(len(rows), NO_VALUE, dtype=np.int64)
     lag = np.maximum(conns.server_rtt_ns, 0) // 2
     a_time = ts[acks] + lag[c[acks]]
     # events sorted by (connection, time, capture position); ACK events carry their value
@@ -507,16 +507,12 @@ def _acked_before_by_time(c: I64, ts: I64, ack: I64, rows: I64, conns: ConnInput
     ev_t = np.concatenate([a_time, ts[rows]])
     ev_pos = np.concatenate([acks, rows])
     ev_v = np.concatenate([ack[acks], np.full(len(rows), NO_VALUE, dtype=np.int64)])
+    # (an ACK captured after the row never sorts before it: with no lag the capture position decides the
+    # ties, with a lag its time is later too)
     o = np.lexsort((ev_pos, ev_t, ev_c))
-    run = pd.Series(ev_v[o]).groupby(ev_c[o]).cummax().to_numpy()
     res = np.empty(len(o), dtype=np.int64)
-    res[o] = run
-    # an ACK is only usable when it precedes the row in capture order as well
-    got = res[len(acks):]
-    # (when the lag is 0 the time/position order already guarantees it; with a lag, a later-captured ACK
-    # cannot sort before the row, since its time is later too)
-    out[:] = got
-    return out
+    res[o] = pd.Series(ev_v[o]).groupby(ev_c[o]).cummax().to_numpy()
+    return res[len(acks):]
 
 
 def _chain_rounds(sp: I64, rows: I64, seq: I64, new: B, reach: I64, first_of_span: B) -> B:
@@ -542,6 +538,7 @@ def _chain_rounds(sp: I64, rows: I64, seq: I64, new: B, reach: I64, first_of_spa
     blk_end = np.append(np.nonzero(blk_first)[0][1:], len(nd))
     frontier = np.nonzero(blk_first)[0]
     start_nd = np.zeros(len(nd), dtype=bool)
+    # one vectorized step per round, over all spans at once: as many steps as the most rounds of a response
     while len(frontier):
         start_nd[frontier] = True
         fb = blk[frontier]
@@ -555,14 +552,10 @@ def _chain_rounds(sp: I64, rows: I64, seq: I64, new: B, reach: I64, first_of_spa
 
 
 def _warmth(out: dict[str, np.ndarray], spans: Spans, conns: ConnInputs, c: I64, d: I64, ts: I64, seglen: I64,
-            rows: I64 | None = None, sp: I64 | None = None, new: B | None = None) -> dict[str, np.ndarray]:
-    """cold / warm / cooled per span, from the server's idle time before the span's first new segment."""
+            first_ts: I64) -> dict[str, np.ndarray]:
+    """cold / warm / cooled per span, from the server's idle time before the span's first new segment
+    (``first_ts``, NO_VALUE when it has none)."""
     n_span = len(spans.conn)
-    first_ts = np.full(n_span, NO_VALUE, dtype=np.int64)
-    if rows is not None and sp is not None and new is not None and len(rows):
-        nr, ns = rows[new], sp[new]
-        fst = _segment_starts(ns)
-        first_ts[ns[fst]] = ts[nr[fst]]
     # the server's previous data segment before that time (any span, or none)
     data = np.nonzero((d == 1) & (seglen > 0))[0]
     idle = np.full(n_span, np.nan)

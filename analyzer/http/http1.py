@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from analyzer.flows.stream import StreamChunk
+from analyzer.flows.stream import StreamChunk, read_after_carry
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_LINE_BYTES = 1024
@@ -158,14 +158,7 @@ class Http1Parser:
         self.anomalies.append((ts_ns, name, detail))
 
     def _read(self, chunk: StreamChunk, off: int, limit: int) -> bytes:
-        """Contiguous bytes at ``off``: the carried prefix first, then the chunk's pieces."""
-        carry = self.carry
-        if carry:
-            data = carry if limit >= len(carry) else carry[:limit]
-            if len(data) < limit:
-                data += chunk.read(off + len(carry), limit - len(carry))
-            return data
-        return chunk.read(off, limit)
+        return read_after_carry(self.carry, chunk, off, limit)
 
     def _consume(self, n: int) -> None:
         assert self.pos is not None

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.flows.stream import StreamChunk
+from analyzer.flows.stream import StreamChunk, read_after_carry
 from analyzer.tls.messages import (
     CERTIFICATE,
     CERTIFICATE_REQUEST,
@@ -280,14 +280,7 @@ class _Side:
             self.events.append((kind, value, ts))
 
     def _read(self, chunk: StreamChunk, off: int, limit: int) -> bytes:
-        """Contiguous bytes at ``off`` (= ``pos``): the carried prefix first, then the chunk's pieces."""
-        carry = self.carry
-        if carry:
-            data = carry if limit >= len(carry) else carry[:limit]
-            if len(data) < limit:
-                data += chunk.read(off + len(carry), limit - len(carry))
-            return data
-        return chunk.read(off, limit)
+        return read_after_carry(self.carry, chunk, off, limit)
 
     def _ts(self, chunk: StreamChunk, off: int) -> int:
         assert self.pos is not None
