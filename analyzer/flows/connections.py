@@ -32,6 +32,7 @@ import base64
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +49,7 @@ HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retra
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
 MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
+MAX_BATCH_ROWS = 131_072  # packet rows analyzed at once when connections finish (bounds that memory)
 NO_DATA = np.iinfo(np.int64).min
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
@@ -185,8 +187,18 @@ class ConnectionTracker:
             return
         done, self._done = self._done, []
         if self.on_finished_batch is not None and self.log is not None:
-            rows = self.log.pop(np.array([cn.serial for cn in done], dtype=np.int64))
-            self.on_finished_batch(done, rows)
+            # in batches of at most MAX_BATCH_ROWS packet rows (whole connections), so that the analysis of
+            # many connections finishing together (at capture end) does not need memory for all their rows
+            # (a connection's log rows are about its counted packets: stale SYNs are not logged)
+            serials = np.array([cn.serial for cn in done], dtype=np.int64)
+            ends = np.cumsum([cn.dirs[0].packets + cn.dirs[1].packets for cn in done])
+            cuts = [0]
+            while cuts[-1] < len(done):
+                base_rows = ends[cuts[-1] - 1] if cuts[-1] else 0
+                nxt = int(np.searchsorted(ends, base_rows + MAX_BATCH_ROWS, side="right"))
+                cuts.append(max(nxt, cuts[-1] + 1))
+            for a, b in pairwise(cuts):
+                self.on_finished_batch(done[a:b], self.log.pop(serials[a:b]))
         if self.on_finished is not None:
             for conn in done:
                 self.on_finished(conn)

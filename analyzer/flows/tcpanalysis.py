@@ -60,6 +60,7 @@ NO_VALUE = np.iinfo(np.int64).min
 FAST_RTX_WINDOW_NS = 20_000_000  # Wireshark: the retransmission follows the last duplicate ACK within 20 ms
 DEFAULT_OOO_NS = 3_000_000  # Wireshark's out-of-order threshold when the handshake RTT is unknown
 RTO_MIN_MS = 200.0  # Linux TCP_RTO_MIN: a steady path's RTO is about RTT + 200 ms
+MAX_LOG_CHUNKS = 64  # remnants of chunks kept apart in the segment log before they are merged
 
 LOG_DTYPES: dict[str, type] = {
     "serial": np.int64,  # connection serial number (tracker-wide)
@@ -107,16 +108,24 @@ class SegmentLog:
 
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
-        ``analyze`` groups them)."""
-        if not self._chunks:
+        ``analyze`` groups them). Chunk by chunk: the log is never copied whole."""
+        taken: list[dict[str, np.ndarray]] = []
+        kept: list[dict[str, np.ndarray]] = []
+        for ch in self._chunks:
+            take = np.isin(ch["serial"], serials)
+            if not take.any():
+                kept.append(ch)
+                continue
+            taken.append({k: v[take] for k, v in ch.items()})
+            if not take.all():
+                kept.append({k: v[~take] for k, v in ch.items()})
+        if len(kept) > MAX_LOG_CHUNKS:  # many small remnants: one array per column again
+            kept = [{k: np.concatenate([ch[k] for ch in kept]) for k in LOG_DTYPES}]
+        self._chunks = kept
+        self.rows = sum(len(ch["serial"]) for ch in kept)
+        if not taken:
             return {k: np.zeros(0, dtype=t) for k, t in LOG_DTYPES.items()}
-        allc = (self._chunks[0] if len(self._chunks) == 1
-                else {k: np.concatenate([c[k] for c in self._chunks]) for k in LOG_DTYPES})
-        take = np.isin(allc["serial"], serials)
-        keep = ~take
-        self._chunks = [{k: v[keep] for k, v in allc.items()}] if keep.any() else []
-        self.rows = int(np.count_nonzero(keep))
-        return {k: v[take] for k, v in allc.items()}
+        return taken[0] if len(taken) == 1 else {k: np.concatenate([ch[k] for ch in taken]) for k in LOG_DTYPES}
 
 
 @dataclass(slots=True)
