@@ -16,11 +16,11 @@ import numpy as np
 
 from analyzer.analysis import Analysis
 from analyzer.capture.pcapfile import open_capture
+from analyzer.dispatch import ConnectionHandler
 from analyzer.flows.connections import Connection, ConnectionTracker
 from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP
 from analyzer.http.sniff import classify_payload
-from analyzer.http.transactions import Http1Connection
 from analyzer.metrics import summary_metrics
 from analyzer.records import batch_records
 from analyzer.tables import (
@@ -84,7 +84,7 @@ def analyze(
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
     for reader in readers:
-        tracker = ConnectionTracker(Http1Connection, classify_payload, on_finished_batch=on_finished)
+        tracker = ConnectionTracker(ConnectionHandler, classify_payload, on_finished_batch=on_finished)
         for batch in reader.batches():
             if len(batch):
                 lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())

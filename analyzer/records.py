@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from analyzer.dispatch import ConnectionHandler
 from analyzer.flows import tcpanalysis
 from analyzer.flows.connections import Connection, connection_uid
 from analyzer.flows.packets import SYN
@@ -194,7 +195,7 @@ def _connection_records(conn: Connection
     uid = connection_uid(conn)
     (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
     handler = conn.handler
-    assert isinstance(handler, (Http1Connection, SealedHttp1)), "the pipeline gives connections an HTTP handler"
+    assert isinstance(handler, (ConnectionHandler, Http1Connection, SealedHttp1)), "the pipeline's handlers"
     tx_rows, facts = handler.transaction_rows(uid, sip, sport)
     c, s = conn.dirs
     close_ns = conn.close_ns
@@ -225,7 +226,7 @@ def _connection_records(conn: Connection
         "server_port": sport,
         "transport": "tcp",
         "protocol": protocol,
-        "tls": True if protocol == "tls" else None if protocol == "unknown" else False,
+        "tls": False if protocol != "unknown" else None,
         "syn_seen": conn.syn_seen,
         "ts_start": conn.ts_start_ns / 1e9,
         "ts_end": conn.ts_end_ns / 1e9,
@@ -249,7 +250,12 @@ def _connection_records(conn: Connection
         "keep_alive_timeout_s": facts["keep_alive_timeout_s"],
         "keep_alive_max": facts["keep_alive_max"],
         "first_frame": conn.first_frame,
+        "max_concurrent_streams": facts.get("max_concurrent_streams"),
     }
+    tls = facts.get("tls")
+    if tls is not None:
+        row.update(tls)
+        row["tls_decrypted"] = facts.get("tls_decrypted")
     anomalies: list[dict[str, Any]] = []
     start_s = conn.ts_start_ns / 1e9
     if not conn.syn_seen:

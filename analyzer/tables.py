@@ -30,15 +30,19 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "tls": "boolean",
     "tls_version": "string",
     "sni": "string",
-    "alpn": "string",
+    "alpn": "string",  # selected (ServerHello; null in TLS 1.3, where it is encrypted)
+    "alpn_offered": "string",  # the ClientHello's list, comma-separated
+    "tls_cipher_suite": "string",
     "tls_resumed": "boolean",
+    "tls_round_trips": "Int64",  # round trips the TLS handshake cost (full 1.2: 2; 1.3 or resumed: 1; 0-RTT: 0)
+    "tls_decrypted": "boolean",  # application data decrypted with a key log (HTTP parsed inside)
     "syn_seen": "boolean",
     "ts_start": "float64",
     "ts_end": "float64",
     "handshake_rtt_ms": "float64",  # Wireshark's tcp.analysis.initial_rtt
     "syn_to_synack_ms": "float64",  # first half of the handshake RTT
     "synack_to_ack_ms": "float64",  # second half
-    "tls_handshake_ms": "float64",
+    "tls_handshake_ms": "float64",  # ClientHello → the client's first application data
     "requests": "Int64",
     "pipelined_max": "Int64",
     "max_concurrent_streams": "Int64",
@@ -104,6 +108,7 @@ HTTP_TRANSACTION_COLUMNS: dict[str, str] = {
     "response_complete": "boolean",
     "server_ip": "string",
     "server_port": "Int64",
+    "estimated": "boolean",  # from TLS record bursts, not parsed HTTP (encrypted, no keys)
 }
 
 # the columns the TCP sequence analysis fills (analyzer/flows/tcpanalysis.py, joined in analyzer/records.py)

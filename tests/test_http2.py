@@ -55,12 +55,12 @@ from analyzer.http.transactions import SealedHttp1
 from analyzer.http2 import PREFACE, H2cUpgrade, Http2Connection
 from analyzer.http2 import frames as h2frames
 from analyzer.http2.frames import find_boundary
-from analyzer.tables import TRANSACTION_COLUMNS
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TRANSACTION_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 COLS = {name: i for i, name in enumerate(TRANSACTION_COLUMNS)}
-BASE_COLUMNS = 29  # the columns the HTTP layer fills (uid .. server_port); later ones are added by records
+BASE_COLUMNS = len(HTTP_TRANSACTION_COLUMNS)  # the columns the HTTP layer fills; later ones are added by records
 MS = 1_000_000
 
 # ==================================================================================== building conversations

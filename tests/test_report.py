@@ -47,7 +47,7 @@ EVIL_IMG = '<img src=x onerror="document.title=\'pwned\'">'
 BIF_TITLE = "Bytes in flight (server → client)"
 ROUNDS_TITLE = "Flight bytes per round: cold, warm and cooled responses"
 CHART_TITLES = ("Requests per connection", "Connection timeline", "Idle gaps", "Handshake overhead per host",
-                BIF_TITLE, ROUNDS_TITLE)
+                "Protocol mix", BIF_TITLE, ROUNDS_TITLE)
 
 
 class _Page(HTMLParser):
@@ -168,7 +168,7 @@ def test_every_chart_present(document: str) -> None:
 
 
 def test_sections_present(document: str) -> None:
-    for anchor in ("headline", "reuse", "timeline", "idle", "handshake", "hosts", "tcp", "tcp-health",
+    for anchor in ("headline", "reuse", "timeline", "idle", "handshake", "hosts", "protocols", "tcp", "tcp-health",
                    "anomalies", "quality", "glossary"):
         assert f'<section id="{anchor}">' in document
 
@@ -738,3 +738,44 @@ def test_empty_tcp_data_shows_messages_in_chromium(tmp_path: Path) -> None:
         "annotations"]
     assert "No response of known warmth and size has flights." in seen["annotations"]
     assert seen["before"]["traces"] == 0
+
+
+# --- protocols and TLS ----------------------------------------------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def _section(document: str, anchor: str) -> str:
+    start = document.index(f'<section id="{anchor}">')
+    return document[start: document.index("</section>", start)]
+
+
+def test_protocols_section_of_real_tls_and_h2c_captures() -> None:
+    """A resumed TLS 1.3 connection (no keys) and an h2c connection after Upgrade, analyzed together."""
+    paths = [CORPUS / "zeek/tls/tls13_psk_succesfull.pcap", CORPUS / "scapy/http2_h2c.pcap"]
+    if not all(p.exists() for p in paths):
+        pytest.skip("corpus captures missing")
+    import analyzer
+
+    analysis = analyzer.analyze(*map(str, paths))
+    section = _section(render_report(analysis, "protocols"), "protocols")
+    rows = re.findall(r"<tr>(.*?)</tr>", section, flags=re.S)
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r, flags=re.S) for r in rows]
+    assert ["h2c", "1", "2", "0"] in cells  # protocol, connections, transactions, estimated
+    assert ["tls", "1", "2", "2"] in cells
+    assert any(c[:4] == ["174.138.9.219:443", "1", "1", "100.0 %"] and c[4] == "TLS 1.3 ×1" for c in cells)
+    assert "1 TLS connections, 1 resumed" in section
+    assert "2 transactions of encrypted connections are estimated" in section
+    out = Console(record=True, width=120)
+    print_summary(analysis, out)
+    text = out.export_text()
+    assert "Protocols" in text and "TLS: 1 connections, 1 resumed" in text
+
+
+def test_hostile_sni_is_inert_text() -> None:
+    analysis = sample_analysis()
+    analysis.connections["tls"] = pd.array([True] * len(analysis.connections), dtype="boolean")
+    analysis.connections["sni"] = pd.array([EVIL] * len(analysis.connections), dtype="string")
+    analysis.connections["tls_version"] = pd.array(["TLS 1.3"] * len(analysis.connections), dtype="string")
+    section = _section(render_report(analysis, "x"), "protocols")
+    assert EVIL not in section and "&lt;script&gt;" in section

@@ -125,6 +125,25 @@ class StreamChunk:
         """Stream offset just past the last delivered byte (or -1 when empty)."""
         return int(self.end[-1]) if len(self) else -1
 
+    @property
+    def nbytes(self) -> int:
+        """Captured bytes in this chunk."""
+        return int((self.end - self.start).sum())
+
+    def compact(self) -> StreamChunk:
+        """A copy that owns its bytes (one small buffer): keeping it does not keep the packet buffers alive."""
+        lens = self.end - self.start
+        total = int(lens.sum())
+        buf = np.empty(total, dtype=np.uint8)
+        new_off = np.zeros(len(self), dtype=np.int64)
+        if len(self):
+            np.cumsum(lens[:-1], out=new_off[1:])
+            for src, off, ln, dst in zip(self.src.tolist(), self.buf_off.tolist(), lens.tolist(), new_off.tolist(),
+                                         strict=True):
+                buf[dst : dst + ln] = self.buffers[src][off : off + ln]
+        return StreamChunk(self.start.copy(), self.end.copy(), np.zeros(len(self), dtype=np.int8), new_off,
+                           self.ts_ns.copy(), self.done_ns.copy(), (buf,), self.eof, self.final)
+
     @classmethod
     def empty(cls, eof: int = -1, final: bool = False) -> StreamChunk:
         z = np.zeros(0, dtype=np.int64)

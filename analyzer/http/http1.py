@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from analyzer.flows.stream import StreamChunk, read_after_carry
+from analyzer.tls.observer import looks_like_tls
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_LINE_BYTES = 1024
@@ -34,6 +35,7 @@ RESPONSE = 1
 # parser states
 START, BODY_LENGTH, BODY_CHUNK_SIZE, BODY_CHUNK_DATA, BODY_CHUNK_CRLF, TRAILERS, BODY_CLOSE, TUNNEL, RESYNC, \
     OTHER = range(10)
+_DELIMITED_BODY = frozenset({BODY_LENGTH, BODY_CHUNK_SIZE, BODY_CHUNK_DATA, BODY_CHUNK_CRLF, TRAILERS})
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _TOKEN_METHOD = rb"[A-Z][A-Z0-9_-]{1,23}"
@@ -125,6 +127,7 @@ class Http1Parser:
         self.anomalies: list[Anomaly] = []
         self.protocol: str | None = None  # 'h2c' / 'tls' when the stream is not HTTP/1
         self.tunnel_after_current = False  # request side: CONNECT/Upgrade may switch to a tunnel
+        self.tunnel_after_body = False  # the switch was agreed while this message's body was being read
         self.messages_seen = 0
         self.gap_bytes = 0
         self.expect_http09: Callable[[], bool] = _never
@@ -147,7 +150,12 @@ class Http1Parser:
         self.carry = b""
 
     def switch_to_tunnel(self) -> None:
-        """Stop parsing HTTP (after 101 Switching Protocols or a successful CONNECT)."""
+        """Stop parsing HTTP (after 101 Switching Protocols or a successful CONNECT). A request whose
+        delimited body is still being read switches after that body (RFC 9110 §7.8: the protocol changes
+        after the message that asked for it)."""
+        if self.current is not None and self.state in _DELIMITED_BODY:
+            self.tunnel_after_body = True
+            return
         if self.state != TUNNEL:
             self._finish_current_at_headers_end()
             self.state = TUNNEL
@@ -391,10 +399,7 @@ class Http1Parser:
         """The stream is not HTTP/1: HTTP/2 prior knowledge or TLS. Stop parsing it."""
         if data.startswith(H2_PREFACE[: min(len(data), len(H2_PREFACE))]) and len(data) >= 16:
             self.protocol = "h2c"
-        elif len(data) >= 3 and (
-            (data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04)  # TLS handshake record
-            or (data[0] == 0x80 and data[2] == 0x01)  # SSLv2-compatible ClientHello
-        ):
+        elif looks_like_tls(data):  # a TLS record (any type: a capture may start mid-connection) or SSLv2 hello
             self.protocol = "tls"
         else:
             return False
@@ -545,7 +550,7 @@ class Http1Parser:
         msg.ts_end_ns = chunk.done_at(end) if len(chunk) else self._last_ts
         msg.complete = complete and msg.body_missing_bytes == 0
         self.current = None
-        self.state = START
+        self.state = TUNNEL if self.tunnel_after_body else START
         self._on_end(msg)
 
     def _end_message(self, msg: Message, chunk: StreamChunk) -> None:
@@ -554,7 +559,7 @@ class Http1Parser:
         msg.ts_end_ns = chunk.done_at(self.pos) if len(chunk) else self._last_ts
         msg.complete = True
         self.current = None
-        self.state = START
+        self.state = TUNNEL if self.tunnel_after_body else START
         self._on_end(msg)
 
     def _finish_current_at_headers_end(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyzer.flows.stream import StreamChunk
-from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, keep_alive_params
+from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, keep_alive_params
 
 CLIENT = 0
 SERVER = 1
@@ -69,6 +69,8 @@ class Http1Connection:
     parsers: tuple[Http1Parser, Http1Parser] = field(init=False)
     flood_reported: bool = False
     upgraded_to: str | None = None  # protocol switched to by a 101 (h2c)
+    upgrade: tuple[Message, Message] | None = None  # (request, 101 response) of an h2c Upgrade
+    h2c_requested: bool = False  # a request asked to upgrade to h2c, and its response is not in yet
 
     def __post_init__(self) -> None:
         self.parsers = (
@@ -85,11 +87,35 @@ class Http1Connection:
         parser = self.parsers[direction]
         parser.feed(chunk)
         other = self.parsers[1 - direction]
-        if parser.protocol is not None and other.protocol is None and not other.messages_seen:
-            other.stop(parser.protocol)  # HTTP/2 or TLS on this connection: the other direction is too
+        if (parser.protocol is not None and not parser.messages_seen and other.protocol is None
+                and not other.messages_seen):
+            other.stop(parser.protocol)  # HTTP/2 or TLS from the first byte: the other direction is too
+
+    def may_switch(self) -> bool:
+        """Could this connection still turn out to speak another protocol from a point already fed? True
+        while no message was parsed and a direction has not yet shown what it is (its first bytes decide:
+        TLS, the HTTP/2 preface; bytes HTTP/1 cannot parse do not), and while an ``Upgrade: h2c`` request
+        waits for its response."""
+        if self.h2c_requested:
+            return True
+        if any(p.messages_seen or p.protocol is not None for p in self.parsers):
+            return False
+        return any(p.state == START for p in self.parsers)  # a direction has not shown what it is yet
+
+    def detected(self) -> str | None:
+        """The protocol found instead of HTTP/1 at the start of a stream (``tls``, ``h2c``), or ``h2c`` after
+        an answered Upgrade (then ``upgrade`` holds the two messages); None while it is HTTP/1."""
+        if self.upgrade is not None:
+            return "h2c"
+        for p in self.parsers:
+            if p.protocol is not None and not p.messages_seen:
+                return p.protocol
+        return None
 
     # -------------------------------------------------------------------------------------- callbacks
     def _on_request_head(self, msg: Message) -> str | None:
+        if "h2c" in (msg.headers.get("upgrade") or "").lower():
+            self.h2c_requested = True
         ex = Exchange(msg)
         self.exchanges.append(ex)
         if len(self.pending) < MAX_PENDING_REQUESTS:
@@ -122,11 +148,14 @@ class Http1Connection:
         if maximum is not None:
             self.keep_alive_max = maximum
         method = ex.request.method if ex.request is not None else None
+        self.h2c_requested = False
         if (status == 101 or (method == "CONNECT" and 200 <= status < 300)):
             self.parsers[REQUEST].switch_to_tunnel()
             upgrade = (msg.headers.get("upgrade") or "").lower()
             if status == 101 and "h2c" in upgrade:
                 self.upgraded_to = "h2c"  # HTTP/2 over cleartext after an Upgrade
+                if ex.request is not None:
+                    self.upgrade = (ex.request, msg)
         return method
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
@@ -226,7 +255,7 @@ class Http1Connection:
             rows.append((
                 uid, i + 1, None, *req_part, *resp_part, *req_times, *resp_times, req_body, resp_body,
                 idle_ms, pipelined, i > 0, connection_persists(req, resp), req_conn, resp_conn, ua, ctype,
-                ex.interim, req_complete, resp_complete, server_ip, server_port,
+                ex.interim, req_complete, resp_complete, server_ip, server_port, False,
             ))
         known_ends = [e for e in resp_end if e == e]
         facts = {

@@ -146,12 +146,17 @@ class H2cUpgrade:
     @classmethod
     def from_http1(cls, request: Message, response: Message) -> H2cUpgrade:
         """From the parsed Upgrade request and its ``101`` response (``analyzer.http.http1`` messages)."""
+        client_offset, body_bytes = request.end, request.body_bytes
+        if client_offset < 0:  # the body is not all in yet: its declared length says where it ends
+            length = (request.headers.get("content-length") or "").strip()
+            body_bytes = int(length) if length.isdigit() else body_bytes
+            client_offset = request.header_end + body_bytes
         return cls(
-            client_offset=request.end if request.end >= 0 else request.header_end,
+            client_offset=client_offset,
             server_offset=response.end if response.end >= 0 else response.header_end,
             method=request.method, target=request.target, host=request.headers.get("host"),
             ts_request_start_ns=request.ts_start_ns, ts_request_end_ns=request.ts_end_ns,
-            request_body_bytes=request.body_bytes, user_agent=request.headers.get("user-agent"),
+            request_body_bytes=body_bytes, user_agent=request.headers.get("user-agent"),
             http2_settings=request.headers.get("http2-settings"),
         )
 
@@ -628,7 +633,7 @@ class Http2Connection:
                 req.body_bytes if (req.seen or s.request_seen) else None,
                 resp.body_bytes if resp.seen else None,
                 idle_ms, pipelined, i > 0, keep_alive, None, None, s.user_agent, s.content_type,
-                s.interim, req_complete, resp_complete, server_ip, server_port,
+                s.interim, req_complete, resp_complete, server_ip, server_port, False,
             ))
         requests = [s for s in streams if s.request_seen and not s.pushed]
         facts: dict[str, Any] = {

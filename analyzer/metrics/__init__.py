@@ -9,7 +9,8 @@ knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are
 Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``idle`` (idle gaps,
 server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table),
 ``warmth`` (cold, warm and cooled responses: flights per round, transfer times, the bytes-in-flight
-series), ``tcphealth`` (retransmissions by kind, window signals, RTTs per host).
+series), ``tcphealth`` (retransmissions by kind, window signals, RTTs per host), ``protocols`` (protocol
+mix, TLS resumption, HTTP/2 streams per connection).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.metrics import handshake, hosts, idle, reuse, tcphealth, warmth
+from analyzer.metrics import handshake, hosts, idle, protocols, reuse, tcphealth, warmth
 from analyzer.metrics.frames import equals
 from analyzer.metrics.handshake import (
     handshake_costs,
@@ -34,6 +35,7 @@ from analyzer.metrics.idle import (
     infer_idle_timeouts,
     timeouts_for_summary,
 )
+from analyzer.metrics.protocols import protocol_mix, protocol_stats, tls_by_host
 from analyzer.metrics.reuse import (
     avoidable_connections,
     connection_requests,
@@ -69,6 +71,8 @@ __all__ = [
     "idle_after_last",
     "idle_before_stats",
     "infer_idle_timeouts",
+    "protocol_mix",
+    "protocol_stats",
     "requests_per_connection_histogram",
     "reuse_stats",
     "series_connections",
@@ -76,6 +80,7 @@ __all__ = [
     "summary_metrics",
     "tcp_health_table",
     "tcp_health_totals",
+    "tls_by_host",
     "transaction_costs",
     "transaction_hosts",
     "transaction_reused",
@@ -83,7 +88,7 @@ __all__ = [
     "warmth_transfers",
 ]
 
-_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth)
+_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth, protocols)
 
 
 def glossary() -> dict[str, str]:
@@ -132,6 +137,8 @@ class MetricTables:
     transfers: pd.DataFrame  # warmth_transfers
     health: pd.DataFrame  # tcp_health_table
     health_totals: pd.DataFrame  # tcp_health_totals
+    protocols: pd.DataFrame  # protocol_mix
+    tls_hosts: pd.DataFrame  # tls_by_host
 
 
 def compute_all(analysis: Analysis) -> MetricTables:
@@ -157,6 +164,7 @@ def compute_all(analysis: Analysis) -> MetricTables:
     summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
     summary["hosts"] = len(hosts)
     summary.update(warmth_stats(transactions))
+    summary.update(protocol_stats(connections, transactions))
     return MetricTables(summary=summary,
                         histogram=requests_per_connection_histogram(connections, transactions),
                         avoidable=avoidable, idle_after=idle_after_last(connections, transactions),
@@ -164,7 +172,9 @@ def compute_all(analysis: Analysis) -> MetricTables:
                         rounds=flight_rounds(transactions, analysis.flights),
                         transfers=warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
                         health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
-                        health_totals=tcp_health_totals(connections))
+                        health_totals=tcp_health_totals(connections),
+                        protocols=protocol_mix(connections, transactions),
+                        tls_hosts=tls_by_host(connections, conn_hosts))
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -189,6 +199,9 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         first;
       hosts (number of rows of ``host_table``);
       from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
-        ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled.
+        ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled;
+      from ``protocol_stats``: protocols, transactions_estimated, tls_connections, tls_resumed,
+        tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
+        h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
     return compute_all(analysis).summary

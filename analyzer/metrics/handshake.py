@@ -66,12 +66,18 @@ DEFINITIONS: dict[str, str] = {
 }
 
 
-def _tls_round_trips(tls: pd.Series, version: pd.Series, resumed: pd.Series) -> np.ndarray:
+def _tls_round_trips(tls: pd.Series, version: pd.Series, resumed: pd.Series,
+                     observed: pd.Series | None = None) -> np.ndarray:
+    """Round trips of each TLS handshake: ``observed`` (the TLS layer's count, which knows
+    HelloRetryRequest and 0-RTT) where known, else from the version and resumption."""
     is_tls = flags(tls)
     is_resumed = flags(resumed)
+    seen = floats(observed) if observed is not None else np.full(len(tls), math.nan)
     rounds = np.full(len(tls), math.nan)
     for i, text in enumerate(texts(version)):
-        if not is_tls[i]:
+        if is_tls[i] and not math.isnan(seen[i]):
+            rounds[i] = seen[i]
+        elif not is_tls[i]:
             rounds[i] = 0.0
         elif is_resumed[i] or (text is not None and "1.3" in text):
             rounds[i] = 1.0
@@ -87,7 +93,8 @@ def handshake_costs(connections: pd.DataFrame) -> pd.DataFrame:
     costs one round trip of ``handshake_rtt_ms`` (Wireshark's iRTT). When the handshake was not captured
     (``syn_seen`` false or no RTT) the median measured handshake RTT of the same server IP:port is used;
     without one the connection is excluded (UDP connections always are). A TLS connection adds
-    ``tls_handshake_ms`` and 2 round trips (TLS 1.2 full) or 1 (TLS 1.3, resumed); unknown adds nothing.
+    ``tls_handshake_ms`` and its round trips: the TLS layer's ``tls_round_trips`` (which knows
+    HelloRetryRequest and 0-RTT), else 2 (TLS 1.2 full) or 1 (TLS 1.3, resumed); unknown adds nothing.
 
     Columns (one row per connection, in table order): ``uid``, ``server``, ``tcp_handshake_ms`` (used
     value, NaN when excluded), ``tcp_source`` (``measured`` | ``server_median`` | ``excluded``),
@@ -111,7 +118,8 @@ def handshake_costs(connections: pd.DataFrame) -> pd.DataFrame:
     is_tls = flags(connections["tls"])
     tls_ms = floats(connections["tls_handshake_ms"])
     tls_ms = np.where(is_tls, tls_ms, math.nan)
-    tls_rounds = _tls_round_trips(connections["tls"], connections["tls_version"], connections["tls_resumed"])
+    tls_rounds = _tls_round_trips(connections["tls"], connections["tls_version"], connections["tls_resumed"],
+                                  connections.get("tls_round_trips"))
     included = ~np.isnan(tcp)
     setup_ms = np.where(included, tcp + np.nan_to_num(tls_ms, nan=0.0), math.nan)
     setup_rounds = np.where(included, 1.0 + np.nan_to_num(tls_rounds, nan=0.0), math.nan)

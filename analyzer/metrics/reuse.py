@@ -21,8 +21,10 @@ DEFINITIONS: dict[str, str] = {
     "requests_per_connection": (
         "Number of HTTP transactions (request/response pairs, or HTTP/2 streams) a connection carried: "
         "the connection's `requests` column, or when that is missing the number of its transaction rows. "
-        "Encrypted connections that were not decrypted (protocol `tls`) with no visible transaction count "
-        "as unknown and are left out. The mean, median and maximum are taken over connections that carried "
+        "Encrypted connections that were not decrypted with neither a request count nor transaction rows "
+        "(HTTP/2 inside TLS, or no application data) count as unknown and are left out; the others count "
+        "their estimated transactions (`estimated_transactions`). "
+        "The mean, median and maximum are taken over connections that carried "
         "at least one request; connections that carried none are counted separately as unused. Equals the "
         "highest `trans_depth` of a connection in Zeek's http.log and the m of Wireshark's "
         "\"HTTP request n/m\" (`http.request_number` is n)."
@@ -69,7 +71,7 @@ def _requests_array(connections: pd.DataFrame, transactions: pd.DataFrame) -> np
                     dtype=float)
     declared = floats(connections["requests"])
     value = np.where(np.isnan(declared), seen, declared)
-    encrypted = equals(connections["protocol"], "tls")
+    encrypted = flags(connections["tls"]) & ~flags(connections["tls_decrypted"])
     value[encrypted & (value == 0) & (seen == 0)] = math.nan
     return value
 
@@ -79,7 +81,7 @@ def connection_requests(connections: pd.DataFrame, transactions: pd.DataFrame) -
 
     Definition (``DEFINITIONS['requests_per_connection']``): the number of HTTP transactions a connection
     carried: the connection's ``requests`` column, or when that is missing the number of its transaction
-    rows. Encrypted connections that were not decrypted (protocol ``tls``) with no visible transaction
+    rows. Encrypted connections that were not decrypted, with neither a request count nor transaction rows,
     count as unknown. Matches the highest ``trans_depth`` of a connection in Zeek's http.log and the m of
     Wireshark's "HTTP request n/m".
     """

@@ -312,6 +312,31 @@ def handshake_figure(hosts: pd.DataFrame, max_hosts: int = HANDSHAKE_MAX_HOSTS) 
     return _layout(fig, title, height=max(300, 140 + 44 * len(labels)))
 
 
+# --- protocols ------------------------------------------------------------------------------------------
+
+def protocol_figure(mix: pd.DataFrame) -> go.Figure:
+    """Connections and transactions per protocol (``metrics.protocol_mix``), estimated transactions of
+    undecrypted TLS shown apart."""
+    title = "Protocol mix"
+    if mix.empty:
+        return empty_figure(title, "No connection.")
+    labels = [safe(p, 30) for p in texts(mix["protocol"])]
+    tx = mix["transactions"].to_numpy(dtype=float)
+    est = mix["transactions_estimated"].to_numpy(dtype=float)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=labels, y=mix["connections"].to_numpy(dtype=float), name="connections",
+                         marker_color="#1f77b4", hovertemplate="%{x}: %{y:,} connections<extra></extra>"))
+    fig.add_trace(go.Bar(x=labels, y=tx - est, name="transactions", marker_color="#2ca02c",
+                         hovertemplate="%{x}: %{y:,} transactions parsed<extra></extra>"))
+    fig.add_trace(go.Bar(x=labels, y=est, name="transactions (estimated from TLS records)",
+                         marker_color="#98df8a",
+                         hovertemplate="%{x}: %{y:,} transactions estimated<extra></extra>"))
+    fig.update_xaxes(type="category", title_text="protocol")
+    fig.update_yaxes(title_text="count", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, height=360)
+
+
 # --- TCP: warm vs cold ----------------------------------------------------------------------------------
 
 WARMTH_COLORS: dict[str, str] = {"cold": "#1f77b4", "warm": "#d62728", "cooled": "#9467bd"}

@@ -384,6 +384,45 @@ def _handshake_section(key: dict[str, Any], hosts: pd.DataFrame, chart: _Charts)
             + "</section>")
 
 
+def _protocols_section(key: dict[str, Any], m: MetricTables, chart: _Charts) -> str:
+    mix, tls_hosts = m.protocols, m.tls_hosts
+    parts = ['<section id="protocols"><h2>Protocols and TLS</h2>', chart(figures.protocol_figure(mix), "Protocol mix")]
+    if mix.empty:
+        return "".join(parts) + '<p class="note">No connection.</p></section>'
+    parts.append(table([("protocol", ""), ("connections", "num"), ("transactions", "num"),
+                        ("of which estimated", "num")],
+                       [[txt(r["protocol"]), num(fmt_int(r["connections"])), num(fmt_int(r["transactions"])),
+                         num(fmt_int(r["transactions_estimated"]))] for r in mix.to_dict("records")],
+                       caption="Connections and transactions per protocol"))
+    bits = []
+    if key.get("tls_connections"):
+        bits.append(f"{fmt_int(key['tls_connections'])} TLS connections, {fmt_int(key['tls_resumed'])} resumed "
+                    f"(<a href=\"#def-tls_resumption_ratio\">resumption ratio</a> "
+                    f"{esc(fmt_ratio(key['tls_resumption_ratio']))}).")
+    if key.get("h2_connections"):
+        bits.append(f"{fmt_int(key['h2_connections'])} HTTP/2 connections: "
+                    f"{esc(fmt_num(key['h2_requests_per_connection_mean']))} requests per connection on average, "
+                    f"at most {fmt_int(key['h2_requests_per_connection_max'])}; at most "
+                    f"{fmt_int(key['h2_max_concurrent_streams'])} streams open at once "
+                    '(<a href="#def-streams_per_h2_connection">definition</a>).')
+    if key.get("transactions_estimated"):
+        bits.append(f"{fmt_int(key['transactions_estimated'])} transactions of encrypted connections are "
+                    'estimated from TLS record bursts (<a href="#def-estimated_transactions">how</a>): no keys.')
+    if bits:
+        parts.append(f'<p class="note">{" ".join(bits)}</p>')
+    if len(tls_hosts):
+        shown = tls_hosts.head(HOSTS_MAX_ROWS)
+        parts.append(table(
+            [("host", ""), ("TLS connections", "num"), ("resumed", "num"), ("resumption ratio", "num"),
+             ("versions", ""), ("median TLS handshake", "num")],
+            [[txt(r["host"]), num(fmt_int(r["tls_connections"])), num(fmt_int(r["resumed"])),
+              num(fmt_ratio(r["resumption_ratio"])), txt(r["versions"]), num(fmt_ms(r["tls_handshake_ms_median"]))]
+             for r in shown.to_dict("records")],
+            caption="TLS per host"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _hosts_section(hosts: pd.DataFrame) -> str:
     shown = hosts.head(HOSTS_MAX_ROWS)
     def with_rt(ms: Any, round_trips: Any) -> str:
@@ -600,8 +639,8 @@ def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
 
 
 _NAV = (("headline", "Headline"), ("reuse", "Requests per connection"), ("timeline", "Timeline"),
-        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("tcp", "TCP warm vs cold"),
-        ("tcp-health", "TCP health"), ("anomalies", "Anomalies"),
+        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("protocols", "Protocols and TLS"),
+        ("tcp", "TCP warm vs cold"), ("tcp-health", "TCP health"), ("anomalies", "Anomalies"),
         ("quality", "Capture quality"), ("glossary", "Glossary"))
 
 
@@ -645,6 +684,7 @@ def render_report(analysis: Analysis, title: str) -> str:
         _idle_section(analysis, m, chart),
         _handshake_section(key, hosts, chart),
         _hosts_section(hosts),
+        _protocols_section(key, m, chart),
         _tcp_section(analysis, m, chart),
         _tcp_health_section(m),
         _anomalies_section(analysis),

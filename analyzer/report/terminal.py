@@ -130,6 +130,20 @@ def warmth_table(key: dict[str, Any]) -> Table:
     return table
 
 
+def protocols_table(mix: pd.DataFrame, key: dict[str, Any]) -> Table:
+    """Connections and transactions per protocol (``metrics.protocol_mix``), with TLS resumption."""
+    table = Table(title="Protocols", title_justify="left")
+    for name in ("protocol", "connections", "transactions", "estimated"):
+        table.add_column(name, justify="left" if name == "protocol" else "right")
+    for r in mix.to_dict("records"):
+        table.add_row(_t(r["protocol"]), Text(fmt_int(r["connections"])), Text(fmt_int(r["transactions"])),
+                      Text(fmt_int(r["transactions_estimated"])))
+    if key.get("tls_connections"):
+        table.caption = (f"TLS: {fmt_int(key['tls_connections'])} connections, {fmt_int(key['tls_resumed'])} "
+                         f"resumed ({fmt_ratio(key['tls_resumption_ratio'])} of those known)")
+    return table
+
+
 def anomalies_table(analysis: Analysis) -> Table:
     """Anomaly counts by name (from the table, else from ``summary['anomalies']``)."""
     names = analysis.anomalies["name"]
@@ -161,12 +175,13 @@ def timeouts_table(timeouts: pd.DataFrame) -> Table:
 
 def print_summary(analysis: Analysis, console: Console) -> None:
     """Print the key figures of ``analysis`` to ``console`` as rich tables: headline, capture quality with
-    skip reasons, the top hosts, warm vs cold responses when any response's warmth is known, anomalies by
-    name, and server idle timeouts when any were inferred or advertised."""
+    skip reasons, the top hosts, the protocol mix, warm vs cold responses when any response's warmth is
+    known, anomalies by name, and server idle timeouts when any were inferred or advertised."""
     m: MetricTables = compute_all(analysis)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
+    console.print(protocols_table(m.protocols, m.summary))
     if any(m.summary.get(f"responses_{warmth}") for warmth in WARMTHS):
         console.print(warmth_table(m.summary))
     console.print(anomalies_table(analysis))

@@ -181,6 +181,8 @@ class TlsExchange:
     ts_response_end_ns: int | None
     response_bytes: int
     response_records: int
+    response_offset: int = -1  # server stream offsets of the response burst: first record header …
+    response_end_offset: int = -1  # … and the end of its last record
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,7 @@ class _Side:
     """One direction: record framing, handshake reassembly, and what it saw (in stream order)."""
 
     __slots__ = (
-        "anomalies", "app_bytes", "app_count", "app_end", "app_len", "app_start", "carry", "carry_ts",
+        "anomalies", "app_bytes", "app_count", "app_end", "app_len", "app_off", "app_start", "carry", "carry_ts",
         "ccs_seen", "events", "hellos", "hs_buf", "hs_skip", "hs_ts", "last_ts", "mode", "pos", "rec_app",
         "rec_len", "rec_ts", "records", "resync_from", "resync_scanned", "role", "skip_end", "sslv2",
     )
@@ -250,6 +252,7 @@ class _Side:
         self.app_start = array("q")
         self.app_end = array("q")
         self.app_len = array("q")
+        self.app_off = array("q")  # stream offset of each record's header
         self.app_count = 0
         self.app_bytes = 0
         self.records = 0
@@ -391,6 +394,7 @@ class _Side:
         return True
 
     def _end_record(self, done_ns: int) -> None:
+        record_off = self.skip_end - 5 - self.rec_len
         self.skip_end = -1
         if not self.rec_app:
             return
@@ -400,6 +404,7 @@ class _Side:
             self.app_start.append(self.rec_ts)
             self.app_end.append(max(done_ns, self.rec_ts))
             self.app_len.append(self.rec_len)
+            self.app_off.append(record_off)
             if len(self.app_start) == MAX_APP_RECORDS:
                 self._anomaly(self.rec_ts, "tls_record_cap",
                               f"more than {MAX_APP_RECORDS} application-data records: later ones are counted only")
@@ -586,13 +591,19 @@ def _abbreviated(events: list[tuple[int, int, int]]) -> bool:
     return False
 
 
-def _records(side: _Side) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Records = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first-byte time, done time, length, offset
+
+
+def _records(side: _Side) -> Records:
     return (np.frombuffer(side.app_start, dtype=np.int64), np.frombuffer(side.app_end, dtype=np.int64),
-            np.frombuffer(side.app_len, dtype=np.int64))
+            np.frombuffer(side.app_len, dtype=np.int64), np.frombuffer(side.app_off, dtype=np.int64))
 
 
-def _bursts(client: tuple[np.ndarray, np.ndarray, np.ndarray], server: tuple[np.ndarray, np.ndarray, np.ndarray]
-            ) -> tuple[TlsExchange, ...]:
+def _take(rec: Records, keep: np.ndarray | slice) -> Records:
+    return (rec[0][keep], rec[1][keep], rec[2][keep], rec[3][keep])
+
+
+def _bursts(client: Records, server: Records) -> tuple[TlsExchange, ...]:
     """Client burst + following server burst = one exchange (records ordered by first-byte time)."""
     nc, ns = len(client[0]), len(server[0])
     if nc == 0:
@@ -600,9 +611,10 @@ def _bursts(client: tuple[np.ndarray, np.ndarray, np.ndarray], server: tuple[np.
     starts = np.concatenate([client[0], server[0]])
     ends = np.concatenate([client[1], server[1]])
     lens = np.concatenate([client[2], server[2]])
+    offs = np.concatenate([client[3], server[3]])
     who = np.concatenate([np.zeros(nc, dtype=np.int8), np.ones(ns, dtype=np.int8)])
     order = np.argsort(starts, kind="stable")  # ties: the client's record first (it was concatenated first)
-    starts, ends, lens, who = starts[order], ends[order], lens[order], who[order]
+    starts, ends, lens, offs, who = starts[order], ends[order], lens[order], offs[order], who[order]
     change = np.ones(len(who), dtype=bool)
     change[1:] = who[1:] != who[:-1]
     first = np.nonzero(change)[0]
@@ -611,6 +623,8 @@ def _bursts(client: tuple[np.ndarray, np.ndarray, np.ndarray], server: tuple[np.
     run_end = np.maximum.reduceat(ends, first).tolist()
     run_bytes = np.add.reduceat(lens, first).tolist()
     run_n = np.diff(np.append(first, len(who))).tolist()
+    run_off = np.minimum.reduceat(offs, first).tolist()
+    run_off_end = np.maximum.reduceat(offs + 5 + lens, first).tolist()
     out: list[TlsExchange] = []
     k = 0
     while k < len(run_who):
@@ -619,7 +633,8 @@ def _bursts(client: tuple[np.ndarray, np.ndarray, np.ndarray], server: tuple[np.
             continue
         if k + 1 < len(run_who):
             out.append(TlsExchange(run_start[k], run_end[k], run_bytes[k], run_n[k],
-                                   run_start[k + 1], run_end[k + 1], run_bytes[k + 1], run_n[k + 1]))
+                                   run_start[k + 1], run_end[k + 1], run_bytes[k + 1], run_n[k + 1],
+                                   run_off[k + 1], run_off_end[k + 1]))
             k += 2
         else:
             out.append(TlsExchange(run_start[k], run_end[k], run_bytes[k], run_n[k], None, None, 0, 0))
@@ -697,11 +712,10 @@ class TlsObserver:
                 first_app = 0
         exchanges: tuple[TlsExchange, ...] = ()
         if first_app is not None:
-            client = (crec[0][first_app:], crec[1][first_app:], crec[2][first_app:])
+            client = _take(crec, slice(first_app, None))
             server = srec
             if finished_ts is not None:
-                keep = srec[0] >= finished_ts
-                server = (srec[0][keep], srec[1][keep], srec[2][keep])
+                server = _take(srec, srec[0] >= finished_ts)
             exchanges = _bursts(client, server)
         elif not client_hellos and not server_hellos:  # mid-stream: no handshake seen at all
             exchanges = _bursts(_records(s0), _records(s1))

@@ -66,9 +66,7 @@ def disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
         sid = entry["tcp_stream"]
         if bool(row.syn_seen) != bool(entry["syn_seen"]):
             out.append(f"stream {sid}: syn_seen oracle {entry['syn_seen']} ours {row.syn_seen}")
-        o_req = entry.get("http1", {}).get("requests", 0) if entry.get("http1") else 0
-        if int(row.requests) != o_req:
-            out.append(f"stream {sid}: http1 requests oracle {o_req} ours {row.requests}")
+        out.extend(_protocol_disagreements(sid, entry, row))
         irtt = entry.get("tcp_initial_rtt_s")
         ours_irtt = row.handshake_rtt_ms
         if irtt is not None:
@@ -81,6 +79,48 @@ def disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
             if oracle_name in analysis and int(getattr(row, ours_name)) != int(analysis[oracle_name]):
                 out.append(f"stream {sid}: {oracle_name} oracle {analysis[oracle_name]} "
                            f"ours {getattr(row, ours_name)}")
+    return out
+
+
+def _value(v: Any) -> Any:
+    return None if pd.isna(v) else v
+
+
+def _true(v: Any) -> bool:
+    return not pd.isna(v) and bool(v)
+
+
+def _protocol_disagreements(sid: int, entry: dict[str, Any], row: Any) -> list[str]:
+    """Requests per connection, by protocol: HTTP/1 (tshark's http.request count), HTTP/2 (client streams
+    that sent HEADERS), TLS (SNI, version, selected ALPN; requests only as an estimate, against what tshark
+    decrypted with the keylog, when it did)."""
+    out = []
+    o_tls = entry.get("tls")
+    o_h1 = (entry.get("http1") or {}).get("requests", 0)
+    o_h2 = (entry.get("http2") or {}).get("client_streams_with_headers_frame", 0)
+    ours_req = None if pd.isna(row.requests) else int(row.requests)
+    if o_tls and o_tls.get("client_hellos"):
+        o_sni = (o_tls.get("sni") or [None])[0]
+        if o_sni != _value(row.sni):
+            out.append(f"stream {sid}: sni oracle {o_sni} ours {_value(row.sni)}")
+        o_ver = o_tls.get("version")
+        if o_ver is not None and o_ver != _value(row.tls_version):
+            out.append(f"stream {sid}: tls version oracle {o_ver} ours {_value(row.tls_version)}")
+        o_alpn = o_tls.get("alpn_selected")
+        ours_alpn = _value(row.alpn)
+        if ours_alpn is not None and o_alpn != ours_alpn:  # TLS 1.3 selects in encrypted extensions
+            out.append(f"stream {sid}: alpn oracle {o_alpn} ours {ours_alpn}")
+    if _true(row.tls) and not _true(row.tls_decrypted):
+        truth = o_h1 or o_h2
+        if truth and ours_req != truth:  # tshark decrypted it: our estimate (or unknown, for h2) against that
+            out.append(f"stream {sid}: tls requests (decrypted by the oracle) {truth} ours {ours_req}")
+        return out
+    if row.protocol in ("h2c", "h2") or o_h2:
+        if ours_req != o_h2:
+            out.append(f"stream {sid}: http2 requests oracle {o_h2} ours {ours_req}")
+        return out
+    if ours_req != o_h1:
+        out.append(f"stream {sid}: http1 requests oracle {o_h1} ours {ours_req}")
     return out
 
 

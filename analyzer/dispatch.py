@@ -1,0 +1,122 @@
+"""Which protocol a TCP connection speaks, and the one handler that parses it.
+
+``ConnectionHandler`` is the stream handler the pipeline gives every connection. It starts as HTTP/1
+(``Http1Connection``, whose parsers are the one place that recognises a stream's first bytes) and switches
+when the HTTP/1 layer reports another protocol (``Http1Connection.detected``):
+
+- ``tls``: a TLS record (or an SSLv2-compatible ClientHello) at the start of either direction, on any
+  port → ``analyzer.tls.connection.TlsConnection``;
+- ``h2c`` from the first byte: the client's HTTP/2 connection preface (prior knowledge), on any port →
+  ``analyzer.http2.Http2Connection``;
+- ``h2c`` after ``Upgrade: h2c`` answered by ``101`` → ``Http2Connection`` started at the offsets the two
+  HTTP/1.1 messages give (stream 1 is the upgraded request).
+
+To switch, the bytes already fed must be fed again to the new handler. So while a switch is still possible
+(``Http1Connection.may_switch``: nothing parsed yet, or an Upgrade request awaiting its response) the
+chunks fed are kept, as compact copies that do not pin packet buffers, at most ``MAX_KEPT_BYTES`` per
+connection. Past that limit the switch still happens, from the bytes that follow, with the anomaly
+``protocol_switch_partial``. HTTP/1 transactions before an Upgrade on the same connection are not kept
+when it switches (clients upgrade on their first request).
+
+It knows handlers and stream chunks, never packets or TCP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analyzer.flows.stream import StreamChunk
+from analyzer.http.transactions import Http1Connection, SealedHttp1
+from analyzer.http2 import H2cUpgrade, Http2Connection
+from analyzer.tls.connection import TlsConnection
+
+MAX_KEPT_BYTES = 1 << 20  # bytes of one connection kept for replay while its protocol may still change
+
+Handler = Http1Connection | Http2Connection | TlsConnection
+
+
+class ConnectionHandler:
+    """Both directions of one connection: ``feed(direction, chunk)``; then ``transaction_rows`` and
+    ``anomalies`` (or ``seal``), as ``Http1Connection``."""
+
+    __slots__ = ("inner", "kept", "kept_bytes", "overflow_ts")
+
+    def __init__(self) -> None:
+        self.inner: Handler = Http1Connection()
+        self.kept: list[tuple[int, StreamChunk]] = []
+        self.kept_bytes = 0
+        self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
+
+    @property
+    def protocol_handler(self) -> Handler:
+        return self.inner
+
+    def feed(self, direction: int, chunk: StreamChunk) -> None:
+        inner = self.inner
+        if not isinstance(inner, Http1Connection):
+            inner.feed(direction, chunk)
+            return
+        could = inner.may_switch()
+        inner.feed(direction, chunk)
+        found = inner.detected()
+        if found is not None:
+            if could:
+                self.kept.append((direction, chunk))
+            self._switch(inner, found)
+            return
+        if inner.may_switch():
+            self._keep(direction, chunk)
+        elif self.kept:
+            self.kept = []
+            self.kept_bytes = 0
+
+    def _keep(self, direction: int, chunk: StreamChunk) -> None:
+        if self.overflow_ts is not None or not len(chunk):
+            if chunk.final or chunk.eof >= 0:
+                self.kept.append((direction, StreamChunk.empty(chunk.eof, chunk.final)))
+            return
+        size = chunk.nbytes
+        if self.kept_bytes + size > MAX_KEPT_BYTES:
+            self.overflow_ts = int(chunk.ts_ns[0])
+            self.kept = []
+            self.kept_bytes = 0
+            return
+        self.kept.append((direction, chunk.compact()))
+        self.kept_bytes += size
+
+    def _switch(self, http1: Http1Connection, found: str) -> None:
+        new: Handler
+        if found == "tls":
+            new = TlsConnection()
+        elif http1.upgrade is not None:
+            new = Http2Connection(upgrade=H2cUpgrade.from_http1(*http1.upgrade))
+        else:
+            new = Http2Connection()
+        self.inner = new
+        kept, self.kept, self.kept_bytes = self.kept, [], 0
+        for d, ch in kept:
+            new.feed(d, ch)
+
+    # ------------------------------------------------------------------------------------------ results
+    def _own_anomalies(self) -> list[tuple[int, str, str]]:
+        if self.overflow_ts is None or isinstance(self.inner, Http1Connection):
+            return []
+        return [(self.overflow_ts, "protocol_switch_partial",
+                 f"the connection switched to {_name(self.inner)} after more than {MAX_KEPT_BYTES} bytes: "
+                 "what came before the switch was not analyzed as it")]
+
+    def anomalies(self) -> list[tuple[int, str, str]]:
+        return self.inner.anomalies() + self._own_anomalies()
+
+    def transaction_rows(self, uid: str, server_ip: str, server_port: int
+                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        return self.inner.transaction_rows(uid, server_ip, server_port)
+
+    def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
+        sealed = self.inner.seal(server_ip, server_port)
+        sealed.http_anomalies = sealed.http_anomalies + self._own_anomalies()
+        return sealed
+
+
+def _name(handler: Handler) -> str:
+    return "TLS" if isinstance(handler, TlsConnection) else "HTTP/2"
