@@ -18,6 +18,7 @@ from analyzer.analysis import Analysis
 from analyzer.capture.pcapfile import open_capture
 from analyzer.dispatch import ConnectionHandler
 from analyzer.flows.connections import Connection, ConnectionTracker
+from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP
 from analyzer.http.sniff import classify_payload
@@ -80,11 +81,17 @@ def analyze(
             series["kept"] += len(rec.segments["ts"])
         series["left_out"] += rec.segments_left_out
 
+    def on_quic(flow: QuicFlow) -> None:
+        row, anomalies = quic_records(flow)
+        conn_rows.append(row)
+        an_rows.extend(anomalies)
+
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
     for reader in readers:
         tracker = ConnectionTracker(ConnectionHandler, classify_payload, on_finished_batch=on_finished)
+        quic = QuicTracker(on_quic)
         for batch in reader.batches():
             if len(batch):
                 lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
@@ -93,9 +100,13 @@ def analyze(
             decoded, skips = decode_batch(batch)
             skipped.update(skips)
             is_tcp = decoded.proto == TCP
-            n_udp = int(np.count_nonzero(decoded.proto == UDP))
-            if n_udp:
-                skipped["udp_not_analyzed"] += n_udp
+            is_udp = decoded.proto == UDP
+            if is_udp.any():
+                n_udp = int(np.count_nonzero(is_udp))
+                n_quic = quic.feed(decoded.take(is_udp))
+                packets_analyzed += n_quic
+                if n_udp > n_quic:
+                    skipped["udp_not_analyzed"] += n_udp - n_quic
             tcp = decoded.take(is_tcp) if not is_tcp.all() else decoded
             truncated += int(np.count_nonzero(tcp.payload_len < tcp.payload_wire_len))
             packets_analyzed += len(tcp)
@@ -103,6 +114,7 @@ def analyze(
             if progress is not None:
                 progress(done_bytes + reader.stats.bytes_read, total_bytes)
         tracker.finish()
+        quic.finish()
         st = reader.stats
         done_bytes += st.file_size
         packets_read += st.packets_read

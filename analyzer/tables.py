@@ -36,6 +36,7 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "tls_resumed": "boolean",
     "tls_round_trips": "Int64",  # round trips the TLS handshake cost (full 1.2: 2; 1.3 or resumed: 1; 0-RTT: 0)
     "tls_decrypted": "boolean",  # application data decrypted with a key log (HTTP parsed inside)
+    "quic_version": "string",  # QUIC connections (transport udp): QUICv1, QUICv2, draft-29
     "syn_seen": "boolean",
     "ts_start": "float64",
     "ts_end": "float64",

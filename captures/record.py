@@ -15,6 +15,11 @@ addresses only (127.0.0.1 and ::1): nothing is ever sent outside the namespace. 
   most requests they had outstanding at once. Where a client claims the server closed first it has seen EOF
   before closing; where it claims it closed first it has checked that nothing (no FIN) was pending.
 
+``tls`` adds nginx TLS servers (a self-signed certificate made at record time) and Python ``ssl`` clients
+that write a key log (committed next to the capture as ``tls.keylog``); ``h2c`` adds nginx's cleartext
+HTTP/2 server (prior knowledge, driven by ``nghttp -n``) and nghttpx accepting ``Upgrade: h2c`` (``curl
+--http2``, ``nghttp -u``) in front of nginx's unix socket.
+
 The namespace's ``lo`` gets MTU 1500 and ``gso_max_segs 1`` so that TCP segments have the sizes of a real
 Ethernet link instead of 64 KB GSO super-packets. ``shaped-bulk`` also shapes ``lo`` (a ``tbf`` token
 bucket with a ``pfifo_head_drop`` queue inside), sets its sysctls (reno, ``tcp_pacing_ss_ratio``) and
@@ -48,6 +53,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -67,7 +73,22 @@ REPO_ROOT = THIS_FILE.parent.parent
 PORT_MAIN = 8080  # keep-alive server (keepalive_timeout / keepalive_requests of the scenario)
 PORT_CLOSE = 8081  # keepalive_timeout 0: every response says "Connection: close"
 PORT_LIMIT = 8082  # keepalive_requests 2: the second response on a connection says "Connection: close"
-SERVER_PORTS = (PORT_MAIN, PORT_CLOSE, PORT_LIMIT)
+PORT_TLS = 8443  # nginx "listen ... ssl" (HTTP/1.1 over TLS; scenarios with tls=True)
+PORT_TLS_H2 = 8444  # nginx "listen ... ssl http2" (HTTP/2 over TLS, ALPN h2; scenarios with tls=True)
+PORT_H2C = 8090  # nginx "listen ... http2" without ssl: h2c with prior knowledge (scenarios with h2c=True)
+PORT_H2C_UPGRADE = 8091  # nghttpx (no TLS) in front of nginx's unix socket: accepts "Upgrade: h2c"
+SERVER_PORTS = (PORT_MAIN, PORT_CLOSE, PORT_LIMIT, PORT_TLS, PORT_TLS_H2, PORT_H2C, PORT_H2C_UPGRADE)
+# How tshark (the recording's oracle) decodes each server port ("-d tcp.port==PORT,PROTOCOL").
+TSHARK_DECODE: dict[int, str] = {
+    PORT_MAIN: "http",
+    PORT_CLOSE: "http",
+    PORT_LIMIT: "http",
+    PORT_TLS: "tls",
+    PORT_TLS_H2: "tls",
+    PORT_H2C: "http2",
+    PORT_H2C_UPGRADE: "http",  # HTTP/1.1 until the 101, then tshark follows the Upgrade to http2
+}
+TLS_SNI = "tls.anz.test"  # the name the TLS clients send (and the certificate's subjectAltName)
 
 FLUSH_WAIT_S = 1.3  # tcpdump on lo retires ring blocks on a ~1 s timer: wait this long after the last packet
 ATTEMPTS = 3  # a scenario is recorded again when tcpdump dropped packets or the tshark check disagrees
@@ -76,7 +97,9 @@ CLIENT_TIMEOUT_S = 30.0  # the clients of one scenario take ~1-2 s; this is only
 EOF_TIMEOUT_S = 5.0  # how long a client waits for the server to close (nginx's timeout is 1 s here)
 SOCKET_TIMEOUT_S = 10.0
 
-TOOLS = ("ip", "nginx", "tcpdump", "curl", "editcap", "tc", "ss", "nstat", "sysctl")  # tshark: optional
+TOOLS = (
+    "ip", "nginx", "tcpdump", "curl", "editcap", "tc", "ss", "nstat", "sysctl", "openssl", "nghttp", "nghttpx"
+)  # tshark: optional
 
 # Static files served by nginx: name -> size in bytes (deterministic contents).
 STATIC_FILES: dict[str, int] = {
@@ -145,6 +168,13 @@ class Scenario:
     tbf: Tbf | None = None  # rate limiter on the namespace's lo (losses, queueing delay)
     sysctls: tuple[str, ...] = ()  # "name=value" set in the namespace before nginx starts
     usec_ts: bool = False  # TCP timestamps in microseconds on 127.0.0.1 (route feature tcp_usec_ts)
+    tls: bool = False  # nginx also serves TLS (self-signed certificate made at record time); clients log keys
+    h2c: bool = False  # nginx also serves h2c (prior knowledge) and nghttpx accepts Upgrade: h2c
+
+    @property
+    def keylog_name(self) -> str | None:
+        """The clients' TLS key log (NSS key log format) committed next to the capture."""
+        return f"{self.name}.keylog" if self.tls else None
 
     @property
     def capture_name(self) -> str:
@@ -187,6 +217,23 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         "converted to pcapng",
         keepalive_timeout="10s",
         pcapng=True,
+    ),
+    Scenario(
+        "tls",
+        "HTTP/1.1 over TLS to nginx (self-signed certificate, ALPN http/1.1, SNI tls.anz.test) with Python's "
+        "ssl + http.client: a TLS 1.3 keep-alive connection with four requests, a TLS 1.3 connection resuming "
+        "its session (ticket), a TLS 1.2 connection and a TLS 1.2 connection resuming it; the client's key "
+        "log is committed as tls.keylog",
+        keepalive_timeout="10s",
+        tls=True,
+    ),
+    Scenario(
+        "h2c",
+        "cleartext HTTP/2: nghttp with prior knowledge (four concurrent streams) to nginx; curl --http2 "
+        "(three streams one after the other) and nghttp -u (two streams) upgrading an HTTP/1.1 request "
+        "with Upgrade: h2c (101) to nghttpx in front of nginx",
+        keepalive_timeout="10s",
+        h2c=True,
     ),
     Scenario(
         "shaped-bulk",
@@ -266,6 +313,7 @@ class RequestTruth:
     method: str
     target: str
     status: int
+    stream_id: int | None = None  # HTTP/2: the stream the client opened for it
 
 
 @dataclass
@@ -277,12 +325,23 @@ class ConnectionTruth:
     server_port: int
     syn_seen: bool = True
     close_by: str = "open"  # client | server | open
-    pipelined_max: int = 0
+    pipelined_max: int | None = 0  # None: not known to the client (HTTP/2 streams sent by nghttp or curl)
     requests: list[RequestTruth] = field(default_factory=list)
     note: str = ""
+    # Written only when set (TLS and HTTP/2 scenarios): what the client's library reports.
+    protocol: str | None = None  # http/1.1 | h2 | h2c: what the client spoke inside TCP (or TLS)
+    upgrade: bool | None = None  # h2c reached with "Upgrade: h2c" (101) rather than prior knowledge
+    tls_version: str | None = None  # SSLSocket.version() ("TLSv1.3") or curl's
+    tls_resumed: bool | None = None  # SSLSocket.session_reused
+    sni: str | None = None  # the server_hostname sent in the ClientHello
+    alpn_offered: str | None = None  # comma-separated, in the ClientHello's order
+    alpn: str | None = None  # SSLSocket.selected_alpn_protocol()
+
+    OPTIONAL = ("protocol", "upgrade", "tls_version", "tls_resumed", "sni", "alpn_offered", "alpn")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["requests"] = [{k: v for k, v in r.items() if v is not None} for r in data["requests"]]
         order = [
             "client_ip",
             "client_port",
@@ -295,6 +354,7 @@ class ConnectionTruth:
             "client",
             "note",
         ]
+        order[7:7] = [name for name in self.OPTIONAL if data[name] is not None]
         return {key: data[key] for key in order}
 
 
@@ -382,7 +442,7 @@ class TrackedHTTP:
             self.conn = _new_connection(self.log, self.http.sock, "http.client", self.note)
         assert self.conn is not None
         self.http.request(method, target, body=body, headers=dict(headers or {}))
-        self.conn.pipelined_max = max(self.conn.pipelined_max, 1)
+        self.conn.pipelined_max = max(self.conn.pipelined_max or 0, 1)
         response = self.http.getresponse()
         response.read()
         if response.will_close:
@@ -442,7 +502,7 @@ class RawHTTP:
             wire += ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
             self.outstanding.append((method, target))
         self.sock.sendall(wire)
-        self.conn.pipelined_max = max(self.conn.pipelined_max, len(self.outstanding))
+        self.conn.pipelined_max = max(self.conn.pipelined_max or 0, len(self.outstanding))
 
     def request(
         self, method: str, target: str, version: str = "HTTP/1.1", headers: Mapping[str, str] | None = None
@@ -532,6 +592,195 @@ def _expect(response: Response, status: int, connection: str, what: str) -> None
             f"{what}: expected {status} with Connection: {connection}, got {response.status} "
             f"with Connection: {response.connection or '(none)'}"
         )
+
+
+# --- clients: TLS (ssl + http.client) ---------------------------------------------------------------------
+
+
+def rec_dir() -> Path:
+    """The recording's temporary directory (certificate, key log), given to the clients by the recorder."""
+    return Path(os.environ["ANZ_REC_DIR"])
+
+
+def tls_context(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context that trusts the recording's self-signed certificate, offers ALPN http/1.1 and
+    appends its secrets to the scenario's key log."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(rec_dir() / "nginx" / "cert.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.keylog_filename = str(rec_dir() / "keylog")
+    return ctx
+
+
+class TrackedTLS:
+    """HTTP/1.1 over one TLS connection (``http.client`` on an ``SSLSocket`` made here, so that a session
+    can be passed in for resumption); records the TLS facts the ``ssl`` module reports."""
+
+    def __init__(
+        self,
+        log: TruthLog,
+        ctx: ssl.SSLContext,
+        port: int,
+        note: str,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        host = "127.0.0.1"
+        raw = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
+        self.sock = ctx.wrap_socket(raw, server_hostname=TLS_SNI, session=session)
+        self.conn = _new_connection(log, self.sock, "python-ssl", note)
+        self.conn.tls_version = self.sock.version()
+        self.conn.tls_resumed = self.sock.session_reused
+        self.conn.sni = TLS_SNI
+        self.conn.alpn_offered = "http/1.1"
+        self.conn.alpn = self.sock.selected_alpn_protocol()
+        self.conn.protocol = "http/1.1"
+        if session is not None and not self.sock.session_reused:
+            raise ClientError(f"TLS {self.conn.client_port}: the session was not resumed")
+        if session is None and self.sock.session_reused:
+            raise ClientError(f"TLS {self.conn.client_port}: resumed without a session")
+        self.http = http.client.HTTPConnection(TLS_SNI, port, timeout=SOCKET_TIMEOUT_S)
+        self.http.sock = self.sock
+
+    def request(self, method: str, target: str) -> int:
+        self.http.request(method, target)
+        response = self.http.getresponse()
+        response.read()
+        if response.will_close:
+            raise ClientError(f"{method} {target}: nginx unexpectedly closes after this response")
+        self.conn.requests.append(RequestTruth(method, target, response.status))
+        self.conn.pipelined_max = 1
+        return response.status
+
+    @property
+    def session(self) -> ssl.SSLSession:
+        """The session to resume (TLS 1.3: a ticket that came after the handshake, so after a response)."""
+        session = self.sock.session
+        if session is None or (self.sock.version() == "TLSv1.3" and not session.has_ticket):
+            raise ClientError(f"TLS {self.conn.client_port}: no resumable session")
+        return session
+
+    def close(self) -> None:
+        if self.sock.pending() or _pending_eof_or_data(self.sock):
+            raise ClientError(f"TLS {self.conn.client_port}: the server closed or sent data first")
+        self.conn.close_by = "client"
+        self.http.close()  # closes the SSLSocket (no close_notify: as http.client does)
+
+
+# --- clients: HTTP/2 (nghttp, curl) --------------------------------------------------------------------
+
+NGHTTP_SEND_HEADERS = re.compile(r"send HEADERS frame <[^>]*stream_id=(\d+)>")
+NGHTTP_UPGRADE_REQUEST = re.compile(r"^(GET|HEAD|POST) (\S+) HTTP/1\.1$")
+NGHTTP_PSEUDO = re.compile(r"^\s+:(method|path): (.*)$")
+NGHTTP_STATUS = re.compile(r"recv \(stream_id=(\d+)\) :status: (\d+)")
+
+
+def parse_nghttp_verbose(text: str) -> tuple[bool, list[RequestTruth]]:
+    """(upgraded, requests by stream id) from ``nghttp -v`` output: the HEADERS it sent (``:method``,
+    ``:path``), the ``:status`` it received per stream, and, with ``-u``, the HTTP/1.1 Upgrade request
+    (stream 1)."""
+    upgraded = "HTTP Upgrade success" in text
+    requests: dict[int, dict[str, Any]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        sent = NGHTTP_SEND_HEADERS.search(line)
+        if sent:
+            current = int(sent.group(1))
+            requests[current] = {}
+            continue
+        pseudo = NGHTTP_PSEUDO.match(line)
+        if pseudo and current is not None:
+            requests[current][pseudo.group(1)] = pseudo.group(2).strip()
+            continue
+        up = NGHTTP_UPGRADE_REQUEST.match(line)
+        if up and upgraded and 1 not in requests:
+            requests[1] = {"method": up.group(1), "path": up.group(2)}
+            continue
+        status = NGHTTP_STATUS.search(line)
+        if status:
+            requests.setdefault(int(status.group(1)), {})["status"] = int(status.group(2))
+        if not line.startswith(" "):
+            current = None
+    result = []
+    for sid in sorted(requests):
+        r = requests[sid]
+        if {"method", "path", "status"} - r.keys():
+            raise ClientError(f"nghttp stream {sid}: incomplete ({r})")
+        result.append(RequestTruth(r["method"], r["path"], int(r["status"]), sid))
+    return upgraded, result
+
+
+def _time_wait_ports(server_port: int) -> set[int]:
+    """Local ports of this namespace's TIME-WAIT sockets to ``server_port``: a client that closed first."""
+    out = _run_text([_tool("ss"), "-t", "-a", "-n", "-H", "state", "time-wait", "dport", "=", f":{server_port}"])
+    return {int(line.split()[-2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def run_nghttp(log: TruthLog, port: int, urls: Sequence[str], upgrade: bool, note: str) -> None:
+    """``nghttp -n -v`` (prior knowledge, or ``-u``: HTTP/1.1 Upgrade) fetching ``urls`` over ONE
+    connection. nghttp does not print its local port: it is the one new TIME-WAIT socket to ``port``
+    after it exits (the side that closes first keeps TIME-WAIT, so this also proves close_by client)."""
+    before = _time_wait_ports(port)
+    args = [_tool("nghttp"), "-n", "-v", *(["-u"] if upgrade else []), *urls]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise ClientError(f"nghttp failed ({done.returncode}): {done.stderr.strip()} {done.stdout[-500:]}")
+    new = _time_wait_ports(port) - before
+    if len(new) != 1:
+        raise ClientError(f"nghttp: expected one new TIME-WAIT socket to :{port}, found {sorted(new)}")
+    upgraded, requests = parse_nghttp_verbose(done.stdout)
+    if upgraded != upgrade or len(requests) != len(urls):
+        raise ClientError(f"nghttp: upgraded {upgraded}, {len(requests)} streams for {len(urls)} URLs")
+    conn = log.add(ConnectionTruth("nghttp", "127.0.0.1", new.pop(), "127.0.0.1", port, note=note))
+    conn.close_by = "client"
+    conn.pipelined_max = None  # nghttp sends all its requests at once; how many overlap is its business
+    conn.protocol = "h2c"
+    conn.upgrade = upgrade
+    conn.requests = requests
+
+
+CURL_STREAM_ID = re.compile(r"Using Stream ID: (\d+)")
+
+
+def run_curl_h2c(log: TruthLog, urls: Sequence[str], upgrade: bool, note: str) -> None:
+    """curl over h2c: ``--http2`` (HTTP/1.1 request with ``Upgrade: h2c``) or ``--http2-prior-knowledge``;
+    one connection for all ``urls`` (requests one after the other). Port and statuses from ``-w``; the
+    stream ids from ``-v`` ("Using Stream ID: N"; the upgraded request is stream 1)."""
+    flag = "--http2" if upgrade else "--http2-prior-knowledge"
+    args = [_tool("curl"), "-s", "-v", "-g", flag, "-w", CURL_FORMAT.replace("%{method}", "%{http_version} %{method}")]
+    for url in urls:
+        args += ["-o", "/dev/null", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise ClientError(f"curl failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
+    stream_ids = [int(m) for m in CURL_STREAM_ID.findall(done.stderr)]
+    if upgrade:
+        if "101 Switching Protocols" not in done.stderr:
+            raise ClientError("curl --http2: no 101 Switching Protocols")
+        stream_ids.insert(0, 1)
+    conn: ConnectionTruth | None = None
+    lines = done.stdout.splitlines()
+    if len(lines) != len(urls) or len(stream_ids) != len(urls):
+        raise ClientError(f"curl h2c: {len(lines)} results, stream ids {stream_ids} for {len(urls)} URLs")
+    for line, sid in zip(lines, stream_ids, strict=True):
+        local_ip, local_port, remote_ip, remote_port, connects, code, version, method, url = line.split(" ", 8)
+        if version != "2":
+            raise ClientError(f"curl h2c: HTTP version {version}: {line}")
+        if int(connects) > 0:
+            if conn is not None:
+                raise ClientError(f"curl h2c opened a second connection: {line}")
+            conn = log.add(ConnectionTruth("curl", local_ip, int(local_port), remote_ip, int(remote_port), note=note))
+        elif conn is None or conn.client_port != int(local_port):
+            raise ClientError(f"curl h2c reused a connection it never opened: {line}")
+        target = urllib.parse.urlsplit(url).path
+        conn.requests.append(RequestTruth(method, target, int(code), sid))
+    assert conn is not None
+    conn.close_by = "client"
+    conn.pipelined_max = 1
+    conn.protocol = "h2c"
+    conn.upgrade = upgrade
 
 
 # --- clients: curl -------------------------------------------------------------------------------------
@@ -1006,6 +1255,56 @@ def client_shaped_bulk(log: TruthLog) -> None:
         raise ClientError("no retransmission on the server sockets: the shaper dropped nothing this time")
 
 
+def client_tls(log: TruthLog) -> None:
+    tls13 = tls_context()
+    a = TrackedTLS(log, tls13, PORT_TLS, "TLS 1.3, full handshake, four keep-alive requests; client closes")
+    for target in ("/index.html", "/small.txt", "/medium.bin", "/missing.html"):
+        a.request("GET", target)
+    session13 = a.session
+    a.close()
+    b = TrackedTLS(log, tls13, PORT_TLS, "TLS 1.3 resuming the first session (ticket, PSK)", session=session13)
+    b.request("GET", "/index.html")
+    b.request("GET", "/small.txt")
+    b.close()
+    tls12 = tls_context(maximum=ssl.TLSVersion.TLSv1_2)
+    c = TrackedTLS(log, tls12, PORT_TLS, "TLS 1.2, full handshake (ALPN visible), two requests")
+    c.request("GET", "/index.html")
+    c.request("GET", "/small.txt")
+    session12 = c.session
+    c.close()
+    d = TrackedTLS(log, tls12, PORT_TLS, "TLS 1.2 resuming the previous session (abbreviated)", session=session12)
+    d.request("GET", "/small.txt")
+    d.request("GET", "/missing.html")
+    d.close()
+
+
+def client_h2c(log: TruthLog) -> None:
+    base = f"http://127.0.0.1:{PORT_H2C}"
+    run_nghttp(
+        log,
+        PORT_H2C,
+        [f"{base}/index.html", f"{base}/small.txt", f"{base}/medium.bin", f"{base}/missing.html"],
+        upgrade=False,
+        note="nghttp prior knowledge: four concurrent streams (after nghttp's PRIORITY-only streams 3-11)",
+    )
+    # No curl --http2-prior-knowledge here: curl 7.88.1 fails its second URL on the reused connection
+    # (exit 16, "Re-using existing connection" and no request), so it would only ever carry one stream.
+    up = f"http://127.0.0.1:{PORT_H2C_UPGRADE}"
+    run_curl_h2c(
+        log,
+        [f"{up}/index.html", f"{up}/small.txt", f"{up}/missing.html"],
+        upgrade=True,
+        note="curl --http2: GET with Upgrade: h2c, 101, its response on stream 1; then streams 3 and 5",
+    )
+    run_nghttp(
+        log,
+        PORT_H2C_UPGRADE,
+        [f"{up}/small.txt", f"{up}/medium.bin"],
+        upgrade=True,
+        note="nghttp -u: Upgrade: h2c on the first URL (stream 1), the second on its own stream",
+    )
+
+
 _CLIENT_KEEPALIVE: list[object] = []
 
 CLIENTS: dict[str, Callable[[TruthLog], None]] = {
@@ -1015,6 +1314,8 @@ CLIENTS: dict[str, Callable[[TruthLog], None]] = {
     "midstream": client_midstream,
     "ipv6-pcapng": client_ipv6_pcapng,
     "shaped-bulk": client_shaped_bulk,
+    "tls": client_tls,
+    "h2c": client_h2c,
 }
 
 
@@ -1137,8 +1438,47 @@ http {{
         keepalive_requests 2;
         {common}
     }}
-}}
+{_extra_servers(scn, prefix, common)}}}
 """
+
+
+def _extra_servers(scn: Scenario, prefix: Path, common: str) -> str:
+    """The TLS and HTTP/2 servers of the scenarios that use them (nginx 1.22: ``listen ... http2``)."""
+    servers = ""
+    if scn.tls:
+        tls = (
+            f"ssl_certificate {prefix}/cert.pem; ssl_certificate_key {prefix}/key.pem; "
+            "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; "
+            "ssl_session_cache shared:anz:1m; ssl_session_timeout 10m;"
+        )
+        servers += f"""    server {{
+        listen 127.0.0.1:{PORT_TLS} ssl;
+        server_name {TLS_SNI};
+        keepalive_timeout {scn.keepalive_timeout};
+        {tls}
+        {common}
+    }}
+    server {{
+        listen 127.0.0.1:{PORT_TLS_H2} ssl http2;
+        server_name {TLS_SNI};
+        keepalive_timeout {scn.keepalive_timeout};
+        {tls}
+        {common}
+    }}
+"""
+    if scn.h2c:
+        servers += f"""    server {{
+        listen 127.0.0.1:{PORT_H2C} http2;
+        keepalive_timeout {scn.keepalive_timeout};
+        {common}
+    }}
+    server {{
+        listen unix:{prefix}/backend.sock;
+        keepalive_timeout {scn.keepalive_timeout};
+        {common}
+    }}
+"""
+    return servers
 
 
 def _prepare_nginx(scn: Scenario, prefix: Path) -> Path:
@@ -1146,9 +1486,44 @@ def _prepare_nginx(scn: Scenario, prefix: Path) -> Path:
     (prefix / "tmp").mkdir()
     for name, size in {**STATIC_FILES, **TEXT_FILES}.items():
         (prefix / "www" / name).write_bytes(_static_content(name, size))
+    if scn.tls:
+        _make_certificate(prefix)
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(scn, prefix))
     return conf
+
+
+def _make_certificate(prefix: Path) -> None:
+    """A self-signed P-256 certificate for TLS_SNI, made for this recording only (nothing secret is
+    committed but the clients' key log of these throw-away sessions)."""
+    done = subprocess.run(
+        [
+            _tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(prefix / "key.pem"), "-out", str(prefix / "cert.pem"), "-days", "30",
+            "-subj", f"/CN={TLS_SNI}", "-addext", f"subjectAltName=DNS:{TLS_SNI}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RecordError(f"openssl req: {done.stderr.strip()}")
+
+
+def _wait_listening(in_ns: list[str], port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            [*in_ns, _tool("ss"), "-t", "-l", "-n", "-H", "sport", "=", f":{port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if out.strip():
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RecordError(f"{what} did not start listening on :{port}")
+        time.sleep(0.05)
 
 
 # --- recording -----------------------------------------------------------------------------------------
@@ -1233,6 +1608,19 @@ def _record_once(scn: Scenario, tmp: Path, ns: str) -> Recorded:
                 )
             time.sleep(0.02)
 
+        if scn.h2c:
+            nghttpx = subprocess.Popen(
+                [
+                    *in_ns, _tool("nghttpx"), "--conf=/dev/null", f"--frontend=127.0.0.1,{PORT_H2C_UPGRADE};no-tls",
+                    f"--backend=unix:{prefix}/backend.sock", "--single-process", "--workers=1",
+                    f"--pid-file={tmp}/nghttpx.pid", f"--errorlog-file={tmp}/nghttpx.log", "--accesslog-file=/dev/null",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(nghttpx)
+            _wait_listening(in_ns, PORT_H2C_UPGRADE, nghttpx, "nghttpx")
+
         tcpdump = subprocess.Popen(
             [*in_ns, tcpdump_bin, "-Z", "root", "-i", "lo", "-s", "0", "-n", "-w", str(raw)],
             stdout=subprocess.DEVNULL,
@@ -1254,6 +1642,7 @@ def _record_once(scn: Scenario, tmp: Path, ns: str) -> Recorded:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=client_err,
+            env={**os.environ, "ANZ_REC_DIR": str(tmp)},
         )
         procs.append(client)
         assert client.stdout is not None and client.stdin is not None
@@ -1355,6 +1744,10 @@ def _finish_capture(scn: Scenario, rec: Recorded, tmp: Path) -> tuple[Path, dict
         "description": scn.description,
         "connections": truth["connections"],
     }
+    if scn.keylog_name is not None:
+        if not (tmp / "keylog").is_file():
+            raise RetryableError("the TLS clients wrote no key log")
+        ordered["keylog"] = scn.keylog_name
     if truth.get("kernel") is not None:
         ordered["kernel"] = truth["kernel"]
     return capture, ordered
@@ -1373,10 +1766,26 @@ class TsharkStream:
     statuses: list[int] = field(default_factory=list)
     outstanding: int = 0
     pipelined_max: int = 0
+    h2: dict[int, dict[str, Any]] = field(default_factory=dict)  # HTTP/2 stream id -> method, path, status
+    stream_ids: list[int] = field(default_factory=list)
+
+    def finish_h2(self) -> None:
+        """HTTP/2 streams as requests in stream order; an upgraded connection's HTTP/1.1 request is stream 1
+        (and its 101 is not a final status)."""
+        if not self.h2:
+            return
+        if self.requests and 1 in self.h2 and "method" not in self.h2[1]:
+            method, uri = self.requests[0]
+            self.h2[1].update(method=method, path=uri)
+        self.stream_ids = sorted(self.h2)
+        self.requests = [(self.h2[i].get("method", "?"), self.h2[i].get("path", "?")) for i in self.stream_ids]
+        self.statuses = [self.h2[i].get("status", 0) for i in self.stream_ids]
 
 
-def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
-    """(frames, TCP streams in order of first packet) as tshark dissects them, HTTP on the server ports."""
+def tshark_streams(capture: Path, keylog: Path | None = None) -> tuple[int, list[TsharkStream]]:
+    """(frames, TCP streams in order of first packet) as tshark dissects them: HTTP, TLS or HTTP/2 on the
+    server ports (``TSHARK_DECODE``); TLS decrypted with the clients' key log when one is given, so the
+    HTTP inside is seen too. HTTP/2 requests are listed in stream order and their statuses by stream."""
     tshark = find_tool("tshark")
     if tshark is None:
         raise RecordError("tshark is not installed")
@@ -1392,6 +1801,11 @@ def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
         "http.request.method",
         "http.request.uri",
         "http.response.code",
+        "http2.streamid",
+        "http2.type",
+        "http2.headers.method",
+        "http2.headers.path",
+        "http2.headers.status",
     ]
     args = [
         tshark,
@@ -1410,7 +1824,9 @@ def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
         "tcp.reassemble_out_of_order:TRUE",  # a segment lost in shaped-bulk's qdisc comes after later ones
     ]
     for port in SERVER_PORTS:
-        args += ["-d", f"tcp.port=={port},http"]
+        args += ["-d", f"tcp.port=={port},{TSHARK_DECODE[port]}"]
+    if keylog is not None:
+        args += ["-o", f"tls.keylog_file:{keylog}"]
     for name in fields:
         args += ["-e", name]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
@@ -1424,7 +1840,8 @@ def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
         cols += [""] * (len(fields) - len(cols))
         if not cols[0]:
             continue
-        (stream_id, ip4, ip6, sport, dport, syn, fin, rst, methods, uris, codes) = cols
+        (stream_id, ip4, ip6, sport, dport, syn, fin, rst, methods, uris, codes) = cols[:11]
+        h2_ids, h2_types, h2_methods, h2_paths, h2_statuses = cols[11:]
         st = streams.setdefault(int(stream_id), TsharkStream())
         src = (ip4 or ip6, int(sport))
         dst_port = int(dport)
@@ -1447,14 +1864,36 @@ def tshark_streams(capture: Path) -> tuple[int, list[TsharkStream]]:
             st.pipelined_max = max(st.pipelined_max, st.outstanding)
         if codes:
             for code in codes.split(","):
+                if code == "101":
+                    continue  # Upgrade: h2c accepted; the final status comes on HTTP/2 stream 1
                 st.statuses.append(int(code))
                 st.outstanding -= 1
+        if h2_ids and h2_types:
+            # HEADERS frames (type 1) in order; a client's carry :method and :path, a server's :status.
+            headers = [
+                int(sid)
+                for sid, kind in zip(h2_ids.split(","), h2_types.split(","), strict=False)
+                if kind == "1"
+            ]
+            if from_client:
+                for sid, method, uri in zip(headers, h2_methods.split(","), h2_paths.split(","), strict=False):
+                    st.h2.setdefault(sid, {}).update(method=method, path=uri)
+                    st.outstanding += 1
+                st.pipelined_max = max(st.pipelined_max, st.outstanding)
+            elif h2_statuses:
+                for sid, code in zip(headers, h2_statuses.split(","), strict=False):
+                    st.h2.setdefault(sid, {})["status"] = int(code)
+                    st.outstanding -= 1
+    for st in streams.values():
+        st.finish_h2()
     return frames, [streams[k] for k in sorted(streams)]
 
 
 def verify_with_tshark(capture: Path, truth: Mapping[str, Any]) -> list[str]:
-    """Differences between the truth and tshark's view of the capture (empty when they agree)."""
-    return compare_tshark_streams(tshark_streams(capture)[1], truth)
+    """Differences between the truth and tshark's view of the capture (empty when they agree); TLS is
+    decrypted with the truth's ``keylog`` (a file next to the capture) when it names one."""
+    keylog = capture.parent / truth["keylog"] if truth.get("keylog") else None
+    return compare_tshark_streams(tshark_streams(capture, keylog)[1], truth)
 
 
 def compare_tshark_streams(streams: Sequence[TsharkStream], truth: Mapping[str, Any]) -> list[str]:
@@ -1485,6 +1924,11 @@ def compare_tshark_streams(streams: Sequence[TsharkStream], truth: Mapping[str, 
             "request_count": len(conn["requests"]),
             "response_count": len(conn["requests"]),
         }
+        if conn["pipelined_max"] is None:  # not known to the client (nghttp's concurrent streams)
+            del expected["pipelined_max"]
+        if any("stream_id" in r for r in conn["requests"]):
+            seen["stream_ids"] = st.stream_ids
+            expected["stream_ids"] = [r["stream_id"] for r in conn["requests"]]
         for key, value in expected.items():
             if seen[key] != value:
                 problems.append(f"{where}: {key}: tshark {seen[key]!r}, truth {value!r}")
@@ -1536,7 +1980,13 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> l
 
     Connections are matched by (client_ip, client_port, server_ip, server_port). Compared exactly: the
     number of connections, and per connection the requests (method, target, status; ordered by
-    trans_depth), syn_seen, close_by and pipelined_max.
+    trans_depth), syn_seen, close_by and pipelined_max. A TLS connection (its truth has ``tls_version``)
+    is encrypted to the analyzer (no key log is given to it): only the NUMBER of its transactions
+    (estimated from record bursts) is compared with the requests, pipelined_max is not (unknown to it),
+    and its TLS facts are: version, resumption, SNI, ALPN offered, the selected ALPN when the handshake
+    shows it (TLS 1.2; TLS 1.3 encrypts it) and the protocol (``tls``, or the visible ALPN). HTTP/2
+    connections also compare their stream ids and the protocol (``h2c``); pipelined_max only when the
+    client knows it.
     """
     problems: list[str] = []
     rows = list(export.get("connections", []))
@@ -1562,17 +2012,74 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> l
         checks: list[tuple[str, Any, Any]] = [
             ("syn_seen", _as_bool(row.get("syn_seen")), conn["syn_seen"]),
             ("close_by", row.get("close_by"), conn["close_by"]),
-            ("pipelined_max", _as_int(row.get("pipelined_max")), conn["pipelined_max"]),
-            (
-                "requests",
-                analyzer_requests(export, row.get("uid")),
-                [(r["method"], r["target"], r["status"]) for r in conn["requests"]],
-            ),
         ]
+        if conn.get("tls_version") is not None:
+            checks += tls_checks(export, row, conn)
+        else:
+            if conn["pipelined_max"] is not None:
+                checks.append(("pipelined_max", _as_int(row.get("pipelined_max")), conn["pipelined_max"]))
+            checks.append(
+                (
+                    "requests",
+                    analyzer_requests(export, row.get("uid")),
+                    [(r["method"], r["target"], r["status"]) for r in conn["requests"]],
+                )
+            )
+        if any("stream_id" in r for r in conn["requests"]):
+            checks.append(("stream_ids", analyzer_stream_ids(export, row.get("uid")),
+                           [r.get("stream_id") for r in conn["requests"]]))
+        if conn.get("protocol") is not None and conn.get("tls_version") is None:
+            checks.append(("protocol", row.get("protocol"), conn["protocol"]))
         for name, got, want in checks:
             if got != want:
                 problems.append(f"{where}: {name}: analyzer {got!r}, truth {want!r}")
     return problems
+
+
+def analyzer_stream_ids(export: Mapping[str, Any], uid: Any) -> list[int | None]:
+    """HTTP/2 stream ids of one connection's transactions, ordered by trans_depth."""
+    rows = [t for t in export.get("transactions", []) if t.get("uid") == uid]
+    rows.sort(key=lambda t: _as_int(t.get("trans_depth")) or 0)
+    return [_as_int(t.get("stream_id")) for t in rows]
+
+
+def tls_version_name(version: str) -> str:
+    """The analyzer's spelling of ``SSLSocket.version()``: "TLSv1.3" -> "TLS 1.3"."""
+    return version.replace("TLSv", "TLS ")
+
+
+def tls_expected(conn: Mapping[str, Any]) -> dict[str, Any]:
+    """What the analyzer can see of a TLS connection without its keys, from the client's truth."""
+    version = tls_version_name(conn["tls_version"])
+    visible_alpn = conn.get("alpn") if version in ("TLS 1.0", "TLS 1.1", "TLS 1.2") else None
+    return {
+        "tls": True,
+        "tls_version": version,
+        "tls_resumed": conn["tls_resumed"],
+        "sni": conn.get("sni"),
+        "alpn_offered": conn.get("alpn_offered"),
+        "alpn": visible_alpn,
+        "protocol": visible_alpn or "tls",
+        "requests": len(conn["requests"]),
+    }
+
+
+def tls_checks(
+    export: Mapping[str, Any], row: Mapping[str, Any], conn: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """(name, analyzer, truth) for the TLS facts of one connection (see ``compare_with_truth``)."""
+    expected = tls_expected(conn)
+    got: dict[str, Any] = {
+        "tls": _as_bool(row.get("tls")),
+        "tls_version": row.get("tls_version"),
+        "tls_resumed": _as_bool(row.get("tls_resumed")),
+        "sni": row.get("sni"),
+        "alpn_offered": row.get("alpn_offered"),
+        "alpn": row.get("alpn"),
+        "protocol": row.get("protocol"),
+        "requests": len(analyzer_requests(export, row.get("uid"))),
+    }
+    return [(name, got[name], want) for name, want in expected.items()]
 
 
 def _fmt_key(key: tuple[str, int | None, str, int | None]) -> str:
@@ -1651,8 +2158,9 @@ def record_scenario(scn: Scenario, out_dir: Path, verify: bool = True) -> Summar
                 rec = _record_once(scn, tmp, ns)
                 capture, truth = _finish_capture(scn, rec, tmp)
                 packets: int | None = None
+                keylog = tmp / "keylog" if scn.keylog_name is not None else None
                 if verify:
-                    packets, streams = tshark_streams(capture)
+                    packets, streams = tshark_streams(capture, keylog)
                     problems = compare_tshark_streams(streams, truth)
                     if problems:
                         raise RetryableError("tshark disagrees with the truth: " + "; ".join(problems))
@@ -1665,6 +2173,8 @@ def record_scenario(scn: Scenario, out_dir: Path, verify: bool = True) -> Summar
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(capture, out_dir / scn.capture_name)
+            if keylog is not None and scn.keylog_name is not None:
+                shutil.copyfile(keylog, out_dir / scn.keylog_name)
             (out_dir / scn.truth_name).write_text(json.dumps(truth, indent=2) + "\n")
             return Summary(
                 scn.name,

@@ -16,7 +16,7 @@ import analyzer
 from analyzer.errors import CaptureFormatError
 
 sys.path.insert(0, str(Path(__file__).parent / "corpus"))
-from oracle_compare import CORPUS, disagreements, zeek_disagreements
+from oracle_compare import CORPUS, disagreements, quic_disagreements, zeek_disagreements
 
 pytestmark = pytest.mark.corpus
 MANIFEST = CORPUS / "manifest.json"
@@ -41,7 +41,7 @@ def test_corpus_capture_agrees_with_oracle(rel: str) -> None:
     assert s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values()), s
     oracle = json.loads((CORPUS / "oracle" / (rel + ".json")).read_text())
     assert s["packets_read"] == oracle["capinfos_packets"]
-    found = sorted(set(disagreements(rel, result.connections)
+    found = sorted(set(disagreements(rel, result.connections) + quic_disagreements(rel, result.connections)
                        + zeek_disagreements(rel, result.connections, result.transactions)))
     expected = sorted(EXPECTED.get(rel, {}).get("diffs", []))
     assert found == expected

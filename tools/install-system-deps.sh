@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: real servers and clients for recorded traffic (nginx, curl),
-# nghttp (HTTP/2 client), tcpdump to record, tshark/editcap as oracle and converter, iproute2 for network namespaces, chromium to
+# nghttp (HTTP/2 client), nghttpx (an h2c server accepting Upgrade: h2c), openssl (certificates), tcpdump to record, tshark/editcap as oracle and converter, iproute2 for network namespaces, chromium to
 # render the HTML report in a real browser.
 # Installs only what is missing; needs root (skips with a note otherwise: tests that need them then skip).
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v curl >/dev/null || need+=(curl)
 command -v nghttp >/dev/null || need+=(nghttp2-client)
+command -v nghttpx >/dev/null || [ -x /usr/sbin/nghttpx ] || need+=(nghttp2-proxy)
+command -v openssl >/dev/null || need+=(openssl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

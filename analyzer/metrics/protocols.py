@@ -22,8 +22,9 @@ DEFINITIONS: dict[str, str] = {
     "protocol_mix": (
         "Connections and transactions per protocol (the connections' `protocol` column): `http/1.0`, "
         "`http/1.1`, `h2c` (HTTP/2 over cleartext, by prior knowledge or after an `Upgrade: h2c`), `h2` "
-        "(HTTP/2 over TLS, from ALPN), `tls` (encrypted and not decrypted, with no visible ALPN: TLS 1.3 "
-        "encrypts the selection), `unknown` (no protocol recognised, e.g. no payload). A TLS connection whose "
+        "(HTTP/2 over TLS, from ALPN), `h3` (a QUIC connection whose client offered HTTP/3), `tls` (encrypted "
+        "and not decrypted, with no visible ALPN: TLS 1.3 encrypts the selection), `unknown` (no protocol "
+        "recognised, e.g. no payload). A TLS connection whose "
         "ServerHello selected `http/1.1` counts as `http/1.1`. Transactions of undecrypted TLS connections "
         "are estimates (`estimated_transactions`)."
     ),

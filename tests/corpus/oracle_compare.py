@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from analyzer.quic import quic_version_name
+
 CORPUS = Path(os.environ.get("ANALYZER_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
 
 
@@ -121,6 +123,47 @@ def _protocol_disagreements(sid: int, entry: dict[str, Any], row: Any) -> list[s
         return out
     if ours_req != o_h1:
         out.append(f"stream {sid}: http1 requests oracle {o_h1} ours {ours_req}")
+    return out
+
+
+def quic_disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
+    """Per QUIC connection of the oracle (matched by endpoints): SNI, offered ALPN, version, datagrams per
+    direction, and client Initial → server's first packet (tshark: → ServerHello, in the same datagram)."""
+    oracle = load_oracle(rel)
+    out = []
+    ours: dict[frozenset[tuple[str, int]], list[Any]] = defaultdict(list)
+    for row in connections.itertuples(index=False):
+        if row.transport == "udp":
+            ours[frozenset({(row.client_ip, int(row.client_port)), (row.server_ip, int(row.server_port))})].append(row)
+    entries = oracle.get("quic") or []
+    n_ours = sum(len(v) for v in ours.values())
+    if n_ours != len(entries):
+        out.append(f"quic connections: oracle {len(entries)}, ours {n_ours}")
+    for entry in entries:
+        qid = entry["quic_connection"]
+        cands = ours.get(frozenset({_ep(entry["client"]), _ep(entry["server"])}), [])
+        if not cands:
+            out.append(f"quic {qid}: not found")
+            continue
+        row = cands.pop(0)
+        if (row.client_ip, int(row.client_port)) != _ep(entry["client"]):
+            out.append(f"quic {qid}: client oracle {entry['client']} ours {row.client_ip}:{row.client_port}")
+        o_sni = (entry.get("sni") or [None])[0]
+        if o_sni != _value(row.sni):
+            out.append(f"quic {qid}: sni oracle {o_sni} ours {_value(row.sni)}")
+        o_alpn = ",".join(entry.get("alpn_offered") or []) or None
+        if o_alpn != _value(row.alpn_offered):
+            out.append(f"quic {qid}: alpn offered oracle {o_alpn} ours {_value(row.alpn_offered)}")
+        versions = [int(v, 16) for v in entry.get("versions") or []]
+        if versions and quic_version_name(versions[0]) != _value(row.quic_version):
+            out.append(f"quic {qid}: version oracle {quic_version_name(versions[0])} ours {_value(row.quic_version)}")
+        packets = entry.get("packets") or {}
+        for o_key, ours_val in (("c2s", row.client_packets), ("s2c", row.server_packets)):
+            if o_key in packets and int(packets[o_key]) != int(ours_val):
+                out.append(f"quic {qid}: {o_key} datagrams oracle {packets[o_key]} ours {ours_val}")
+        o_rtt = entry.get("client_initial_to_server_hello_s")
+        if o_rtt is not None and (pd.isna(row.handshake_rtt_ms) or abs(row.handshake_rtt_ms - o_rtt * 1000) > 0.002):
+            out.append(f"quic {qid}: initial→server hello oracle {o_rtt * 1000:.3f} ms ours {row.handshake_rtt_ms}")
     return out
 
 
