@@ -38,6 +38,9 @@ class ExportFormat(StrEnum):
 
 
 Captures = Annotated[list[Path], typer.Argument(help="Capture files (pcap, pcapng, optionally gzip-compressed).")]
+Keylog = Annotated[Path | None, typer.Option("--keylog", help="TLS key log (SSLKEYLOGFILE / NSS format) to "
+                                             "decrypt TLS; keys in pcapng Decryption Secrets Blocks are used "
+                                             "anyway.")]
 
 
 def _fail(message: str) -> None:
@@ -45,8 +48,8 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _analyze(captures: list[Path], quiet: bool = False) -> Analysis:
-    for path in captures:
+def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None) -> Analysis:
+    for path in captures + ([keylog] if keylog is not None else []):
         if not path.exists():
             _fail(f"{path}: no such file")
         if path.is_dir():
@@ -55,12 +58,12 @@ def _analyze(captures: list[Path], quiet: bool = False) -> Analysis:
     err = Console(stderr=True)
     try:
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
-            return analyzer.analyze(*map(str, captures))
+            return analyzer.analyze(*map(str, captures), keylog=keylog)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("analyzing", total=total)
-            return analyzer.analyze(*map(str, captures),
+            return analyzer.analyze(*map(str, captures), keylog=keylog,
                                     progress=lambda done, _total: bar.update(task, completed=done))
     except AnalyzerError as exc:
         _fail(str(exc))
@@ -87,11 +90,12 @@ def report(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write "
                                                 "(default: reports/<first capture>.html).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary line.")] = False,
+    keylog: Keylog = None,
 ) -> None:
     """Write a self-contained interactive HTML report (works offline)."""
     from analyzer.report.html import write_report
 
-    result = _analyze(captures, quiet)
+    result = _analyze(captures, quiet, keylog)
     target = output or Path("reports") / (captures[0].name.split(".")[0] + ".html")
     write_report(result, target)
     if not quiet:
@@ -101,14 +105,14 @@ def report(
 
 
 @app.command()
-def summary(captures: Captures) -> None:
+def summary(captures: Captures, keylog: Keylog = None) -> None:
     """Print the key figures as terminal tables."""
     from analyzer.report.terminal import print_summary
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and pipes: room for the per-host table
-    print_summary(_analyze(captures), console)
+    print_summary(_analyze(captures, keylog=keylog), console)
 
 
 @app.command()
@@ -118,10 +122,11 @@ def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, csv or parquet.")] = ExportFormat.json,
     segments: Annotated[bool, typer.Option("--segments", help="Also write the per-packet series of data "
                                            "segments (bytes in flight; bounded, see the summary).")] = False,
+    keylog: Keylog = None,
 ) -> None:
     """Write the tables: JSON {summary, connections, transactions, anomalies, flights[, segments]}, or one
     CSV/Parquet file per table plus summary.json in a directory."""
-    result = _analyze(captures, quiet=True)
+    result = _analyze(captures, quiet=True, keylog=keylog)
     write_export(result, output, fmt.value, segments=segments)
 
 

@@ -5,7 +5,8 @@
 when the HTTP/1 layer reports another protocol (``Http1Connection.detected``):
 
 - ``tls``: a TLS record (or an SSLv2-compatible ClientHello) at the start of either direction, on any
-  port → ``analyzer.tls.connection.TlsConnection``;
+  port → ``analyzer.tls.connection.TlsConnection`` (given the key log, if any: decrypted application data
+  goes to a new ``ConnectionHandler``, so HTTP/1 and HTTP/2 inside TLS are recognised the same way);
 - ``h2c`` from the first byte: the client's HTTP/2 connection preface (prior knowledge), on any port →
   ``analyzer.http2.Http2Connection``;
 - ``h2c`` after ``Upgrade: h2c`` answered by ``101`` → ``Http2Connection`` started at the offsets the two
@@ -29,6 +30,7 @@ from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import H2cUpgrade, Http2Connection
 from analyzer.tls.connection import TlsConnection
+from analyzer.tls.keylog import KeyLog
 
 MAX_KEPT_BYTES = 1 << 20  # bytes of one connection kept for replay while its protocol may still change
 
@@ -39,9 +41,10 @@ class ConnectionHandler:
     """Both directions of one connection: ``feed(direction, chunk)``; then ``transaction_rows`` and
     ``anomalies`` (or ``seal``), as ``Http1Connection``."""
 
-    __slots__ = ("inner", "kept", "kept_bytes", "overflow_ts")
+    __slots__ = ("inner", "kept", "kept_bytes", "keylog", "overflow_ts")
 
-    def __init__(self) -> None:
+    def __init__(self, keylog: KeyLog | None = None) -> None:
+        self.keylog = keylog
         self.inner: Handler = Http1Connection()
         self.kept: list[tuple[int, StreamChunk]] = []
         self.kept_bytes = 0
@@ -87,7 +90,7 @@ class ConnectionHandler:
     def _switch(self, http1: Http1Connection, found: str) -> None:
         new: Handler
         if found == "tls":
-            new = TlsConnection()
+            new = TlsConnection(self.keylog, inner_factory=ConnectionHandler)
         elif http1.upgrade is not None:
             new = Http2Connection(upgrade=H2cUpgrade.from_http1(*http1.upgrade))
         else:

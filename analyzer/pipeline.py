@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from analyzer.analysis import Analysis
 from analyzer.capture.pcapfile import open_capture
 from analyzer.dispatch import ConnectionHandler
+from analyzer.errors import AnalyzerError
 from analyzer.flows.connections import Connection, ConnectionTracker
 from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
@@ -34,6 +36,7 @@ from analyzer.tables import (
     frame_from_rows,
     frame_from_tuples,
 )
+from analyzer.tls.keylog import KeyLog
 
 DEFAULT_CHUNK_PACKETS = 262_144
 MAX_SERIES_ROWS = 1_000_000  # per-packet series rows kept (whole connections, in the order they finish)
@@ -46,11 +49,14 @@ def analyze(
     chunk_packets: int = DEFAULT_CHUNK_PACKETS,
     progress: Progress | None = None,
     series_rows: int = MAX_SERIES_ROWS,
+    keylog: str | os.PathLike[str] | KeyLog | None = None,
 ) -> Analysis:
     """Analyze capture files (their packets are taken as one stream per file) into an ``Analysis``.
 
     ``series_rows`` bounds the per-packet series (``Analysis.segments``): connections are kept whole, in
-    the order they finish, until the budget is spent; the summary counts the connections left out."""
+    the order they finish, until the budget is spent; the summary counts the connections left out.
+    ``keylog``: a TLS key log (a file in the NSS SSLKEYLOGFILE format, or a ``KeyLog``) to decrypt TLS
+    with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read."""
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
     conn_rows: list[dict[str, Any]] = []
@@ -86,17 +92,22 @@ def analyze(
         conn_rows.append(row)
         an_rows.extend(anomalies)
 
+    keys = _load_keylog(keylog)
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
     for reader in readers:
-        tracker = ConnectionTracker(ConnectionHandler, classify_payload, on_finished_batch=on_finished)
+        tracker = ConnectionTracker(partial(ConnectionHandler, keys), classify_payload, on_finished_batch=on_finished)
+        secrets_seen = 0
         quic = QuicTracker(on_quic)
         for batch in reader.batches():
             if len(batch):
                 lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
                 ts_first = lo if ts_first is None else min(ts_first, lo)
                 ts_last = hi if ts_last is None else max(ts_last, hi)
+            if len(reader.decryption_secrets) > secrets_seen:  # pcapng DSBs: before the packets they decrypt
+                _add_secrets(keys, KeyLog.from_pcapng_secrets(reader.decryption_secrets[secrets_seen:]))
+                secrets_seen = len(reader.decryption_secrets)
             decoded, skips = decode_batch(batch)
             skipped.update(skips)
             is_tcp = decoded.proto == TCP
@@ -155,9 +166,29 @@ def analyze(
         "transactions": len(transactions),
         "anomalies": {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()},
         "series_rows": len(segments),
+        "tls_keys": len(keys),
         "series_connections_left_out": series["left_out"],
     }
     analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
     for key, value in summary_metrics(analysis).items():
         summary.setdefault(key, value)
     return analysis
+
+
+def _load_keylog(keylog: str | os.PathLike[str] | KeyLog | None) -> KeyLog:
+    """The key log to decrypt with (empty without one). An unreadable file is an ``AnalyzerError``."""
+    if isinstance(keylog, KeyLog):
+        return keylog
+    if keylog is None:
+        return KeyLog()
+    try:
+        text = Path(keylog).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise AnalyzerError(f"{keylog}: cannot read the key log: {exc.strerror or exc}") from exc
+    return KeyLog.parse(text)
+
+
+def _add_secrets(keys: KeyLog, more: KeyLog) -> None:
+    """Add ``more`` to ``keys`` in place (the connection handlers hold ``keys``)."""
+    for client_random, labels in more.secrets.items():
+        keys.secrets.setdefault(client_random, {}).update(labels)

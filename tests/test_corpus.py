@@ -27,6 +27,7 @@ if not MANIFEST.exists():  # pragma: no cover - the corpus sits beside the repos
     pytest.skip(f"corpus not found at {CORPUS}", allow_module_level=True)
 
 FILES = [entry["file"] for entry in json.loads(MANIFEST.read_text())]
+KEYLOGS = {entry["file"]: entry["keylog"] for entry in json.loads(MANIFEST.read_text()) if entry.get("keylog")}
 
 
 @pytest.mark.parametrize("rel", FILES)
@@ -36,7 +37,8 @@ def test_corpus_capture_agrees_with_oracle(rel: str) -> None:
         with pytest.raises(CaptureFormatError):
             analyzer.analyze(str(path))
         return
-    result = analyzer.analyze(str(path))
+    keylog = CORPUS / KEYLOGS[rel] if rel in KEYLOGS else None  # as the oracle: tshark ran with it
+    result = analyzer.analyze(str(path), keylog=keylog)
     s = result.summary
     assert s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values()), s
     oracle = json.loads((CORPUS / "oracle" / (rel + ".json")).read_text())

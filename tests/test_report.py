@@ -764,7 +764,7 @@ def test_protocols_section_of_real_tls_and_h2c_captures() -> None:
     assert ["h2c", "1", "2", "0"] in cells  # protocol, connections, transactions, estimated
     assert ["tls", "1", "2", "2"] in cells
     assert any(c[:4] == ["174.138.9.219:443", "1", "1", "100.0 %"] and c[4] == "TLS 1.3 ×1" for c in cells)
-    assert "1 TLS connections, 1 resumed" in section
+    assert "1 TLS connections, 1 resumed" in section and "0 decrypted with a key log" in section
     assert "2 transactions of encrypted connections are estimated" in section
     out = Console(record=True, width=120)
     print_summary(analysis, out)

@@ -200,7 +200,7 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
       hosts (number of rows of ``host_table``);
       from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
         ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled;
-      from ``protocol_stats``: protocols, transactions_estimated, tls_connections, tls_resumed,
+      from ``protocol_stats``: protocols, transactions_estimated, tls_connections, tls_resumed, tls_decrypted,
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """

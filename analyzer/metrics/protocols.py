@@ -113,7 +113,8 @@ def tls_by_host(connections: pd.DataFrame, conn_hosts: pd.DataFrame) -> pd.DataF
 
 def protocol_stats(connections: pd.DataFrame, transactions: pd.DataFrame) -> dict[str, Any]:
     """JSON-safe figures: ``protocols`` ({protocol: connections}), ``transactions_estimated``,
-    ``tls_connections``, ``tls_resumed``, ``tls_resumption_ratio``, ``tls_versions`` ({version: n}),
+    ``tls_connections``, ``tls_resumed``, ``tls_decrypted`` (with a key log), ``tls_resumption_ratio``,
+    ``tls_versions`` ({version: n}),
     ``h2_connections``, ``h2_requests_per_connection_mean``, ``h2_requests_per_connection_max``,
     ``h2_max_concurrent_streams`` (definitions in ``DEFINITIONS``)."""
     mix = protocol_mix(connections, transactions)
@@ -136,6 +137,7 @@ def protocol_stats(connections: pd.DataFrame, transactions: pd.DataFrame) -> dic
         "transactions_estimated": int(estimated.sum()),
         "tls_connections": int(is_tls.sum()),
         "tls_resumed": int(resumed.sum()),
+        "tls_decrypted": int((flags(connections["tls_decrypted"]) & is_tls).sum()),
         "tls_resumption_ratio": json_float(resumed.sum() / known.sum()) if known.any() else None,
         "tls_versions": dict(sorted(versions.items())),
         "h2_connections": int(is_h2.sum()),

@@ -398,7 +398,8 @@ def _protocols_section(key: dict[str, Any], m: MetricTables, chart: _Charts) -> 
     if key.get("tls_connections"):
         bits.append(f"{fmt_int(key['tls_connections'])} TLS connections, {fmt_int(key['tls_resumed'])} resumed "
                     f"(<a href=\"#def-tls_resumption_ratio\">resumption ratio</a> "
-                    f"{esc(fmt_ratio(key['tls_resumption_ratio']))}).")
+                    f"{esc(fmt_ratio(key['tls_resumption_ratio']))}); {fmt_int(key['tls_decrypted'])} decrypted "
+                    "with a key log.")
     if key.get("h2_connections"):
         bits.append(f"{fmt_int(key['h2_connections'])} HTTP/2 connections: "
                     f"{esc(fmt_num(key['h2_requests_per_connection_mean']))} requests per connection on average, "

@@ -18,15 +18,47 @@ Definitions:
   method, target, status and sizes are unknown (null). ``pipelined`` is unknown: bursts cannot show it.
 - ``tls_handshake_ms``: the ClientHello's first byte → the client's first application-data record
   (``TlsFacts.ts_first_client_app_data_ns``), as seen at the capture point.
+
+With a key log (``KeyLog``: SSLKEYLOGFILE lines, or a pcapng's Decryption Secrets Blocks) the connection is
+decrypted (``analyzer.tls.decrypt.RecordDecryptor``, set up once both hellos are seen: the client random
+picks the secrets): each direction's records are decrypted in order and the application data is fed, as
+plaintext ``StreamChunk``s (one piece per record, timed by the record's first byte and completion), to an
+inner connection handler (``inner_factory``: the pipeline's protocol switch, so HTTP/1 and HTTP/2 are
+recognised as in cleartext). Its transactions replace the estimate (``tls_decrypted`` true; ``protocol``
+``h2`` for HTTP/2); response offsets are mapped back to the TCP stream through the records. In TLS 1.3 the
+selected ALPN is read from the decrypted EncryptedExtensions. Records that arrive before the decryptor can
+be set up wait, at most ``MAX_PENDING_RECORD_BYTES``. Missing secrets, an unsupported suite, a record that
+does not authenticate, or a record with bytes missing from the capture stop decryption of that direction
+with an anomaly (``tls_no_key``, ``tls_decrypt_unsupported``, ``tls_decrypt_failed``,
+``tls_decrypt_gap``, ``tls_decrypt_buffer_limit``); never an exception.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import SealedHttp1
-from analyzer.tls.observer import TlsFacts, TlsObserver
+from analyzer.tls.decrypt import RecordDecryptor
+from analyzer.tls.keylog import KeyLog
+from analyzer.tls.observer import Record, TlsFacts, TlsObserver
+
+MAX_PENDING_RECORD_BYTES = 4 << 20  # encrypted bytes held while the decryptor cannot be set up yet
+CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA = 21, 22, 23
+TLS13 = 0x0304
+
+
+class InnerHandler(Protocol):
+    """What the decrypted streams are fed to (``analyzer.dispatch.ConnectionHandler``)."""
+
+    def feed(self, direction: int, chunk: StreamChunk) -> None: ...
+    def transaction_rows(self, uid: str, server_ip: str, server_port: int
+                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]: ...
+    def anomalies(self) -> list[tuple[int, str, str]]: ...
 
 ALPN_PROTOCOLS = {"h2": "h2", "http/1.1": "http/1.1", "http/1.0": "http/1.0"}
 
@@ -34,6 +66,27 @@ ALPN_PROTOCOLS = {"h2": "h2", "http/1.1": "http/1.1", "http/1.0": "http/1.0"}
 def tls_protocol(facts: TlsFacts) -> str:
     """The connection's ``protocol`` column (see the module docstring)."""
     return ALPN_PROTOCOLS.get(facts.alpn or "", "tls")
+
+
+def encrypted_extensions_alpn(plaintext: bytes) -> str | None:
+    """The ALPN protocol in a decrypted TLS 1.3 EncryptedExtensions message, if the handshake plaintext
+    holds one (several handshake messages may share the plaintext)."""
+    pos = 0
+    while pos + 4 <= len(plaintext):
+        mtype, length = plaintext[pos], int.from_bytes(plaintext[pos + 1: pos + 4], "big")
+        body = plaintext[pos + 4: pos + 4 + length]
+        pos += 4 + length
+        if mtype != 8 or len(body) < 2:
+            continue
+        end = min(len(body), 2 + int.from_bytes(body[0:2], "big"))
+        i = 2
+        while i + 4 <= end:
+            etype, elen = int.from_bytes(body[i: i + 2], "big"), int.from_bytes(body[i + 2: i + 4], "big")
+            ext = body[i + 4: i + 4 + elen]
+            i += 4 + elen
+            if etype == 16 and len(ext) >= 3 and 3 + ext[2] <= len(ext):
+                return ext[3: 3 + ext[2]].decode("latin-1")
+    return None
 
 
 def tls_columns(facts: TlsFacts) -> dict[str, Any]:
@@ -55,18 +108,34 @@ def tls_columns(facts: TlsFacts) -> dict[str, Any]:
 
 
 class TlsConnection:
-    """Both directions of one TLS connection without keys. ``feed(direction, chunk)``; then the results."""
+    """Both directions of one TLS connection. ``feed(direction, chunk)``; then the results. Without a key
+    log (or without the secrets of this connection) the exchanges are estimated; with them, decrypted."""
 
-    __slots__ = ("observer",)
-
-    def __init__(self) -> None:
-        self.observer = TlsObserver()
+    def __init__(self, keylog: KeyLog | None = None,
+                 inner_factory: Callable[[], InnerHandler] | None = None) -> None:
+        # an empty key log (no --keylog, no Decryption Secrets Block read so far) costs nothing
+        self.keylog = keylog if keylog is not None and len(keylog) and inner_factory is not None else None
+        self.observer = TlsObserver(self._on_record if self.keylog is not None else None)
+        self.inner_factory = inner_factory
+        self.inner: InnerHandler | None = None
+        self.decryptor: RecordDecryptor | None = None
+        self.off = False  # decryption given up (no key, unsupported, ...)
+        self.pending: list[tuple[int, Record]] = []
+        self.pending_bytes = 0
+        self.client_dir = 0
+        self.stopped = [False, False]  # per role (0 client, 1 server): decryption of that direction ended
+        self.plain_off = [0, 0]
+        self.server_map: tuple[list[int], list[int], list[int]] = ([], [], [])  # plain start, record start/end
+        self.alpn_ee: str | None = None
+        self.version = 0
+        self._anomalies: list[tuple[int, str, str]] = []
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
         self.observer.feed(direction, chunk)
 
     def anomalies(self) -> list[tuple[int, str, str]]:
-        return self.observer.anomalies()
+        inner = self.inner.anomalies() if self.inner is not None else []
+        return self.observer.anomalies() + self._anomalies + inner
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         for d in (0, 1):
@@ -74,10 +143,127 @@ class TlsConnection:
         rows, facts = self.transaction_rows("", server_ip, server_port)
         return SealedHttp1(rows, facts, self.anomalies())
 
+    # ------------------------------------------------------------------------------------- decryption
+    def _on_record(self, direction: int, record: Record) -> None:
+        if self.off:
+            return
+        if self.decryptor is None and not self._set_up(record.ts_ns):
+            if not self.off:
+                size = len(record.payload or b"")
+                if self.pending_bytes + size > MAX_PENDING_RECORD_BYTES:
+                    self._give_up(record.ts_ns, "tls_decrypt_buffer_limit",
+                                  f"more than {MAX_PENDING_RECORD_BYTES} encrypted bytes before both hellos")
+                    return
+                self.pending.append((direction, record))
+                self.pending_bytes += size
+            return
+        if self.pending:
+            waiting, self.pending, self.pending_bytes = self.pending, [], 0
+            for d, rec in waiting:
+                self._decrypt(d, rec)
+        self._decrypt(direction, record)
+
+    def _set_up(self, ts: int) -> bool:
+        ch, sh, c_dir = self.observer.hellos()
+        if ch is None or sh is None or self.keylog is None:
+            return False
+        if not len(self.keylog):  # no key log at all: nothing to report, just stop collecting records
+            self.off = True
+            self.pending, self.pending_bytes = [], 0
+            self.observer.stop_records()
+            return False
+        secrets = self.keylog.get(ch.random)
+        if not secrets:
+            self._give_up(ts, "tls_no_key", f"no key log entry for client random {ch.random.hex()[:16]}…")
+            return False
+        version = sh.version
+        dec = RecordDecryptor(secrets, ch.random, sh.random, version, sh.cipher_suite)
+        if not dec.supported:
+            self._give_up(ts, "tls_decrypt_unsupported", dec.why_not or "unsupported")
+            return False
+        self.decryptor, self.client_dir, self.version = dec, c_dir, version
+        assert self.inner_factory is not None
+        self.inner = self.inner_factory()
+        return True
+
+    def _give_up(self, ts: int, name: str, detail: str) -> None:
+        self.off = True
+        self.pending, self.pending_bytes = [], 0
+        self.observer.stop_records()
+        self._anomalies.append((ts, name, detail))
+
+    def _decrypt(self, direction: int, rec: Record) -> None:
+        role = 0 if direction == self.client_dir else 1
+        if self.stopped[role] or self.decryptor is None or self.inner is None:
+            return
+        if self.version == TLS13 and rec.content_type != CT_APPLICATION_DATA:
+            return
+        side = "client" if role == 0 else "server"
+        if rec.payload is None:
+            self.stopped[role] = True
+            self._anomalies.append((rec.ts_ns, "tls_decrypt_gap", f"{side}: a record at offset {rec.offset} is not "
+                                                                 "all in the capture: decryption stops there"))
+            return
+        out = self.decryptor.decrypt(role, rec.content_type, rec.version, rec.payload)
+        if out is None:
+            self.stopped[role] = True
+            self._anomalies.append((rec.ts_ns, "tls_decrypt_failed", f"{side}: the record at offset {rec.offset} "
+                                                                    "does not authenticate with the logged keys"))
+            return
+        inner_type, plain = out
+        if inner_type == CT_HANDSHAKE and role == 1 and self.alpn_ee is None:
+            self.alpn_ee = encrypted_extensions_alpn(plain)
+        if inner_type != CT_APPLICATION_DATA or not plain:
+            return
+        start = self.plain_off[role]
+        self.plain_off[role] = start + len(plain)
+        if role == 1:
+            self.server_map[0].append(start)
+            self.server_map[1].append(rec.offset)
+            self.server_map[2].append(rec.offset + 5 + len(rec.payload))
+        one = np.ones(1, dtype=np.int64)
+        chunk = StreamChunk(one * start, one * (start + len(plain)), np.zeros(1, dtype=np.int8), one * 0,
+                            one * rec.ts_ns, one * rec.done_ns, (np.frombuffer(plain, dtype=np.uint8),))
+        self.inner.feed(role, chunk)
+
+    def _tcp_span(self, span: tuple[int, int] | None) -> tuple[int, int] | None:
+        """A response's plaintext offsets → the TCP stream offsets of the records that carried it."""
+        starts, rec_start, rec_end = self.server_map
+        if span is None or not starts or span[1] <= span[0]:
+            return None
+        a = bisect_right(starts, span[0]) - 1
+        b = bisect_right(starts, span[1] - 1) - 1
+        if a < 0 or b < 0:
+            return None
+        return rec_start[a], rec_end[b]
+
+    def _decrypted_rows(self, uid: str, server_ip: str, server_port: int, tf: TlsFacts
+                        ) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
+        if self.inner is None or not any(self.plain_off):
+            return None
+        for role in (0, 1):
+            self.inner.feed(role, StreamChunk.empty(final=True))
+        rows, facts = self.inner.transaction_rows(uid, server_ip, server_port)
+        facts = dict(facts)
+        facts["response_spans"] = [self._tcp_span(sp) for sp in facts.get("response_spans", [])]
+        protocol = facts.get("protocol")
+        facts["protocol"] = "h2" if protocol == "h2c" else protocol
+        columns = tls_columns(tf)
+        if columns["alpn"] is None and self.alpn_ee is not None:
+            columns["alpn"] = self.alpn_ee
+        facts["tls"] = columns
+        facts["tls_decrypted"] = True
+        return rows, facts
+
+    # ----------------------------------------------------------------------------------------- results
     def transaction_rows(self, uid: str, server_ip: str, server_port: int
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        """Estimated rows (``HTTP_TRANSACTION_COLUMNS`` order) and the connection facts."""
+        """Decrypted rows when the connection could be decrypted, else estimated rows
+        (``HTTP_TRANSACTION_COLUMNS`` order); and the connection facts."""
         tf = self.observer.facts()
+        decrypted = self._decrypted_rows(uid, server_ip, server_port, tf)
+        if decrypted is not None:
+            return decrypted
         protocol = tls_protocol(tf)
         rows: list[tuple[Any, ...]] = []
         spans: list[tuple[int, int] | None] = []

@@ -138,6 +138,7 @@ def alert_name(level: int, desc: int) -> str:
 @dataclass(slots=True)
 class ClientHello:
     legacy_version: int = 0
+    random: bytes = b""
     session_id: bytes = b""
     cipher_suites: tuple[int, ...] = ()
     sni: str | None = None
@@ -256,7 +257,7 @@ def parse_client_hello(body: bytes) -> tuple[ClientHello, str | None]:
     ch = ClientHello()
     r = _Reader(body)
     ch.legacy_version = r.u16()
-    r.take(32)  # random
+    ch.random = r.take(32)
     ch.session_id = r.take(r.u8())
     n = r.u16()
     raw = r.take(n)

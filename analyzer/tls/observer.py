@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import re
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +170,22 @@ def _plaintext_hello(payload: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """A whole TLS record handed to a decryptor: outer type and version, payload (None when bytes of it are
+    missing from the capture), first-byte and completion times, and its stream offset (header included)."""
+
+    content_type: int
+    version: int
+    payload: bytes | None
+    ts_ns: int
+    done_ns: int
+    offset: int
+
+
+RecordSink = Callable[[Record], None]
+
+
+@dataclass(frozen=True, slots=True)
 class TlsExchange:
     """One estimated request/response exchange: a client burst of application-data records and the
     server burst after it (None when the capture has none)."""
@@ -229,8 +246,9 @@ class _Side:
 
     __slots__ = (
         "anomalies", "app_bytes", "app_count", "app_end", "app_len", "app_off", "app_start", "carry", "carry_ts",
-        "ccs_seen", "events", "hellos", "hs_buf", "hs_skip", "hs_ts", "last_ts", "mode", "pos", "rec_app",
-        "rec_len", "rec_ts", "records", "resync_from", "resync_scanned", "role", "skip_end", "sslv2",
+        "ccs_seen", "events", "hellos", "hs_buf", "hs_skip", "hs_ts", "last_ts", "mode", "on_record", "pos",
+        "rec_app", "rec_buf", "rec_len", "rec_ts", "rec_type", "rec_version", "records", "resync_from",
+        "resync_scanned", "role", "skip_end", "sslv2",
     )
 
     def __init__(self, role: int) -> None:
@@ -261,6 +279,11 @@ class _Side:
         self.resync_scanned = 0
         self.last_ts = 0
         self.anomalies: list[tuple[int, str, str]] = []
+        # decryption: every application-data, alert and (after ChangeCipherSpec) handshake record, whole
+        self.on_record: RecordSink | None = None
+        self.rec_type = 0
+        self.rec_version = 0
+        self.rec_buf: bytearray | None = None  # the record's payload being collected (None: not collecting)
 
     # ---------------------------------------------------------------------------------------------- API
     def feed(self, chunk: StreamChunk) -> None:
@@ -344,6 +367,7 @@ class _Side:
             return True
         self.records += 1
         end = pos + 5 + length
+        self.rec_type, self.rec_version = t, (hdr[1] << 8) | hdr[2]
         if t == CT_APPLICATION_DATA:
             self._consume(5)
             self._begin_skip(end, ts, length, True)
@@ -358,6 +382,8 @@ class _Side:
                 self._event(EV_ALERT, (payload[0] << 8) | payload[1], ts)
             elif self.ccs_seen and not _plaintext_hello(payload):
                 self._event(EV_ENCRYPTED_HANDSHAKE, 0, ts)
+                if self.on_record is not None:
+                    self.on_record(Record(t, self.rec_version, payload, ts, self._done(chunk, end), pos))
             else:
                 self._handshake(payload, ts)
             return True
@@ -373,15 +399,24 @@ class _Side:
         self.rec_ts = ts
         self.rec_len = length
         self.rec_app = app
+        collect = self.on_record is not None and self.rec_type in (CT_APPLICATION_DATA, CT_ALERT)
+        self.rec_buf = bytearray() if collect else None
+
+    def _done(self, chunk: StreamChunk, end: int) -> int:
+        return chunk.done_at(end) if len(chunk) else self.last_ts
 
     def _skip(self, chunk: StreamChunk) -> bool:
         """Move ``pos`` to the end of the record being skipped (gaps inside it cost nothing)."""
         end = self.skip_end
         assert self.pos is not None
         if self.carry:
+            if self.rec_buf is not None:
+                self.rec_buf += self.carry[: end - self.pos]
             self._consume(min(len(self.carry), end - self.pos))
         if self.pos < end:
             last = chunk.data_end if len(chunk) else -1
+            if self.rec_buf is not None:
+                self._collect(chunk, min(end, last))
             if last < end:
                 if last > self.pos:
                     self.pos = last
@@ -393,9 +428,25 @@ class _Side:
         self._end_record(done)
         return True
 
+    def _collect(self, chunk: StreamChunk, stop: int) -> None:
+        """Append the record's bytes from ``pos`` to ``stop``; a gap makes the record unusable."""
+        assert self.pos is not None and self.rec_buf is not None
+        if stop <= self.pos:
+            return
+        data = chunk.read(self.pos, stop - self.pos)
+        if len(data) < stop - self.pos:
+            self.rec_buf = None  # bytes missing from the capture: this record cannot be decrypted
+            return
+        self.rec_buf += data
+
     def _end_record(self, done_ns: int) -> None:
         record_off = self.skip_end - 5 - self.rec_len
         self.skip_end = -1
+        if self.on_record is not None and self.rec_type in (CT_APPLICATION_DATA, CT_ALERT):
+            payload = bytes(self.rec_buf) if self.rec_buf is not None and len(self.rec_buf) == self.rec_len else None
+            self.rec_buf = None
+            self.on_record(Record(self.rec_type, self.rec_version, payload, self.rec_ts, max(done_ns, self.rec_ts),
+                                  record_off))
         if not self.rec_app:
             return
         self.app_count += 1
@@ -642,20 +693,48 @@ def _bursts(client: Records, server: Records) -> tuple[TlsExchange, ...]:
     return tuple(out)
 
 
+def _bound(sink: Callable[[int, Record], None], direction: int) -> RecordSink:
+    def deliver(record: Record) -> None:
+        sink(direction, record)
+    return deliver
+
+
 class TlsObserver:
     """Both directions of one TCP connection. ``feed(direction, chunk)`` in any interleaving of the two
     directions (each in stream order); ``facts()`` and ``anomalies()`` at any time."""
 
     __slots__ = ("_sides",)
 
-    def __init__(self) -> None:
+    def __init__(self, on_record: Callable[[int, Record], None] | None = None) -> None:
+        """``on_record(direction, record)``, when given, receives every application-data and alert record,
+        and every handshake record after that direction's ChangeCipherSpec, whole (for decryption)."""
         self._sides = (_Side(CLIENT), _Side(SERVER))
+        if on_record is not None:
+            for d, side in enumerate(self._sides):
+                side.on_record = _bound(on_record, d)
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
         self._sides[1 if direction else 0].feed(chunk)
 
     def anomalies(self) -> list[tuple[int, str, str]]:
         return self._sides[0].anomalies + self._sides[1].anomalies
+
+    def stop_records(self) -> None:
+        """Stop handing records to ``on_record`` (decryption given up: no more payload copies)."""
+        for side in self._sides:
+            side.on_record = None
+            side.rec_buf = None
+
+    def hellos(self) -> tuple[ClientHello | None, ServerHello | None, int]:
+        """The first ClientHello and the first real ServerHello seen (cheap: no facts computed), and the
+        stream direction the ClientHello came from (0 unless the roles were swapped)."""
+        s0, s1 = self._sides
+        c_dir = 1 if (not any(isinstance(h, ClientHello) for _, h in s0.hellos)
+                      and any(isinstance(h, ClientHello) for _, h in s1.hellos)) else 0
+        ch = next((h for _, h in self._sides[c_dir].hellos if isinstance(h, ClientHello)), None)
+        sh = next((h for _, h in self._sides[1 - c_dir].hellos if isinstance(h, ServerHello) and not h.hello_retry),
+                  None)
+        return ch, sh, c_dir
 
     def facts(self) -> TlsFacts:
         s0, s1 = self._sides
