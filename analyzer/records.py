@@ -190,6 +190,21 @@ def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
     return ttfb, transfer
 
 
+def _h2_columns(facts: dict[str, Any]) -> dict[str, Any]:
+    """HTTP/2 connection facts (``Http2Connection.transaction_rows``) as connection columns."""
+    if "settings" not in facts:
+        return {}
+    goaway = facts.get("goaway") or {}
+    return {
+        "h2_max_streams_setting": (facts["settings"].get("server") or {}).get("MAX_CONCURRENT_STREAMS"),
+        "h2_goaway_by": goaway.get("by"),
+        "h2_goaway_error": goaway.get("error"),
+        "h2_goaway_last_stream": goaway.get("last_stream_id"),
+        "h2_pushed_streams": facts.get("pushed_streams"),
+        "h2_reset_streams": facts.get("reset_streams"),
+    }
+
+
 def _connection_records(conn: Connection
                         ) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]], dict[str, Any]]:
     uid = connection_uid(conn)
@@ -251,6 +266,7 @@ def _connection_records(conn: Connection
         "keep_alive_max": facts["keep_alive_max"],
         "first_frame": conn.first_frame,
         "max_concurrent_streams": facts.get("max_concurrent_streams"),
+        **_h2_columns(facts),
     }
     tls = facts.get("tls")
     if tls is not None:

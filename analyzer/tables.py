@@ -46,7 +46,13 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "tls_handshake_ms": "float64",  # ClientHello → the client's first application data
     "requests": "Int64",
     "pipelined_max": "Int64",
-    "max_concurrent_streams": "Int64",
+    "max_concurrent_streams": "Int64",  # HTTP/2: most streams open at once (used, not the limit)
+    "h2_max_streams_setting": "Int64",  # HTTP/2: the server's SETTINGS_MAX_CONCURRENT_STREAMS (the limit)
+    "h2_goaway_by": "string",  # HTTP/2: client | server, the first GOAWAY's sender
+    "h2_goaway_error": "string",  # its error code name (NO_ERROR for a graceful end)
+    "h2_goaway_last_stream": "Int64",  # its last stream id processed
+    "h2_pushed_streams": "Int64",
+    "h2_reset_streams": "Int64",
     "idle_max_ms": "float64",
     "idle_after_last_ms": "float64",  # last response end -> connection close (FIN/RST)
     "close_by": "string",  # client | server | unknown | open

@@ -236,3 +236,19 @@ def test_chunking_does_not_change_the_result(name: str, data: st.DataObject) -> 
                       for d in (0, 1))
     chunk_cuts = data.draw(st.lists(st.integers(1, 40), max_size=6))
     assert result(feed_like_the_tracker(ConnectionHandler(), sides, byte_cuts, chunk_cuts)) == whole
+
+
+def test_h2_connection_columns_from_a_real_capture() -> None:
+    """arkime's nghttp2 capture through the pipeline: h2c found on its own, the server push (tshark's oracle:
+    1 pushed stream), the server's SETTINGS limit, and who sent GOAWAY and why."""
+    from pathlib import Path
+
+    import analyzer
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "arkime" / "http2-nghttp2.pcap"
+    if not path.exists():
+        pytest.skip("corpus capture missing")
+    row = analyzer.analyze(str(path)).connections.iloc[0]
+    assert (row["protocol"], row["requests"], row["max_concurrent_streams"]) == ("h2c", 1, 2)
+    assert (row["h2_pushed_streams"], row["h2_reset_streams"], row["h2_max_streams_setting"]) == (1, 0, 100)
+    assert (row["h2_goaway_by"], row["h2_goaway_error"], row["h2_goaway_last_stream"]) == ("client", "NO_ERROR", 2)

@@ -117,10 +117,18 @@ class QuicTracker:
 
         order = np.argsort(group, kind="stable")  # rows by flow, capture order inside
         bounds = np.searchsorted(group[order], np.arange(len(uniq) + 1))
-        skipped = 0
+        # only flows with a long header in this chunk, or already QUIC, need Python: the rest (DNS, ...) is
+        # counted as skipped at once
+        candidate = np.bincount(group, weights=long_hdr, minlength=len(uniq)) > 0
+        if self.active:
+            as_void = np.dtype((np.void, 48))
+            known = np.array(list(self.active), dtype=np.uint64).view(as_void).ravel()
+            candidate |= np.isin(np.ascontiguousarray(uniq).view(as_void).ravel(), known)
+        sizes = np.diff(bounds)
+        skipped = int(sizes[~candidate].sum())
         key_list = uniq.tolist()
         ts_l = pk.ts_ns
-        for g in range(len(uniq)):
+        for g in np.nonzero(candidate)[0].tolist():
             rows = order[bounds[g]: bounds[g + 1]]
             key = tuple(int(x) for x in key_list[g])
             # silences longer than QUIC's idle timeout end a connection: cut the rows there
