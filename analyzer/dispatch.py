@@ -10,7 +10,10 @@ when the HTTP/1 layer reports another protocol (``Http1Connection.detected``):
 - ``h2c`` from the first byte: the client's HTTP/2 connection preface (prior knowledge), on any port →
   ``analyzer.http2.Http2Connection``;
 - ``h2c`` after ``Upgrade: h2c`` answered by ``101`` → ``Http2Connection`` started at the offsets the two
-  HTTP/1.1 messages give (stream 1 is the upgraded request).
+  HTTP/1.1 messages give (stream 1 is the upgraded request);
+- ``tunnel`` after a ``CONNECT`` answered by 2xx (a proxy) → ``TunnelConnection``: the HTTP/1 exchanges up
+  to the CONNECT, then a new ``ConnectionHandler`` for the bytes after the two messages (usually TLS to
+  the origin, decrypted with the key log like any other).
 
 To switch, the bytes already fed must be fed again to the new handler. So while a switch is still possible
 (``Http1Connection.may_switch``: nothing parsed yet, or an Upgrade request awaiting its response) the
@@ -29,9 +32,11 @@ from typing import Any
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import H2cUpgrade, Http2Connection
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 from analyzer.tls.connection import TlsConnection
 from analyzer.tls.keylog import KeyLog
 
+_REUSED = list(HTTP_TRANSACTION_COLUMNS).index("reused")
 MAX_KEPT_BYTES = 1 << 20  # bytes of one connection kept for replay while its protocol may still change
 
 Handler = Http1Connection | Http2Connection | TlsConnection
@@ -45,13 +50,13 @@ class ConnectionHandler:
 
     def __init__(self, keylog: KeyLog | None = None) -> None:
         self.keylog = keylog
-        self.inner: Handler = Http1Connection()
+        self.inner: Handler | TunnelConnection = Http1Connection()
         self.kept: list[tuple[int, StreamChunk]] = []
         self.kept_bytes = 0
         self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
 
     @property
-    def protocol_handler(self) -> Handler:
+    def protocol_handler(self) -> Handler | TunnelConnection:
         return self.inner
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
@@ -88,9 +93,11 @@ class ConnectionHandler:
         self.kept_bytes += size
 
     def _switch(self, http1: Http1Connection, found: str) -> None:
-        new: Handler
+        new: Handler | TunnelConnection
         if found == "tls":
             new = TlsConnection(self.keylog, inner_factory=ConnectionHandler)
+        elif found == "tunnel" and http1.tunnel is not None:
+            new = TunnelConnection(http1, ConnectionHandler(self.keylog))
         elif http1.upgrade is not None:
             new = Http2Connection(upgrade=H2cUpgrade.from_http1(*http1.upgrade))
         else:
@@ -121,5 +128,57 @@ class ConnectionHandler:
         return sealed
 
 
-def _name(handler: Handler) -> str:
+def _name(handler: Handler | TunnelConnection) -> str:
+    if isinstance(handler, TunnelConnection):
+        return "a CONNECT tunnel"
     return "TLS" if isinstance(handler, TlsConnection) else "HTTP/2"
+
+
+class TunnelConnection:
+    """A proxy connection after a successful ``CONNECT``: the HTTP/1 exchanges up to it, then whatever the
+    tunnel carries, analyzed by ``inner`` from the stream offsets where the two messages end (offsets stay
+    those of the TCP stream, so the TCP analysis places the inner responses too).
+
+    Rows: the HTTP/1 ones (the CONNECT last), then the inner ones, numbered on (``trans_depth``, ``reused``
+    true: the proxy connection was used again). Facts: the inner protocol (``tls``, ``h2``...), its TLS
+    columns; ``requests`` counts both, unknown when the inner count is."""
+
+    def __init__(self, http1: Http1Connection, inner: ConnectionHandler) -> None:
+        assert http1.tunnel is not None
+        request, response = http1.tunnel
+        self.http1 = http1
+        self.inner = inner
+        self.offsets = (request.end if request.end >= 0 else request.header_end,
+                        response.header_end)
+
+    def feed(self, direction: int, chunk: StreamChunk) -> None:
+        if direction in (0, 1):
+            self.inner.feed(direction, chunk.after(self.offsets[direction]))
+
+    def anomalies(self) -> list[tuple[int, str, str]]:
+        return self.http1.anomalies() + self.inner.anomalies()
+
+    def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
+        for d in (0, 1):
+            self.inner.feed(d, StreamChunk.empty(final=True))
+        rows, facts = self.transaction_rows("", server_ip, server_port)
+        return SealedHttp1(rows, facts, self.anomalies())
+
+    def transaction_rows(self, uid: str, server_ip: str, server_port: int
+                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        outer, outer_facts = self.http1.transaction_rows(uid, server_ip, server_port)
+        inner, facts = self.inner.transaction_rows(uid, server_ip, server_port)
+        n = len(outer)
+        renumbered = [(r[0], r[1] + n, *r[2:_REUSED], True, *r[_REUSED + 1:]) for r in inner]
+        merged = dict(facts)
+        merged["response_spans"] = list(outer_facts["response_spans"]) + list(facts["response_spans"])
+        inner_requests = facts.get("requests")
+        merged["requests"] = outer_facts["requests"] + inner_requests if inner_requests is not None else None
+        ends = [e for e in (outer_facts.get("last_response_end_ns"), facts.get("last_response_end_ns"))
+                if e is not None]
+        merged["last_response_end_ns"] = max(ends) if ends else None
+        merged["keep_alive_timeout_s"] = outer_facts.get("keep_alive_timeout_s")
+        merged["keep_alive_max"] = outer_facts.get("keep_alive_max")
+        if merged.get("protocol") in (None, "unknown"):
+            merged["protocol"] = outer_facts["protocol"]
+        return outer + renumbered, merged

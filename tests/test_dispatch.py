@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_http2 import PREFACE, Side, client_side, req_fields, resp_fields, server_side
 from test_tls import CONVERSATIONS, MS, make_chunk, streams
 
-from analyzer.dispatch import MAX_KEPT_BYTES, ConnectionHandler
+from analyzer.dispatch import MAX_KEPT_BYTES, ConnectionHandler, TunnelConnection
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import Http2Connection
@@ -26,6 +26,7 @@ from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 from analyzer.tls.connection import TlsConnection
 
 COL = {name: i for i, name in enumerate(HTTP_TRANSACTION_COLUMNS)}
+NO_OWN = ("h2_upgrade", "connect_tunnel")  # handlers made from an HTTP/1 start, not from the first byte
 Conversation = tuple[bytes, list[tuple[int, int, int]]]  # a direction's bytes and pieces (start, end, ts)
 
 
@@ -72,6 +73,19 @@ def http1_keepalive() -> tuple[Conversation, Conversation]:
     return _from_sides(c, s)
 
 
+def connect_tunnel() -> tuple[Conversation, Conversation]:
+    """A proxy: an HTTP/1.1 GET, then CONNECT answered by 200, then a TLS 1.2 handshake and exchanges."""
+    (t0, p0), (t1, p1) = tls("tls12_full")
+    c = Side().at(0).send(b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    s = Side().at(0).send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    c.send(b"CONNECT b.test:443 HTTP/1.1\r\nHost: b.test:443\r\n\r\n")
+    s.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    (d0, q0), (d1, q1) = _from_sides(c, s)
+    shift0, shift1 = len(d0), len(d1)
+    return ((d0 + t0, q0 + [(a + shift0, e + shift0, ts) for a, e, ts in p0]),
+            (d1 + t1, q1 + [(a + shift1, e + shift1, ts) for a, e, ts in p1]))
+
+
 def tls(name: str) -> tuple[Conversation, Conversation]:
     (d0, p0), (d1, p1) = streams(CONVERSATIONS[name]())
     return (d0, p0), (d1, p1)
@@ -86,8 +100,10 @@ CASES: dict[str, Any] = {
     "h2_prior": h2_prior,
     "h2_upgrade": h2_upgrade,
     "http1_keepalive": http1_keepalive,
+    "connect_tunnel": connect_tunnel,
 }
-EXPECTED_HANDLER = {"h2_prior": Http2Connection, "h2_upgrade": Http2Connection, "http1_keepalive": Http1Connection}
+EXPECTED_HANDLER = {"h2_prior": Http2Connection, "h2_upgrade": Http2Connection, "http1_keepalive": Http1Connection,
+                    "connect_tunnel": TunnelConnection}
 
 
 def _pieces_cut(pieces: list[tuple[int, int, int]], points: list[int]) -> list[list[tuple[int, int, int]]]:
@@ -134,7 +150,7 @@ def test_switches_to_the_protocol_handler(name: str) -> None:
     h = feed(ConnectionHandler(), sides)
     assert isinstance(h.inner, EXPECTED_HANDLER.get(name, TlsConnection))
     assert h.kept == [] and h.kept_bytes == 0
-    own = feed(EXPECTED_HANDLER.get(name, TlsConnection)(), sides) if name != "h2_upgrade" else None
+    own = feed(EXPECTED_HANDLER.get(name, TlsConnection)(), sides) if name not in NO_OWN else None
     if own is not None:
         assert result(h) == result(own)
 
@@ -252,3 +268,16 @@ def test_h2_connection_columns_from_a_real_capture() -> None:
     assert (row["protocol"], row["requests"], row["max_concurrent_streams"]) == ("h2c", 1, 2)
     assert (row["h2_pushed_streams"], row["h2_reset_streams"], row["h2_max_streams_setting"]) == (1, 0, 100)
     assert (row["h2_goaway_by"], row["h2_goaway_error"], row["h2_goaway_last_stream"]) == ("client", "NO_ERROR", 2)
+
+
+def test_connect_tunnel_rows_then_tls_inside() -> None:
+    h = feed(ConnectionHandler(), connect_tunnel())
+    assert isinstance(h.inner, TunnelConnection)
+    rows, facts, anomalies = result(h)
+    got = [(r[COL["trans_depth"]], r[COL["method"]], r[COL["status"]], r[COL["reused"]], r[COL["estimated"]])
+           for r in rows]
+    assert got == [(1, "GET", 200, False, False), (2, "CONNECT", 200, True, False), (3, None, None, True, True),
+                   (4, None, None, True, True)]  # two exchanges estimated from the TLS records
+    assert facts["protocol"] == "http/1.1"  # TLS 1.2 with ALPN http/1.1 selected, inside the tunnel
+    assert facts["tls"]["sni"] == "example.com" and facts["tls"]["tls_version"] == "TLS 1.2"
+    assert facts["requests"] == 4 and anomalies == []

@@ -130,6 +130,16 @@ class StreamChunk:
         """Captured bytes in this chunk."""
         return int((self.end - self.start).sum())
 
+    def after(self, offset: int) -> StreamChunk:
+        """The part of this chunk at stream offsets >= ``offset`` (same offsets, same buffers)."""
+        if not len(self) or int(self.start[0]) >= offset:
+            return self
+        keep = self.end > offset
+        start = np.maximum(self.start[keep], offset).astype(np.int64)
+        buf_off = (self.buf_off[keep] + (start - self.start[keep])).astype(np.int64)
+        return StreamChunk(start, self.end[keep], self.src[keep], buf_off, self.ts_ns[keep], self.done_ns[keep],
+                           self.buffers, self.eof, self.final)
+
     def compact(self) -> StreamChunk:
         """A copy that owns its bytes (one small buffer): keeping it does not keep the packet buffers alive."""
         lens = self.end - self.start

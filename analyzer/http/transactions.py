@@ -70,7 +70,8 @@ class Http1Connection:
     flood_reported: bool = False
     upgraded_to: str | None = None  # protocol switched to by a 101 (h2c)
     upgrade: tuple[Message, Message] | None = None  # (request, 101 response) of an h2c Upgrade
-    h2c_requested: bool = False  # a request asked to upgrade to h2c, and its response is not in yet
+    switch_request: Message | None = None  # an Upgrade: h2c or CONNECT request whose response is not in yet
+    tunnel: tuple[Message, Message] | None = None  # (CONNECT request, its 2xx response): a tunnel follows
 
     def __post_init__(self) -> None:
         self.parsers = (
@@ -94,19 +95,22 @@ class Http1Connection:
     def may_switch(self) -> bool:
         """Could this connection still turn out to speak another protocol from a point already fed? True
         while no message was parsed and a direction has not yet shown what it is (its first bytes decide:
-        TLS, the HTTP/2 preface; bytes HTTP/1 cannot parse do not), and while an ``Upgrade: h2c`` request
-        waits for its response."""
-        if self.h2c_requested:
+        TLS, the HTTP/2 preface; bytes HTTP/1 cannot parse do not), and while an ``Upgrade: h2c`` or a
+        ``CONNECT`` request waits for its response."""
+        if self.switch_request is not None:
             return True
         if any(p.messages_seen or p.protocol is not None for p in self.parsers):
             return False
         return any(p.state == START for p in self.parsers)  # a direction has not shown what it is yet
 
     def detected(self) -> str | None:
-        """The protocol found instead of HTTP/1 at the start of a stream (``tls``, ``h2c``), or ``h2c`` after
-        an answered Upgrade (then ``upgrade`` holds the two messages); None while it is HTTP/1."""
+        """The protocol found instead of HTTP/1 at the start of a stream (``tls``, ``h2c``), ``h2c`` after an
+        answered Upgrade (then ``upgrade`` holds the two messages), ``tunnel`` after a successful CONNECT
+        (``tunnel`` holds them); None while it is HTTP/1."""
         if self.upgrade is not None:
             return "h2c"
+        if self.tunnel is not None:
+            return "tunnel"
         for p in self.parsers:
             if p.protocol is not None and not p.messages_seen:
                 return p.protocol
@@ -114,8 +118,8 @@ class Http1Connection:
 
     # -------------------------------------------------------------------------------------- callbacks
     def _on_request_head(self, msg: Message) -> str | None:
-        if "h2c" in (msg.headers.get("upgrade") or "").lower():
-            self.h2c_requested = True
+        if msg.method == "CONNECT" or "h2c" in (msg.headers.get("upgrade") or "").lower():
+            self.switch_request = msg
         ex = Exchange(msg)
         self.exchanges.append(ex)
         if len(self.pending) < MAX_PENDING_REQUESTS:
@@ -148,7 +152,8 @@ class Http1Connection:
         if maximum is not None:
             self.keep_alive_max = maximum
         method = ex.request.method if ex.request is not None else None
-        self.h2c_requested = False
+        if ex.request is not None and ex.request is self.switch_request:
+            self.switch_request = None  # answered (switched or not)
         if (status == 101 or (method == "CONNECT" and 200 <= status < 300)):
             self.parsers[REQUEST].switch_to_tunnel()
             upgrade = (msg.headers.get("upgrade") or "").lower()
@@ -156,6 +161,8 @@ class Http1Connection:
                 self.upgraded_to = "h2c"  # HTTP/2 over cleartext after an Upgrade
                 if ex.request is not None:
                     self.upgrade = (ex.request, msg)
+            elif method == "CONNECT" and ex.request is not None:
+                self.tunnel = (ex.request, msg)
         return method
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
