@@ -18,7 +18,9 @@ addresses only (127.0.0.1 and ::1): nothing is ever sent outside the namespace. 
 ``tls`` adds nginx TLS servers (a self-signed certificate made at record time) and Python ``ssl`` clients
 that write a key log (committed next to the capture as ``tls.keylog``); ``h2c`` adds nginx's cleartext
 HTTP/2 server (prior knowledge, driven by ``nghttp -n``) and nghttpx accepting ``Upgrade: h2c`` (``curl
---http2``, ``nghttp -u``) in front of nginx's unix socket.
+--http2``, ``nghttp -u``) in front of nginx's unix socket; ``h2-tls`` runs ``curl --http2`` (TLS 1.3, then
+``--tls-max 1.2``) against nginx's ``ssl http2`` server with ``SSLKEYLOGFILE`` set (the key log
+is committed as ``h2-tls.keylog``).
 
 The namespace's ``lo`` gets MTU 1500 and ``gso_max_segs 1`` so that TCP segments have the sizes of a real
 Ethernet link instead of 64 KB GSO super-packets. ``shaped-bulk`` also shapes ``lo`` (a ``tbf`` token
@@ -234,6 +236,14 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         "with Upgrade: h2c (101) to nghttpx in front of nginx",
         keepalive_timeout="10s",
         h2c=True,
+    ),
+    Scenario(
+        "h2-tls",
+        "HTTP/2 over TLS (ALPN h2, SNI tls.anz.test) to nginx's ssl http2 server: curl --http2 with four URLs "
+        "over one TLS 1.3 connection (streams 1-7, a 404 among them), curl --http2 --tls-max 1.2 with two "
+        "URLs over a second connection (ALPN visible); curl writes SSLKEYLOGFILE, committed as h2-tls.keylog",
+        keepalive_timeout="10s",
+        tls=True,
     ),
     Scenario(
         "shaped-bulk",
@@ -783,6 +793,88 @@ def run_curl_h2c(log: TruthLog, urls: Sequence[str], upgrade: bool, note: str) -
     conn.upgrade = upgrade
 
 
+# --- clients: HTTP/2 over TLS (curl) -------------------------------------------------------------------
+
+CURL_TLS_VERSION = re.compile(r"SSL connection using (TLSv1\.\d) ")
+CURL_ALPN_OFFERS = re.compile(r"ALPN: offers (\S+)")
+CURL_ALPN_ACCEPTED = re.compile(r"ALPN: server accepted (\S+)")
+
+
+def h2_tls_env() -> dict[str, str]:
+    """The clients' environment: SSLKEYLOGFILE (curl's OpenSSL backend appends to it)."""
+    return {**os.environ, "SSLKEYLOGFILE": str(rec_dir() / "keylog")}
+
+
+def run_curl_h2_tls(log: TruthLog, targets: Sequence[str], tls_max: str | None, note: str) -> None:
+    """``curl --http2`` over TLS to nginx's ``ssl http2`` server: ALPN h2, SNI ``TLS_SNI`` (``--resolve``
+    to 127.0.0.1), one connection for all ``targets`` (one stream each, one after the other). Port,
+    status and HTTP version from ``-w``; TLS version, ALPN and stream ids from ``-v``."""
+    base = f"https://{TLS_SNI}:{PORT_TLS_H2}"
+    args = [
+        _tool("curl"), "-s", "-v", "-g", "--http2", "--cacert", str(rec_dir() / "nginx" / "cert.pem"),
+        "--resolve", f"{TLS_SNI}:{PORT_TLS_H2}:127.0.0.1", "--tlsv1.2",
+        *(["--tls-max", tls_max] if tls_max else []),
+        "-w", CURL_FORMAT.replace("%{method}", "%{http_version} %{method}"),
+    ]
+    for target in targets:
+        args += ["-o", "/dev/null", base + target]
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False, env=h2_tls_env()
+    )
+    if done.returncode != 0:
+        raise ClientError(f"curl failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
+    versions = CURL_TLS_VERSION.findall(done.stderr)
+    offers = CURL_ALPN_OFFERS.findall(done.stderr)
+    accepted = CURL_ALPN_ACCEPTED.findall(done.stderr)
+    stream_ids = [int(m) for m in CURL_STREAM_ID.findall(done.stderr)]
+    lines = done.stdout.splitlines()
+    if len(versions) != 1 or len(offers) != 1 or accepted != ["h2"]:
+        raise ClientError(f"curl h2 TLS: handshakes {versions}, ALPN offered {offers}, accepted {accepted}")
+    if tls_max is not None and versions[0] != f"TLSv{tls_max}":
+        raise ClientError(f"curl --tls-max {tls_max} negotiated {versions[0]}")
+    if len(lines) != len(targets) or len(stream_ids) != len(targets):
+        raise ClientError(f"curl h2 TLS: {len(lines)} results, stream ids {stream_ids} for {len(targets)} URLs")
+    conn: ConnectionTruth | None = None
+    for line, sid in zip(lines, stream_ids, strict=True):
+        local_ip, local_port, remote_ip, remote_port, connects, code, version, method, url = line.split(" ", 8)
+        if version != "2":
+            raise ClientError(f"curl h2 TLS: HTTP version {version}: {line}")
+        if int(connects) > 0:
+            if conn is not None:
+                raise ClientError(f"curl h2 TLS opened a second connection: {line}")
+            conn = log.add(ConnectionTruth("curl", local_ip, int(local_port), remote_ip, int(remote_port), note=note))
+        elif conn is None or conn.client_port != int(local_port):
+            raise ClientError(f"curl h2 TLS reused a connection it never opened: {line}")
+        conn.requests.append(RequestTruth(method, urllib.parse.urlsplit(url).path, int(code), sid))
+    assert conn is not None
+    conn.close_by = "client"
+    conn.pipelined_max = 1
+    conn.protocol = "h2"
+    conn.tls_version = versions[0]
+    conn.tls_resumed = False  # a new curl process has no session to resume
+    conn.sni = TLS_SNI
+    conn.alpn_offered = offers[0]
+    conn.alpn = accepted[0]
+
+
+def client_h2_tls(log: TruthLog) -> None:
+    run_curl_h2_tls(
+        log,
+        ["/index.html", "/small.txt", "/medium.bin", "/missing.html"],
+        tls_max=None,
+        note="curl --http2, TLS 1.3: four URLs over one connection, streams 1, 3, 5, 7 one after the other",
+    )
+    run_curl_h2_tls(
+        log,
+        ["/small.txt", "/index.html"],
+        tls_max="1.2",
+        note="curl --http2 --tls-max 1.2: a second process, a new full handshake (ALPN h2 visible), two streams",
+    )
+    # No h2load (it honours SSLKEYLOGFILE): it ends with GOAWAY, close_notify and FIN at once and nginx
+    # closes on reading the close_notify, so the FINs often cross; who closed first is then not known to
+    # the client (TIME-WAIT on nginx's side while tshark sees h2load's FIN first), see captures/README.md.
+
+
 # --- clients: curl -------------------------------------------------------------------------------------
 
 CURL_FORMAT = (
@@ -1316,6 +1408,7 @@ CLIENTS: dict[str, Callable[[TruthLog], None]] = {
     "shaped-bulk": client_shaped_bulk,
     "tls": client_tls,
     "h2c": client_h2c,
+    "h2-tls": client_h2_tls,
 }
 
 
@@ -1975,7 +2068,7 @@ def analyzer_requests(export: Mapping[str, Any], uid: Any) -> list[tuple[str | N
     return [(t.get("method"), t.get("target"), _as_int(t.get("status"))) for t in rows]
 
 
-def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> list[str]:
+def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any], decrypted: bool = False) -> list[str]:
     """Differences between ``analyzer export --format json`` output and a truth file (empty = equal).
 
     Connections are matched by (client_ip, client_port, server_ip, server_port). Compared exactly: the
@@ -1984,9 +2077,16 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> l
     is encrypted to the analyzer (no key log is given to it): only the NUMBER of its transactions
     (estimated from record bursts) is compared with the requests, pipelined_max is not (unknown to it),
     and its TLS facts are: version, resumption, SNI, ALPN offered, the selected ALPN when the handshake
-    shows it (TLS 1.2; TLS 1.3 encrypts it) and the protocol (``tls``, or the visible ALPN). HTTP/2
-    connections also compare their stream ids and the protocol (``h2c``); pipelined_max only when the
-    client knows it.
+    shows it (TLS 1.2; TLS 1.3 encrypts it) and the protocol (``tls``, or the visible ALPN). HTTP/2 inside
+    TLS is not estimated: with ALPN h2 visible the connection has no transaction, and the count of a TLS 1.3
+    connection's estimates is not compared when the client spoke h2 (record bursts are not streams).
+    HTTP/2 connections also compare their stream ids and the protocol (``h2c``); pipelined_max only when
+    the client knows it.
+
+    ``decrypted``: the export was made with the truth's key log (``run_analyzer_export(..., keylog=)``):
+    TLS connections are then compared like cleartext ones (requests, stream ids) and their TLS facts
+    include the selected ALPN whatever the version, the protocol spoken inside (``h2``, ``http/1.1``) and
+    ``tls_decrypted`` True.
     """
     problems: list[str] = []
     rows = list(export.get("connections", []))
@@ -2013,10 +2113,11 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> l
             ("syn_seen", _as_bool(row.get("syn_seen")), conn["syn_seen"]),
             ("close_by", row.get("close_by"), conn["close_by"]),
         ]
+        encrypted = conn.get("tls_version") is not None and not decrypted
         if conn.get("tls_version") is not None:
-            checks += tls_checks(export, row, conn)
-        else:
-            if conn["pipelined_max"] is not None:
+            checks += tls_checks(export, row, conn, decrypted)
+        if not encrypted:
+            if conn["pipelined_max"] is not None and conn.get("tls_version") is None:
                 checks.append(("pipelined_max", _as_int(row.get("pipelined_max")), conn["pipelined_max"]))
             checks.append(
                 (
@@ -2025,7 +2126,7 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any]) -> l
                     [(r["method"], r["target"], r["status"]) for r in conn["requests"]],
                 )
             )
-        if any("stream_id" in r for r in conn["requests"]):
+        if not encrypted and any("stream_id" in r for r in conn["requests"]):
             checks.append(("stream_ids", analyzer_stream_ids(export, row.get("uid")),
                            [r.get("stream_id") for r in conn["requests"]]))
         if conn.get("protocol") is not None and conn.get("tls_version") is None:
@@ -2048,27 +2149,36 @@ def tls_version_name(version: str) -> str:
     return version.replace("TLSv", "TLS ")
 
 
-def tls_expected(conn: Mapping[str, Any]) -> dict[str, Any]:
-    """What the analyzer can see of a TLS connection without its keys, from the client's truth."""
+def tls_expected(conn: Mapping[str, Any], decrypted: bool = False) -> dict[str, Any]:
+    """What the analyzer can see of a TLS connection, from the client's truth: without its keys (the
+    handshake, estimated transactions) or, ``decrypted``, with the key log (the requests are then compared
+    by ``compare_with_truth`` itself)."""
     version = tls_version_name(conn["tls_version"])
-    visible_alpn = conn.get("alpn") if version in ("TLS 1.0", "TLS 1.1", "TLS 1.2") else None
-    return {
+    expected: dict[str, Any] = {
         "tls": True,
         "tls_version": version,
         "tls_resumed": conn["tls_resumed"],
         "sni": conn.get("sni"),
         "alpn_offered": conn.get("alpn_offered"),
-        "alpn": visible_alpn,
-        "protocol": visible_alpn or "tls",
-        "requests": len(conn["requests"]),
     }
+    if decrypted:
+        # TLS 1.3's EncryptedExtensions are decrypted too; the protocol is what the client spoke inside
+        expected.update(alpn=conn.get("alpn"), protocol=conn.get("protocol"), tls_decrypted=True)
+        return expected
+    visible_alpn = conn.get("alpn") if version in ("TLS 1.0", "TLS 1.1", "TLS 1.2") else None
+    expected.update(alpn=visible_alpn, protocol=visible_alpn or "tls")
+    if visible_alpn == "h2":
+        expected["requests"] = 0  # HTTP/2 streams are not estimated from TLS records
+    elif conn.get("protocol") != "h2":
+        expected["requests"] = len(conn["requests"])  # else: record bursts of h2 are not its streams
+    return expected
 
 
 def tls_checks(
-    export: Mapping[str, Any], row: Mapping[str, Any], conn: Mapping[str, Any]
+    export: Mapping[str, Any], row: Mapping[str, Any], conn: Mapping[str, Any], decrypted: bool = False
 ) -> list[tuple[str, Any, Any]]:
     """(name, analyzer, truth) for the TLS facts of one connection (see ``compare_with_truth``)."""
-    expected = tls_expected(conn)
+    expected = tls_expected(conn, decrypted)
     got: dict[str, Any] = {
         "tls": _as_bool(row.get("tls")),
         "tls_version": row.get("tls_version"),
@@ -2078,6 +2188,7 @@ def tls_checks(
         "alpn": row.get("alpn"),
         "protocol": row.get("protocol"),
         "requests": len(analyzer_requests(export, row.get("uid"))),
+        "tls_decrypted": _as_bool(row.get("tls_decrypted")),
     }
     return [(name, got[name], want) for name, want in expected.items()]
 
@@ -2097,10 +2208,12 @@ def analyzer_command() -> list[str]:
     return [sys.executable, "-m", "analyzer"]
 
 
-def run_analyzer_export(capture: Path, out: Path) -> dict[str, Any]:
-    """``analyzer export CAPTURE --format json -o OUT`` and its parsed output (RecordError on failure)."""
+def run_analyzer_export(capture: Path, out: Path, keylog: Path | None = None) -> dict[str, Any]:
+    """``analyzer export CAPTURE [--keylog KEYLOG] --format json -o OUT`` and its parsed output
+    (RecordError on failure)."""
+    keys = ["--keylog", str(keylog)] if keylog is not None else []
     done = subprocess.run(
-        [*analyzer_command(), "export", str(capture), "--format", "json", "-o", str(out)],
+        [*analyzer_command(), "export", str(capture), *keys, "--format", "json", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -2198,6 +2311,10 @@ def check_directory(directory: Path, scratch: Path) -> int:
         try:
             export = run_analyzer_export(capture, scratch / f"{truth_path.stem}.json")
             problems = compare_with_truth(export, truth)
+            if truth.get("keylog"):  # and decrypted with the clients' key log
+                keylog = directory / truth["keylog"]
+                export = run_analyzer_export(capture, scratch / f"{truth_path.stem}.keylog.json", keylog)
+                problems += [f"with {keylog.name}: {p}" for p in compare_with_truth(export, truth, decrypted=True)]
         except RecordError as exc:
             problems = [str(exc)]
         failed += bool(problems)

@@ -9,6 +9,11 @@ the stream each request went on and whether the connection was upgraded from HTT
 The analyzer gets no key log: TLS connections are seen from their handshake (SNI, version, ALPN when TLS 1.2
 shows it, resumption) and their requests are estimated from record bursts (``estimated``). The key log is
 committed (``captures/tls.keylog``) for later decryption work; tshark uses it here as the oracle.
+
+``captures/h2-tls.pcap`` (scenario ``h2-tls``: curl ``--http2`` over TLS 1.3 and 1.2, writing SSLKEYLOGFILE
+into ``captures/h2-tls.keylog``) is checked both ways: with the key log the analyzer must find
+the clients' HTTP/2 streams exactly (stream id, method, target, status, not estimated); without it, what the
+handshake shows (``h2`` only where TLS 1.2 shows the ALPN, not estimated; TLS 1.3 is ``tls``, estimated).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
 TLS_CAPTURE = CAPTURES / "tls.pcap"
 H2C_CAPTURE = CAPTURES / "h2c.pcap"
+H2_TLS_CAPTURE = CAPTURES / "h2-tls.pcap"
+H2_TLS_KEYLOG = CAPTURES / "h2-tls.keylog"
 
 
 def _load_record() -> ModuleType:
@@ -60,6 +67,16 @@ def tls() -> analyzer.Analysis:
 @pytest.fixture(scope="module")
 def h2c() -> analyzer.Analysis:
     return analyzer.analyze(str(H2C_CAPTURE))
+
+
+@pytest.fixture(scope="module")
+def h2_tls() -> analyzer.Analysis:
+    return analyzer.analyze(str(H2_TLS_CAPTURE), keylog=str(H2_TLS_KEYLOG))
+
+
+@pytest.fixture(scope="module")
+def h2_tls_no_keys() -> analyzer.Analysis:
+    return analyzer.analyze(str(H2_TLS_CAPTURE))
 
 
 def _row(a: Any, conn: dict[str, Any]) -> pd.Series:
@@ -262,3 +279,147 @@ def test_compare_with_truth_checks_tls_facts() -> None:
     row.update(tls_version="TLS 1.3", alpn=None, protocol="tls", tls_resumed=False)
     names = [p.split(": ")[1] for p in record.compare_with_truth(export, truth)]
     assert names == ["tls_version", "tls_resumed", "alpn", "protocol"]
+
+
+# --- h2 over TLS (h2-tls: curl --http2, SSLKEYLOGFILE) ---------------------------------------------------
+
+
+def test_h2_tls_truth_covers_the_cases() -> None:
+    truth = _truth(H2_TLS_CAPTURE)
+    conns = truth["connections"]
+    assert truth["keylog"] == H2_TLS_KEYLOG.name
+    assert [(c["client"], c["tls_version"]) for c in conns] == [("curl", "TLSv1.3"), ("curl", "TLSv1.2")]
+    assert all(c["alpn"] == "h2" and c["protocol"] == "h2" and c["sni"] == record.TLS_SNI for c in conns)
+    assert all(not c["tls_resumed"] for c in conns)
+    assert all(len(c["requests"]) > 1 for c in conns)  # several streams per connection
+    keylog = H2_TLS_KEYLOG.read_text()
+    assert keylog.count("CLIENT_RANDOM") == 1 and keylog.count("CLIENT_TRAFFIC_SECRET_0") == 1
+    assert H2_TLS_CAPTURE.stat().st_size < 100_000
+
+
+def test_h2_tls_decrypted_matches_truth(h2_tls: Any) -> None:
+    truth = _truth(H2_TLS_CAPTURE)["connections"]
+    assert len(h2_tls.connections) == len(truth)
+    for conn in truth:
+        row = _row(h2_tls, conn)
+        where = f"client port {conn['client_port']} ({conn['note']})"
+        got = {
+            "tls_decrypted": bool(row["tls_decrypted"]),
+            "protocol": row["protocol"],
+            "alpn": _none(row["alpn"]),  # TLS 1.3: from the decrypted EncryptedExtensions
+            "alpn_offered": row["alpn_offered"],
+            "tls_version": row["tls_version"],
+            "sni": row["sni"],
+            "tls_resumed": bool(row["tls_resumed"]),
+            "requests": int(row["requests"]),
+            "close_by": row["close_by"],
+            "syn_seen": bool(row["syn_seen"]),
+        }
+        want = {
+            "tls_decrypted": True,
+            "protocol": "h2",
+            "alpn": "h2",
+            "alpn_offered": conn["alpn_offered"],
+            "tls_version": record.tls_version_name(conn["tls_version"]),
+            "sni": conn["sni"],
+            "tls_resumed": False,
+            "requests": len(conn["requests"]),
+            "close_by": conn["close_by"],
+            "syn_seen": True,
+        }
+        assert got == want, where
+        tx = _transactions(h2_tls, row["uid"])
+        got_tx = [(int(t.stream_id), t.method, t.target, int(t.status)) for t in tx.itertuples()]
+        want_tx = [(r["stream_id"], r["method"], r["target"], r["status"]) for r in conn["requests"]]
+        assert got_tx == want_tx, where
+        assert not tx["estimated"].any(), where
+        assert tx["http_version"].tolist() == ["HTTP/2"] * len(tx), where
+
+
+def test_h2_tls_streams_one_after_the_other(h2_tls: Any) -> None:
+    """curl fetches its URLs one after the other: one stream open at a time."""
+    for conn in _truth(H2_TLS_CAPTURE)["connections"]:
+        assert int(_row(h2_tls, conn)["max_concurrent_streams"]) == 1
+
+
+def test_h2_tls_without_keys(h2_tls_no_keys: Any) -> None:
+    """No key log: h2 is visible only where TLS 1.2 shows the ALPN (and then not estimated); TLS 1.3 is
+    "tls" with transactions estimated from record bursts."""
+    a = h2_tls_no_keys
+    for conn in _truth(H2_TLS_CAPTURE)["connections"]:
+        row = _row(a, conn)
+        where = f"client port {conn['client_port']} ({conn['note']})"
+        version = record.tls_version_name(conn["tls_version"])
+        assert row["tls_version"] == version and row["sni"] == conn["sni"], where
+        assert not bool(row["tls_decrypted"]), where
+        tx = _transactions(a, row["uid"])
+        if version == "TLS 1.2":
+            assert (row["protocol"], _none(row["alpn"])) == ("h2", "h2"), where
+            assert _none(row["requests"]) is None and tx.empty, where  # no estimate for h2
+        else:
+            assert (row["protocol"], _none(row["alpn"])) == ("tls", None), where
+            assert int(row["requests"]) == len(tx) > 0, where
+            assert tx["estimated"].all() and tx["method"].isna().all(), where
+
+
+def test_h2_tls_keylog_decrypts_to_the_truth() -> None:
+    """tshark, given the key log, sees exactly the clients' streams (paths, statuses, stream ids)."""
+    if record.find_tool("tshark") is None:
+        pytest.skip("tshark is not installed")
+    assert record.verify_with_tshark(H2_TLS_CAPTURE, _truth(H2_TLS_CAPTURE)) == []
+
+
+def test_cli_export_with_keylog_matches_truth(h2_tls: Any, tmp_path: Path) -> None:
+    """``analyzer export h2-tls.pcap --keylog h2-tls.keylog --format json -o FILE``: the same rows as the
+    library, and the truth (``compare_with_truth(..., decrypted=True)``); without the key log the
+    comparison without keys holds."""
+    truth = _truth(H2_TLS_CAPTURE)
+    export = record.run_analyzer_export(H2_TLS_CAPTURE, tmp_path / "export.json", H2_TLS_KEYLOG)
+    assert record.compare_with_truth(export, truth, decrypted=True) == []
+    assert export["anomalies"] == []
+    cols = ["uid", "client_port", "protocol", "alpn", "tls_version", "sni", "tls_decrypted", "requests"]
+    got = sorted(tuple(r[c] for c in cols) for r in export["connections"])
+    want = sorted(tuple(_none(v) for v in r) for r in h2_tls.connections[cols].itertuples(index=False))
+    assert got == want
+    tcols = ["uid", "trans_depth", "stream_id", "method", "target", "status", "estimated"]
+    got_tx = sorted(tuple(r[c] for c in tcols) for r in export["transactions"])
+    want_tx = sorted(tuple(_none(v) for v in r) for r in h2_tls.transactions[tcols].itertuples(index=False))
+    assert got_tx == want_tx
+    plain = record.run_analyzer_export(H2_TLS_CAPTURE, tmp_path / "plain.json")
+    assert record.compare_with_truth(plain, truth) == []
+    assert record.compare_with_truth(plain, truth, decrypted=True) != []  # not decrypted: differs
+
+
+def test_compare_with_truth_checks_decrypted_h2() -> None:
+    """With ``decrypted`` a TLS connection's requests and stream ids are compared like cleartext ones."""
+    truth = {
+        "connections": [
+            {
+                "client_ip": "127.0.0.1", "client_port": 40000, "server_ip": "127.0.0.1", "server_port": 8444,
+                "syn_seen": True, "close_by": "client", "pipelined_max": 1, "protocol": "h2",
+                "requests": [{"method": "GET", "target": "/a", "status": 200, "stream_id": 1},
+                             {"method": "GET", "target": "/b", "status": 404, "stream_id": 3}],
+                "tls_version": "TLSv1.3", "tls_resumed": False, "sni": "x.test", "alpn_offered": "h2,http/1.1",
+                "alpn": "h2",
+            }
+        ]
+    }
+    row = {
+        "uid": "C1", "client_ip": "127.0.0.1", "client_port": 40000, "server_ip": "127.0.0.1",
+        "server_port": 8444, "syn_seen": True, "close_by": "client", "pipelined_max": None, "tls": True,
+        "tls_version": "TLS 1.3", "tls_resumed": False, "sni": "x.test", "alpn_offered": "h2,http/1.1",
+        "alpn": "h2", "protocol": "h2", "tls_decrypted": True,
+    }
+    tx = [
+        {"uid": "C1", "trans_depth": 1, "stream_id": 1, "method": "GET", "target": "/a", "status": 200},
+        {"uid": "C1", "trans_depth": 2, "stream_id": 3, "method": "GET", "target": "/b", "status": 404},
+    ]
+    export: dict[str, Any] = {"connections": [row], "transactions": tx}
+    assert record.compare_with_truth(export, truth, decrypted=True) == []
+    tx[1].update(stream_id=5, status=200)
+    row.update(tls_decrypted=False, protocol="tls")
+    names = [p.split(": ")[1] for p in record.compare_with_truth(export, truth, decrypted=True)]
+    assert names == ["protocol", "tls_decrypted", "requests", "stream_ids"]
+    # without keys: TLS 1.3 hides the ALPN, and h2's record bursts are not compared with its streams
+    row.update(alpn=None, tls_decrypted=False, protocol="tls")
+    assert record.compare_with_truth(export, truth) == []
