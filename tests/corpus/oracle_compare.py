@@ -1,7 +1,10 @@
 """Compare an ``Analysis`` of a corpus capture with its tshark oracle (../shared/corpus/oracle/*.json).
 
-Per TCP connection (matched by its two endpoints and start time): syn_seen, HTTP/1 request count, and the
-handshake RTT (Wireshark's tcp.analysis.initial_rtt). Returns a list of human-readable disagreements.
+Per TCP connection (matched by its two endpoints and start time): syn_seen, requests by protocol (HTTP/1
+requests, HTTP/2 request streams, TLS: SNI, version, selected ALPN, resumption, and estimated exchanges
+against what tshark decrypted), the handshake RTT (Wireshark's tcp.analysis.initial_rtt) and the loss
+classes; per QUIC connection: SNI, offered ALPN, version, resumption, datagrams, Initial → ServerHello.
+Returns a list of human-readable disagreements.
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ def _protocol_disagreements(sid: int, entry: dict[str, Any], row: Any) -> list[s
         o_ver = o_tls.get("version")
         if o_ver is not None and o_ver != _value(row.tls_version):
             out.append(f"stream {sid}: tls version oracle {o_ver} ours {_value(row.tls_version)}")
+        if o_tls.get("server_hellos"):  # tshark: TLS 1.3 PSK, or TLS <= 1.2 without a Certificate message
+            hint = o_tls.get("resumption_hint")
+            o_resumed = hint is not None and "capture gap" not in hint
+            if o_resumed != _true(row.tls_resumed):
+                out.append(f"stream {sid}: tls resumed oracle {o_resumed} ours {_value(row.tls_resumed)}")
         o_alpn = o_tls.get("alpn_selected")
         ours_alpn = _value(row.alpn)
         if ours_alpn is not None and o_alpn != ours_alpn:  # TLS 1.3 selects in encrypted extensions
@@ -157,6 +165,8 @@ def quic_disagreements(rel: str, connections: pd.DataFrame) -> list[str]:
         versions = [int(v, 16) for v in entry.get("versions") or []]
         if versions and quic_version_name(versions[0]) != _value(row.quic_version):
             out.append(f"quic {qid}: version oracle {quic_version_name(versions[0])} ours {_value(row.quic_version)}")
+        if "psk_selected" in entry and bool(entry["psk_selected"]) != _true(row.tls_resumed):
+            out.append(f"quic {qid}: resumed (psk) oracle {entry['psk_selected']} ours {_value(row.tls_resumed)}")
         packets = entry.get("packets") or {}
         for o_key, ours_val in (("c2s", row.client_packets), ("s2c", row.server_packets)):
             if o_key in packets and int(packets[o_key]) != int(ours_val):
