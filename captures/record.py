@@ -100,7 +100,8 @@ EOF_TIMEOUT_S = 5.0  # how long a client waits for the server to close (nginx's 
 SOCKET_TIMEOUT_S = 10.0
 
 TOOLS = (
-    "ip", "nginx", "tcpdump", "curl", "editcap", "tc", "ss", "nstat", "sysctl", "openssl", "nghttp", "nghttpx"
+    "ip", "nginx", "tcpdump", "curl", "editcap", "tc", "ss", "nstat", "sysctl", "openssl", "nghttp", "nghttpx",
+    "h2load",
 )  # tshark: optional
 
 # Static files served by nginx: name -> size in bytes (deterministic contents).
@@ -231,7 +232,8 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
     ),
     Scenario(
         "h2c",
-        "cleartext HTTP/2: nghttp with prior knowledge (four concurrent streams) to nginx; curl --http2 "
+        "cleartext HTTP/2: nghttp with prior knowledge (four concurrent streams) and h2load (six requests, "
+        "up to three streams at once) to nginx; curl --http2 "
         "(three streams one after the other) and nghttp -u (two streams) upgrading an HTTP/1.1 request "
         "with Upgrade: h2c (101) to nghttpx in front of nginx",
         keepalive_timeout="10s",
@@ -334,7 +336,7 @@ class ConnectionTruth:
     server_ip: str
     server_port: int
     syn_seen: bool = True
-    close_by: str = "open"  # client | server | open
+    close_by: str | None = "open"  # client | server | open; None: not known to the client (FINs crossed)
     pipelined_max: int | None = 0  # None: not known to the client (HTTP/2 streams sent by nghttp or curl)
     requests: list[RequestTruth] = field(default_factory=list)
     note: str = ""
@@ -726,6 +728,44 @@ def _time_wait_ports(server_port: int) -> set[int]:
     """Local ports of this namespace's TIME-WAIT sockets to ``server_port``: a client that closed first."""
     out = _run_text([_tool("ss"), "-t", "-a", "-n", "-H", "state", "time-wait", "dport", "=", f":{server_port}"])
     return {int(line.split()[-2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def _server_time_wait_ports(server_port: int) -> set[int]:
+    """Peer (client) ports of this namespace's server-side TIME-WAIT sockets on ``server_port``: connections
+    the server closed first (or both at once)."""
+    out = _run_text([_tool("ss"), "-t", "-a", "-n", "-H", "state", "time-wait", "sport", "=", f":{server_port}"])
+    return {int(line.split()[-1].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+H2LOAD_STATUS = re.compile(r"\[stream_id=(\d+)\] :status: (\d+)")
+
+
+def run_h2load(log: TruthLog, port: int, url: str, requests: int, concurrent: int, note: str) -> None:
+    """``h2load -n N -c 1 -m M -v`` (h2c prior knowledge): N requests of ``url`` over one connection, at most
+    M streams at once. Its port: the one new TIME-WAIT socket of the connection, on either side. h2load
+    ends with GOAWAY and FIN while nginx closes on the GOAWAY, so the FINs may cross: the side that closed
+    first is known only when just one side kept TIME-WAIT (``close_by`` None otherwise)."""
+    before_c, before_s = _time_wait_ports(port), _server_time_wait_ports(port)
+    args = [_tool("h2load"), "-n", str(requests), "-c", "1", "-m", str(concurrent), "-v", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False)
+    if done.returncode != 0 or f"{requests} succeeded" not in done.stdout:
+        raise ClientError(f"h2load failed ({done.returncode}): {done.stderr.strip()} {done.stdout[-500:]}")
+    client_tw = _time_wait_ports(port) - before_c
+    server_tw = _server_time_wait_ports(port) - before_s
+    ports = client_tw | server_tw
+    if len(ports) != 1:
+        raise ClientError(f"h2load: expected one new TIME-WAIT connection to :{port}, found {sorted(ports)}")
+    statuses = {int(m.group(1)): int(m.group(2)) for m in H2LOAD_STATUS.finditer(done.stdout)}
+    if len(statuses) != requests:
+        raise ClientError(f"h2load: {len(statuses)} statuses for {requests} requests")
+    client_port = ports.pop()
+    conn = log.add(ConnectionTruth("h2load", "127.0.0.1", client_port, "127.0.0.1", port, note=note))
+    conn.close_by = "client" if client_port not in server_tw else ("server" if client_port not in client_tw else None)
+    conn.pipelined_max = None
+    conn.protocol = "h2c"
+    conn.upgrade = False
+    path = "/" + url.split("/", 3)[3]
+    conn.requests = [RequestTruth("GET", path, status, sid) for sid, status in sorted(statuses.items())]
 
 
 def run_nghttp(log: TruthLog, port: int, urls: Sequence[str], upgrade: bool, note: str) -> None:
@@ -1379,6 +1419,8 @@ def client_h2c(log: TruthLog) -> None:
         upgrade=False,
         note="nghttp prior knowledge: four concurrent streams (after nghttp's PRIORITY-only streams 3-11)",
     )
+    run_h2load(log, PORT_H2C, f"{base}/small.txt", requests=6, concurrent=3,
+               note="h2load -n 6 -m 3: six GETs over one connection, up to three streams at once")
     # No curl --http2-prior-knowledge here: curl 7.88.1 fails its second URL on the reused connection
     # (exit 16, "Re-using existing connection" and no request), so it would only ever carry one stream.
     up = f"http://127.0.0.1:{PORT_H2C_UPGRADE}"
@@ -2111,8 +2153,9 @@ def compare_with_truth(export: Mapping[str, Any], truth: Mapping[str, Any], decr
             continue
         checks: list[tuple[str, Any, Any]] = [
             ("syn_seen", _as_bool(row.get("syn_seen")), conn["syn_seen"]),
-            ("close_by", row.get("close_by"), conn["close_by"]),
         ]
+        if conn["close_by"] is not None:  # None: the client cannot know (its FIN crossed the server's)
+            checks.append(("close_by", row.get("close_by"), conn["close_by"]))
         encrypted = conn.get("tls_version") is not None and not decrypted
         if conn.get("tls_version") is not None:
             checks += tls_checks(export, row, conn, decrypted)

@@ -109,8 +109,8 @@ def test_tls_truth_covers_the_cases() -> None:
 
 def test_h2c_truth_covers_the_cases() -> None:
     conns = _truth(H2C_CAPTURE)["connections"]
-    assert [c["upgrade"] for c in conns] == [False, True, True]
-    assert [c["client"] for c in conns] == ["nghttp", "curl", "nghttp"]
+    assert [c["upgrade"] for c in conns] == [False, False, True, True]
+    assert [c["client"] for c in conns] == ["nghttp", "h2load", "curl", "nghttp"]
     assert all(c["requests"][0]["stream_id"] == 1 for c in conns if c["upgrade"])
 
 
@@ -225,10 +225,13 @@ def test_h2c_connections_match_truth(h2c: Any) -> None:
 
 
 def test_h2c_concurrent_streams(h2c: Any) -> None:
-    """nghttp sends its four requests at once (prior knowledge); curl after an upgrade one at a time."""
+    """nghttp sends its four requests at once (prior knowledge); h2load keeps at most three streams open
+    (``-m 3``) for its six; curl after an upgrade one at a time."""
     truth = _truth(H2C_CAPTURE)["connections"]
-    nghttp_prior, curl_upgrade = truth[0], truth[1]
+    nghttp_prior, h2load, curl_upgrade = truth[0], truth[1], truth[2]
     assert int(_row(h2c, nghttp_prior)["max_concurrent_streams"]) == len(nghttp_prior["requests"])
+    assert int(_row(h2c, h2load)["max_concurrent_streams"]) == 3
+    assert int(_row(h2c, h2load)["requests"]) == 6
     assert int(_row(h2c, curl_upgrade)["max_concurrent_streams"]) == 1
 
 
