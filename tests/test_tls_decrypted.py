@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import analyzer
@@ -124,3 +126,26 @@ def test_cli_keylog_option(tmp_path: Path) -> None:
 def test_decrypted_columns_in_frames() -> None:
     a = analyzer.analyze(str(TLS_CAPTURE), keylog=TLS_KEYLOG)
     assert pd.api.types.is_bool_dtype(a.connections["tls_decrypted"].dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(24, 41_000), st.integers(1, 255)), min_size=1, max_size=12),
+       cut=st.one_of(st.none(), st.integers(2_000, 41_000)))
+def test_corrupted_and_truncated_records_with_keys_never_raise(tmp_path_factory: pytest.TempPathFactory,
+                                                              flips: list[tuple[int, int]], cut: int | None) -> None:
+    """Bytes flipped anywhere in the recorded TLS capture (records, headers, handshakes) and the file cut
+    short, analyzed with the right key log: no exception, every packet accounted for, and what cannot be
+    decrypted is an anomaly or an estimate."""
+    data = bytearray(TLS_CAPTURE.read_bytes())
+    for offset, xor in flips:
+        if offset < len(data):
+            data[offset] ^= xor
+    if cut is not None:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("mut") / "mutated.pcap"
+    path.write_bytes(bytes(data))
+    a = analyzer.analyze(str(path), keylog=TLS_KEYLOG)
+    s = a.summary
+    assert s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values())
+    assert set(a.connections.columns) >= {"tls_decrypted", "protocol"}
