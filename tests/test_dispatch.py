@@ -16,7 +16,7 @@ from hyperframe.frame import SettingsFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http2 import PREFACE, Side, client_side, req_fields, resp_fields, server_side
-from test_tls import CONVERSATIONS, MS, make_chunk, streams
+from test_tls import CONVERSATIONS, MS, cut, make_chunk, streams
 
 from analyzer.dispatch import MAX_KEPT_BYTES, ConnectionHandler, TunnelConnection
 from analyzer.flows.stream import StreamChunk
@@ -107,18 +107,7 @@ EXPECTED_HANDLER = {"h2_prior": Http2Connection, "h2_upgrade": Http2Connection, 
 
 
 def _pieces_cut(pieces: list[tuple[int, int, int]], points: list[int]) -> list[list[tuple[int, int, int]]]:
-    out: list[list[tuple[int, int, int]]] = [[]]
-    bounds = sorted(set(points))
-    k = 0
-    for a, e, ts in pieces:
-        while a < e:
-            while k < len(bounds) and bounds[k] <= a:
-                k += 1
-                out.append([])
-            stop = min(e, bounds[k]) if k < len(bounds) else e
-            out[-1].append((a, stop, ts))
-            a = stop
-    return [c for c in out if c]
+    return [c for c in cut(pieces, points) if c]
 
 
 def feed(handler: Any, sides: tuple[Conversation, Conversation], cuts: tuple[list[int], list[int]] = ([], []),

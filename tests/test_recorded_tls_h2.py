@@ -18,16 +18,14 @@ handshake shows (``h2`` only where TLS 1.2 shows the ALPN, not estimated; TLS 1.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pandas as pd
 import pytest
+from test_e2e_recorded import record  # one loaded copy of captures/record.py
 
 import analyzer
 
@@ -39,19 +37,6 @@ H2_TLS_CAPTURE = CAPTURES / "h2-tls.pcap"
 H2_TLS_KEYLOG = CAPTURES / "h2-tls.keylog"
 
 
-def _load_record() -> ModuleType:
-    name = "anz_captures_record"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CAPTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-record = _load_record()
 
 
 def _truth(capture: Path) -> dict[str, Any]:
