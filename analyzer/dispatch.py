@@ -55,10 +55,6 @@ class ConnectionHandler:
         self.kept_bytes = 0
         self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
 
-    @property
-    def protocol_handler(self) -> Handler | TunnelConnection:
-        return self.inner
-
     def feed(self, direction: int, chunk: StreamChunk) -> None:
         inner = self.inner
         if not isinstance(inner, Http1Connection):
@@ -74,9 +70,10 @@ class ConnectionHandler:
             return
         if inner.may_switch():
             self._keep(direction, chunk)
-        elif self.kept:
+        elif self.kept or self.overflow_ts is not None:  # the window closed without a switch: start afresh
             self.kept = []
             self.kept_bytes = 0
+            self.overflow_ts = None
 
     def _keep(self, direction: int, chunk: StreamChunk) -> None:
         if self.overflow_ts is not None or not len(chunk):

@@ -270,3 +270,21 @@ def test_connect_tunnel_rows_then_tls_inside() -> None:
     assert facts["protocol"] == "http/1.1"  # TLS 1.2 with ALPN http/1.1 selected, inside the tunnel
     assert facts["tls"]["sni"] == "example.com" and facts["tls"]["tls_version"] == "TLS 1.2"
     assert facts["requests"] == 4 and anomalies == []
+
+
+def test_a_closed_switch_window_does_not_spoil_a_later_switch() -> None:
+    """An Upgrade: h2c request with a body over MAX_KEPT_BYTES, answered without switching (200), then a
+    CONNECT tunnel: the tunnel is analyzed whole, with no protocol_switch_partial."""
+    body = b"x" * (MAX_KEPT_BYTES + 100)
+    c = Side().at(0).send(b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                          b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    s = Side().at(0).send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (d0, q0), (d1, q1) = _from_sides(c, s)
+    (t0, p0), (t1, p1) = connect_tunnel()
+    sides = ((d0 + t0, q0 + [(a + len(d0), e + len(d0), ts) for a, e, ts in p0]),
+             (d1 + t1, q1 + [(a + len(d1), e + len(d1), ts) for a, e, ts in p1]))
+    h = feed(ConnectionHandler(), sides, cuts=([300, 400_000, len(d0)], [len(d1)]), order=[0, 0, 0, 1])
+    rows, facts, anomalies = result(h)
+    assert isinstance(h.inner, TunnelConnection) and "protocol_switch_partial" not in anomalies
+    assert [r[COL["method"]] for r in rows] == ["POST", "GET", "CONNECT", None, None]
+    assert facts["tls"]["sni"] == "example.com"
