@@ -20,6 +20,8 @@ Definitions (QUIC encrypts almost everything; these are what the first packets s
 - ``protocol``: ``h3`` when the client offered an HTTP/3 ALPN (``h3``, ``h3-NN``), else ``unknown``;
   request counts are unknown (null) without keys.
 - ``close_by`` is ``unknown`` and ``close_reason`` null: CONNECTION_CLOSE travels encrypted.
+- ``syn_seen``: the client's Initial was captured (the start of the handshake, as TCP's SYN);
+  ``client_from`` is ``quic_initial``; ``client_bytes``/``server_bytes`` are UDP payload bytes.
 
 It knows UDP and QUIC's public headers, nothing about HTTP.
 """
