@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from analyzer.flows.packets import DecodedPackets, format_ip
 from analyzer.quic import QuicObserver, looks_like_quic_long_header, quic_version_name
+from analyzer.quic.packets import INITIAL, ZERO_RTT, parse_long_header
 
 QUIC_IDLE_NS = 60 * 1_000_000_000  # capture time without a datagram after which a QUIC flow is finished
 _KNOWN_VERSIONS = np.array([0x00000001, 0x6B3343CF, 0], dtype=np.uint32)  # v1, v2, version negotiation
@@ -188,25 +189,19 @@ class QuicTracker:
         client = src_lt[rows] == flow.client_is_lo
         for k in np.nonzero(long_hdr[rows])[0].tolist():
             r = int(rows[k])
-            head = buf[int(off[r]): int(off[r]) + min(int(plen[r]), 48)].tobytes()
-            dl = head[5] if len(head) > 5 else 255
-            if len(head) < 7 + dl:
-                continue
-            dcid = head[6: 6 + dl]
-            scid = head[7 + dl: 7 + dl + head[6 + dl]]
+            header, _ = parse_long_header(buf[int(off[r]): int(off[r]) + int(plen[r])].tobytes(), 0)
+            if header is None:
+                continue  # the observer reports why
             if not client[k]:
                 flow.server_seen = True
-                flow.cids.add(scid)
+                flow.cids.add(header.scid)
                 continue
-            version = int.from_bytes(head[1:5], "big")
-            kind = (head[0] >> 4) & 3
-            first_flight = kind in ((1, 2) if version == 0x6B3343CF else (0, 1))  # Initial or 0-RTT
             if not flow.cids:
-                flow.cids.update((dcid, scid))
-            elif first_flight and flow.server_seen and dcid not in flow.cids:
+                flow.cids.update((header.dcid, header.scid))
+            elif header.kind in (INITIAL, ZERO_RTT) and flow.server_seen and header.dcid not in flow.cids:
                 return k
             else:
-                flow.cids.add(scid)
+                flow.cids.add(header.scid)
         return None
 
     @staticmethod
