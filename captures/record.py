@@ -810,27 +810,35 @@ def run_curl_h2c(log: TruthLog, urls: Sequence[str], upgrade: bool, note: str) -
         if "101 Switching Protocols" not in done.stderr:
             raise ClientError("curl --http2: no 101 Switching Protocols")
         stream_ids.insert(0, 1)
+    conn = _curl_h2_connection(log, done.stdout.splitlines(), stream_ids, len(urls), "curl h2c", note)
+    conn.protocol = "h2c"
+    conn.upgrade = upgrade
+
+
+def _curl_h2_connection(log: TruthLog, lines: list[str], stream_ids: list[int], expected: int, what: str,
+                        note: str) -> ConnectionTruth:
+    """The one HTTP/2 connection of a curl run from its ``-w`` lines (one per URL) and the stream ids of
+    its ``-v`` output: every transfer on HTTP/2, the first one opening the connection and the others
+    reusing it. The client closes it (curl exits); one stream at a time (curl's URLs are sequential)."""
+    if len(lines) != expected or len(stream_ids) != expected:
+        raise ClientError(f"{what}: {len(lines)} results, stream ids {stream_ids} for {expected} URLs")
     conn: ConnectionTruth | None = None
-    lines = done.stdout.splitlines()
-    if len(lines) != len(urls) or len(stream_ids) != len(urls):
-        raise ClientError(f"curl h2c: {len(lines)} results, stream ids {stream_ids} for {len(urls)} URLs")
     for line, sid in zip(lines, stream_ids, strict=True):
         local_ip, local_port, remote_ip, remote_port, connects, code, version, method, url = line.split(" ", 8)
         if version != "2":
-            raise ClientError(f"curl h2c: HTTP version {version}: {line}")
+            raise ClientError(f"{what}: HTTP version {version}: {line}")
         if int(connects) > 0:
             if conn is not None:
-                raise ClientError(f"curl h2c opened a second connection: {line}")
+                raise ClientError(f"{what} opened a second connection: {line}")
             conn = log.add(ConnectionTruth("curl", local_ip, int(local_port), remote_ip, int(remote_port), note=note))
         elif conn is None or conn.client_port != int(local_port):
-            raise ClientError(f"curl h2c reused a connection it never opened: {line}")
-        target = urllib.parse.urlsplit(url).path
-        conn.requests.append(RequestTruth(method, target, int(code), sid))
-    assert conn is not None
+            raise ClientError(f"{what} reused a connection it never opened: {line}")
+        conn.requests.append(RequestTruth(method, urllib.parse.urlsplit(url).path, int(code), sid))
+    if conn is None:
+        raise ClientError(f"{what}: no transfer")
     conn.close_by = "client"
     conn.pipelined_max = 1
-    conn.protocol = "h2c"
-    conn.upgrade = upgrade
+    return conn
 
 
 # --- clients: HTTP/2 over TLS (curl) -------------------------------------------------------------------
@@ -872,23 +880,7 @@ def run_curl_h2_tls(log: TruthLog, targets: Sequence[str], tls_max: str | None, 
         raise ClientError(f"curl h2 TLS: handshakes {versions}, ALPN offered {offers}, accepted {accepted}")
     if tls_max is not None and versions[0] != f"TLSv{tls_max}":
         raise ClientError(f"curl --tls-max {tls_max} negotiated {versions[0]}")
-    if len(lines) != len(targets) or len(stream_ids) != len(targets):
-        raise ClientError(f"curl h2 TLS: {len(lines)} results, stream ids {stream_ids} for {len(targets)} URLs")
-    conn: ConnectionTruth | None = None
-    for line, sid in zip(lines, stream_ids, strict=True):
-        local_ip, local_port, remote_ip, remote_port, connects, code, version, method, url = line.split(" ", 8)
-        if version != "2":
-            raise ClientError(f"curl h2 TLS: HTTP version {version}: {line}")
-        if int(connects) > 0:
-            if conn is not None:
-                raise ClientError(f"curl h2 TLS opened a second connection: {line}")
-            conn = log.add(ConnectionTruth("curl", local_ip, int(local_port), remote_ip, int(remote_port), note=note))
-        elif conn is None or conn.client_port != int(local_port):
-            raise ClientError(f"curl h2 TLS reused a connection it never opened: {line}")
-        conn.requests.append(RequestTruth(method, urllib.parse.urlsplit(url).path, int(code), sid))
-    assert conn is not None
-    conn.close_by = "client"
-    conn.pipelined_max = 1
+    conn = _curl_h2_connection(log, lines, stream_ids, len(targets), "curl h2 TLS", note)
     conn.protocol = "h2"
     conn.tls_version = versions[0]
     conn.tls_resumed = False  # a new curl process has no session to resume
