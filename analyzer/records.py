@@ -83,8 +83,9 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         row, txs, anomalies, facts = _connection_records(conn)
         uids.append(row["uid"])
         per_conn.append((row, txs, anomalies))
+        limit_s = conn.log_limit_ns / 1e9 if conn.log_limit_ns is not None else None
         for j, sp in enumerate(facts["response_spans"]):
-            if sp is not None:
+            if sp is not None and (limit_s is None or not _reaches(txs[j], limit_s)):
                 span_conn.append(i)
                 span_start.append(sp[0])
                 span_end.append(sp[1])
@@ -173,12 +174,22 @@ def _segments(rows: dict[str, np.ndarray], res: tcpanalysis.TcpResults, uids: np
         "uid": uids[res.row_conn[data]],
         "from_server": res.row_dir[data] == 1,
         "ts": rows["ts"][by_c][data] / 1e9,
+        "frame": rows["frame"][by_c][data],
         "seq_end": rows["seq"][by_c][data] + seglen[data] + ((rows["flags"][by_c][data] & SYN) != 0),
         "payload_bytes": seglen[data],
         "bytes_in_flight": _nan_if_negative(bif),
         "retransmission": res.row_retransmission[data],
         "round": res.row_round[data],
     }, left_out
+
+
+def _reaches(tx: tuple[Any, ...], limit_s: float) -> bool:
+    """Whether a transaction's response was (still) being sent at ``limit_s``, after which its connection's
+    packets are not in the segment log: its TCP columns cannot be computed."""
+    end = tx[_TX["ts_response_end"]]
+    if end is None:
+        end = tx[_TX["ts_response_start"]]
+    return end is None or end >= limit_s
 
 
 def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
@@ -290,6 +301,11 @@ def _connection_records(conn: Connection
         anomalies.append({"uid": uid, "ts": start_s, "name": "held_bytes_limit",
                           "detail": "more than MAX_HELD_BYTES_PER_STREAM bytes waited behind a hole; "
                                     "it was declared a gap"})
+    if conn.log_limit_ns is not None:
+        anomalies.append({"uid": uid, "ts": conn.log_limit_ns / 1e9, "name": "tcp_analysis_limit",
+                          "detail": f"MAX_LOG_ROWS_PER_CONNECTION reached ({conn.log_rows} packets logged): "
+                                    "the TCP analysis (retransmissions, RTT, flights, warmth, series) "
+                                    "covers the packets before this time only"})
     for ts_ns, name, detail in handler.anomalies():
         anomalies.append({"uid": uid, "ts": ts_ns / 1e9, "name": name, "detail": detail})
     return row, tx_rows, anomalies, facts

@@ -148,6 +148,7 @@ SEGMENT_COLUMNS: dict[str, str] = {
     "uid": "string",
     "from_server": "boolean",
     "ts": "float64",
+    "frame": "Int64",  # frame number in the capture (as Wireshark counts)
     "seq_end": "Int64",  # stream offset after the segment
     "payload_bytes": "Int64",
     "bytes_in_flight": "Int64",

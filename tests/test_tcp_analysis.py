@@ -225,3 +225,44 @@ def test_splitting_segments_does_not_change_flights(cuts: list[int], capture_at:
     assert res.initial_window_bytes.tolist() == base.initial_window_bytes.tolist()
     assert res.peak_bytes_in_flight.tolist() == base.peak_bytes_in_flight.tolist()
     assert res.warmth.tolist() == base.warmth.tolist()
+
+
+@pytest.mark.parametrize("chunk_packets", [64, 262_144])
+def test_one_endless_connection_keeps_a_bounded_segment_log(monkeypatch: pytest.MonkeyPatch,
+                                                            chunk_packets: int) -> None:
+    """Beyond MAX_LOG_ROWS_PER_CONNECTION packets a connection's later packets leave the TCP analysis
+    (anomaly ``tcp_analysis_limit``): what was computed before the limit stays exact, what needs later
+    packets is unknown, and HTTP is untouched."""
+    from analyzer.flows import connections
+
+    path = str(ROOT / "captures" / "shaped-bulk.pcap.gz")
+    whole = analyzer.analyze(path, chunk_packets=chunk_packets)
+    limit = 500  # the capture has connections of 870 and 459 packets
+    monkeypatch.setattr(connections, "MAX_LOG_ROWS_PER_CONNECTION", limit)
+    capped = analyzer.analyze(path, chunk_packets=chunk_packets)
+
+    big = whole.connections.loc[(whole.connections.client_packets + whole.connections.server_packets) > limit]
+    assert len(big) == 1
+    uid = big.uid.iloc[0]
+    hits = capped.anomalies[capped.anomalies.name == "tcp_analysis_limit"]
+    assert hits.uid.tolist() == [uid]
+    limit_s = float(hits.ts.iloc[0])
+    http_cols = ["uid", "trans_depth", "method", "target", "status", "ts_request_start", "ts_response_end",
+                 "response_body_bytes", "ttfb_ms", "transfer_ms"]
+    assert capped.transactions[http_cols].equals(whole.transactions[http_cols])
+    tcp_cols = ["warmth", "rounds", "peak_bytes_in_flight"]
+    for (_, before), (_, after) in zip(whole.transactions.iterrows(), capped.transactions.iterrows(), strict=True):
+        if before.uid == uid and before.ts_response_end >= limit_s:
+            assert after[tcp_cols].isna().all(), after
+        else:
+            assert after[tcp_cols].equals(before[tcp_cols]), (before, after)
+    assert (capped.transactions.uid == uid).sum() > capped.transactions.loc[
+        capped.transactions.uid == uid, "warmth"].notna().sum() > 0  # some known, some cut
+    series = capped.segments[capped.segments.uid == uid]
+    full = whole.segments[(whole.segments.uid == uid) & (whole.segments.ts < limit_s)]
+    assert 0 < len(series) <= limit
+    same = [c for c in series.columns if c != "round"]  # the cut response's segments belong to no flight
+    assert series[same].reset_index(drop=True).equals(full[same].reset_index(drop=True))
+    other = whole.connections.uid != uid
+    assert capped.connections.loc[other].reset_index(drop=True).equals(
+        whole.connections.loc[other].reset_index(drop=True))

@@ -50,6 +50,10 @@ HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retra
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
 MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
 MAX_BATCH_ROWS = 131_072  # packet rows analyzed at once when connections finish (bounds that memory)
+#: Packets of one connection kept in the segment log for the sequence analysis (about 100 bytes each, so
+#: one endless connection costs at most ~100 MiB). Beyond it the connection's later packets still drive
+#: reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
+MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
 NO_DATA = np.iinfo(np.int64).min
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
@@ -110,6 +114,8 @@ class Connection:
     sealed: bool = False  # the protocol handler was reduced to its results (both FINs reached)
     role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
     serial: int = -1  # tracker-wide number, the key of this connection's rows in the segment log
+    log_rows: int = 0  # rows of this connection put in the segment log
+    log_limit_ns: int | None = None  # time of the first packet left out of the log (MAX_LOG_ROWS_PER_CONNECTION)
 
     @property
     def closed(self) -> bool:
@@ -189,9 +195,8 @@ class ConnectionTracker:
         if self.on_finished_batch is not None and self.log is not None:
             # in batches of at most MAX_BATCH_ROWS packet rows (whole connections), so that the analysis of
             # many connections finishing together (at capture end) does not need memory for all their rows
-            # (a connection's log rows are about its counted packets: stale SYNs are not logged)
             serials = np.array([cn.serial for cn in done], dtype=np.int64)
-            ends = np.cumsum([cn.dirs[0].packets + cn.dirs[1].packets for cn in done])
+            ends = np.cumsum([cn.log_rows for cn in done])
             cuts = [0]
             while cuts[-1] < len(done):
                 base_rows = ends[cuts[-1] - 1] if cuts[-1] else 0
@@ -306,7 +311,7 @@ class ConnectionTracker:
                     st1.delivered_end = st1.max_end = st1.acked = NO_DATA
                     isn_resets.append((conn, r))
                     if self.log is not None:  # its earlier packets belong to the abandoned sequence space
-                        self.log.discard(conn.serial, not conn.client_is_lo)
+                        conn.log_rows -= self.log.discard(conn.serial, not conn.client_is_lo)
                 p += 1
             syn_ptr = p
             if conn is None:
@@ -670,8 +675,9 @@ class ConnectionTracker:
                          max_end_before: np.ndarray, n_g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per group, the largest bytes in flight over its data segments (Wireshark's ``bif_seq_based``): for
         each segment carrying payload (retransmissions included, as Wireshark), the highest sequence end its
-        sender had sent (this segment included; SYN and FIN count one) minus the highest ACK the receiver
-        had sent before it, minus the bytes above that ACK which the receiver's latest ACK SACKed. -1
+        sender had sent (this segment included; SYN and FIN count one, except on the segment that carries
+        them, as Wireshark) minus the highest ACK the receiver had sent before it, minus the bytes above
+        that ACK which the receiver's latest ACK SACKed. -1
         (unknown) until an ACK of that direction has been seen. ``dr_order``: the sequence-bearing rows,
         sorted by group then frame. Also returns, per group, the SACKed bytes of the latest ACK (state), and
         per row the bytes in flight after it (-1: not a data segment, or unknown)."""
@@ -705,7 +711,8 @@ class ConnectionTracker:
         ack = latest[rows]
         known = ack != NO_DATA
         if known.any():
-            val = hi[known] - ack[known] - latest_sack[rows][known]
+            own_flag = (seq_len[rows] - wlen[rows])[known]  # a SYN or FIN on this segment: not counted
+            val = hi[known] - ack[known] - latest_sack[rows][known] - own_flag
             np.maximum.at(out, g[known], val)
             bif_row[rows[known]] = val
         return out, sacked_after, bif_row
@@ -718,15 +725,42 @@ class ConnectionTracker:
         rows = np.nonzero(keep)[0]
         if not len(rows):
             return
+        rows = self._within_log_limit(rows, inst, conns, c["ts"])
         serial = np.fromiter((cn.serial for cn in conns), dtype=np.int64, count=len(conns))
         flags = c["flags"][rows]
         self.log.append({
-            "serial": serial[inst[rows]], "lo": src_is_lo[rows], "ts": c["ts"][rows], "flags": flags,
+            "serial": serial[inst[rows]], "lo": src_is_lo[rows], "ts": c["ts"][rows],
+            "frame": c["frame"][rows], "flags": flags,
             "seq": unwrapped[rows], "seglen": c["wlen"][rows], "ack": ack_val[rows],
             "ack_raw": np.where((flags & ACK) != 0, c["ack"][rows].astype(np.int64), -1), "win": c["win"][rows],
             "wscale": np.where((flags & SYN) != 0, opts.wscale[rows], -1), "bif": bif_row[rows],
             "tsval": opts.tsval[rows], "tsecr": opts.tsecr[rows],
         })
+
+    @staticmethod
+    def _within_log_limit(rows: np.ndarray, inst: np.ndarray, conns: list[Connection], ts: np.ndarray
+                          ) -> np.ndarray:
+        """``rows`` (sorted) without those beyond a connection's ``MAX_LOG_ROWS_PER_CONNECTION``; counts the
+        rows kept per connection and notes when the first row was left out."""
+        owner = inst[rows]
+        per_conn = np.bincount(owner, minlength=len(conns))
+        logged = np.fromiter((cn.log_rows for cn in conns), dtype=np.int64, count=len(conns))
+        if not np.any(logged + per_conn > MAX_LOG_ROWS_PER_CONNECTION):
+            for i in np.nonzero(per_conn)[0].tolist():
+                conns[i].log_rows += int(per_conn[i])
+            return rows
+        order = np.argsort(owner, kind="stable")  # rank of each row within its connection in this chunk
+        first = np.searchsorted(owner[order], owner[order])
+        rank = np.empty(len(rows), dtype=np.int64)
+        rank[order] = np.arange(len(rows)) - first
+        keep = logged[owner] + rank < MAX_LOG_ROWS_PER_CONNECTION
+        for i in np.unique(owner[~keep]).tolist():
+            if conns[i].log_limit_ns is None:
+                conns[i].log_limit_ns = int(ts[rows[~keep & (owner == i)][0]])
+        kept = np.bincount(owner[keep], minlength=len(conns))
+        for i in np.nonzero(kept)[0].tolist():
+            conns[i].log_rows += int(kept[i])
+        return rows[keep]
 
     # ---------------------------------------------------------------------------------------- helpers
     def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:

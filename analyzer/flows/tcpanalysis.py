@@ -66,6 +66,7 @@ LOG_DTYPES: dict[str, type] = {
     "serial": np.int64,  # connection serial number (tracker-wide)
     "lo": np.bool_,  # sent by the canonical "lo" endpoint (the client is decided later)
     "ts": np.int64,
+    "frame": np.int64,  # frame number in the capture (as Wireshark counts)
     "flags": np.uint16,
     "seq": np.int64,  # unwrapped offset of the first sequence number (the SYN is at -1)
     "seglen": np.int64,  # payload bytes on the wire
@@ -95,16 +96,20 @@ class SegmentLog:
             self._chunks.append({k: np.asarray(cols[k], dtype=t) for k, t in LOG_DTYPES.items()})
             self.rows += n
 
-    def discard(self, serial: int, lo: bool) -> None:
-        """Forget the rows one endpoint of a connection sent so far (its sequence space was abandoned)."""
+    def discard(self, serial: int, lo: bool) -> int:
+        """Forget the rows one endpoint of a connection sent so far (its sequence space was abandoned);
+        returns how many."""
         kept = []
+        dropped = 0
         for ch in self._chunks:
             drop = (ch["serial"] == serial) & (ch["lo"] == lo)
             if drop.any():
-                self.rows -= int(np.count_nonzero(drop))
+                dropped += int(np.count_nonzero(drop))
                 ch = {k: v[~drop] for k, v in ch.items()}
             kept.append(ch)
         self._chunks = kept
+        self.rows -= dropped
+        return dropped
 
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
