@@ -1,4 +1,4 @@
-"""The command line: ``analyzer report | summary | export``. Wiring only; the core never imports it.
+"""The command line: ``analyzer report | summary | export | compare | live``. Wiring only; the core never imports it.
 
 Unreadable input is one line on stderr and exit code 2. Long runs show a progress bar on a terminal.
 """
@@ -35,12 +35,23 @@ class ExportFormat(StrEnum):
     json = "json"
     csv = "csv"
     parquet = "parquet"
+    har = "har"
 
 
-Captures = Annotated[list[Path], typer.Argument(help="Capture files (pcap, pcapng, optionally gzip-compressed).")]
+Captures = Annotated[list[Path], typer.Argument(help="Capture files (pcap, pcapng, optionally gzip-compressed), "
+                                                "directories of them, or glob patterns.")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Analyze the captures in N processes (one capture "
+                                   "per process at a time; the result does not depend on N).")]
+Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Run the per-capture work on this "
+                                               "dask.distributed scheduler (tcp://host:8786); workers must "
+                                               "see the capture files at the same paths.")]
+Stitch = Annotated[bool, typer.Option("--stitch", help="The captures are rotated pieces of one capture "
+                                      "(tcpdump -G/-C): read them as one stream, in natural name order.")]
 Keylog = Annotated[Path | None, typer.Option("--keylog", help="TLS key log (SSLKEYLOGFILE / NSS format) to "
                                              "decrypt TLS; keys in pcapng Decryption Secrets Blocks are used "
                                              "anyway.")]
+NoRedact = Annotated[bool, typer.Option("--no-redact", help="Keep cookies, authorization values, URL passwords "
+                                        "and tokens (redacted by default).")]
 
 
 def _fail(message: str) -> None:
@@ -48,22 +59,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None) -> Analysis:
-    for path in captures + ([keylog] if keylog is not None else []):
-        if not path.exists():
-            _fail(f"{path}: no such file")
-        if path.is_dir():
-            _fail(f"{path}: is a directory")
-    total = sum(p.stat().st_size for p in captures)
+def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
+             scheduler: str | None = None, stitch: bool = False) -> Analysis:
+    from analyzer.parallel import analyze_captures, expand_captures
+
+    if keylog is not None and not keylog.is_file():
+        _fail(f"{keylog}: no such file")
     err = Console(stderr=True)
     try:
+        files = expand_captures(captures)
+        total = sum(p.stat().st_size for p in files)
+        options: dict[str, Any] = {"keylog": keylog, "jobs": jobs, "scheduler": scheduler, "stitch": stitch}
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
-            return analyzer.analyze(*map(str, captures), keylog=keylog)
+            return analyze_captures(files, **options)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("analyzing", total=total)
-            return analyzer.analyze(*map(str, captures), keylog=keylog,
+            return analyze_captures(files, **options,
                                     progress=lambda done, _total: bar.update(task, completed=done))
     except AnalyzerError as exc:
         _fail(str(exc))
@@ -91,13 +104,17 @@ def report(
                                                 "(default: reports/<first capture>.html).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary line.")] = False,
     keylog: Keylog = None,
+    no_redact: NoRedact = False,
+    jobs: Jobs = 1,
+    scheduler: Scheduler = None,
+    stitch: Stitch = False,
 ) -> None:
     """Write a self-contained interactive HTML report (works offline)."""
     from analyzer.report.html import write_report
 
-    result = _analyze(captures, quiet, keylog)
-    target = output or Path("reports") / (captures[0].name.split(".")[0] + ".html")
-    write_report(result, target)
+    result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch)
+    target = output or Path("reports") / (str(result.summary["captures"][0]).split(".")[0] + ".html")
+    write_report(result, target, redact=not no_redact)
     if not quiet:
         s = result.summary
         typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, "
@@ -105,32 +122,72 @@ def report(
 
 
 @app.command()
-def summary(captures: Captures, keylog: Keylog = None) -> None:
+def summary(captures: Captures, keylog: Keylog = None, jobs: Jobs = 1, scheduler: Scheduler = None,
+            stitch: Stitch = False) -> None:
     """Print the key figures as terminal tables."""
     from analyzer.report.terminal import print_summary
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and pipes: room for the per-host table
-    print_summary(_analyze(captures, keylog=keylog), console)
+    print_summary(_analyze(captures, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch), console)
 
 
 @app.command()
 def export(
     captures: Captures,
-    output: Annotated[Path, typer.Option("-o", "--output", help="File (json) or directory (csv, parquet).")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, csv or parquet.")] = ExportFormat.json,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File (json, har) or directory (csv, parquet).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, csv, parquet or har (HAR 1.2).")]
+    = ExportFormat.json,
     segments: Annotated[bool, typer.Option("--segments", help="Also write the per-packet series of data "
                                            "segments (bytes in flight; bounded, see the summary).")] = False,
     keylog: Keylog = None,
+    no_redact: NoRedact = False,
+    jobs: Jobs = 1,
+    scheduler: Scheduler = None,
+    stitch: Stitch = False,
+    partitioned: Annotated[bool, typer.Option("--partitioned", help="Parquet only: one directory per table, "
+                                              "partitioned by capture (DIR/connections/capture=x.pcap/...), "
+                                              "for pandas, pyarrow or DuckDB.")] = False,
 ) -> None:
     """Write the tables: JSON {summary, connections, transactions, anomalies, flights[, segments]}, or one
-    CSV/Parquet file per table plus summary.json in a directory."""
-    result = _analyze(captures, quiet=True, keylog=keylog)
-    write_export(result, output, fmt.value, segments=segments)
+    CSV/Parquet file per table plus summary.json in a directory, or HAR 1.2 (one entry per transaction).
+    Credentials in capture strings are redacted unless --no-redact."""
+    if partitioned and fmt != ExportFormat.parquet:
+        _fail("--partitioned needs --format parquet")
+    result = _analyze(captures, quiet=True, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch)
+    write_export(result, output, fmt.value, segments=segments, redact=not no_redact, partitioned=partitioned)
 
 
-def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False) -> None:
+@app.command()
+def compare(
+    before: Annotated[Path, typer.Argument(help="Capture before the change.")],
+    after: Annotated[Path, typer.Argument(help="Capture after the change.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("reports/compare.html"),
+    keylog: Keylog = None,
+    no_redact: NoRedact = False,
+) -> None:
+    """Write a self-contained HTML page comparing two captures (connections, reuse, handshakes, per host)."""
+    from analyzer.report.compare import write_compare
+
+    first = _analyze([before], quiet=True, keylog=keylog)
+    second = _analyze([after], quiet=True, keylog=keylog)
+    write_compare(first, second, before.name, after.name, output, redact=not no_redact)
+    typer.echo(f"{output}: {first.summary['connections']} → {second.summary['connections']} connections, reuse "
+               f"ratio {_fmt(first.summary.get('reuse_ratio'))} → {_fmt(second.summary.get('reuse_ratio'))}")
+
+
+def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False, redact: bool = True,
+                 partitioned: bool = False) -> None:
+    if redact:
+        from analyzer.report.redact import redact_analysis
+
+        result = redact_analysis(result)
+    if fmt == "har":
+        from analyzer.report.har import write_har
+
+        write_har(result, output)
+        return
     tables = {"connections": result.connections, "transactions": result.transactions,
               "anomalies": result.anomalies, "flights": result.flights}
     if segments:
@@ -142,9 +199,14 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
         output.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
         return
     output.mkdir(parents=True, exist_ok=True)
+    capture_of = dict(zip(result.connections["uid"], result.connections["capture"], strict=True))
     for name, df in tables.items():
         if fmt == "csv":
             df.to_csv(output / f"{name}.csv", index=False)
+        elif partitioned:  # every table gets its rows' capture (from their connection) as the partition key
+            part = df if "capture" in df.columns else df.assign(capture=df["uid"].map(capture_of).fillna(""))
+            part.to_parquet(output / name, index=False, partition_cols=["capture"],
+                            existing_data_behavior="delete_matching")
         else:
             df.to_parquet(output / f"{name}.parquet", index=False)
     (output / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=False) + "\n")
@@ -188,6 +250,112 @@ def _json_default(value: Any) -> Any:
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+# --- live capture (issue 5) ----------------------------------------------------------------------------
+
+
+@app.command()
+def live(
+    interface: Annotated[str, typer.Option("-i", "--interface", help="Network interface to capture on.")],
+    bpf_filter: Annotated[str | None, typer.Option("--filter", help="BPF capture filter, as tcpdump's "
+                                                   "(e.g. \"tcp port 80 or tcp port 443\").")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Stop after S seconds.")] = None,
+    count: Annotated[int | None, typer.Option("--count", min=1, help="Stop after N packets.")] = None,
+    write: Annotated[Path | None, typer.Option("--write", "-w", help="Also write every packet seen to this "
+                                               "pcap (nanosecond timestamps).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML report written at the end "
+                                                "(default: reports/live-<interface>.html).")] = None,
+    keylog: Keylog = None,
+    interval: Annotated[float | None, typer.Option("--interval", min=0.5, help="Also rewrite the HTML report "
+                                                   "every S seconds while capturing.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the tables as `analyzer export "
+                                                  "--format json` does.")] = None,
+    snaplen: Annotated[int, typer.Option("--snaplen", min=64, help="Bytes kept per packet.")] = 262_144,
+    promisc: Annotated[bool, typer.Option("--promisc", help="Put the interface in promiscuous mode.")] = False,
+    keep_connections: Annotated[int, typer.Option("--keep-connections", min=1, help="Finished connections "
+                                                  "whose rows are kept for the report (older ones are "
+                                                  "counted, then dropped: bounded memory).")] = 100_000,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No dashboard, no summary line.")] = False,
+) -> None:
+    """Capture on an interface with a live dashboard; on Ctrl-C, --duration or --count write the HTML
+    report (and the pcap with --write). Needs root or CAP_NET_RAW."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from analyzer.capture.live import LiveCapture, LiveCaptureError
+    from analyzer.pipeline import Session
+    from analyzer.report.html import write_report
+    from analyzer.report.live_dashboard import CaptureHealth, LiveDashboard
+
+    if keylog is not None and not keylog.is_file():
+        _fail(f"{keylog}: no such file")
+    try:
+        session = Session(keylog=keylog)
+    except AnalyzerError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+    target = output or Path("reports") / f"live-{interface}.html"
+    cap = LiveCapture(interface, bpf_filter, snaplen=snaplen, promisc=promisc, max_packets=count, write=write)
+    try:
+        cap.open()
+    except LiveCaptureError as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    session.start_capture(f"live:{interface}")
+    err = Console(stderr=True)
+    typer.echo(f"analyzer: listening on {interface}" + (f" ({bpf_filter})" if bpf_filter else ""), err=True)
+    deadline = time.monotonic() + duration if duration is not None else None
+    next_report = time.monotonic() + interval if interval is not None else None
+    next_refresh = 0.0
+    try:
+        with LiveDashboard(err, line_every_s=10.0 if not quiet else math.inf) as board:
+            while not cap.finished:
+                if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    cap.stop()
+                batch = cap.get(0.1)
+                if batch is not None:
+                    session.feed(batch)
+                now = time.monotonic()
+                if now >= next_refresh:
+                    next_refresh = now + 1.0
+                    if len(session.conn_rows) > keep_connections + keep_connections // 10:
+                        session.forget_finished(keep_connections)
+                    if not quiet:
+                        board.refresh(session, CaptureHealth(cap.stats.packets_read, cap.stats.kernel_drops or 0,
+                                                             cap.own_drops, interface))
+                if next_report is not None and interval is not None and now >= next_report:
+                    next_report = now + interval
+                    partial = target.with_name(target.name + ".part")
+                    write_report(session.snapshot(cap.reader_stats()), partial)
+                    os.replace(partial, target)
+    finally:
+        cap.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    session.end_capture(cap.stats)
+    result = session.result()
+    result.summary["live_interface"] = interface
+    result.summary["live_own_drops"] = cap.own_drops
+    if json_out is not None:
+        write_export(result, json_out, "json")
+    write_report(result, target)
+    if cap.error is not None:
+        _fail(f"capture on {interface} stopped: {cap.error}")
+    if not quiet:
+        s = result.summary
+        typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, reuse ratio "
+                   f"{_fmt(s.get('reuse_ratio'))}; {s['packets_read']} packets, kernel drops "
+                   f"{s['kernel_drops']}, own drops {cap.own_drops}" + (f"; wrote {write}" if write else ""))
 
 
 def _tune_allocator() -> None:

@@ -8,13 +8,17 @@ skipped by reason). It reads files only through ``analyzer.capture.pcapfile``; t
 from __future__ import annotations
 
 import os
+import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from analyzer.analysis import Analysis
 from analyzer.capture.batch import PacketBatch, ReaderStats
@@ -24,7 +28,7 @@ from analyzer.errors import AnalyzerError
 from analyzer.flows.connections import Connection, ConnectionTracker
 from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
-from analyzer.flows.packets import TCP, UDP
+from analyzer.flows.packets import TCP, UDP, DecodedPackets
 from analyzer.http.sniff import classify_payload
 from analyzer.metrics import summary_metrics
 from analyzer.records import batch_records
@@ -52,21 +56,34 @@ def analyze(
     progress: Progress | None = None,
     series_rows: int = MAX_SERIES_ROWS,
     keylog: str | os.PathLike[str] | KeyLog | None = None,
+    stitch: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Analysis:
-    """Analyze capture files (their packets are taken as one stream per file) into an ``Analysis``.
+    """Analyze capture files into one ``Analysis`` (its ``capture`` column names each row's file).
 
-    ``series_rows`` bounds the per-packet series (``Analysis.segments``): connections are kept whole, in
-    the order they finish, until the budget is spent; the summary counts the connections left out.
-    ``keylog``: a TLS key log (a file in the NSS SSLKEYLOGFILE format, or a ``KeyLog``) to decrypt TLS
-    with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read."""
+    Each file is its own packet stream, analyzed apart and combined (``analyzer.combine``), unless
+    ``stitch``: then the files are the rotated pieces of one capture (``tcpdump -G/-C``), read in the
+    natural order of their names (``x.pcap``, ``x.pcap1``, ``x.pcap2``, ``x.pcap10``) as one stream, so a
+    connection that spans two files is one connection; frame numbers continue from file to file.
+
+    ``shard`` = (k, n): only the flows of shard k of n (see ``Session``; ``analyzer.parallel`` splits one
+    capture this way). ``series_rows`` bounds the per-packet series (``Analysis.segments``) per stream:
+    connections are kept whole, in the order they finish, until the budget is spent; the summary counts the
+    connections left out. ``keylog``: a TLS key log (a file in the NSS SSLKEYLOGFILE format, or a
+    ``KeyLog``) to decrypt TLS with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read."""
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
-    session = Session(keylog=keylog, series_rows=series_rows)
+    if stitch:
+        captures = tuple(sorted(captures, key=lambda p: natural_key(Path(p).name)))
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
-    for path, reader in zip(captures, readers, strict=True):
-        session.start_capture(Path(path).name)
+    parts: list[Analysis] = []
+    session: Session | None = None
+    for i, (path, reader) in enumerate(zip(captures, readers, strict=True)):
+        if session is None:
+            session = Session(keylog=keylog, series_rows=series_rows, shard=shard)
+            session.start_capture(Path(path).name)
         secrets_seen = 0
         for batch in reader.batches():
             if len(reader.decryption_secrets) > secrets_seen:  # pcapng DSBs: before the packets they decrypt
@@ -75,9 +92,39 @@ def analyze(
             session.feed(batch)
             if progress is not None:
                 progress(done_bytes + reader.stats.bytes_read, total_bytes)
-        session.end_capture(reader.stats)
+        reader.close()
         done_bytes += reader.stats.file_size
-    return session.result()
+        if stitch and i + 1 < len(captures):
+            session.next_file(Path(captures[i + 1]).name, reader.stats)
+            continue
+        session.end_capture(reader.stats)
+        parts.append(session.result())
+        session = None
+    from analyzer.combine import combine  # combine imports this module
+
+    return combine(parts)
+
+
+def flow_shard(packets: DecodedPackets, n: int) -> np.ndarray:
+    """Per packet, its flow's shard in 0..n-1: a hash of the two endpoints that does not depend on the
+    direction (both directions of a connection, and every connection on that address and port pair, land
+    in the same shard)."""
+    a = packets.src_hi ^ packets.src_lo ^ (packets.sport.astype(np.uint64) << np.uint64(48))
+    b = packets.dst_hi ^ packets.dst_lo ^ (packets.dport.astype(np.uint64) << np.uint64(48))
+    x = _mix64(_mix64(np.minimum(a, b)) ^ np.maximum(a, b))  # the endpoints in a fixed order: symmetric
+    return (x % np.uint64(n)).astype(np.int64)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit affects every output bit."""
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+    return x ^ (x >> np.uint64(31))
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value (``cap.pcap2`` before ``cap.pcap10``)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 class Session:
@@ -89,7 +136,14 @@ class Session:
     rows of finished connections and the state of open ones, nothing per packet."""
 
     def __init__(self, keylog: str | os.PathLike[str] | KeyLog | None = None,
-                 series_rows: int = MAX_SERIES_ROWS) -> None:
+                 series_rows: int = MAX_SERIES_ROWS, shard: tuple[int, int] = (0, 1)) -> None:
+        """``shard`` = (k, n): analyze only the flows whose endpoint hash is k modulo n (a whole connection
+        always falls in one shard), so n sessions over the same capture split its work; the capture-wide
+        counts (packets read, skipped by reason, keys) are reported by shard 0 only, so that
+        ``analyzer.combine`` of the n results equals one session's."""
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard {shard}: need 0 <= k < n")
+        self.shard = shard
         self.keys = _load_keylog(keylog)
         self.series_rows = series_rows
         self.conn_rows: list[dict[str, Any]] = []
@@ -108,15 +162,32 @@ class Session:
         self._series_kept = self._series_left_out = 0
         self.tracker: ConnectionTracker | None = None
         self._quic: QuicTracker | None = None
+        self._file_frames: list[int] = []  # first frame number of each file of the current stream
+        self._file_names: list[str] = []
+        self._frame_offset = self._last_frame = 0
+        self.forgotten_connections = self.forgotten_transactions = 0  # see forget_finished (live capture)
 
     def start_capture(self, name: str) -> None:
         """Begin a new packet stream (a capture file, or a live interface)."""
         if self.tracker is not None:
             raise RuntimeError("start_capture() before end_capture() of the previous capture")
         self.captures.append(name)
+        self._file_frames, self._file_names = [1], [name]
+        self._frame_offset = self._last_frame = 0
         self.tracker = ConnectionTracker(partial(ConnectionHandler, self.keys), classify_payload,
                                          on_finished_batch=self._on_finished)
         self._quic = QuicTracker(self._on_quic)
+
+    def next_file(self, name: str, stats: ReaderStats) -> None:
+        """The current capture goes on in another file (rotated pieces of one capture): open connections
+        stay open, frame numbers continue after the previous file's; ``stats`` is that file's account."""
+        if self.tracker is None:
+            raise RuntimeError("next_file() without start_capture()")
+        self._account(stats)
+        self._frame_offset = self._last_frame
+        self.captures.append(name)
+        self._file_frames.append(self._frame_offset + 1)
+        self._file_names.append(name)
 
     def add_secrets(self, more: KeyLog) -> None:
         """Add TLS secrets (for example from a pcapng DSB) before the packets they decrypt."""
@@ -128,10 +199,17 @@ class Session:
             raise RuntimeError("feed() outside start_capture() … end_capture()")
         if not len(batch):
             return
+        if self._frame_offset:
+            batch = replace(batch, frame=batch.frame + self._frame_offset)
+        self._last_frame = max(self._last_frame, int(batch.frame[-1]))
         lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
         self.ts_first = lo if self.ts_first is None else min(self.ts_first, lo)
         self.ts_last = hi if self.ts_last is None else max(self.ts_last, hi)
         decoded, skips = decode_batch(batch)
+        if self.shard[1] > 1:
+            if self.shard[0]:
+                skips = Counter()  # counted by shard 0
+            decoded = decoded.take(flow_shard(decoded, self.shard[1]) == self.shard[0])
         self.skipped.update(skips)
         is_tcp = decoded.proto == TCP
         is_udp = decoded.proto == UDP
@@ -153,6 +231,12 @@ class Session:
         self.tracker.finish()
         self._quic.finish()
         self.tracker = self._quic = None
+        self._account(stats)
+
+    def _account(self, stats: ReaderStats) -> None:
+        if self.shard[0]:  # shard 0 reports the capture-wide counts
+            self.formats.append("")
+            return
         self.packets_read += stats.packets_read
         self.reader_skipped.update(stats.skipped)
         self.formats.append(stats.file_format)
@@ -162,6 +246,8 @@ class Session:
     def _on_finished(self, conns: list[Connection], rows: dict[str, np.ndarray]) -> None:
         budget = self.series_rows - self._series_kept
         rec = batch_records(conns, rows, keep_segments=max(budget, 0))
+        for row in rec.connections:
+            row["capture"] = self._capture_of(row["first_frame"])
         self.conn_rows.extend(rec.connections)
         self.tx_rows.extend(rec.transactions)
         self.an_rows.extend(rec.anomalies)
@@ -174,31 +260,71 @@ class Session:
 
     def _on_quic(self, flow: QuicFlow) -> None:
         row, anomalies = quic_records(flow)
+        row["capture"] = self._capture_of(row["first_frame"])
         self.conn_rows.append(row)
         self.an_rows.extend(anomalies)
 
+    # ------------------------------------------------------------------ live capture hooks (analyzer live)
+    def snapshot(self, stats: ReaderStats) -> Analysis:
+        """``result()`` while the current capture still runs (``analyzer live --interval``): the connections
+        finished so far, with ``stats`` (the running reader's account so far) counted in and
+        ``open_connections`` in the summary. The session itself is left as it was."""
+        saved = (self.packets_read, Counter(self.reader_skipped), list(self.formats), self.kernel_drops)
+        try:
+            self.packets_read += stats.packets_read
+            self.reader_skipped.update(stats.skipped)
+            self.formats.append(stats.file_format)
+            if stats.kernel_drops is not None:
+                self.kernel_drops = (self.kernel_drops or 0) + stats.kernel_drops
+            analysis = self.result()
+        finally:
+            self.packets_read, self.reader_skipped, self.formats, self.kernel_drops = saved
+        analysis.summary["open_connections"] = len(self.tracker.active) if self.tracker is not None else 0
+        return analysis
+
+    def forget_finished(self, keep: int) -> int:
+        """Drop the rows of all but the ``keep`` most recently finished connections (with their transactions,
+        anomalies, flights and series), so that a capture running for hours keeps bounded memory; the
+        summary counts them (``connections_forgotten``, ``transactions_forgotten``). Returns how many
+        connections were dropped. Rows are appended as connections finish, so the dropped ones are the
+        oldest, and their transactions a prefix of ``tx_rows``."""
+        drop = len(self.conn_rows) - max(keep, 0)
+        if drop <= 0:
+            return 0
+        gone = {row["uid"] for row in self.conn_rows[:drop]}
+        del self.conn_rows[:drop]
+        kept_tx = [t for t in self.tx_rows if t[0] not in gone]
+        self.forgotten_transactions += len(self.tx_rows) - len(kept_tx)
+        self.tx_rows = kept_tx
+        self.an_rows = [a for a in self.an_rows if a.get("uid") not in gone]
+        gone_arr = np.array(sorted(gone), dtype=object)
+        for parts in (self._flight_parts, self._segment_parts):
+            for i, part in enumerate(parts):
+                keep_mask = ~np.isin(part["uid"], gone_arr)
+                if not keep_mask.all():
+                    parts[i] = {k: v[keep_mask] for k, v in part.items()}
+            parts[:] = [p for p in parts if len(p["uid"])]
+        self.forgotten_connections += drop
+        return drop
+
+    def _capture_of(self, first_frame: int) -> str:
+        """The file of the current stream that holds this frame."""
+        return self._file_names[max(bisect_right(self._file_frames, first_frame) - 1, 0)]
+
     def result(self) -> Analysis:
         """The tables and summary of everything fed so far (finished connections only)."""
-        connections = frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)
-        if len(connections):
-            order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64),
-                                connections["ts_start"].to_numpy()))
-            connections = connections.iloc[order].reset_index(drop=True)
-        transactions = frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)
-        if len(transactions):
-            rank = {uid: i for i, uid in enumerate(connections["uid"].tolist())}
-            transactions = (transactions.assign(_c=transactions["uid"].map(rank))
-                            .sort_values(["_c", "trans_depth"], kind="stable").drop(columns="_c")
-                            .reset_index(drop=True))
-        flights = frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS)
-        segments = frame_from_arrays(self._segment_parts, SEGMENT_COLUMNS)
+        connections, transactions, flights, segments = in_table_order(
+            frame_from_rows(self.conn_rows, CONNECTION_COLUMNS),
+            frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS),
+            frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS),
+            frame_from_arrays(self._segment_parts, SEGMENT_COLUMNS))
         anomalies = frame_from_rows(self.an_rows, ANOMALY_COLUMNS)
         if len(anomalies):
             anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
         ts_first, ts_last = self.ts_first, self.ts_last
         summary: dict[str, Any] = {
-            "captures": list(self.captures),
-            "file_format": ",".join(sorted(set(self.formats))),
+            "captures": list(self.captures) if not self.shard[0] else [],
+            "file_format": ",".join(sorted(set(self.formats) - {""})),
             "packets_read": self.packets_read,
             "packets_analyzed": self.packets_analyzed,
             "packets_skipped": dict(sorted(self.skipped.items())),
@@ -213,13 +339,38 @@ class Session:
             "transactions": len(transactions),
             "anomalies": {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()},
             "series_rows": len(segments),
-            "tls_keys": len(self.keys),
+            "tls_keys": len(self.keys) if not self.shard[0] else 0,
             "series_connections_left_out": self._series_left_out,
         }
+        if self.forgotten_connections:  # live capture: rows dropped to bound memory (forget_finished)
+            summary["connections_forgotten"] = self.forgotten_connections
+            summary["transactions_forgotten"] = self.forgotten_transactions
         analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
         for key, value in summary_metrics(analysis).items():
             summary.setdefault(key, value)
         return analysis
+
+
+def in_table_order(connections: pd.DataFrame, transactions: pd.DataFrame, flights: pd.DataFrame,
+                   segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables in their one order (whatever order connections finished in, or were analyzed in):
+    connections by start time (then first frame; stable, so ties keep the order given), the other tables
+    by their connection's place, then ``trans_depth`` (and ``round``) or ``frame``."""
+    if len(connections):
+        order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64),
+                            connections["ts_start"].to_numpy()))
+        connections = connections.iloc[order].reset_index(drop=True)
+    rank = pd.Series(np.arange(len(connections)), index=connections["uid"].to_numpy())
+
+    def by_connection(frame: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+        if not len(frame):
+            return frame
+        place = rank.reindex(frame["uid"].to_numpy()).to_numpy()
+        keys = [frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in reversed(then)]
+        return frame.iloc[np.lexsort((*keys, place))].reset_index(drop=True)
+
+    return (connections, by_connection(transactions, ["trans_depth"]),
+            by_connection(flights, ["trans_depth", "round"]), by_connection(segments, ["frame"]))
 
 
 def _load_keylog(keylog: str | os.PathLike[str] | KeyLog | None) -> KeyLog:

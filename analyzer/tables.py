@@ -82,6 +82,7 @@ CONNECTION_COLUMNS: dict[str, str] = {
     "keep_alive_timeout_s": "float64",  # advertised by the server (Keep-Alive: timeout=)
     "keep_alive_max": "Int64",  # advertised by the server (Keep-Alive: max=)
     "first_frame": "Int64",
+    "capture": "string",  # the capture file (name) holding the connection's first packet
 }
 
 # the columns the HTTP layer fills (its rows are tuples in this order)

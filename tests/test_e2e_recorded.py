@@ -15,30 +15,20 @@ number of connections, the requests (method, target, status, in ``trans_depth`` 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from recorder import load_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
 
 
-def _load_record() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("anz_captures_record", CAPTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-record = _load_record()
+record = load_record()
 
 COMMITTED_TRUTHS = record.truth_files(CAPTURES)
 

@@ -22,17 +22,16 @@ segment it had processed when it sent the segment; microsecond TSvals make every
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from recorder import load_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
@@ -40,19 +39,7 @@ SCENARIO = "shaped-bulk"
 BULK = "/bulk.txt"
 
 
-def _load_record() -> ModuleType:
-    name = "anz_captures_record"  # the name tests/test_e2e_recorded.py loads it under: one module, not two
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CAPTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-record = _load_record()
+record = load_record()
 SCN = record.SCENARIO_BY_NAME[SCENARIO]
 SERVER_PORT = record.PORT_MAIN
 

@@ -1,0 +1,108 @@
+"""Combining the ``Analysis`` of several captures (analyzed apart: in a process pool or on a cluster) into
+one, as if one ``Session`` had read them in turn.
+
+It owns the merge rules: tables are concatenated in the order of the captures given (and shards of one
+capture, ``Session(shard=)``, in shard order), then put in ``in_table_order``; a connection uid that
+an earlier capture already used (the same connection captured twice, e.g. at two points) gets the suffix
+``-<capture number>``, so uids stay unique and the ``capture`` column says where each row came from; the
+summary's packet accounting is summed, its time span widened, and the metric keys recomputed over the
+combined tables. It knows nothing of files, processes or clusters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from analyzer.analysis import Analysis
+from analyzer.metrics import summary_metrics
+from analyzer.pipeline import in_table_order
+from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, FLIGHT_COLUMNS, SEGMENT_COLUMNS, TRANSACTION_COLUMNS
+
+_SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "tls_keys", "series_connections_left_out")
+_COUNTERS = ("packets_skipped", "reader_skipped")
+
+
+def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
+    if not frames:
+        from analyzer.tables import empty_frame
+        return empty_frame(columns)
+    kept = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
+
+
+def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
+    """The parts with uids already used by an earlier part renamed ``uid-<part number>`` in every table."""
+    seen: set[str] = set()
+    out = []
+    for number, part in enumerate(parts, start=1):
+        uids = part.connections["uid"].astype(str)
+        clash = uids.isin(seen)
+        seen.update(uids.tolist())
+        if not clash.any():
+            out.append(part)
+            continue
+        rename = {u: f"{u}-{number}" for u in uids[clash].tolist()}
+        tables = {}
+        for name in ("connections", "transactions", "anomalies", "flights", "segments"):
+            frame = getattr(part, name)
+            tables[name] = frame.assign(uid=frame["uid"].replace(rename)) if len(frame) else frame
+        seen.update(rename.values())
+        out.append(Analysis(tables["connections"], tables["transactions"], tables["anomalies"], dict(part.summary),
+                            flights=tables["flights"], segments=tables["segments"]))
+    return out
+
+
+def combine(parts: Sequence[Analysis]) -> Analysis:
+    """One ``Analysis`` of several captures' analyses (in the order given)."""
+    if not parts:
+        raise ValueError("combine() needs at least one analysis")
+    if len(parts) == 1:
+        return parts[0]
+    parts = _unique_uids(parts)
+    connections, transactions, flights, segments = in_table_order(
+        _concat([p.connections for p in parts], CONNECTION_COLUMNS),
+        _concat([p.transactions for p in parts], TRANSACTION_COLUMNS),
+        _concat([p.flights for p in parts], FLIGHT_COLUMNS), _concat([p.segments for p in parts], SEGMENT_COLUMNS))
+    anomalies = _concat([p.anomalies for p in parts], ANOMALY_COLUMNS)
+    if len(anomalies):
+        anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
+    sums = [p.summary for p in parts]
+    summary: dict[str, Any] = {
+        "captures": [name for s in sums for name in s["captures"]],
+        "file_format": ",".join(sorted({f for s in sums for f in str(s["file_format"]).split(",") if f})),
+    }
+    for key in _SUMMED:
+        summary[key] = sum(int(s.get(key) or 0) for s in sums)
+    for key in _COUNTERS:
+        total: Counter[str] = Counter()
+        for s in sums:
+            total.update(s.get(key) or {})
+        summary[key] = dict(sorted(total.items()))
+    drops = [s["kernel_drops"] for s in sums if s.get("kernel_drops") is not None]
+    summary["kernel_drops"] = sum(drops) if drops else None
+    firsts = [s["ts_first"] for s in sums if s.get("ts_first") is not None]
+    lasts = [s["ts_last"] for s in sums if s.get("ts_last") is not None]
+    summary["ts_first"] = min(firsts) if firsts else None
+    summary["ts_last"] = max(lasts) if lasts else None
+    spanning = [s["duration_s"] for s in sums if firsts and lasts and s.get("ts_first") == summary["ts_first"]
+                and s.get("ts_last") == summary["ts_last"]]  # e.g. shards of one capture: its exact duration
+    summary["duration_s"] = (spanning[0] if spanning else summary["ts_last"] - summary["ts_first"]
+                             if firsts and lasts else None)
+    summary["connections"] = len(connections)
+    summary["connections_with_syn"] = int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0
+    summary["transactions"] = len(transactions)
+    summary["anomalies"] = {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()}
+    summary["series_rows"] = len(segments)
+    order = ["captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
+             "reader_skipped", "kernel_drops", "ts_first", "ts_last", "duration_s", "connections",
+             "connections_with_syn", "transactions", "anomalies", "series_rows", "tls_keys",
+             "series_connections_left_out"]
+    summary = {k: summary[k] for k in order}
+    analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
+    for key, value in summary_metrics(analysis).items():
+        summary.setdefault(key, value)
+    return analysis
