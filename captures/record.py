@@ -262,6 +262,14 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         ),
         usec_ts=True,
     ),
+    Scenario(
+        "close-race",
+        "raw-socket keep-alive connections that send their second request at nginx's 1 s keepalive_timeout "
+        "(after 1.3 s, then around 1.000 s) without checking for the server's FIN: requests that race the "
+        "close get no response (nginx answers the late bytes with RST) and are retried on a new connection; "
+        "requests that arrive before the timer fires are answered",
+        keepalive_timeout="1s",
+    ),
 )
 SCENARIOS: tuple[str, ...] = tuple(s.name for s in SCENARIO_LIST)
 SCENARIO_BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIO_LIST}
@@ -324,7 +332,7 @@ def missing_requirements() -> str | None:
 class RequestTruth:
     method: str
     target: str
-    status: int
+    status: int | None  # None: no response (the request raced the server's close: close-race)
     stream_id: int | None = None  # HTTP/2: the stream the client opened for it
 
 
@@ -353,7 +361,8 @@ class ConnectionTruth:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["requests"] = [{k: v for k, v in r.items() if v is not None} for r in data["requests"]]
+        data["requests"] = [{k: v for k, v in r.items() if v is not None or k == "status"}
+                            for r in data["requests"]]
         order = [
             "client_ip",
             "client_port",
@@ -498,8 +507,10 @@ class Response:
 class RawHTTP:
     """A socket speaking HTTP/1.x by hand: HTTP/1.0, explicit Connection headers, pipelining."""
 
-    def __init__(self, log: TruthLog, host: str, port: int, note: str = "") -> None:
-        self.sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
+    def __init__(self, log: TruthLog, host: str, port: int, note: str = "", source_port: int | None = None
+                 ) -> None:
+        source = ("", source_port) if source_port is not None else None
+        self.sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S, source_address=source)
         self.conn = _new_connection(log, self.sock, "raw-socket", note)
         self.buf = b""
         self.outstanding: list[tuple[str, str]] = []
@@ -1433,7 +1444,51 @@ def client_h2c(log: TruthLog) -> None:
 
 _CLIENT_KEEPALIVE: list[object] = []
 
+CLOSE_RACE_IDLE_S = (1.3, 0.998, 1.0, 1.001, 1.002, 1.004)  # idle before the second request (timeout 1 s)
+CLOSE_RACE_FIRST_PORT = 42000  # client ports of the close-race connections (the namespace is empty)
+
+
+def client_close_race(log: TruthLog) -> None:
+    """Second requests sent at nginx's keepalive_timeout without looking for its FIN first (like a pool
+    that does not check its idle connections): a request that loses the race gets EOF or a reset instead
+    of a response and is retried at once on a new connection, which the client then closes."""
+    v4 = "127.0.0.1"
+    races = 0
+    # Each connection gets a port of its own: a connection the server closed leaves its TIME-WAIT on the
+    # server, and the kernel would hand the same client port to the retry (the truth is keyed by ports).
+    ports = iter(range(CLOSE_RACE_FIRST_PORT, CLOSE_RACE_FIRST_PORT + 2 * len(CLOSE_RACE_IDLE_S)))
+    for idle in CLOSE_RACE_IDLE_S:
+        c = RawHTTP(log, v4, PORT_MAIN, f"second request after {idle:.3f} s idle", source_port=next(ports))
+        _expect(c.request("GET", "/index.html"), 200, "keep-alive", "close race, first request")
+        time.sleep(idle)
+        target = f"/small.txt?idle={idle:.3f}"
+        try:
+            c.send(("GET", target, "HTTP/1.1", c.default_headers("HTTP/1.1", None)))
+            response = c.read_response()
+        except (ClientError, OSError) as exc:
+            c.outstanding.clear()
+            c.conn.requests.append(RequestTruth("GET", target, None))
+            c.conn.close_by = "server"
+            c.conn.note += f": raced the server's close ({type(exc).__name__}), no response"
+            c.sock.close()
+            races += 1
+            retry = RawHTTP(log, v4, PORT_MAIN, f"retry of {target} on a new connection", source_port=next(ports))
+            _expect(retry.request("GET", target), 200, "keep-alive", "close race, retry")
+            retry.close()
+            continue
+        _expect(response, 200, "keep-alive", "close race, answered second request")
+        c.conn.note += ": answered before the timer fired"
+        time.sleep(0.05)
+        if _pending_eof_or_data(c.sock):
+            c.wait_server_close()
+        else:
+            c.close()
+    if races == 0:
+        raise ClientError("no request raced the server's close")
+
+
 CLIENTS: dict[str, Callable[[TruthLog], None]] = {
+    "close-race": client_close_race,
     "keepalive-idle-timeout": client_keepalive_idle_timeout,
     "http10-and-close": client_http10_and_close,
     "pipelining": client_pipelining,
@@ -2047,9 +2102,11 @@ def compare_tshark_streams(streams: Sequence[TsharkStream], truth: Mapping[str, 
             "syn_seen": conn["syn_seen"],
             "close_by": conn["close_by"],
             "pipelined_max": conn["pipelined_max"],
-            "requests": [[r["method"], r["target"], r["status"]] for r in conn["requests"]],
+            # A request that raced the server's close has no response (status None), and is the last one.
+            "requests": [[r["method"], r["target"], r["status"]] for r in conn["requests"]
+                         if r["status"] is not None],
             "request_count": len(conn["requests"]),
-            "response_count": len(conn["requests"]),
+            "response_count": sum(r["status"] is not None for r in conn["requests"]),
         }
         if conn["pipelined_max"] is None:  # not known to the client (nghttp's concurrent streams)
             del expected["pipelined_max"]
@@ -2295,7 +2352,7 @@ class Summary:
 
 def record_scenario(scn: Scenario, out_dir: Path, verify: bool = True) -> Summary:
     """Record one scenario into ``out_dir`` (capture + truth), retrying up to ATTEMPTS times."""
-    ns = f"anz-rec-{os.getpid()}"
+    ns = f"{os.environ.get('ANZ_NETNS_PREFIX', 'anz-rec')}-{os.getpid()}"
     started = time.monotonic()
     failures: list[str] = []
     for attempt in range(1, ATTEMPTS + 1):

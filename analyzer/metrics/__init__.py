@@ -10,7 +10,9 @@ Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections)
 server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table),
 ``warmth`` (cold, warm and cooled responses: flights per round, transfer times, the bytes-in-flight
 series), ``tcphealth`` (retransmissions by kind, window signals, RTTs per host), ``protocols`` (protocol
-mix, TLS resumption, HTTP/2 streams per connection).
+mix, TLS resumption, HTTP/2 streams per connection), ``whatif`` (the keep-alive what-if: the requests
+replayed against other server idle timeouts and max-requests limits), ``closerace`` (requests caught by the
+server's close of a keep-alive connection, and the client's retry).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.metrics import handshake, hosts, idle, protocols, reuse, tcphealth, warmth
+from analyzer.metrics import closerace, handshake, hosts, idle, protocols, reuse, tcphealth, warmth, whatif
+from analyzer.metrics.closerace import close_race_stats, close_races
 from analyzer.metrics.frames import equals
 from analyzer.metrics.handshake import (
     handshake_costs,
@@ -51,6 +54,7 @@ from analyzer.metrics.warmth import (
     warmth_stats,
     warmth_transfers,
 )
+from analyzer.metrics.whatif import keepalive_whatif, whatif_for_summary, whatif_totals
 
 if TYPE_CHECKING:
     from analyzer.analysis import Analysis
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MetricTables",
     "avoidable_connections",
+    "close_race_stats",
+    "close_races",
     "compute_all",
     "connection_hosts",
     "connection_requests",
@@ -71,6 +77,7 @@ __all__ = [
     "idle_after_last",
     "idle_before_stats",
     "infer_idle_timeouts",
+    "keepalive_whatif",
     "protocol_mix",
     "protocol_stats",
     "requests_per_connection_histogram",
@@ -86,9 +93,11 @@ __all__ = [
     "transaction_reused",
     "warmth_stats",
     "warmth_transfers",
+    "whatif_for_summary",
+    "whatif_totals",
 ]
 
-_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth, protocols)
+_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth, protocols, whatif, closerace)
 
 
 def glossary() -> dict[str, str]:
@@ -139,10 +148,15 @@ class MetricTables:
     health_totals: pd.DataFrame  # tcp_health_totals
     protocols: pd.DataFrame  # protocol_mix
     tls_hosts: pd.DataFrame  # tls_by_host
+    whatif: pd.DataFrame  # keepalive_whatif, per (client, server) pair and policy
+    whatif_totals: pd.DataFrame  # whatif_totals
+    races: pd.DataFrame  # close_races
 
 
-def compute_all(analysis: Analysis) -> MetricTables:
-    """All metrics of ``analysis`` with shared intermediate results (each computed once)."""
+def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables:
+    """All metrics of ``analysis`` with shared intermediate results (each computed once). Without
+    ``with_whatif`` the keep-alive what-if (which replays every policy) is left empty: the summary does not
+    need it."""
     connections, transactions = analysis.connections, analysis.transactions
     costs = handshake_costs(connections)
     per_transaction = transaction_costs(connections, transactions, costs)
@@ -163,6 +177,10 @@ def compute_all(analysis: Analysis) -> MetricTables:
     summary.update(handshake_totals(connections, transactions, costs=costs, per_transaction=per_transaction))
     summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
     summary["hosts"] = len(hosts)
+    races = close_races(connections, transactions)
+    summary.update(close_race_stats(races))
+    per_pair = keepalive_whatif(connections, transactions, costs=costs) if with_whatif \
+        else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
     summary.update(warmth_stats(transactions))
     summary.update(protocol_stats(connections, transactions))
     return MetricTables(summary=summary,
@@ -174,7 +192,8 @@ def compute_all(analysis: Analysis) -> MetricTables:
                         health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
                         health_totals=tcp_health_totals(connections),
                         protocols=protocol_mix(connections, transactions),
-                        tls_hosts=tls_by_host(connections, conn_hosts))
+                        tls_hosts=tls_by_host(connections, conn_hosts),
+                        whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races)
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -198,10 +217,11 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         min_s, max_s, spread_s, advertised_timeout_s} for servers with at least one sample, most samples
         first;
       hosts (number of rows of ``host_table``);
+      from ``close_race_stats``: close_races, close_races_retried, close_race_retry_ms_median;
       from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
         ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled;
       from ``protocol_stats``: protocols, transactions_estimated, tls_connections, tls_resumed, tls_decrypted,
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
-    return compute_all(analysis).summary
+    return compute_all(analysis, with_whatif=False).summary

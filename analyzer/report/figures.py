@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyzer.metrics.frames import endpoints, floats, texts
+from analyzer.report.redact import printable
 
 TIMELINE_MAX_CONNECTIONS = 300  # rows of the timeline; more are sampled evenly by start time
 TIMELINE_MAX_REQUESTS = 20_000  # request marks drawn on the sampled rows; more are sampled evenly
@@ -39,7 +40,8 @@ FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, Arial, sans-se
 
 
 def safe(value: Any, limit: int = TEXT_MAX) -> str:
-    """A capture string made safe for plotly text: shortened to ``limit`` characters, HTML-escaped."""
+    """A capture string made safe for plotly text: control characters made visible, shortened to ``limit``
+    characters (``redact.printable``), HTML-escaped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     try:
@@ -47,10 +49,7 @@ def safe(value: Any, limit: int = TEXT_MAX) -> str:
             return "—"
     except (TypeError, ValueError):
         pass
-    text = str(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return html.escape(text, quote=True)
+    return html.escape(printable(str(value), limit), quote=True)
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
@@ -502,4 +501,76 @@ def flight_rounds_figure(rounds: pd.DataFrame, max_rounds: int = 8) -> go.Figure
     fig.update_yaxes(title_text="median flight bytes (log)", row=1, col=1)
     fig = _layout(fig, title, height=440)
     fig.update_layout(legend=dict(y=1.12), margin=dict(t=120))  # above the subplot titles
+    return fig
+
+
+# --- keep-alive what-if ---------------------------------------------------------------------------------
+
+WHATIF_COLORS: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+WHATIF_DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash")  # equal lines stay visible
+
+
+def limit_label(limit: Any) -> str:
+    """A max-requests limit of ``metrics.whatif_totals`` as legend text."""
+    if limit is None or pd.isna(limit):
+        return "no request limit"
+    return f"at most {int(limit):,} requests per connection"
+
+
+def whatif_figure(totals: pd.DataFrame, timeouts: pd.DataFrame) -> go.Figure:
+    """The keep-alive what-if (``metrics.whatif_totals``): connections the observed requests would need
+    (left) and the handshake time gained or lost against what was observed (right), against the server idle
+    timeout (logarithmic axis), one line per max-requests limit; the observed connection count as a grey
+    dashed line, each inferred server idle timeout (``metrics.infer_idle_timeouts``) as a vertical line."""
+    title = "Keep-alive what-if: other server idle timeouts and request limits"
+    if totals.empty:
+        return empty_figure(title, "No connection to replay.")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("connections needed", "handshake time vs observed (ms, + = lost)"))
+    timeouts_s = sorted({float(t) for t in totals["idle_timeout_s"]})
+    observed = int(totals["connections_observed"].iloc[0])
+    limits = list(dict.fromkeys(None if pd.isna(v) else int(v) for v in totals["max_requests"]))
+    for k, limit in enumerate(limits):
+        mine = totals[totals["max_requests"].isna()] if limit is None else \
+            totals[totals["max_requests"].fillna(-1).astype("int64") == limit]
+        mine = mine.sort_values("idle_timeout_s")
+        color = WHATIF_COLORS[k % len(WHATIF_COLORS)]
+        name = limit_label(limit)
+        delta = mine["new_connections"].to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(
+            x=mine["idle_timeout_s"].to_numpy(dtype=float), y=mine["connections"].to_numpy(dtype=float),
+            mode="lines+markers", name=name, legendgroup=name,
+            line=dict(color=color, width=4 - k * 0.6, dash=WHATIF_DASHES[k % len(WHATIF_DASHES)]),
+            marker=dict(size=9 - k, color=color), customdata=delta,
+            hovertemplate=(f"idle timeout %{{x:,}} s, {name}<br>%{{y:,}} connections "
+                           f"(%{{customdata:+,}} vs {observed:,} observed)<extra></extra>")), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=mine["idle_timeout_s"].to_numpy(dtype=float),
+            y=mine["handshake_time_ms_delta"].to_numpy(dtype=float), mode="lines+markers", name=name,
+            legendgroup=name, showlegend=False,
+            line=dict(color=color, width=4 - k * 0.6, dash=WHATIF_DASHES[k % len(WHATIF_DASHES)]),
+            marker=dict(size=9 - k, color=color),
+            customdata=mine["handshake_round_trips_delta"].to_numpy(dtype=float),
+            hovertemplate=(f"idle timeout %{{x:,}} s, {name}<br>%{{y:+,.3~f}} ms of handshakes, "
+                           "%{customdata:+,.0f} round trips<extra></extra>")), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[timeouts_s[0], timeouts_s[-1]], y=[observed, observed], mode="lines",
+                             name=f"observed: {observed:,} connections",
+                             line=dict(color="#7f7f7f", dash="dash", width=2),
+                             hovertemplate=f"observed: {observed:,} connections<extra></extra>"), row=1, col=1)
+    inferred = [(str(s), float(t)) for s, t, n in zip(timeouts["server"], timeouts["timeout_s"],
+                                                       timeouts["samples"], strict=True)
+                if n > 0 and not math.isnan(float(t)) and float(t) > 0][:3]
+    for server, seconds in inferred:
+        for col in (1, 2):
+            fig.add_vline(x=seconds, line=dict(color="#9467bd", dash="dot", width=1.5), row=1, col=col)
+        fig.add_annotation(x=math.log10(seconds), y=1, yref="y domain", xref="x", showarrow=False,
+                           text=f"inferred {safe(server, 40)}: {seconds:.3g} s", font=dict(size=11, color="#9467bd"),
+                           xanchor="left", yanchor="top")
+    ticks = dict(type="log", tickvals=timeouts_s, ticktext=[f"{t:g}" for t in timeouts_s], tickangle=0,
+                 title_text="server idle timeout (s, logarithmic)")
+    fig.update_xaxes(**ticks)
+    fig.update_yaxes(rangemode="tozero", row=1, col=1, tickformat=",d")
+    fig.update_yaxes(zeroline=True, zerolinecolor="#888", row=1, col=2)
+    fig = _layout(fig, title, height=460)
+    fig.update_layout(legend=dict(y=1.1), margin=dict(t=130))
     return fig

@@ -7,9 +7,11 @@ loader script), and the escaping that keeps capture strings as text. It is the o
 ``write_report``). It computes the figures through ``analyzer.metrics`` and draws them with
 ``analyzer.report.figures``; it knows nothing of packets or protocols.
 
-Safety rules: every string from a capture (hosts, targets, methods, anomaly details, file names, summary
-values) goes through ``html.escape`` in tables and through ``figures.safe`` in charts; chart JSON has
-``<``, ``>``, ``&``, U+2028 and U+2029 escaped as ``\\uXXXX`` so nothing in it can close its ``<script>``.
+Safety rules: credentials are redacted first unless asked not to (``analyzer.report.redact``); every
+string from a capture (hosts, targets, methods, anomaly details, file names, summary values) goes through
+``esc`` (control characters made visible, ``html.escape``) in tables and through ``figures.safe`` in
+charts; chart JSON has ``<``, ``>``, ``&``, U+2028 and U+2029 escaped as ``\\uXXXX`` so nothing in it can
+close its ``<script>``.
 No ``src``/``href`` points to the network; the page needs no fonts or files besides itself.
 """
 
@@ -27,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -37,11 +40,13 @@ from analyzer.analysis import Analysis
 from analyzer.metrics import MetricTables, compute_all, glossary, series_connections
 from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
 from analyzer.report import figures
+from analyzer.report.redact import printable, redact_analysis
 
 HOSTS_MAX_ROWS = 200  # rows of the per-host table
 ANOMALY_EXAMPLES = 3  # example rows per anomaly name
 AVOIDABLE_EXAMPLES = 10  # example rows of avoidable connections
 DETAIL_MAX = 300  # characters of an anomaly detail shown
+CELL_MAX = 400  # characters of any capture string in a table cell (longer ones end with "…")
 WARMTH_MAX_ROWS = 300  # rows of the warm/cold transfer table
 
 # Keys of Analysis.summary shown in the capture-quality table (in this order); other non-metric keys are
@@ -62,11 +67,12 @@ def script_json(text: str) -> str:
     return _SCRIPT_ESCAPE_RE.sub(lambda m: _SCRIPT_ESCAPES[m.group(0)], text)
 
 
-def esc(value: Any) -> str:
-    """Any value as escaped HTML text (``—`` for missing)."""
+def esc(value: Any, limit: int | None = None) -> str:
+    """Any value as escaped HTML text (``—`` for missing): control characters made visible and lone
+    surrogates replaced (``redact.printable``), cut to ``limit`` characters when given."""
     if _missing(value):
         return "—"
-    return html.escape(str(value), quote=True)
+    return html.escape(printable(str(value), limit), quote=True)
 
 
 def _missing(value: Any) -> bool:
@@ -146,7 +152,7 @@ def num(text: str) -> Cell:
 
 
 def txt(value: Any) -> Cell:
-    return (esc(value), "text")
+    return (esc(value, CELL_MAX), "text")
 
 
 def sort_key(value: Any) -> str:
@@ -382,6 +388,99 @@ def _handshake_section(key: dict[str, Any], hosts: pd.DataFrame, chart: _Charts)
             + f'<p class="note">{note}</p>'
             + chart(figures.handshake_figure(hosts), "Handshake overhead per host")
             + "</section>")
+
+
+def _close_race_section(m: MetricTables) -> str:
+    races, key = m.races, m.summary
+    parts = ['<section id="races"><h2>Close races</h2>']
+    if races.empty:
+        parts.append('<p class="note">None: no request was caught by the server closing its connection '
+                     '(<a href="#def-close_race">definition</a>).</p></section>')
+        return "".join(parts)
+    parts.append(f'<p class="note bad">{fmt_int(key["close_races"])} request(s) were sent on a connection the '
+                 f"server was closing and got no response (or a 408); {fmt_int(key['close_races_retried'])} "
+                 f"were retried on a new connection, median {esc(fmt_ms(key['close_race_retry_ms_median']))} "
+                 "later. A server idle timeout longer than the client's (or a client that drops idle "
+                 'connections first) avoids them (<a href="#def-close_race">definition</a>).</p>')
+    rows = [[txt(fmt_ts(r["ts_request_start"])), txt(r["uid"]), txt(r["server"]), txt(r["method"]),
+             txt(r["target"]),
+             num_sorted(esc(fmt_ms(r["request_after_close_ms"])), r["request_after_close_ms"]),
+             txt(r["outcome"]), txt("yes" if r["retried"] else "no"), txt(r["retry_uid"]),
+             num_sorted(esc(fmt_ms(r["retry_delay_ms"])), r["retry_delay_ms"])]
+            for r in races.head(HOSTS_MAX_ROWS).to_dict("records")]
+    if len(races) > HOSTS_MAX_ROWS:
+        parts.append(f'<p class="note">The first {HOSTS_MAX_ROWS} of {len(races):,}.</p>')
+    parts.append(table([("request sent", ""), ("connection", ""), ("server", ""), ("method", ""), ("target", ""),
+                        ("after the server's close", "num"), ("outcome", ""), ("retried", ""),
+                        ("retry connection", ""), ("retried after", "num")], rows, sortable=True))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _whatif_section(m: MetricTables, chart: _Charts) -> str:
+    totals, per_pair = m.whatif_totals, m.whatif
+    parts = ['<section id="whatif"><h2>Keep-alive what-if</h2>']
+    if totals.empty:
+        return ("".join(parts) + '<p class="note">No connection to replay.</p>'
+                + chart(figures.whatif_figure(totals, m.timeouts), "Keep-alive what-if") + "</section>")
+    observed = int(totals["connections_observed"].iloc[0])
+    unlimited = totals[totals["max_requests"].isna()].sort_values("idle_timeout_s")
+    counts = unlimited["connections"].to_numpy(dtype=np.int64)
+    best = unlimited.iloc[int(counts.argmin())] if len(unlimited) else None
+    worst = unlimited.iloc[int(counts.argmax())] if len(unlimited) else None
+    bits = [f"The {fmt_int(totals['transactions'].iloc[0])} observed requests of "
+            f"{fmt_int(totals['pairs'].iloc[0])} (client, server) pair(s) replayed against other server idle "
+            f"timeouts and request limits; {fmt_int(observed)} connection(s) were observed."]
+    if best is not None and worst is not None:
+        bits.append(f"Without a request limit the replay needs between {fmt_int(best['connections'])} "
+                    f"(idle timeout {esc(fmt_num(best['idle_timeout_s']))} s, "
+                    f"{esc(fmt_ms(best['handshake_time_ms_delta']))} of handshakes) and "
+                    f"{fmt_int(worst['connections'])} connections (idle timeout "
+                    f"{esc(fmt_num(worst['idle_timeout_s']))} s, "
+                    f"{esc(fmt_ms(worst['handshake_time_ms_delta']))}), with the handshake costs measured in "
+                    "this capture.")
+    bits.append('Only what the server decides is replayed; the client keeps its own closes and parallel '
+                'connections (<a href="#def-keepalive_whatif">how</a>).')
+    parts.append(f'<p class="note">{" ".join(bits)}</p>')
+    parts.append(chart(figures.whatif_figure(totals, m.timeouts), "Keep-alive what-if"))
+    rows = [[num_sorted(esc(fmt_num(r["idle_timeout_s"])) + " s", r["idle_timeout_s"]),
+             (esc(figures.limit_label(r["max_requests"])), "text",
+              "" if _missing(r["max_requests"]) else str(int(r["max_requests"]))),
+             num_sorted(fmt_int(r["connections"]), r["connections"]),
+             num_sorted(esc(f"{int(r['new_connections']):+,}"), r["new_connections"]),
+             num_sorted(esc(fmt_ms(r["handshake_time_ms_delta"])), r["handshake_time_ms_delta"]),
+             num_sorted(esc(fmt_num(r["handshake_round_trips_delta"])), r["handshake_round_trips_delta"])]
+            for r in totals.to_dict("records")]
+    parts.append("<details><summary>As a table</summary>" + table(
+        [("idle timeout", "num"), ("request limit", ""), ("connections", "num"), ("vs observed", "num"),
+         ("handshake time vs observed", "num"), ("round trips vs observed", "num")], rows, sortable=True)
+        + "</details>")
+    pairs = per_pair[per_pair["max_requests"].isna()]
+    if len(pairs):
+        wide = pairs.pivot_table(index=["client_ip", "server"], columns="idle_timeout_s", values="connections",
+                                 aggfunc="first")
+        info = pairs.drop_duplicates(["client_ip", "server"]).set_index(["client_ip", "server"])
+        info = info.loc[wide.index]
+        order = (-info["transactions"].to_numpy()).argsort(kind="stable")
+        columns = list(wide.columns)
+        pair_rows = []
+        for i in order[:HOSTS_MAX_ROWS]:
+            client, server = wide.index[i]
+            r = info.iloc[i]
+            pair_rows.append([txt(client), txt(server), num_sorted(fmt_int(r["transactions"]), r["transactions"]),
+                              num_sorted(fmt_int(r["connections_observed"]), r["connections_observed"]),
+                              num_sorted(esc(fmt_ms(r["setup_ms_mean"])), r["setup_ms_mean"])]
+                             + [num_sorted(fmt_int(wide.iloc[i][c]), wide.iloc[i][c]) for c in columns])
+        parts.append("<h3>Per (client, server) pair, without a request limit</h3>")
+        if len(wide) > HOSTS_MAX_ROWS:
+            parts.append(f'<p class="note">The {HOSTS_MAX_ROWS} pairs with the most requests of '
+                         f"{len(wide):,}.</p>")
+        parts.append(table([("client", ""), ("server", ""), ("requests", "num"), ("connections observed", "num"),
+                            ("mean setup cost", "num")]
+                           + [(f"connections at {fmt_num(c)} s", "num") for c in columns], pair_rows,
+                           sortable=True))
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _protocols_section(key: dict[str, Any], m: MetricTables, chart: _Charts) -> str:
@@ -640,7 +739,8 @@ def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
 
 
 _NAV = (("headline", "Headline"), ("reuse", "Requests per connection"), ("timeline", "Timeline"),
-        ("idle", "Idle gaps"), ("handshake", "Handshakes"), ("hosts", "Hosts"), ("protocols", "Protocols and TLS"),
+        ("idle", "Idle gaps"), ("races", "Close races"), ("handshake", "Handshakes"),
+        ("whatif", "Keep-alive what-if"), ("hosts", "Hosts"), ("protocols", "Protocols and TLS"),
         ("tcp", "TCP warm vs cold"), ("tcp-health", "TCP health"), ("anomalies", "Anomalies"),
         ("quality", "Capture quality"), ("glossary", "Glossary"))
 
@@ -656,10 +756,14 @@ def _plotly_js() -> str:
     return plotly.offline.get_plotlyjs()
 
 
-def render_report(analysis: Analysis, title: str) -> str:
+def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
     """The report of ``analysis`` as one self-contained HTML document (plotly.js embedded once, no
     network loads). ``title`` is shown as given (escaped). Metrics are computed from the tables; the
-    capture-quality section reads ``analysis.summary``."""
+    capture-quality section reads ``analysis.summary``. ``redact`` (the default) hides credentials in
+    capture strings first (``redact.redact_analysis``: cookies, authorization values, URL passwords and
+    tokens)."""
+    if redact:
+        analysis = redact_analysis(analysis)
     m = compute_all(analysis)
     key, timeouts, hosts = m.summary, m.timeouts, m.hosts
     chart = _Charts()
@@ -683,7 +787,9 @@ def render_report(analysis: Analysis, title: str) -> str:
         _reuse_section(m, chart),
         _timeline_section(analysis, chart),
         _idle_section(analysis, m, chart),
+        _close_race_section(m),
         _handshake_section(key, hosts, chart),
+        _whatif_section(m, chart),
         _hosts_section(hosts),
         _protocols_section(key, m, chart),
         _tcp_section(analysis, m, chart),
@@ -710,11 +816,13 @@ def default_title(analysis: Analysis, path: str | os.PathLike[str] | None = None
     return "HTTP connection reuse"
 
 
-def write_report(analysis: Analysis, path: str | os.PathLike[str], title: str | None = None) -> None:
-    """Write ``render_report(analysis, title)`` to ``path`` (UTF-8), creating missing parent folders.
-    The title defaults to ``default_title``."""
+def write_report(analysis: Analysis, path: str | os.PathLike[str], title: str | None = None,
+                 redact: bool = True) -> None:
+    """Write ``render_report(analysis, title, redact)`` to ``path`` (UTF-8), creating missing parent
+    folders. The title defaults to ``default_title``."""
     target = Path(path)
-    document = render_report(analysis, title if title is not None else default_title(analysis, target))
+    document = render_report(analysis, title if title is not None else default_title(analysis, target),
+                             redact=redact)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(document, encoding="utf-8")
 

@@ -20,8 +20,10 @@ from analyzer.analysis import Analysis
 from analyzer.metrics import MetricTables, compute_all
 from analyzer.metrics.warmth import WARMTHS
 from analyzer.report.html import fmt_int, fmt_ms, fmt_num, fmt_ratio, fmt_s, fmt_ts
+from analyzer.report.redact import printable, redact_analysis
 
 TOP_HOSTS = 10
+TEXT_MAX = 200  # characters of a capture string in a cell
 
 
 def _t(value: Any) -> Text:
@@ -33,7 +35,7 @@ def _t(value: Any) -> Text:
             return Text("—")
     except (TypeError, ValueError):
         pass
-    return Text(str(value))
+    return Text(printable(str(value), TEXT_MAX))
 
 
 def headline_table(key: dict[str, Any]) -> Table:
@@ -76,7 +78,7 @@ def quality_table(summary: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     captures = summary.get("captures")
     if isinstance(captures, (list, tuple)) and captures:
-        table.add_row(Text("captures"), Text(", ".join(str(c) for c in captures)))
+        table.add_row(Text("captures"), Text(printable(", ".join(str(c) for c in captures))))
     for name in ("file_format", "packets_read", "packets_analyzed", "truncated_packets", "kernel_drops"):
         if name in summary:
             value = summary[name]
@@ -176,8 +178,10 @@ def timeouts_table(timeouts: pd.DataFrame) -> Table:
 def print_summary(analysis: Analysis, console: Console) -> None:
     """Print the key figures of ``analysis`` to ``console`` as rich tables: headline, capture quality with
     skip reasons, the top hosts, the protocol mix, warm vs cold responses when any response's warmth is
-    known, anomalies by name, and server idle timeouts when any were inferred or advertised."""
-    m: MetricTables = compute_all(analysis)
+    known, anomalies by name, and server idle timeouts when any were inferred or advertised. Credentials in
+    capture strings are redacted (``redact.redact_analysis``); control characters are shown as escapes."""
+    analysis = redact_analysis(analysis)
+    m: MetricTables = compute_all(analysis, with_whatif=False)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
