@@ -11,7 +11,7 @@ import os
 import re
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -313,11 +313,18 @@ class Session:
 
     def result(self) -> Analysis:
         """The tables and summary of everything fed so far (finished connections only)."""
-        connections, transactions, flights, segments = in_table_order(
-            frame_from_rows(self.conn_rows, CONNECTION_COLUMNS),
-            frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS),
-            frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS),
-            frame_from_arrays(self._segment_parts, SEGMENT_COLUMNS))
+        connections = connections_in_order(frame_from_rows(self.conn_rows, CONNECTION_COLUMNS))
+        places = pd.Index(connections["uid"].to_numpy())
+        transactions = frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)
+        if len(transactions):
+            cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
+            order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
+            transactions = transactions.iloc[order].reset_index(drop=True)
+        # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
+        flights = frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS,
+                                    order=lambda d: rows_in_order(d["uid"], d, places, "flights"))
+        segments = frame_from_arrays(self._segment_parts, SEGMENT_COLUMNS,
+                                     order=lambda d: rows_in_order(d["uid"], d, places, "segments"))
         anomalies = frame_from_rows(self.an_rows, ANOMALY_COLUMNS)
         if len(anomalies):
             anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
@@ -353,24 +360,38 @@ class Session:
 
 def in_table_order(connections: pd.DataFrame, transactions: pd.DataFrame, flights: pd.DataFrame,
                    segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The tables in their one order (whatever order connections finished in, or were analyzed in):
+    """The tables in their one order, whatever order connections finished in or were analyzed in:
     connections by start time (then first frame; stable, so ties keep the order given), the other tables
-    by their connection's place, then ``trans_depth`` (and ``round``) or ``frame``."""
-    if len(connections):
-        order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64),
-                            connections["ts_start"].to_numpy()))
-        connections = connections.iloc[order].reset_index(drop=True)
-    rank = pd.Series(np.arange(len(connections)), index=connections["uid"].to_numpy())
+    by their connection's place (``ROW_ORDER``)."""
+    connections = connections_in_order(connections)
+    places = pd.Index(connections["uid"].to_numpy())
 
-    def by_connection(frame: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    def by_connection(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         if not len(frame):
             return frame
-        place = rank.reindex(frame["uid"].to_numpy()).to_numpy()
-        keys = [frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in reversed(then)]
-        return frame.iloc[np.lexsort((*keys, place))].reset_index(drop=True)
+        cols = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ROW_ORDER[name]}
+        return frame.iloc[rows_in_order(frame["uid"].to_numpy(), cols, places, name)].reset_index(drop=True)
 
-    return (connections, by_connection(transactions, ["trans_depth"]),
-            by_connection(flights, ["trans_depth", "round"]), by_connection(segments, ["frame"]))
+    return (connections, by_connection(transactions, "transactions"), by_connection(flights, "flights"),
+            by_connection(segments, "segments"))
+
+
+#: After the connection's place, the columns that order each table's rows.
+ROW_ORDER: dict[str, tuple[str, ...]] = {"transactions": ("trans_depth",), "flights": ("trans_depth", "round"),
+                                         "segments": ("frame",)}
+
+
+def connections_in_order(connections: pd.DataFrame) -> pd.DataFrame:
+    if not len(connections):
+        return connections
+    order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64), connections["ts_start"].to_numpy()))
+    return connections.iloc[order].reset_index(drop=True)
+
+
+def rows_in_order(uids: np.ndarray, cols: Mapping[str, np.ndarray], places: pd.Index, name: str) -> np.ndarray:
+    """The order of a table's rows: by their connection's place in ``places``, then ``ROW_ORDER[name]``."""
+    keys = [np.asarray(cols[c]) for c in reversed(ROW_ORDER[name])]
+    return np.lexsort((*keys, places.get_indexer(pd.Index(uids))))
 
 
 def _load_keylog(keylog: str | os.PathLike[str] | KeyLog | None) -> KeyLog:

@@ -12,7 +12,7 @@ missing values are ``NaN`` for floats and ``<NA>`` for nullable integers, boolea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,13 +203,19 @@ def frame_from_tuples(rows: list[tuple[Any, ...]], columns: Mapping[str, str]) -
     return frame.astype(dict(columns))
 
 
-def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, str],
+                      order: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> pd.DataFrame:
     """A DataFrame from column arrays (several parts, concatenated), for the large columnar tables. Missing
-    values of integer columns come as NaN in float arrays."""
+    values of integer columns come as NaN in float arrays. ``order``: gives the row order from the
+    concatenated arrays (applied column by column, so only one column is ever copied twice)."""
     parts = [p for p in parts if len(p) and len(next(iter(p.values())))]
     if not parts:
         return empty_frame(columns)
     data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
+    if order is not None:
+        rows = order(data)
+        for name in data:
+            data[name] = data[name][rows]
     return pd.DataFrame(data, columns=list(columns)).astype(dict(columns))
 
 

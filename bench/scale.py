@@ -78,10 +78,15 @@ def main() -> None:
                        check=True)
         pieces = sorted(str(p) for p in Path(tmp).glob("piece*.pcap"))
         rows = []
-        for label, extra in (("1 process", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"])):
-            runs = [_timed([*ANALYZER, "export", *pieces, "--format", "parquet", "-o", f"{tmp}/out", *extra])
+        whole = [str(args.capture)]
+        for label, files, extra in ((f"{len(pieces)} pieces, 1 process", pieces, ["--jobs", "1"]),
+                                    (f"{len(pieces)} pieces, --jobs 2", pieces, ["--jobs", "2"]),
+                                    ("1 file, 1 process", whole, ["--jobs", "1"]),
+                                    ("1 file, --jobs 2 (2 flow shards)", whole, ["--jobs", "2"])):
+            runs = [_timed([*ANALYZER, "export", *files, "--format", "parquet", "-o", f"{tmp}/out", *extra])
                     for _ in range(args.repeat)]
-            rows.append((label, statistics.median(r[0] for r in runs), max(r[1] for r in runs), ""))
+            rows.append((label, statistics.median(r[0] for r in runs), max(r[1] for r in runs),
+                         "peak RSS of the parent; each worker holds its own" if "jobs 2" in label else ""))
             shutil.rmtree(f"{tmp}/out", ignore_errors=True)
         walls, peaks = [], []
         for _ in range(args.repeat):
@@ -91,14 +96,16 @@ def main() -> None:
             walls.append(float(m.group(1)))
             peaks.append(int(m.group(2)))
             shutil.rmtree(f"{tmp}/out", ignore_errors=True)
-        rows.append(("dask LocalCluster, 2 workers", statistics.median(walls), parent_mib,
+        rows.append((f"{len(pieces)} pieces, dask LocalCluster, 2 workers", statistics.median(walls), parent_mib,
                      f"worker peak {max(peaks)} MiB; wall excludes cluster start"))
-    base = rows[0][1]
+    base = {"pieces": rows[0][1], "file": rows[2][1]}
     lines = [f"Scale benchmark: {args.capture.name} ({count:,} packets) cut into {len(pieces)} pieces, "
              f"median of {args.repeat}", "",
-             "| run | wall s | packets/s | speed-up | peak RSS MiB (parent) | note |", "|---|---:|---:|---:|---:|---|"]
+             "| run | wall s | packets/s | speed-up vs 1 process | peak RSS MiB (parent) | note |",
+             "|---|---:|---:|---:|---:|---|"]
     for label, wall, rss, note in rows:
-        lines.append(f"| {label} | {wall:.2f} | {count / wall:,.0f} | {base / wall:.2f}× | {rss:.0f} | {note} |")
+        ref = base["file"] if label.startswith("1 file") else base["pieces"]
+        lines.append(f"| {label} | {wall:.2f} | {count / wall:,.0f} | {ref / wall:.2f}× | {rss:.0f} | {note} |")
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
