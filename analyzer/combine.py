@@ -22,7 +22,7 @@ from analyzer.metrics import summary_metrics
 from analyzer.pipeline import in_table_order
 from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, FLIGHT_COLUMNS, SEGMENT_COLUMNS, TRANSACTION_COLUMNS
 
-_SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "tls_keys", "series_connections_left_out")
+_SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "series_connections_left_out")
 _COUNTERS = ("packets_skipped", "reader_skipped")
 
 
@@ -82,6 +82,7 @@ def combine(parts: Sequence[Analysis]) -> Analysis:
         for s in sums:
             total.update(s.get(key) or {})
         summary[key] = dict(sorted(total.items()))
+    summary["tls_keys"] = max(int(s.get("tls_keys") or 0) for s in sums)  # one key log, given to every part
     drops = [s["kernel_drops"] for s in sums if s.get("kernel_drops") is not None]
     summary["kernel_drops"] = sum(drops) if drops else None
     firsts = [s["ts_first"] for s in sums if s.get("ts_first") is not None]

@@ -194,3 +194,13 @@ def test_cli_directory_jobs_and_partitioned_parquet(tmp_path: Path) -> None:
                          check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"analyzer: error: {tmp_path / 'nothing-*.pcap'}: no file matches this pattern"
+
+
+def test_one_key_log_for_several_captures_counts_its_keys_once() -> None:
+    keylog = str(CAPTURES / "tls.keylog")
+    alone = analyzer.analyze(str(CAPTURES / "tls.pcap"), keylog=keylog)
+    both = analyzer.analyze(str(CAPTURES / "tls.pcap"), str(CAPTURES / "h2c.pcap"), keylog=keylog)
+    assert both.summary["tls_keys"] == alone.summary["tls_keys"] > 0
+    mine = both.connections[both.connections["capture"] == "tls.pcap"].reset_index(drop=True)
+    assert mine["tls_decrypted"].tolist() == alone.connections["tls_decrypted"].tolist()
+    assert alone.connections["tls_decrypted"].fillna(False).all()
