@@ -48,7 +48,7 @@ BIF_TITLE = "Bytes in flight (server → client)"
 ROUNDS_TITLE = "Flight bytes per round: cold, warm and cooled responses"
 WHATIF_TITLE = "Keep-alive what-if: other server idle timeouts and request limits"
 CHART_TITLES = ("Requests per connection", "Connection timeline", "Idle gaps", "Handshake overhead per host",
-                WHATIF_TITLE, "Protocol mix", BIF_TITLE, ROUNDS_TITLE)
+                WHATIF_TITLE, "Parallel connections per client and host", "Protocol mix", BIF_TITLE, ROUNDS_TITLE)
 
 
 class _Page(HTMLParser):

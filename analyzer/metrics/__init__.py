@@ -8,6 +8,7 @@ knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are
 
 Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``idle`` (idle gaps,
 server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table),
+``pools`` (connections open at once per client and host),
 ``warmth`` (cold, warm and cooled responses: flights per round, transfer times, the bytes-in-flight
 series), ``tcphealth`` (retransmissions by kind, window signals, RTTs per host), ``protocols`` (protocol
 mix, TLS resumption, HTTP/2 streams per connection), ``whatif`` (the keep-alive what-if: the requests
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.metrics import closerace, handshake, hosts, idle, protocols, reuse, tcphealth, warmth, whatif
+from analyzer.metrics import closerace, handshake, hosts, idle, pools, protocols, reuse, tcphealth, warmth, whatif
 from analyzer.metrics.closerace import close_race_stats, close_races
 from analyzer.metrics.frames import equals
 from analyzer.metrics.handshake import (
@@ -38,6 +39,7 @@ from analyzer.metrics.idle import (
     infer_idle_timeouts,
     timeouts_for_summary,
 )
+from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_timeline
 from analyzer.metrics.protocols import protocol_mix, protocol_stats, tls_by_host
 from analyzer.metrics.reuse import (
     avoidable_connections,
@@ -60,12 +62,14 @@ if TYPE_CHECKING:
     from analyzer.analysis import Analysis
 
 __all__ = [
+    "BROWSER_PER_HOST_LIMIT",
     "MetricTables",
     "avoidable_connections",
     "close_race_stats",
     "close_races",
     "compute_all",
     "connection_hosts",
+    "connection_pools",
     "connection_requests",
     "flight_rounds",
     "glossary",
@@ -78,6 +82,7 @@ __all__ = [
     "idle_before_stats",
     "infer_idle_timeouts",
     "keepalive_whatif",
+    "pool_timeline",
     "protocol_mix",
     "protocol_stats",
     "requests_per_connection_histogram",
@@ -97,7 +102,7 @@ __all__ = [
     "whatif_totals",
 ]
 
-_MODULES = (reuse, idle, handshake, hosts, warmth, tcphealth, protocols, whatif, closerace)
+_MODULES = (reuse, idle, handshake, hosts, pools, warmth, tcphealth, protocols, whatif, closerace)
 
 
 def glossary() -> dict[str, str]:
@@ -151,6 +156,8 @@ class MetricTables:
     whatif: pd.DataFrame  # keepalive_whatif, per (client, server) pair and policy
     whatif_totals: pd.DataFrame  # whatif_totals
     races: pd.DataFrame  # close_races
+    pools: pd.DataFrame  # connection_pools
+    pool_steps: pd.DataFrame  # pool_timeline
 
 
 def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables:
@@ -179,6 +186,10 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
     summary["hosts"] = len(hosts)
     races = close_races(connections, transactions)
     summary.update(close_race_stats(races))
+    pool_rows = connection_pools(connections, conn_hosts["host"])
+    summary["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
+    summary["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
+        if len(pool_rows) else 0
     per_pair = keepalive_whatif(connections, transactions, costs=costs) if with_whatif \
         else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
     summary.update(warmth_stats(transactions))
@@ -193,7 +204,8 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         health_totals=tcp_health_totals(connections),
                         protocols=protocol_mix(connections, transactions),
                         tls_hosts=tls_by_host(connections, conn_hosts),
-                        whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races)
+                        whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races, pools=pool_rows,
+                        pool_steps=pool_timeline(connections, conn_hosts["host"]))
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -217,6 +229,7 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         min_s, max_s, spread_s, advertised_timeout_s} for servers with at least one sample, most samples
         first;
       hosts (number of rows of ``host_table``);
+      max_parallel_connections, pools_over_browser_limit (from ``connection_pools``);
       from ``close_race_stats``: close_races, close_races_retried, close_race_retry_ms_median;
       from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
         ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled;

@@ -336,6 +336,42 @@ def protocol_figure(mix: pd.DataFrame) -> go.Figure:
     return _layout(fig, title, height=360)
 
 
+# --- connection pools ------------------------------------------------------------------------------------
+
+POOLS_SHOWN = 8  # pools drawn in the parallel-connections chart (largest peak first)
+POOL_COLORS: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                                "#17becf")
+POOL_MAX_STEPS = 4_000  # steps drawn per pool; a longer history is thinned (its peak kept)
+
+
+def pool_figure(pools: pd.DataFrame, steps: pd.DataFrame, limit: int, ts_origin: float | None,
+                shown: int = POOLS_SHOWN) -> go.Figure:
+    """Connections open at once per (client, host) over time (``metrics.pool_timeline``), for the pools of
+    largest peak (``metrics.connection_pools`` order), with a browser's per-host ``limit`` marked."""
+    title = "Parallel connections per client and host"
+    if pools.empty or steps.empty:
+        return empty_figure(title, "No connection.")
+    origin = ts_origin if ts_origin is not None else float(np.nanmin(floats(steps["ts"])))
+    fig = go.Figure()
+    colors = itertools.cycle(POOL_COLORS)
+    for row in pools.head(shown).to_dict("records"):
+        mine = steps[(steps["client_ip"] == row["client_ip"]) & (steps["host"] == row["host"])]
+        if len(mine) > POOL_MAX_STEPS:
+            keep = np.unique(np.concatenate([np.linspace(0, len(mine) - 1, POOL_MAX_STEPS).astype(int),
+                                             np.nonzero(mine["open"].to_numpy() == row["max_parallel"])[0][:1]]))
+            mine = mine.iloc[keep]
+        label = f"{safe(row['client_ip'], 40)} → {safe(row['host'], 60)}"
+        fig.add_trace(go.Scatter(x=floats(mine["ts"]) - origin, y=mine["open"].to_numpy(dtype=float),
+                                 mode="lines", line_shape="hv", name=label, line=dict(color=next(colors)),
+                                 hovertemplate=f"{label}<br>%{{x:.3f}} s: %{{y}} open<extra></extra>"))
+    fig.add_hline(y=limit, line_dash="dash", line_color="#888",
+                  annotation_text=f"a browser's limit: {limit} per host", annotation_position="top left")
+    fig.update_xaxes(title_text="seconds since the capture's first packet")
+    fig.update_yaxes(title_text="connections open", rangemode="tozero")
+    legend_rows = (min(len(pools), shown) + 1) // 2
+    return _layout(fig, title, height=420 + 20 * legend_rows).update_layout(margin=dict(t=80 + 22 * legend_rows))
+
+
 # --- TCP: warm vs cold ----------------------------------------------------------------------------------
 
 WARMTH_COLORS: dict[str, str] = {"cold": "#1f77b4", "warm": "#d62728", "cooled": "#9467bd"}

@@ -37,7 +37,7 @@ import plotly.offline
 
 import analyzer
 from analyzer.analysis import Analysis
-from analyzer.metrics import MetricTables, compute_all, glossary, series_connections
+from analyzer.metrics import BROWSER_PER_HOST_LIMIT, MetricTables, compute_all, glossary, series_connections
 from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
 from analyzer.report import figures
 from analyzer.report.redact import printable, redact_analysis
@@ -483,6 +483,33 @@ def _whatif_section(m: MetricTables, chart: _Charts) -> str:
     return "".join(parts)
 
 
+def _pools_section(analysis: Analysis, m: MetricTables, chart: _Charts) -> str:
+    pools, key = m.pools, m.summary
+    parts = ['<section id="pools"><h2>Connection pools</h2>',
+             chart(figures.pool_figure(pools, m.pool_steps, BROWSER_PER_HOST_LIMIT,
+                                       (analysis.summary or {}).get("ts_first")),
+                   "Connections each client had open to each host at once, over time, for the pools of largest "
+                   f"peak (at most {figures.POOLS_SHOWN}); the dashed line is a browser's limit of "
+                   f"{BROWSER_PER_HOST_LIMIT} per host.")]
+    if pools.empty:
+        return "".join(parts) + '<p class="note">No connection.</p></section>'
+    over = key.get("pools_over_browser_limit") or 0
+    parts.append(f'<p class="note">At most {fmt_int(key.get("max_parallel_connections"))} connections open at '
+                 f"once from one client to one host; {fmt_int(over)} of {fmt_int(len(pools))} pools went above a "
+                 f"browser's {BROWSER_PER_HOST_LIMIT} "
+                 '(<a href="#def-parallel_connections">definition</a>).</p>')
+    shown = pools.head(HOSTS_MAX_ROWS)
+    parts.append(table(
+        [("client", ""), ("host", ""), ("connections", "num"), ("peak open", "num"), ("mean open", "num"),
+         (f"time above {BROWSER_PER_HOST_LIMIT}", "num")],
+        [[txt(r["client_ip"]), txt(r["host"]), num(fmt_int(r["connections"])), num(fmt_int(r["max_parallel"])),
+          num(fmt_num(r["mean_parallel"])), num(fmt_s(r["seconds_over_limit"]))] for r in shown.to_dict("records")],
+        caption="Pools per client and host" + (f" (the {HOSTS_MAX_ROWS} of largest peak of {len(pools)})"
+                                               if len(pools) > HOSTS_MAX_ROWS else "")))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _protocols_section(key: dict[str, Any], m: MetricTables, chart: _Charts) -> str:
     mix, tls_hosts = m.protocols, m.tls_hosts
     parts = ['<section id="protocols"><h2>Protocols and TLS</h2>', chart(figures.protocol_figure(mix), "Protocol mix")]
@@ -740,7 +767,8 @@ def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
 
 _NAV = (("headline", "Headline"), ("reuse", "Requests per connection"), ("timeline", "Timeline"),
         ("idle", "Idle gaps"), ("races", "Close races"), ("handshake", "Handshakes"),
-        ("whatif", "Keep-alive what-if"), ("hosts", "Hosts"), ("protocols", "Protocols and TLS"),
+        ("whatif", "Keep-alive what-if"), ("hosts", "Hosts"), ("pools", "Connection pools"),
+        ("protocols", "Protocols and TLS"),
         ("tcp", "TCP warm vs cold"), ("tcp-health", "TCP health"), ("anomalies", "Anomalies"),
         ("quality", "Capture quality"), ("glossary", "Glossary"))
 
@@ -791,6 +819,7 @@ def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
         _handshake_section(key, hosts, chart),
         _whatif_section(m, chart),
         _hosts_section(hosts),
+        _pools_section(analysis, m, chart),
         _protocols_section(key, m, chart),
         _tcp_section(analysis, m, chart),
         _tcp_health_section(m),

@@ -1,0 +1,103 @@
+"""Connection pools: how many connections each client kept open to each host at once, over time.
+
+This module owns the reconstruction of client connection pools from the connections table (one pool per
+client IP and host label of ``analyzer.metrics.hosts``) and its comparison with a browser's limit of
+``BROWSER_PER_HOST_LIMIT`` connections per host. Pure, vectorized functions over ``connections`` (and the
+host labels); no I/O, no clock. It knows nothing of packets or HTTP parsing, nor how results are drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analyzer.metrics.frames import floats, texts
+
+#: Chrome, Firefox and Safari open at most 6 HTTP/1.x connections per host (per browser profile).
+BROWSER_PER_HOST_LIMIT = 6
+
+DEFINITIONS: dict[str, str] = {
+    "parallel_connections": (
+        "Connections one client IP had open to one host (the host label of `host`) at the same instant, "
+        "counted over time from each connection's first to last packet (`ts_start` → `ts_end`; a "
+        "connection ending at the instant another starts is not counted twice; a connection of a single instant "
+        "counts at that instant). The pool is that set of "
+        "connections. `max_parallel` is its peak, `mean_parallel` the time-weighted mean while at least one "
+        "was open, `seconds_over_limit` the time spent above a browser's 6 connections per host (Chrome, "
+        "Firefox and Safari's HTTP/1.x limit). A pool above 6 is a client that does not pool like a "
+        "browser (a load generator, a service client with a large pool, several users behind one IP); a "
+        "peak of 1 with many connections is a client that opens connections one after the other and does "
+        "not reuse them."
+    ),
+}
+
+POOL_COLUMNS = ("client_ip", "host", "connections", "max_parallel", "mean_parallel", "seconds_over_limit",
+                "ts_peak")
+
+
+def _events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
+    """+1/-1 events per pool, sorted by pool and time (see ``_phase``), with the running ``open`` count."""
+    start = floats(connections["ts_start"])
+    end = floats(connections["ts_end"])
+    end = np.where(np.isnan(end) | (end < start), start, end)
+    client = np.array([c or "" for c in texts(connections["client_ip"])], dtype=object)
+    host = np.array([h or "" for h in texts(hosts)], dtype=object)
+    ok = ~np.isnan(start)
+    n = int(np.count_nonzero(ok))
+    instant = end[ok] == start[ok]
+    events = pd.DataFrame({
+        "client_ip": np.concatenate([client[ok], client[ok]]),
+        "host": np.concatenate([host[ok], host[ok]]),
+        "ts": np.concatenate([start[ok], end[ok]]),
+        "delta": np.concatenate([np.ones(n, dtype=np.int64), -np.ones(n, dtype=np.int64)]),
+        # at one instant: closes first (a handover is not two open), then opens, then the closes of
+        # single-instant connections (open at that instant)
+        "_phase": np.concatenate([np.ones(n, dtype=np.int8), np.where(instant, 2, 0).astype(np.int8)]),
+    })
+    events = events.sort_values(["client_ip", "host", "ts", "_phase"], kind="stable").reset_index(drop=True)
+    events["open"] = events.groupby(["client_ip", "host"], sort=False)["delta"].cumsum()
+    return events
+
+
+def pool_timeline(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
+    """Per pool, the open-connection count after each change: columns ``client_ip``, ``host``, ``ts`` and
+    ``open`` (a step function; the last row of a pool is 0)."""
+    if not len(connections):
+        return pd.DataFrame({"client_ip": [], "host": [], "ts": [], "open": []})
+    events = _events(connections, hosts)
+    last_at_ts = ~events.duplicated(["client_ip", "host", "ts"], keep="last")  # one step per instant
+    return events.loc[last_at_ts, ["client_ip", "host", "ts", "open"]].reset_index(drop=True)
+
+
+def connection_pools(connections: pd.DataFrame, hosts: pd.Series,
+                     limit: int = BROWSER_PER_HOST_LIMIT) -> pd.DataFrame:
+    """One row per pool (client IP, host): ``connections``, ``max_parallel``, ``mean_parallel``,
+    ``seconds_over_limit`` (time with more than ``limit`` open) and ``ts_peak`` (when the peak was first
+    reached); largest peak first."""
+    if not len(connections):
+        return pd.DataFrame({c: [] for c in POOL_COLUMNS})
+    events = _events(connections, hosts)
+    key = ["client_ip", "host"]
+    nxt = events.groupby(key, sort=False)["ts"].shift(-1)
+    span = (nxt - events["ts"]).fillna(0.0).to_numpy()
+    opened = events["open"].to_numpy()
+    events["_busy"] = np.where(opened > 0, span, 0.0)
+    events["_weighted"] = opened * span
+    events["_over"] = np.where(opened > limit, span, 0.0)
+    events["_opens"] = (events["delta"].to_numpy() > 0).astype(np.int64)
+    grouped = events.groupby(key, sort=False)
+    out = pd.DataFrame({
+        "connections": grouped["_opens"].sum(),
+        "max_parallel": grouped["open"].max(),
+        "busy": grouped["_busy"].sum(),
+        "weighted": grouped["_weighted"].sum(),
+        "seconds_over_limit": grouped["_over"].sum(),
+    })
+    peak_rows = events.loc[events["open"] == events.groupby(key, sort=False)["open"].transform("max")]
+    out["ts_peak"] = peak_rows.groupby(key, sort=False)["ts"].min()
+    out["mean_parallel"] = np.where(out["busy"] > 0, out["weighted"] / out["busy"].where(out["busy"] > 0, 1.0),
+                                    out["max_parallel"].astype(float))
+    out = out.reset_index()
+    out = out.sort_values(["max_parallel", "connections", "client_ip", "host"],
+                          ascending=[False, False, True, True], kind="stable")
+    return out[list(POOL_COLUMNS)].reset_index(drop=True)
