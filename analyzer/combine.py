@@ -39,13 +39,13 @@ def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
     seen: set[str] = set()
     out = []
     for number, part in enumerate(parts, start=1):
-        uids = part.connections["uid"].astype(str)
-        clash = uids.isin(seen)
-        seen.update(uids.tolist())
-        if not clash.any():
+        uids = part.connections["uid"].astype(str).tolist()
+        clashes = [u for u in uids if u in seen]  # set lookups: linear in the total number of connections
+        seen.update(uids)
+        if not clashes:
             out.append(part)
             continue
-        rename = {u: f"{u}-{number}" for u in uids[clash].tolist()}
+        rename = {u: f"{u}-{number}" for u in clashes}
         tables = {}
         for name in ("connections", "transactions", "anomalies", "flights", "segments"):
             frame = getattr(part, name)

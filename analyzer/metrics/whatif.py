@@ -165,6 +165,9 @@ def _replay(prepared: pd.DataFrame, n_connections: int, pair_codes: np.ndarray, 
         pair = int(pair_codes[pos])
         tails = open_tails.setdefault(pair, [])
         start = ts_start[pos]
+        if tails:  # candidates come in start order and a first request never precedes its connection's start:
+            # a tail that expired before this start can never be continued again (keeps the loop linear)
+            tails[:] = [t for t in tails if t[0] + timeout_s >= start]
         chosen = -1
         best_end = -math.inf
         for k, (last_end, count, real_end) in enumerate(tails):
