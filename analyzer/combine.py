@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -56,12 +57,14 @@ def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
     return out
 
 
-def combine(parts: Sequence[Analysis]) -> Analysis:
-    """One ``Analysis`` of several captures' analyses (in the order given)."""
+def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
+    """One ``Analysis`` of several captures' analyses (in the order given). The metric keys of the summary
+    are computed here, over the combined tables (``with_metrics``), so the parts need not carry them
+    (``Session.result(with_metrics=False)``: each metric is then computed once)."""
     if not parts:
         raise ValueError("combine() needs at least one analysis")
     if len(parts) == 1:
-        return parts[0]
+        return _with_metrics(replace(parts[0], summary=dict(parts[0].summary))) if with_metrics else parts[0]
     parts = _unique_uids(parts)
     connections, transactions, flights, segments = in_table_order(
         _concat([p.connections for p in parts], CONNECTION_COLUMNS),
@@ -104,6 +107,11 @@ def combine(parts: Sequence[Analysis]) -> Analysis:
              "series_connections_left_out"]
     summary = {k: summary[k] for k in order}
     analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
+    return _with_metrics(analysis) if with_metrics else analysis
+
+
+def _with_metrics(analysis: Analysis) -> Analysis:
+    """``analysis`` with the metric keys added to its summary (keys already there are kept)."""
     for key, value in summary_metrics(analysis).items():
-        summary.setdefault(key, value)
+        analysis.summary.setdefault(key, value)
     return analysis

@@ -64,8 +64,8 @@ def _is_capture_name(name: str) -> bool:
 
 def _analyze_one(path: str, keylog: str | None, series_rows: int, shard: tuple[int, int] = (0, 1)) -> Analysis:
     """The unit of work: one capture file, or one shard of its flows (module level, so process pools and
-    dask can pickle it)."""
-    return analyze(path, keylog=keylog, series_rows=series_rows, shard=shard)
+    dask can pickle it); without metrics: ``combine`` computes them once, over all parts."""
+    return analyze(path, keylog=keylog, series_rows=series_rows, shard=shard, with_metrics=False)
 
 
 def _tasks(paths: list[str], workers: int) -> list[tuple[str, tuple[int, int]]]:

@@ -58,6 +58,7 @@ def analyze(
     keylog: str | os.PathLike[str] | KeyLog | None = None,
     stitch: bool = False,
     shard: tuple[int, int] = (0, 1),
+    with_metrics: bool = True,
 ) -> Analysis:
     """Analyze capture files into one ``Analysis`` (its ``capture`` column names each row's file).
 
@@ -67,7 +68,8 @@ def analyze(
     connection that spans two files is one connection; frame numbers continue from file to file.
 
     ``shard`` = (k, n): only the flows of shard k of n (see ``Session``; ``analyzer.parallel`` splits one
-    capture this way). ``series_rows`` bounds the per-packet series (``Analysis.segments``) per stream:
+    capture this way; it combines the parts with ``with_metrics=False`` and computes the metric keys of the
+    summary once, over the whole). ``series_rows`` bounds the per-packet series (``Analysis.segments``) per stream:
     connections are kept whole, in the order they finish, until the budget is spent; the summary counts the
     connections left out. ``keylog``: a TLS key log (a file in the NSS SSLKEYLOGFILE format, or a
     ``KeyLog``) to decrypt TLS with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read."""
@@ -98,11 +100,11 @@ def analyze(
             session.next_file(Path(captures[i + 1]).name, reader.stats)
             continue
         session.end_capture(reader.stats)
-        parts.append(session.result())
+        parts.append(session.result(with_metrics=False))
         session = None
     from analyzer.combine import combine  # combine imports this module
 
-    return combine(parts)
+    return combine(parts, with_metrics=with_metrics)  # the metrics once, over all files
 
 
 def flow_shard(packets: DecodedPackets, n: int) -> np.ndarray:
@@ -311,8 +313,9 @@ class Session:
         """The file of the current stream that holds this frame."""
         return self._file_names[max(bisect_right(self._file_frames, first_frame) - 1, 0)]
 
-    def result(self) -> Analysis:
-        """The tables and summary of everything fed so far (finished connections only)."""
+    def result(self, with_metrics: bool = True) -> Analysis:
+        """The tables and summary of everything fed so far (finished connections only); the summary's metric
+        keys (``analyzer.metrics.summary_metrics``) only ``with_metrics``."""
         connections = connections_in_order(frame_from_rows(self.conn_rows, CONNECTION_COLUMNS))
         places = pd.Index(connections["uid"].to_numpy())
         transactions = frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)
@@ -353,8 +356,9 @@ class Session:
             summary["connections_forgotten"] = self.forgotten_connections
             summary["transactions_forgotten"] = self.forgotten_transactions
         analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
-        for key, value in summary_metrics(analysis).items():
-            summary.setdefault(key, value)
+        if with_metrics:
+            for key, value in summary_metrics(analysis).items():
+                summary.setdefault(key, value)
         return analysis
 
 

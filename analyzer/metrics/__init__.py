@@ -39,7 +39,7 @@ from analyzer.metrics.idle import (
     infer_idle_timeouts,
     timeouts_for_summary,
 )
-from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_timeline
+from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_events, pool_timeline
 from analyzer.metrics.protocols import protocol_mix, protocol_stats, tls_by_host
 from analyzer.metrics.reuse import (
     avoidable_connections,
@@ -186,7 +186,8 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
     summary["hosts"] = len(hosts)
     races = close_races(connections, transactions)
     summary.update(close_race_stats(races))
-    pool_rows = connection_pools(connections, conn_hosts["host"])
+    events = pool_events(connections, conn_hosts["host"]) if len(connections) else None
+    pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
     summary["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
     summary["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
         if len(pool_rows) else 0
@@ -205,7 +206,7 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         protocols=protocol_mix(connections, transactions),
                         tls_hosts=tls_by_host(connections, conn_hosts),
                         whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races, pools=pool_rows,
-                        pool_steps=pool_timeline(connections, conn_hosts["host"]))
+                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events))
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:

@@ -35,8 +35,9 @@ POOL_COLUMNS = ("client_ip", "host", "connections", "max_parallel", "mean_parall
                 "ts_peak")
 
 
-def _events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
-    """+1/-1 events per pool, sorted by pool and time (see ``_phase``), with the running ``open`` count."""
+def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
+    """+1/-1 events per pool, sorted by pool and time (see ``_phase``), with the running ``open`` count:
+    the input of ``pool_timeline`` and ``connection_pools`` (compute it once for both)."""
     start = floats(connections["ts_start"])
     end = floats(connections["ts_end"])
     end = np.where(np.isnan(end) | (end < start), start, end)
@@ -59,24 +60,25 @@ def _events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     return events
 
 
-def pool_timeline(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
+def pool_timeline(connections: pd.DataFrame, hosts: pd.Series, events: pd.DataFrame | None = None
+                  ) -> pd.DataFrame:
     """Per pool, the open-connection count after each change: columns ``client_ip``, ``host``, ``ts`` and
-    ``open`` (a step function; the last row of a pool is 0)."""
+    ``open`` (a step function; the last row of a pool is 0). ``events``: ``pool_events`` if already made."""
     if not len(connections):
         return pd.DataFrame({"client_ip": [], "host": [], "ts": [], "open": []})
-    events = _events(connections, hosts)
+    events = pool_events(connections, hosts) if events is None else events
     last_at_ts = ~events.duplicated(["client_ip", "host", "ts"], keep="last")  # one step per instant
     return events.loc[last_at_ts, ["client_ip", "host", "ts", "open"]].reset_index(drop=True)
 
 
-def connection_pools(connections: pd.DataFrame, hosts: pd.Series,
-                     limit: int = BROWSER_PER_HOST_LIMIT) -> pd.DataFrame:
+def connection_pools(connections: pd.DataFrame, hosts: pd.Series, limit: int = BROWSER_PER_HOST_LIMIT,
+                     events: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per pool (client IP, host): ``connections``, ``max_parallel``, ``mean_parallel``,
     ``seconds_over_limit`` (time with more than ``limit`` open) and ``ts_peak`` (when the peak was first
-    reached); largest peak first."""
+    reached); largest peak first. ``events``: ``pool_events`` if already made (it is not changed)."""
     if not len(connections):
         return pd.DataFrame({c: [] for c in POOL_COLUMNS})
-    events = _events(connections, hosts)
+    events = (pool_events(connections, hosts) if events is None else events).copy()
     key = ["client_ip", "host"]
     nxt = events.groupby(key, sort=False)["ts"].shift(-1)
     span = (nxt - events["ts"]).fillna(0.0).to_numpy()
