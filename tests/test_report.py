@@ -47,7 +47,8 @@ EVIL_IMG = '<img src=x onerror="document.title=\'pwned\'">'
 BIF_TITLE = "Bytes in flight (server → client)"
 ROUNDS_TITLE = "Flight bytes per round: cold, warm and cooled responses"
 WHATIF_TITLE = "Keep-alive what-if: other server idle timeouts and request limits"
-CHART_TITLES = ("Requests per connection", "Connection timeline", "Idle gaps", "Handshake overhead per host",
+CHART_TITLES = ("Requests per connection", "Why new connections were opened", "Connection timeline", "Idle gaps",
+                "Handshake overhead per host",
                 WHATIF_TITLE, "Parallel connections per client and host", "Protocol mix", BIF_TITLE, ROUNDS_TITLE)
 
 
@@ -208,14 +209,14 @@ def test_glossary_in_report(document: str) -> None:
 
 
 def test_timeline_hover_has_method_target_status(document: str) -> None:
-    timeline = chart_figures(document)[1]
+    timeline = _chart(document, "Connection timeline")
     marks = next(trace for trace in timeline["data"] if trace.get("name") == "request start")
     assert any("GET /three" in text and "status 200" in text for text in marks["hovertext"])
     assert len(marks["hovertext"]) == 11
 
 
 def test_idle_chart_draws_the_inferred_timeout(document: str) -> None:
-    idle = chart_figures(document)[2]
+    idle = _chart(document, "Idle gaps")
     line = next(trace for trace in idle["data"] if trace["name"].startswith("inferred idle timeout"))
     assert line["x"] == [pytest.approx(2002.0), pytest.approx(2002.0)]
 
@@ -319,7 +320,7 @@ def _many_connections(n: int) -> Analysis:
 def test_timeline_is_sampled_and_says_so() -> None:
     document = render_report(_many_connections(350), "Many")
     assert "Showing 300 of 350 connections, sampled evenly by start time." in document
-    timeline = chart_figures(document)[1]
+    timeline = _chart(document, "Connection timeline")
     assert len(timeline["layout"]["yaxis"]["categoryarray"]) == 300
     assert timeline["layout"]["yaxis"]["categoryarray"][0] == ":20000 → 192.0.2.1:80"
     assert timeline["layout"]["yaxis"]["categoryarray"][-1] == ":20349 → 192.0.2.1:80"

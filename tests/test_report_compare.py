@@ -27,6 +27,10 @@ def test_compare_cli_writes_deltas(tmp_path: Path) -> None:
     # connections 4 → 11 (+7, worse), close races 0 → 5 (worse).
     assert '<span class="bad">+7 (+175 %)</span>' in document
     assert '<span class="bad">+5</span>' in document
+    # the biggest reason for new connections: idle_connection_unused (tied with the other two, listed
+    # first) → close_race_retry
+    assert ('biggest reason for new connections</td><td class="text">idle_connection_unused</td>'
+            '<td class="text">close_race_retry</td><td class="text">changed</td>') in document
 
 
 def test_compare_same_capture_has_no_change() -> None:

@@ -6,7 +6,8 @@ and the metric keys of ``Analysis.summary`` (``summary_metrics``). It reads Data
 ``analyzer.tables`` and returns DataFrames or JSON-safe dicts. It performs no I/O and reads no clock; it
 knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are presented.
 
-Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``idle`` (idle gaps,
+Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``reasons`` (why each new
+connection was opened, and the biggest reason), ``idle`` (idle gaps,
 server idle-timeout inference), ``handshake`` (handshake overhead), ``hosts`` (the per-host table),
 ``pools`` (connections open at once per client and host),
 ``warmth`` (cold, warm and cooled responses: flights per round, transfer times, the bytes-in-flight
@@ -23,7 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.metrics import closerace, handshake, hosts, idle, pools, protocols, reuse, tcphealth, warmth, whatif
+from analyzer.metrics import (
+    closerace,
+    handshake,
+    hosts,
+    idle,
+    pools,
+    protocols,
+    reasons,
+    reuse,
+    tcphealth,
+    warmth,
+    whatif,
+)
 from analyzer.metrics.closerace import close_race_stats, close_races
 from analyzer.metrics.frames import equals
 from analyzer.metrics.handshake import (
@@ -41,6 +54,7 @@ from analyzer.metrics.idle import (
 )
 from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_events, pool_timeline
 from analyzer.metrics.protocols import protocol_mix, protocol_stats, tls_by_host
+from analyzer.metrics.reasons import new_connection_reasons, reason_stats, reason_table
 from analyzer.metrics.reuse import (
     avoidable_connections,
     connection_requests,
@@ -82,9 +96,12 @@ __all__ = [
     "idle_before_stats",
     "infer_idle_timeouts",
     "keepalive_whatif",
+    "new_connection_reasons",
     "pool_timeline",
     "protocol_mix",
     "protocol_stats",
+    "reason_stats",
+    "reason_table",
     "requests_per_connection_histogram",
     "reuse_stats",
     "series_connections",
@@ -102,7 +119,7 @@ __all__ = [
     "whatif_totals",
 ]
 
-_MODULES = (reuse, idle, handshake, hosts, pools, warmth, tcphealth, protocols, whatif, closerace)
+_MODULES = (reuse, reasons, idle, handshake, hosts, pools, warmth, tcphealth, protocols, whatif, closerace)
 
 
 def glossary() -> dict[str, str]:
@@ -158,6 +175,8 @@ class MetricTables:
     races: pd.DataFrame  # close_races
     pools: pd.DataFrame  # connection_pools
     pool_steps: pd.DataFrame  # pool_timeline
+    reasons: pd.DataFrame  # new_connection_reasons, per connection
+    reason_table: pd.DataFrame  # reason_table: the reasons counted, with evidence
 
 
 def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables:
@@ -186,6 +205,9 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
     summary["hosts"] = len(hosts)
     races = close_races(connections, transactions)
     summary.update(close_race_stats(races))
+    per_connection = new_connection_reasons(connections, transactions, avoidable=avoidable, races=races)
+    reasons_counted = reason_table(per_connection, timeouts)
+    summary.update(reason_stats(reasons_counted))
     events = pool_events(connections, conn_hosts["host"]) if len(connections) else None
     pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
     summary["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
@@ -206,7 +228,8 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         protocols=protocol_mix(connections, transactions),
                         tls_hosts=tls_by_host(connections, conn_hosts),
                         whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races, pools=pool_rows,
-                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events))
+                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events),
+                        reasons=per_connection, reason_table=reasons_counted)
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -218,6 +241,8 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         connections_single_request, connections_reused, transactions, transactions_reused, reuse_ratio,
         requests_per_connection_mean, requests_per_connection_median, requests_per_connection_max;
       new_connections_avoidable (count of ``avoidable_connections``);
+      from ``reason_stats``: new_connections, new_connection_reasons, top_reuse_blocker,
+        top_reuse_blocker_connections, top_reuse_blocker_share, top_reuse_blocker_evidence;
       from ``idle_before_stats``: idle_gaps, idle_gaps_pipelined, idle_before_ms_median,
         idle_before_ms_p90, idle_before_ms_max;
       closes_by_server, closes_by_client, closes_unknown, connections_open_at_end (by ``close_by``);

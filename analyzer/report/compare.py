@@ -46,6 +46,7 @@ KEY_FIGURES: tuple[tuple[str, str, str, bool], ...] = (
     ("reuse_ratio", "reuse ratio", "ratio", False),
     ("requests_per_connection_mean", "requests per connection (mean)", "num", False),
     ("connections_reused", "connections reused (> 1 request)", "int", False),
+    ("new_connections", "new connections to a server already used", "int", True),
     ("new_connections_avoidable", "new connections avoidable", "int", True),
     ("handshake_time_ms_total", "time spent in handshakes", "ms", True),
     ("handshake_round_trips_paid", "handshake round trips paid", "num", True),
@@ -98,6 +99,9 @@ def _key_table(before: dict[str, Any], after: dict[str, Any]) -> str:
         text, cls = _delta(before.get(key), after.get(key), kind, lower)
         rows.append([txt(label), (esc(_fmt(before.get(key), kind)), "num"), (esc(_fmt(after.get(key), kind)), "num"),
                      (f'<span class="{cls}">{text}</span>' if cls else text, "num")])
+    blockers = [str(side.get("top_reuse_blocker") or "none") for side in (before, after)]
+    rows.append([txt("biggest reason for new connections"), txt(blockers[0]), txt(blockers[1]),
+                 txt("same" if blockers[0] == blockers[1] else "changed")])
     return table([("", ""), ("before", "num"), ("after", "num"), ("change", "num")], rows)
 
 

@@ -97,6 +97,27 @@ def requests_histogram_figure(histogram: pd.DataFrame) -> go.Figure:
     return _layout(fig, title, height=380)
 
 
+def reasons_figure(reasons: pd.DataFrame) -> go.Figure:
+    """Horizontal bars: new connections per reason, from ``metrics.reason_table`` (the connections that are
+    not misses — first to their server, opened before the capture — in grey)."""
+    title = "Why new connections were opened"
+    if reasons.empty:
+        return empty_figure(title, "No connection whose opening was captured.")
+    ordered = reasons.iloc[::-1]  # plotly draws the first bar at the bottom
+    names = [str(r) for r in ordered["reason"]]
+    grey = {"first_connection", "opened_before_capture"}
+    fig = go.Figure(go.Bar(
+        y=names, x=ordered["connections"].to_numpy(dtype=int), orientation="h",
+        marker_color=["#bbbbbb" if name in grey else "#d62728" for name in names],
+        customdata=[printable(str(label), TEXT_MAX) for label in ordered["label"]],
+        hovertemplate="%{y}: %{x} connection(s)<br>%{customdata}<extra></extra>"))
+    most = int(ordered["connections"].max())
+    fig.update_xaxes(title_text="connections (red: could have reused an earlier connection)",
+                     rangemode="tozero", tickformat=",d", dtick=1 if most <= 8 else None)
+    fig.update_yaxes(type="category", automargin=True)
+    return _layout(fig, title, height=max(220, 60 + 32 * len(names)))
+
+
 def timeline_sample(connections: pd.DataFrame, max_connections: int = TIMELINE_MAX_CONNECTIONS
                     ) -> pd.DataFrame:
     """The connections the timeline draws: all of them sorted by start, or ``max_connections`` of them

@@ -38,6 +38,7 @@ import plotly.offline
 import analyzer
 from analyzer.analysis import Analysis
 from analyzer.metrics import BROWSER_PER_HOST_LIMIT, MetricTables, compute_all, glossary, series_connections
+from analyzer.metrics.reasons import NOT_A_MISS, REASON_LABELS
 from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
 from analyzer.report import figures
 from analyzer.report.redact import printable, redact_analysis
@@ -204,9 +205,9 @@ def table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[Cell]], ca
             f"<tbody>{''.join(body)}</tbody>{footer}</table></div>")
 
 
-def card(label: str, value: str, detail: str = "", bad: bool = False) -> str:
-    """A headline card; ``value`` and ``detail`` are pre-escaped HTML."""
-    cls = "card bad" if bad else "card"
+def card(label: str, value: str, detail: str = "", bad: bool = False, wide: bool = False) -> str:
+    """A headline card; ``value`` and ``detail`` are pre-escaped HTML. ``wide`` spans the whole row."""
+    cls = "card" + (" bad" if bad else "") + (" wide" if wide else "")
     return (f'<div class="{cls}"><div class="label">{html.escape(label)}</div>'
             f'<div class="value">{value}</div><div class="detail">{detail}</div></div>')
 
@@ -260,7 +261,26 @@ def _int_or_none(value: Any) -> int | None:
 
 # --- sections -------------------------------------------------------------------------------------------
 
-def _headline(key: dict[str, Any], timeouts: pd.DataFrame) -> str:
+def _blocker_card(key: dict[str, Any], reasons: pd.DataFrame) -> str:
+    """The headline's widest card: the reason most new connections were opened, with its evidence."""
+    label = "Biggest reason connections were not reused"
+    top = key.get("top_reuse_blocker")
+    if not top:
+        return card(label, "none", "no connection was opened to a server that an earlier connection from the "
+                    "same client had used", wide=True)
+    new = int(key["new_connections"])
+    count = int(key["top_reuse_blocker_connections"])
+    others = reasons[~reasons["reason"].isin(sorted(NOT_A_MISS)) & (reasons["reason"] != top)].head(3)
+    rest = "".join(f" · then <code>{esc(r['reason'])}</code> ({fmt_int(r['connections'])})"
+                   for r in others.to_dict("records"))
+    value = f"{esc(REASON_LABELS.get(str(top), str(top)))} <code>{esc(top)}</code>"
+    detail = (f"{fmt_int(count)} of {fmt_int(new)} new connections ({esc(fmt_ratio(key['top_reuse_blocker_share']))})"
+              f" · evidence: {esc(key.get('top_reuse_blocker_evidence') or '')}{rest} · "
+              '<a href="#reasons">all reasons</a>')
+    return card(label, value, detail, bad=True, wide=True)
+
+
+def _headline(key: dict[str, Any], timeouts: pd.DataFrame, reasons: pd.DataFrame) -> str:
     inferred = timeouts[timeouts["samples"] > 0] if len(timeouts) else timeouts
     if len(inferred):
         first = inferred.iloc[0]
@@ -275,6 +295,7 @@ def _headline(key: dict[str, Any], timeouts: pd.DataFrame) -> str:
                             "no server closed an idle, still-usable connection")
     avoidable = int(key["new_connections_avoidable"])
     return '<div class="cards">' + "".join([
+        _blocker_card(key, reasons),
         card("Connections", esc(fmt_int(key["connections"])),
              f"{fmt_int(key['connections_reused'])} carried more than one request · "
              f"{fmt_int(key['connections_single_request'])} one · {fmt_int(key['connections_unused'])} none"),
@@ -308,6 +329,7 @@ def _reuse_section(m: MetricTables, chart: _Charts) -> str:
     parts = ['<section id="reuse"><h2>Requests per connection</h2>',
              chart(figures.requests_histogram_figure(histogram), "Requests per connection"),
              f"<details><summary>As a table</summary>{hist_table}</details>",
+             _reasons_part(m, chart),
              "<h3>New connections that were avoidable</h3>"]
     if avoidable.empty:
         parts.append('<p class="note">None: no connection was opened while an idle, reusable connection '
@@ -322,6 +344,25 @@ def _reuse_section(m: MetricTables, chart: _Charts) -> str:
         parts.append(table([("opened", ""), ("connection", ""), ("client", ""), ("server", ""),
                             ("idle connection it could have reused", ""), ("idle for", "num")], rows))
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _reasons_part(m: MetricTables, chart: _Charts) -> str:
+    reasons = m.reason_table
+    parts = ['<h3 id="reasons">Why new connections were opened</h3>',
+             '<p class="note">Each connection whose opening was captured is compared with the earlier '
+             "connections from the same client to the same server: the first reason that applies is its "
+             'reason (definition: <a href="#def-new_connection_reason">new_connection_reason</a>). Red bars '
+             "are connections that reusing an earlier connection could have saved.</p>",
+             chart(figures.reasons_figure(reasons), "Why new connections were opened")]
+    if len(reasons):
+        rows = [[(f"<code>{esc(r['reason'])}</code><br>{esc(r['label'])}", "text"),
+                 num(fmt_int(r["connections"])), num(fmt_ratio(r["share"])), num(fmt_int(r["servers"])),
+                 txt(r["top_server"]), txt(r["evidence"] or "—"), txt(r["example_uid"])]
+                for r in reasons.to_dict("records")]
+        parts.append(table([("reason", ""), ("connections", "num"), ("share of new", "num"),
+                            ("servers", "num"), ("most affected server", ""), ("evidence", ""),
+                            ("example connection", "")], rows))
     return "".join(parts)
 
 
@@ -811,7 +852,7 @@ def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
         f"<nav>{nav}</nav></header>",
         '<noscript><p class="note">JavaScript is off: the charts are not drawn; every figure is also in the '
         "tables.</p></noscript>",
-        '<section id="headline"><h2>Headline</h2>', _headline(key, timeouts), "</section>",
+        '<section id="headline"><h2>Headline</h2>', _headline(key, timeouts, m.reason_table), "</section>",
         _reuse_section(m, chart),
         _timeline_section(analysis, chart),
         _idle_section(analysis, m, chart),

@@ -55,6 +55,10 @@ def headline_table(key: dict[str, Any]) -> Table:
          f"{fmt_int(key['transactions_reused'])} reused requests"),
         ("New connections avoidable", fmt_int(key["new_connections_avoidable"]),
          "opened while an idle reusable connection was open"),
+        ("Biggest reason for new connections", str(key.get("top_reuse_blocker") or "none"),
+         (f"{fmt_int(key['top_reuse_blocker_connections'])} of {fmt_int(key['new_connections'])} new "
+          f"connections: {key.get('top_reuse_blocker_evidence')}") if key.get("top_reuse_blocker") else
+         "no connection reopened to a server already used"),
         ("Handshake time spent", fmt_ms(key["handshake_time_ms_total"]),
          f"{fmt_num(key['handshake_round_trips_paid'])} round trips"),
         ("Handshake time saved by reuse", fmt_ms(key["handshake_time_ms_saved"]),
