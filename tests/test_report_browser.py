@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from hostile_capture import write_hostile_capture
 
 import analyzer
+from analyzer.analysis import Analysis
 from analyzer.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -174,6 +178,59 @@ def test_compare_page_renders(browser: Any, tmp_path: Path) -> None:
         assert loaded.errors == [] and loaded.network == [] and loaded.dialogs == []
         shot = tmp_path / "compare.png"
         loaded.page.screenshot(path=str(shot), full_page=True)
+        _keep(shot)
+    finally:
+        loaded.close()
+
+
+def _replicated(frame: pd.DataFrame, copies: int, spacing_s: float) -> pd.DataFrame:
+    """``copies`` copies of a table, copy k shifted by k × ``spacing_s`` with its own uids, client ports
+    and (every third copy apart) client addresses."""
+    out = pd.concat([frame] * copies, ignore_index=True)
+    copy = np.repeat(np.arange(copies), len(frame))
+    for column in out.columns:
+        if column.startswith("ts"):
+            out[column] = out[column] + copy * spacing_s
+    out["uid"] = out["uid"] + pd.array([f"-{k}" for k in copy], dtype="string")
+    if "client_port" in out:
+        out["client_port"] = pd.array((out["client_port"].to_numpy(dtype="int64") + copy) % 65536, dtype="Int64")
+    if "client_ip" in out:
+        out["client_ip"] = pd.array([f"10.{(k >> 8) & 255}.{k & 255}.1" for k in copy // 3], dtype="string")
+    return out
+
+
+def test_report_of_100k_transactions_loads_and_says_what_it_samples(browser: Any, tmp_path: Path) -> None:
+    """100,008 transactions on 33,336 connections (8,334 time-shifted copies of a recording): the page stays
+    a few MB, every chart draws, tables and the timeline are capped and say so. Times are printed, not
+    asserted (bench material): about 20 s to render and 5 s to load on a 2-core machine."""
+    source = analyzer.analyze(str(CAPTURES / "keepalive-idle-timeout.pcap"))
+    copies = 8334
+    big = Analysis(connections=_replicated(source.connections, copies, 5.0),
+                   transactions=_replicated(source.transactions, copies, 5.0), anomalies=source.anomalies,
+                   summary=dict(source.summary), flights=_replicated(source.flights, copies, 5.0),
+                   segments=_replicated(source.segments, copies, 5.0))
+    assert len(big.transactions) == 100_008
+    out = tmp_path / "big.html"
+    began = time.perf_counter()
+    write_report(big, out)
+    rendered = time.perf_counter() - began
+    size_mb = out.stat().st_size / 1e6
+    assert size_mb < 20, size_mb
+    began = time.perf_counter()
+    loaded = Loaded(browser, out)
+    try:
+        page = loaded.page
+        print(f"100k transactions: render {rendered:.1f} s, {size_mb:.1f} MB, load {time.perf_counter() - began:.1f} s")
+        charts = page.eval_on_selector_all(".chart", "nodes => nodes.map(n => !!n.querySelector('svg.main-svg'))")
+        assert len(charts) >= 8 and all(charts)
+        assert loaded.errors == [] and loaded.network == [] and loaded.dialogs == []
+        assert page.locator("tr").count() < 5_000  # tables are capped, not 100k rows
+        text = page.locator("#timeline").inner_text()
+        assert "of 33,336 connections, sampled evenly by start time" in text
+        headline = page.locator("#headline").inner_text()
+        assert "33,336" in headline and "100,008" in headline
+        shot = tmp_path / "big-top.png"
+        page.screenshot(path=str(shot))
         _keep(shot)
     finally:
         loaded.close()
