@@ -204,19 +204,32 @@ def frame_from_tuples(rows: list[tuple[Any, ...]], columns: Mapping[str, str]) -
 
 
 def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, str],
-                      order: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> pd.DataFrame:
+                      order: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                      consume: bool = False) -> pd.DataFrame:
     """A DataFrame from column arrays (several parts, concatenated), for the large columnar tables. Missing
     values of integer columns come as NaN in float arrays. ``order``: gives the row order from the
-    concatenated arrays (applied column by column, so only one column is ever copied twice)."""
+    concatenated arrays (applied column by column, so only one column is ever copied twice). ``consume``
+    (``parts`` must then be a list): the parts are dropped from it once concatenated, so that they and the
+    table never exist at once."""
+    source = parts
     parts = [p for p in parts if len(p) and len(next(iter(p.values())))]
     if not parts:
         return empty_frame(columns)
     data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
-    if order is not None:
-        rows = order(data)
-        for name in data:
-            data[name] = data[name][rows]
-    return pd.DataFrame(data, columns=list(columns)).astype(dict(columns))
+    if consume:
+        assert isinstance(source, list)
+        source.clear()
+        parts.clear()
+    rows = order(data) if order is not None else None
+    typed: dict[str, Any] = {}
+    for name, dtype in columns.items():  # one column at a time: put in order, typed, the source freed
+        values = data.pop(name)
+        if rows is not None:
+            values = values[rows]
+        typed[name] = (pd.array(values, dtype=dtype) if dtype != "float64"  # type: ignore[call-overload]
+                       else values.astype(np.float64, copy=False))
+        del values
+    return pd.DataFrame(typed, columns=list(columns), copy=False)
 
 
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:

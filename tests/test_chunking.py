@@ -43,3 +43,19 @@ def test_tables_do_not_depend_on_chunk_size(path: str) -> None:
         cut = analyzer.analyze(path, chunk_packets=chunk_packets)
         for name in ("connections", "transactions", "anomalies"):
             pd.testing.assert_frame_equal(getattr(whole, name), getattr(cut, name), obj=f"{name} @ {chunk_packets}")
+
+
+@pytest.mark.parametrize("path", FILES[:12], ids=[Path(f).name for f in FILES[:12]])
+def test_tables_do_not_depend_on_row_compaction(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished rows compacted into DataFrame chunks of 2 rows (``pipeline.ROWS_PER_CHUNK``) give the same
+    tables and summary as rows kept as Python objects to the end."""
+    if not Path(path).exists():
+        pytest.skip(f"{path} not available")
+    from analyzer import pipeline
+
+    whole = analyzer.analyze(path)
+    monkeypatch.setattr(pipeline, "ROWS_PER_CHUNK", 2)
+    compacted = analyzer.analyze(path)
+    for name in ("connections", "transactions", "anomalies", "flights", "segments"):
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(compacted, name), obj=name)
+    assert whole.summary == compacted.summary
