@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_CAPTURE ?= captures/keepalive-idle-timeout.pcap
 DEMO_REPORT := reports/$(basename $(notdir $(DEMO_CAPTURE))).html
 
-.PHONY: demo test venv lint typecheck clean bench
+.PHONY: demo test venv lint typecheck clean bench fuzz
 
 $(BIN)/analyzer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: venv
 	@echo "report written to $(DEMO_REPORT)"
 
 lint: venv
-	$(BIN)/ruff check analyzer tests captures bench
+	$(BIN)/ruff check analyzer tests captures bench fuzz
 	$(BIN)/mypy analyzer
 
 test: venv
@@ -32,6 +32,14 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+
+# Fuzz every parser layer (fuzz/run.py): FUZZ_SECONDS per target; findings land in tests/fuzz_regressions/.
+# make fuzz FUZZ_SECONDS=600 [FUZZ_TARGET=http1,tls] [FUZZ_ENGINE=atheris] [FUZZ_ARGS="--seed 7"]
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET ?= all
+FUZZ_ENGINE ?= builtin
+fuzz: venv
+	$(BIN)/python -m fuzz.run --target $(FUZZ_TARGET) --seconds $(FUZZ_SECONDS) --engine $(FUZZ_ENGINE) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
