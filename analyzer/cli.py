@@ -59,8 +59,31 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _warn_damage(summary: dict[str, Any]) -> None:
+    """One line on stderr when the reader skipped records or stopped early (exit code stays 0: what could
+    be read is analyzed; the summary's reader_skipped says which records, by reason)."""
+    parts = []
+    skipped = summary.get("reader_skipped") or {}
+    if skipped:
+        parts.append("records skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    notes = summary.get("reader_notes") or {}  # records used with a note (timestamps, caplen > snaplen)
+    if notes:
+        parts.append("records kept with a note: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))
+    if summary.get("bytes_unread"):
+        parts.append(f"{summary['bytes_unread']} bytes left unread")
+    if parts:
+        typer.echo(f"analyzer: warning: damaged capture: {'; '.join(parts)} (see the summary)", err=True)
+
+
 def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
              scheduler: str | None = None, stitch: bool = False) -> Analysis:
+    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch)
+    _warn_damage(result.summary)
+    return result
+
+
+def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs: int, scheduler: str | None,
+                   stitch: bool) -> Analysis:
     from analyzer.parallel import analyze_captures, expand_captures
 
     if keylog is not None and not keylog.is_file():
@@ -343,6 +366,7 @@ def live(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     session.end_capture(cap.stats)
+    session.forget_finished(keep_connections)  # the connections closed at the end count against the bound too
     result = session.result()
     result.summary["live_interface"] = interface
     result.summary["live_own_drops"] = cap.own_drops
@@ -355,7 +379,9 @@ def live(
         s = result.summary
         typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, reuse ratio "
                    f"{_fmt(s.get('reuse_ratio'))}; {s['packets_read']} packets, kernel drops "
-                   f"{s['kernel_drops']}, own drops {cap.own_drops}" + (f"; wrote {write}" if write else ""))
+                   f"{s['kernel_drops']}, own drops {cap.own_drops}, unread at stop "
+                   f"{(s.get('reader_skipped') or {}).get('live_unread_at_stop', 0)}"
+                   + (f"; wrote {write}" if write else ""))
 
 
 def _tune_allocator() -> None:

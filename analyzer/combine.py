@@ -23,8 +23,9 @@ from analyzer.metrics import summary_metrics
 from analyzer.pipeline import in_table_order
 from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, FLIGHT_COLUMNS, SEGMENT_COLUMNS, TRANSACTION_COLUMNS
 
-_SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "series_connections_left_out")
-_COUNTERS = ("packets_skipped", "reader_skipped")
+_SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "series_connections_left_out", "bytes_skipped",
+           "bytes_unread")
+_COUNTERS = ("packets_skipped", "reader_skipped", "reader_notes")
 
 
 def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
@@ -102,7 +103,8 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
     summary["anomalies"] = {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()}
     summary["series_rows"] = len(segments)
     order = ["captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
-             "reader_skipped", "kernel_drops", "ts_first", "ts_last", "duration_s", "connections",
+             "reader_skipped", "reader_notes", "bytes_skipped", "bytes_unread", "kernel_drops", "ts_first",
+             "ts_last", "duration_s", "connections",
              "connections_with_syn", "transactions", "anomalies", "series_rows", "tls_keys",
              "series_connections_left_out"]
     summary = {k: summary[k] for k in order}

@@ -163,6 +163,8 @@ class Session:
         self.an_rows: list[dict[str, Any]] = []
         self.skipped: Counter[str] = Counter()
         self.reader_skipped: Counter[str] = Counter()
+        self.reader_notes: Counter[str] = Counter()  # odd records kept (timestamps, caplen), by reason
+        self.bytes_skipped = self.bytes_unread = 0  # bytes of damaged files passed over / left unread
         self.packets_read = self.packets_analyzed = self.truncated = 0
         self.kernel_drops: int | None = None
         self.formats: list[str] = []
@@ -251,6 +253,9 @@ class Session:
             return
         self.packets_read += stats.packets_read
         self.reader_skipped.update(stats.skipped)
+        self.reader_notes.update(stats.notes)
+        self.bytes_skipped += stats.bytes_skipped
+        self.bytes_unread += stats.bytes_unread
         self.formats.append(stats.file_format)
         if stats.kernel_drops is not None:
             self.kernel_drops = (self.kernel_drops or 0) + stats.kernel_drops
@@ -294,16 +299,14 @@ class Session:
         """``result()`` while the current capture still runs (``analyzer live --interval``): the connections
         finished so far, with ``stats`` (the running reader's account so far) counted in and
         ``open_connections`` in the summary. The session itself is left as it was."""
-        saved = (self.packets_read, Counter(self.reader_skipped), list(self.formats), self.kernel_drops)
+        saved = (self.packets_read, Counter(self.reader_skipped), Counter(self.reader_notes), self.bytes_skipped,
+                 self.bytes_unread, list(self.formats), self.kernel_drops)
         try:
-            self.packets_read += stats.packets_read
-            self.reader_skipped.update(stats.skipped)
-            self.formats.append(stats.file_format)
-            if stats.kernel_drops is not None:
-                self.kernel_drops = (self.kernel_drops or 0) + stats.kernel_drops
+            self._account(stats)
             analysis = self.result()
         finally:
-            self.packets_read, self.reader_skipped, self.formats, self.kernel_drops = saved
+            (self.packets_read, self.reader_skipped, self.reader_notes, self.bytes_skipped, self.bytes_unread,
+             self.formats, self.kernel_drops) = saved
         analysis.summary["open_connections"] = len(self.tracker.active) if self.tracker is not None else 0
         return analysis
 
@@ -372,6 +375,9 @@ class Session:
             "packets_skipped": dict(sorted(self.skipped.items())),
             "truncated_packets": self.truncated,
             "reader_skipped": dict(sorted(self.reader_skipped.items())),
+            "reader_notes": dict(sorted(self.reader_notes.items())),
+            "bytes_skipped": self.bytes_skipped,
+            "bytes_unread": self.bytes_unread,
             "kernel_drops": self.kernel_drops,
             "ts_first": ts_first / 1e9 if ts_first is not None else None,
             "ts_last": ts_last / 1e9 if ts_last is not None else None,

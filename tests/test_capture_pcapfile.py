@@ -32,9 +32,10 @@ UNREADABLE = {
 }
 # Where our timestamp legitimately differs from the oracle's text.
 TS_EXCEPTIONS = {
-    # The third record's ts_nsec is 0x80000000 (>= 1e9, invalid). Wireshark stores it in a signed int and
-    # prints "-1418145370.2147483648"; we keep the unsigned field arithmetic, sec * 1e9 + nsec, exactly.
-    "tcpdump/timestamp_invalid_nano.pcap": ("last", 1418145370 * 10**9 + 0x80000000),
+    # The second and third records' ts_nsec are 1e9 and 0x80000000 (>= 1e9, invalid). Wireshark stores the
+    # third in a signed int and prints "-1418145370.2147483648"; we count both as invalid_timestamp and give
+    # them the timestamp of the packet before them (tests/hostile/test_broken_files.py).
+    "tcpdump/timestamp_invalid_nano.pcap": ("last", 1418145369 * 10**9 + 999_999_999),
 }
 FORMAT_OF_ORACLE = {"pcap": "pcap", "nsecpcap": "pcap-ns", "pcapng": "pcapng", "pcap (gzip compressed)": "pcap+gzip"}
 
@@ -286,23 +287,26 @@ def test_truncated_last_record(tmp_path: Path, cut: int) -> None:
     assert reader.stats.skipped == {"truncated_record": 1}
 
 
-def test_corrupt_caplen_beyond_buffer_stops(tmp_path: Path) -> None:
+def test_corrupt_caplen_beyond_buffer_resyncs(tmp_path: Path) -> None:
+    """A corrupt record is skipped: reading goes on at the next run of plausible records (resync)."""
     good = pcap_bytes([(1, i, f) for i, f in enumerate(FRAMES[:3])])
     bad = struct.pack("<IIII", 1, 0, 0x7FFF_0000, 60) + b"\0" * 100
     reader = open_capture(write(tmp_path, "c.pcap", good + bad + good[24:]))
     cols = concat(read_all(reader))
-    assert cols["data"].tolist() == FRAMES[:3]
+    assert cols["data"].tolist() == FRAMES[:3] * 2
     assert reader.stats.skipped == {"corrupt_record": 1}
+    assert reader.stats.bytes_skipped == len(bad) and reader.stats.stop_reason is None
 
 
-def test_corrupt_caplen_inside_buffer_stops(tmp_path: Path) -> None:
+def test_corrupt_caplen_inside_buffer_resyncs(tmp_path: Path) -> None:
     """An absurd caplen (> 256 KiB) that still lands inside the read buffer is caught by the column check."""
     good = pcap_bytes([(1, i, f) for i, f in enumerate(FRAMES[:3])])
     bad = struct.pack("<IIII", 1, 0, MAX_CAPLEN + 4, 60) + b"\0" * (MAX_CAPLEN + 4)
     reader = open_capture(write(tmp_path, "c.pcap", good + bad + good[24:]))
     cols = concat(read_all(reader))
-    assert cols["data"].tolist() == FRAMES[:3]
+    assert cols["data"].tolist() == FRAMES[:3] * 2
     assert reader.stats.skipped == {"corrupt_record": 1}
+    assert reader.stats.bytes_skipped == len(bad)
     assert not reader.stats.truncated_file
 
 

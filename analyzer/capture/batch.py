@@ -60,3 +60,7 @@ class ReaderStats:
     truncated_file: bool = False
     kernel_drops: int | None = None
     linktypes: set[int] = field(default_factory=set)
+    notes: Counter[str] = field(default_factory=Counter)
+    bytes_skipped: int = 0
+    bytes_unread: int = 0
+    stop_reason: str | None = None

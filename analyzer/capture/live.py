@@ -67,6 +67,7 @@ _SOL_PACKET: Final = 263
 _PACKET_AUXDATA: Final = 8
 _PACKET_STATISTICS: Final = 6
 _PACKET_OUTGOING: Final = 4
+_PACKET_IGNORE_OUTGOING: Final = 23  # Linux 4.20+: the kernel does not queue our own outgoing frames
 _SO_TIMESTAMPNS: Final = 35
 _SO_RCVBUFFORCE: Final = 33
 _TP_STATUS_VLAN_VALID: Final = 0x10
@@ -160,7 +161,9 @@ class LiveCapture:
     reader thread fills batches and queues them, and writes each to ``write`` (a pcap) first, so the file
     holds every frame seen even when the analysis falls behind and a batch is dropped (``own_drops``).
     ``max_packets`` ends the capture after that many frames (exactly). ``stats`` is the reader's account
-    (``file_format`` ``"live"``, ``kernel_drops`` from the socket; own drops are in ``skipped``)."""
+    (``file_format`` ``"live"``, ``kernel_drops`` from the socket; own drops are in ``skipped`` as
+    ``live_queue_overflow``, and frames the kernel had queued but the stop left unread as
+    ``live_unread_at_stop``): every frame that reached the socket is read, dropped or left unread, counted."""
 
     def __init__(self, iface: str, bpf_filter: str | None = None, *, snaplen: int = DEFAULT_SNAPLEN,
                  promisc: bool = False, max_packets: int | None = None,
@@ -192,6 +195,8 @@ class LiveCapture:
         self._sock: socket.socket | None = None
         self._skip_outgoing = False
         self._next_frame = 1
+        self._queued_total = 0  # frames the kernel queued on the socket (PACKET_STATISTICS packets - drops)
+        self._received = 0  # frames taken from the socket (outgoing copies skipped here included)
 
     # -------------------------------------------------------------------------------- open and close
     def open(self) -> None:
@@ -211,6 +216,11 @@ class LiveCapture:
         self.linktype = linktype
         self.stats.linktypes.add(linktype)
         self._skip_outgoing = hatype == _ARPHRD_LOOPBACK  # lo shows each frame twice: out and in (libpcap too)
+        if self._skip_outgoing:
+            # keep only the incoming copy in the kernel: half the frames to read under a flood, and the
+            # socket's drop counter then counts frames as packets_read does (not both copies)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         for option in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, RCVBUF_BYTES)
@@ -275,6 +285,11 @@ class LiveCapture:
         finally:
             with contextlib.suppress(OSError):
                 self._kernel_stats()
+            # frames the kernel had queued that were never read: the capture stopped (its bound, Ctrl-C)
+            # while it was behind, and the drain at stop is bounded (DRAIN_MAX_S)
+            unread = self._queued_total - self._received
+            if unread > 0:
+                self.stats.skipped["live_unread_at_stop"] += unread
             self._done.set()
 
     def _read_loop(self) -> None:
@@ -302,6 +317,7 @@ class LiveCapture:
             except (TimeoutError, BlockingIOError, InterruptedError):
                 n = -1
             if n >= 0:
+                self._received += 1
                 if skip_out and addr[2] == _PACKET_OUTGOING:
                     continue
                 ts = 0
@@ -335,12 +351,13 @@ class LiveCapture:
                 return
             if (b.pos + room > len(b.block) or len(b.offsets) >= self.batch_max_packets
                     or (b.offsets and time.monotonic() - b.started >= self.batch_interval_s)):
-                self._hand_over(b)
-                b = self._new_building()
+                kept = self._hand_over(b)
+                b = self._new_building(None if kept else b.block)
                 mv = b.block.data
 
-    def _new_building(self) -> _Building:
-        return _Building(np.empty(BLOCK_BYTES, dtype=np.uint8), started=time.monotonic())
+    def _new_building(self, block: np.ndarray | None = None) -> _Building:
+        return _Building(np.empty(BLOCK_BYTES, dtype=np.uint8) if block is None else block,
+                         started=time.monotonic())
 
     @staticmethod
     def _put_vlan_back(b: _Building, n: int, wire: int, tci: int, tpid: int, status: int) -> tuple[int, int]:
@@ -352,14 +369,19 @@ class LiveCapture:
         blk[p + 12: p + 16] = np.frombuffer(struct.pack("!HH", tag_tpid, tci), dtype=np.uint8)
         return n + 4, wire + 4
 
-    def _hand_over(self, b: _Building) -> None:
-        """Close the batch being built: columns, pcap, queue (or count it as our drop)."""
+    def _hand_over(self, b: _Building) -> bool:
+        """Close the batch being built: columns, pcap, queue (or count it as our drop). Returns whether the
+        batch kept ``b.block`` itself; a batch filling less than a quarter of it gets a copy of its bytes
+        instead and the block is filled again, so that what waits in the queue holds about the bytes that
+        ``queue_bytes`` counts, not a 16 MiB block per small batch (a flood of small batches while the
+        analysis lags)."""
         self._kernel_stats()
         n = len(b.offsets)
         if not n:
-            return
+            return False
+        kept = b.pos > BLOCK_BYTES // 4
         batch = PacketBatch(
-            buf=b.block[: b.pos],
+            buf=b.block[: b.pos] if kept else b.block[: b.pos].copy(),
             offset=np.array(b.offsets, dtype=np.int64),
             caplen=np.array(b.caplens, dtype=np.int32),
             wirelen=np.array(b.wirelens, dtype=np.int32),
@@ -382,13 +404,15 @@ class LiveCapture:
             self.own_drops += n
             self.stats.skipped["live_queue_overflow"] += n
             self.stats.packets_read -= n  # not handed out: read = analyzed + skipped must still add up
+        return kept
 
     def _kernel_stats(self) -> None:
         """Add the socket's drop counter (PACKET_STATISTICS resets on every read) to ``stats``."""
         if self._sock is None:
             return
         raw = self._sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
-        _packets, drops = struct.unpack("=II", raw)
+        packets, drops = struct.unpack("=II", raw)  # packets counts the dropped ones too
+        self._queued_total += packets - drops
         self.stats.kernel_drops = (self.stats.kernel_drops or 0) + drops
 
     def reader_stats(self) -> ReaderStats:

@@ -26,11 +26,19 @@ Rules for bad input (see ``open_capture``):
 * A record that runs past the end of the file stops reading: ``truncated_file`` is set and the record is
   counted as ``truncated_record`` when its length is plausible (<= ``MAX_CAPLEN`` and <= the snaplen, i.e.
   the file was cut short), as ``corrupt_record`` when it is not (a garbage length field). Earlier packets are
-  all kept.
-* A record whose caplen is absurd (> ``MAX_CAPLEN``) is corruption: ``corrupt_record``, and a classic pcap
-  stops there (nothing after it can be trusted). In pcapng the block's own length lets us skip just that
-  block when that length is sane; an insane block length (< 12, not a multiple of 4, > ``MAX_BLOCK_LEN``)
-  stops reading.
+  all kept; ``stats.stop_reason`` and ``stats.bytes_unread`` say why and how much was left.
+* A record whose caplen is absurd (> ``MAX_CAPLEN``) is corruption: ``corrupt_record``, and the reader
+  resynchronises: a classic pcap at the next offset where three plausible record headers follow each other
+  (``_pcap_resync``), a pcapng at the next 4-byte-aligned block of a known type whose length equals its
+  trailing copy (``_ng_resync``); the bytes stepped over are counted in ``stats.bytes_skipped``. In pcapng a
+  block whose own length is sane but whose contents are not (caplen past the block, unknown interface, only
+  the trailing length damaged) is skipped by that length. A block length that is insane (< 12, not a
+  multiple of 4, > ``MAX_BLOCK_LEN``) or differs from its trailing copy means resync. Only when nothing
+  intact follows does reading stop (``stop_reason`` ``corrupt_record``, ``bytes_unread``).
+* Records that are used although something is wrong with them are counted in ``stats.notes``:
+  ``invalid_timestamp`` (a fraction of a second >= 1 s, a pcapng time beyond int64 ns, an outlier more than
+  ``MAX_TS_OUTLIER_NS`` from both neighbours: it gets the previous packet's time), ``timestamp_backwards``
+  (earlier than the packet before it: kept as recorded), ``caplen_over_snaplen`` (used).
 * pcapng blocks that are not packets (NRB, ISB, DSB, custom, journal) are consumed silently; block types
   this reader does not know are counted as ``pcapng_unknown_block``. ISB ``isb_ifdrop`` values become
   ``stats.kernel_drops``; DSB payloads are kept in ``reader.decryption_secrets``.
@@ -65,6 +73,12 @@ MAX_BLOCK_LEN: Final = 64 * 1024 * 1024
 #: Bytes read from the file per step: a few MB, so memory stays bounded whatever the capture's size.
 READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize per-chunk work
 
+#: A timestamp this far (ns) from both of its neighbours, in the same direction, is an outlier (a garbage
+#: field, not a clock step): one day.
+MAX_TS_OUTLIER_NS: Final = 86_400 * 1_000_000_000
+#: Latest timestamp (s) an int64 of nanoseconds since the epoch holds (year 2262).
+_MAX_TS_S: Final = (2**63 - 1) // 1_000_000_000
+
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _HEAD_SIZE: Final = 64 * 1024  # read at open: enough for the headers, small while readers wait their turn
 _PCAP_HDR_LEN: Final = 24
@@ -93,6 +107,10 @@ _BT_CUSTOM: Final = 0x00000BAD
 _BT_CUSTOM_NOCOPY: Final = 0x40000BAD
 _KNOWN_SKIPPED_BLOCKS: Final = frozenset(
     {_BT_NRB, _BT_ISB, _BT_JOURNAL, _BT_DSB, _BT_CUSTOM, _BT_CUSTOM_NOCOPY}
+)
+#: Block types a resynchronisation after corrupt bytes may land on (SHB in the current byte order only).
+_RESYNC_TYPES: Final = np.array(
+    sorted({_BT_SHB, _BT_IDB, _BT_PB, _BT_SPB, _BT_EPB} | _KNOWN_SKIPPED_BLOCKS), dtype=np.uint32
 )
 _OPT_ENDOFOPT: Final = dpcapng.PCAPNG_OPT_ENDOFOPT
 _OPT_IF_TSRESOL: Final = dpcapng.PCAPNG_OPT_IF_TSRESOL
@@ -127,10 +145,11 @@ def _gather_rows(arr: npt.NDArray[np.uint8], offs: I64, width: int) -> npt.NDArr
 class _Interface:
     """One pcapng interface (IDB): link type and how to turn its timestamps into ns."""
 
-    __slots__ = ("linktype", "offset_s", "resol_base", "resol_exp")
+    __slots__ = ("linktype", "offset_s", "resol_base", "resol_exp", "snaplen")
 
-    def __init__(self, linktype: int, resol_base: int, resol_exp: int, offset_s: int) -> None:
+    def __init__(self, linktype: int, resol_base: int, resol_exp: int, offset_s: int, snaplen: int = 0) -> None:
         self.linktype = linktype
+        self.snaplen = snaplen
         self.resol_base = resol_base
         self.resol_exp = resol_exp
         self.offset_s = offset_s
@@ -299,6 +318,7 @@ class CaptureReader:
         self._frames = 0  # packets handed out so far (frame numbers are 1-based)
         self._started = False
         self._last_ts = 0
+        self._base = 0  # stream offset of the current buffer's first byte
         self._gz = source.gz
         self._head = head
         self._head_pos = 0
@@ -393,8 +413,24 @@ class CaptureReader:
     def _more(self, data: bytearray, pos: int, need: int) -> tuple[bytearray, bool]:
         """A new buffer: ``data[pos:]`` plus at least ``need`` more bytes when the file has them."""
         buf, got = self._src.refill(data[pos:], max(READ_SIZE, need))
+        self._base += pos
         self.stats.bytes_read = self._src.consumed()
         return buf, got > 0
+
+    def _stopped(self, reason: str, data: bytearray, at: int) -> None:
+        """Reading ends at stream offset ``at`` (``data`` is the current buffer) before the end of the
+        stream: say why and how many bytes are left unread."""
+        self.stats.stop_reason = reason
+        end = self._base + len(data)
+        if self._gz:  # the decompressed size is not known: count the rest of the stream
+            while True:
+                _, got = self._src.refill(b"", READ_SIZE)
+                if not got:
+                    break
+                end += got
+        else:
+            end = max(end, self.stats.file_size)
+        self.stats.bytes_unread = max(end - at, 0)
 
     def _split(
         self,
@@ -404,11 +440,24 @@ class CaptureReader:
         caplen: I64,
         wirelen: I64,
         linktype: npt.NDArray[np.uint16],
+        invalid: npt.NDArray[np.bool_] | None = None,
+        snaplen: I64 | int = 0,
     ) -> Iterator[PacketBatch]:
-        """Batches of at most ``chunk_packets`` rows over one buffer's columns (views, no copies)."""
+        """Batches of at most ``chunk_packets`` rows over one buffer's columns (views, no copies).
+
+        ``invalid`` marks timestamps the format says are wrong (a fraction of a second >= 1 s, a value beyond
+        int64 ns); ``snaplen`` is the file's (or per row the interface's) snaplen, 0 when unknown."""
         n = int(offs.shape[0])
         if not n:
             return
+        ts = self._checked_times(ts, invalid)
+        over = caplen > snaplen
+        if not isinstance(snaplen, int):
+            over &= snaplen > 0
+        elif not snaplen:
+            over[:] = False
+        if over.any():
+            self.stats.notes["caplen_over_snaplen"] += int(np.count_nonzero(over))
         caplen32 = caplen.astype(np.int32)
         wirelen32 = np.minimum(np.maximum(wirelen, caplen), 0x7FFF_FFFF).astype(np.int32)
         frame = np.arange(self._frames + 1, self._frames + 1 + n, dtype=np.int64)
@@ -427,6 +476,64 @@ class CaptureReader:
                 linktype=linktype[lo:hi],
                 frame=frame[lo:hi],
             )
+
+    def _checked_times(self, ts: I64, invalid: npt.NDArray[np.bool_] | None) -> I64:
+        """The timestamps to hand out, and the count of the wrong ones (``stats.notes``).
+
+        Invalid (the format's ``invalid``; an outlier: more than ``MAX_TS_OUTLIER_NS`` away from both
+        neighbours in the same direction, as a garbage far-future or zeroed field is, while a clock step
+        is not; a row with one neighbour, the file's first, is judged by that one) → ``invalid_timestamp``,
+        replaced by the timestamp of the packet before it (by the next valid one at the start of a file).
+        Then every packet earlier than the one before it is counted as ``timestamp_backwards`` and kept as
+        recorded (small steps back are normal in captures from several CPU queues; Wireshark keeps them)."""
+        n = ts.shape[0]
+        have_prev = self._frames > 0
+        prev = np.int64(self._last_ts)
+        bad = np.zeros(n, dtype=bool) if invalid is None else invalid.copy()
+        before = np.empty(n, dtype=np.int64)
+        before[1:] = ts[:-1]
+        before[0] = prev if have_prev else ts[0]
+        after = np.empty(n, dtype=np.int64)
+        after[:-1] = ts[1:]
+        after[-1] = ts[-1]
+        has_before = np.ones(n, dtype=bool)
+        has_before[0] = have_prev
+        has_after = np.ones(n, dtype=bool)
+        has_after[-1] = False  # no look-ahead past this buffer
+        lim = np.int64(MAX_TS_OUTLIER_NS)
+        with np.errstate(over="ignore"):
+            up_b, up_a = ts - before > lim, ts - after > lim
+            down_b, down_a = before - ts > lim, after - ts > lim
+        both = has_before & has_after
+        outlier = both & ((up_b & up_a) | (down_b & down_a))
+        # a row with one neighbour (the first of the file, the last of the buffer) is judged by that one,
+        # unless the neighbour is an outlier itself
+        only_b = has_before & ~has_after
+        if only_b[-1] and not (n > 1 and outlier[-2]):
+            outlier[-1] |= bool(up_b[-1] or down_b[-1])
+        only_a = has_after & ~has_before
+        if only_a[0] and not (n > 1 and outlier[1]):
+            outlier[0] |= bool(up_a[0] or down_a[0])
+        bad |= outlier
+        if bad.any():
+            self.stats.notes["invalid_timestamp"] += int(np.count_nonzero(bad))
+            good = ~bad
+            if not good.any():
+                fill = self._last_ts if have_prev else 0
+                ts = np.full(n, fill, dtype=np.int64)
+            else:
+                idx = np.where(good, np.arange(n), -1)
+                np.maximum.accumulate(idx, out=idx)
+                first_good = ts[int(np.argmax(good))]
+                lead = prev if have_prev else first_good
+                ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], lead)
+        prev_ts = np.empty(n, dtype=np.int64)
+        prev_ts[1:] = ts[:-1]
+        prev_ts[0] = prev if have_prev else ts[0]
+        back = int(np.count_nonzero(ts < prev_ts))
+        if back:
+            self.stats.notes["timestamp_backwards"] += back
+        return ts
 
     # ------------------------------------------------------------------ classic pcap
     def _pcap_walk(self, data: bytearray, pos: int) -> tuple[list[int], int]:
@@ -465,9 +572,10 @@ class CaptureReader:
         caplen_at = struct.Struct(self._endian + "I").unpack_from
         frac_mul = 1 if self._ns else 1000
         rec = self._rec_len
+        frac_max = _NS_PER_S if self._ns else 1_000_000
         while True:
             offs_list, pos = self._pcap_walk(data, pos)
-            corrupt = False
+            corrupt_at = -1
             if offs_list:
                 arr = np.frombuffer(data, dtype=np.uint8)
                 offs = np.array(offs_list, dtype=np.int64)
@@ -475,17 +583,22 @@ class CaptureReader:
                 caplen = words[:, 2]
                 bad = np.flatnonzero(caplen > MAX_CAPLEN)
                 if bad.size:  # a garbage length that happened to land inside the buffer
-                    corrupt = True
                     cut = int(bad[0])
+                    corrupt_at = int(offs[cut])
                     offs, words, caplen = offs[:cut], words[:cut], caplen[:cut]
                 ts = words[:, 0] * _NS_PER_S + words[:, 1] * frac_mul
                 linktype = np.full(offs.shape[0], self._linktype, dtype=np.uint16)
-                yield from self._split(arr, offs + rec, ts, caplen, words[:, 3], linktype)
-            if not corrupt and pos + rec <= len(data):
-                corrupt = caplen_at(data, pos + 8)[0] > MAX_CAPLEN
-            if corrupt:
+                yield from self._split(arr, offs + rec, ts, caplen, words[:, 3], linktype,
+                                       invalid=words[:, 1] >= frac_max, snaplen=self._snaplen)
+            if corrupt_at < 0 and pos + rec <= len(data) and caplen_at(data, pos + 8)[0] > MAX_CAPLEN:
+                corrupt_at = pos
+            if corrupt_at >= 0:
                 self.stats.skipped["corrupt_record"] += 1
-                return
+                found = self._pcap_resync(data, corrupt_at)
+                if found is None:
+                    return
+                data, pos = found
+                continue
             data, got = self._more(data, pos, READ_SIZE)
             pos = 0
             if not got:
@@ -493,9 +606,74 @@ class CaptureReader:
                     self._truncated_tail(data)
                 return
 
+    def _pcap_plausible(self, data: bytearray, at: int, ref_s: int | None) -> int:
+        """The length of the record at ``data[at]`` when its header is plausible (0 < caplen <= ``MAX_CAPLEN``
+        and <= its original length, the fraction of a second below 1 s, within a day of ``ref_s``), else -1."""
+        if at + self._rec_len > len(data):
+            return -1
+        sec, frac, caplen, wirelen = struct.unpack_from(self._endian + "IIII", data, at)
+        if not 0 < caplen <= MAX_CAPLEN or caplen > wirelen or wirelen > 1 << 24:
+            return -1
+        if frac >= (_NS_PER_S if self._ns else 1_000_000):
+            return -1
+        if ref_s is not None and abs(sec - ref_s) > MAX_TS_OUTLIER_NS // _NS_PER_S:
+            return -1
+        return self._rec_len + caplen
+
+    def _pcap_resync(self, data: bytearray, start: int) -> tuple[bytearray, int] | None:
+        """Corrupt record at ``data[start]``: the next offset where three plausible records follow each other
+        (or fewer up to the end of the file), as (buffer, position); the bytes stepped over are counted in
+        ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread`` set) when there is none."""
+        window = 1 << 20
+        lookahead = 3 * (self._rec_len + MAX_CAPLEN)
+        ref_s = self._last_ts // _NS_PER_S if self._frames else None
+        start_abs = self._base + start
+        p = start + 1
+        while True:
+            end = len(data) - self._rec_len + 1 if self._src.eof else len(data) - lookahead
+            if p < end:
+                stop = min(end, p + window)
+                a = np.frombuffer(data, dtype=np.uint8)[p : stop + 16].astype(np.uint32)
+                m = stop - p
+
+                def field(k: int, a: npt.NDArray[np.uint32] = a, m: int = m) -> npt.NDArray[np.int64]:
+                    b = [a[k + j : k + j + m].astype(np.int64) for j in range(4)]
+                    if self._endian == ">":
+                        b.reverse()
+                    return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+
+                frac, caplen, wirelen = field(4), field(8), field(12)
+                ok = (caplen > 0) & (caplen <= MAX_CAPLEN) & (caplen <= wirelen) & (wirelen <= 1 << 24)
+                ok &= frac < (_NS_PER_S if self._ns else 1_000_000)
+                if ref_s is not None:
+                    ok &= np.abs(field(0) - ref_s) <= MAX_TS_OUTLIER_NS // _NS_PER_S
+                for k in np.flatnonzero(ok).tolist():
+                    q = p + k
+                    r, chained = q, 0
+                    while chained < 3:
+                        length = self._pcap_plausible(data, r, ref_s)
+                        if length < 0 or r + length > len(data):
+                            break
+                        r += length
+                        chained += 1
+                        if r == len(data) and self._src.eof:
+                            chained = 3
+                    if chained >= 3 or (chained and self._src.eof and r + self._rec_len > len(data)):
+                        self.stats.bytes_skipped += self._base + q - start_abs
+                        return data, q
+                p = stop
+                continue
+            if self._src.eof:
+                self._stopped("corrupt_record", data, start_abs)
+                return None
+            data, _ = self._more(data, p, READ_SIZE)
+            p = 0
+
     def _truncated_tail(self, tail: bytearray) -> None:
         """The file ends inside a record: a cut-short file, or a garbage length field."""
         self.stats.truncated_file = True
+        self.stats.stop_reason = "truncated_record"
+        self.stats.bytes_unread = len(tail)
         plausible = True
         if len(tail) >= self._rec_len:
             (caplen,) = struct.unpack_from(self._endian + "I", tail, 8)
@@ -511,24 +689,47 @@ class CaptureReader:
         while True:
             offs, special, pos, outcome, need = self._ng_walk(data, pos, endian)
             if offs:
-                yield from self._ng_batches(data, offs, special, endian)
+                drop, cut = self._ng_check_trailers(data, offs, endian)
+                if cut is not None:  # a block whose length is wrong: what the walk found after it is garbage
+                    bad_at = offs[cut]
+                    special = [(r, k) for r, k in special if r < cut]
+                    offs = offs[:cut]
+                    drop = drop[:cut] if drop is not None else None
+                    if offs:
+                        yield from self._ng_batches(data, offs, special, endian, drop)
+                    self.stats.skipped["corrupt_record"] += 1
+                    found = self._ng_resync(data, bad_at, endian)
+                    if found is None:
+                        return
+                    data, pos = found
+                    continue
+                yield from self._ng_batches(data, offs, special, endian, drop)
             if outcome == _FLUSH:
                 continue
             if outcome == _CORRUPT:
                 self.stats.skipped["corrupt_record"] += 1
-                return
+                found = self._ng_resync(data, pos, endian)
+                if found is None:
+                    return
+                data, pos = found
+                continue
             if outcome == _SECTION:
                 new_endian = self._shb_endian(data, pos)
                 blen = struct.unpack_from((new_endian or "<") + "I", data, pos + 4)[0]
-                if new_endian is None or blen < 28 or blen & 3 or blen > MAX_BLOCK_LEN:
-                    self.stats.skipped["corrupt_record"] += 1
-                    return
-                if pos + blen > len(data):
+                if pos + blen > len(data) and new_endian is not None and blen <= MAX_BLOCK_LEN:
                     data, _ = self._more(data, pos, blen)
                     pos = 0
                     if len(data) < blen:
-                        self._ng_truncated()
+                        self._ng_truncated(data, pos)
                         return
+                if (new_endian is None or blen < 28 or blen & 3 or blen > MAX_BLOCK_LEN
+                        or struct.unpack_from(new_endian + "I", data, pos + blen - 4)[0] != blen):
+                    self.stats.skipped["corrupt_record"] += 1
+                    found = self._ng_resync(data, pos, endian)
+                    if found is None:
+                        return
+                    data, pos = found
+                    continue
                 endian = new_endian
                 if self._ifaces or self._frames:
                     self._section += 1
@@ -539,12 +740,66 @@ class CaptureReader:
             pos = 0
             if not got:
                 if data:
-                    self._ng_truncated()
+                    self._ng_truncated(data, 0)
                 return
 
-    def _ng_truncated(self) -> None:
+    def _ng_truncated(self, data: bytearray, pos: int) -> None:
         self.stats.truncated_file = True
         self.stats.skipped["truncated_record"] += 1
+        self.stats.stop_reason = "truncated_record"
+        self.stats.bytes_unread = len(data) - pos
+
+    def _ng_check_trailers(
+        self, data: bytearray, offs: list[int], endian: str
+    ) -> tuple[npt.NDArray[np.bool_] | None, int | None]:
+        """Packet blocks whose trailing length differs from their leading one: (rows to drop: the next block
+        starts right after them and is intact, so only the trailer is damaged; the first row whose length
+        must be wrong, or None)."""
+        arr = np.frombuffer(data, dtype=np.uint8)
+        o = np.array(offs, dtype=np.int64)
+        blen = _gather_rows(arr, o + 4, 4).view(endian + "u4")[:, 0].astype(np.int64)
+        trailer = _gather_rows(arr, o + blen - 4, 4).view(endian + "u4")[:, 0].astype(np.int64)
+        wrong = trailer != blen
+        if not wrong.any():
+            return None, None
+        isolated = wrong.copy()
+        isolated[-1] = False
+        isolated[:-1] &= ~wrong[1:]
+        rest = np.flatnonzero(wrong & ~isolated)
+        return isolated, (int(rest[0]) if rest.size else None)
+
+    def _ng_resync(self, data: bytearray, start: int, endian: str) -> tuple[bytearray, int] | None:
+        """Corrupt block at ``data[start]``: the next intact block after it (a known type, a sane length equal
+        to its trailing copy; blocks are 4-byte aligned), as (buffer, position); the bytes stepped over are
+        counted in ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread`` set) at the end."""
+        start_abs = self._base + start
+        p = start + 4
+        while True:
+            m = (len(data) - p) // 4 - 1
+            wait_at: int | None = None  # a candidate that runs past the buffer: read more, look again
+            if m > 0:
+                words = np.frombuffer(data, dtype=endian + "u4", count=m + 1, offset=p)
+                btype, blen = words[:-1], words[1:]
+                ok = np.isin(btype, _RESYNC_TYPES) & (blen >= 12) & (blen % 4 == 0) & (blen <= MAX_BLOCK_LEN)
+                for k in np.flatnonzero(ok).tolist():
+                    q = p + 4 * k
+                    length = int(blen[k])
+                    if q + length > len(data):
+                        if self._src.eof:
+                            continue  # it would run past the end of the file: not a block
+                        wait_at = q
+                        break
+                    if struct.unpack_from(endian + "I", data, q + length - 4)[0] == length:
+                        self.stats.bytes_skipped += self._base + q - start_abs
+                        return data, q
+                if wait_at is None:
+                    p += 4 * m
+            if wait_at is None and self._src.eof:
+                break
+            data, _ = self._more(data, p if wait_at is None else wait_at, READ_SIZE)
+            p = 0
+        self._stopped("corrupt_record", data, start_abs)
+        return None
 
     def _ng_walk(
         self, data: bytearray, pos: int, endian: str
@@ -571,6 +826,8 @@ class CaptureReader:
                 nxt = pos + blen
                 if nxt > n:
                     return offs, special, pos, _NEED_MORE, blen
+                if unpack(data, nxt - 8)[1] != blen:  # the trailing copy of the length differs: corrupt
+                    return offs, special, pos, _CORRUPT, 0
                 if btype in (_BT_SPB, _BT_PB):
                     special.append((len(offs), btype))
                     append(pos)
@@ -613,14 +870,14 @@ class CaptureReader:
         if blen < 20:
             self.stats.skipped["corrupt_record"] += 1
             return
-        (linktype,) = struct.unpack_from(endian + "H", data, pos + 8)
+        linktype, _, snaplen = struct.unpack_from(endian + "HHI", data, pos + 8)
         base, exp, offset_s = 10, 6, 0
         for code, value in self._options(data, pos + 16, pos + blen - 4, endian):
             if code == _OPT_IF_TSRESOL and len(value) >= 1:
                 base, exp = (2, value[0] & 0x7F) if value[0] & 0x80 else (10, value[0])
             elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
                 (offset_s,) = struct.unpack_from(endian + "q", value, 0)
-        self._ifaces.append(_Interface(linktype, base, exp, offset_s))
+        self._ifaces.append(_Interface(linktype, base, exp, offset_s, snaplen))
         self.stats.linktypes.add(linktype)
 
     def _read_isb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
@@ -642,7 +899,8 @@ class CaptureReader:
         self.decryption_secrets.append((stype, bytes(data[pos + 16 : pos + 16 + slen])))
 
     def _ng_batches(
-        self, data: bytearray, offs_list: list[int], special: list[tuple[int, int]], endian: str
+        self, data: bytearray, offs_list: list[int], special: list[tuple[int, int]], endian: str,
+        drop: npt.NDArray[np.bool_] | None = None,
     ) -> Iterator[PacketBatch]:
         arr = np.frombuffer(data, dtype=np.uint8)
         offs = np.array(offs_list, dtype=np.int64)
@@ -674,24 +932,34 @@ class CaptureReader:
                 ticks[spb] = 0
         overhead = np.where(is_spb, 16, 32)
         bad = (caplen > MAX_CAPLEN) | (caplen < 0) | (caplen + overhead > blen) | (if_id >= len(self._ifaces))
+        if drop is not None:
+            bad |= drop
         if bad.any():  # the block length is sane (the walk checked it): skip just these blocks
             self.stats.skipped["corrupt_record"] += int(bad.sum())
+            self.stats.bytes_skipped += int(blen[bad].sum())
             keep = ~bad
             caplen, wirelen, if_id = caplen[keep], wirelen[keep], if_id[keep]
             ticks, data_off, is_spb = ticks[keep], data_off[keep], is_spb[keep]
         m = data_off.shape[0]
         ts = np.zeros(m, dtype=np.int64)
         linktype = np.zeros(m, dtype=np.uint16)
+        snaplen = np.zeros(m, dtype=np.int64)
+        invalid = np.zeros(m, dtype=bool)
         for i in np.unique(if_id).tolist():
             iface = self._ifaces[i]
             sel = if_id == i
             ts[sel] = ticks_to_ns(ticks[sel], iface.resol_base, iface.resol_exp, iface.offset_s)
             linktype[sel] = iface.linktype
+            snaplen[sel] = iface.snaplen
+            # beyond an int64 of ns (year 2262) or before 1970: the tick count is garbage
+            secs = ticks[sel].astype(np.float64) / float(iface.resol_base) ** iface.resol_exp + iface.offset_s
+            invalid[sel] = (secs >= _MAX_TS_S) | (secs < 0)
+        invalid &= ~is_spb
         if is_spb.any():  # no timestamp: carry the previous packet's forward
             src = np.where(is_spb, -1, np.arange(m))
             np.maximum.accumulate(src, out=src)
             ts = np.where(src >= 0, ts[np.maximum(src, 0)], self._last_ts)
-        yield from self._split(arr, data_off, ts, caplen, wirelen, linktype)
+        yield from self._split(arr, data_off, ts, caplen, wirelen, linktype, invalid=invalid, snaplen=snaplen)
 
 
 def open_capture(path: str | os.PathLike[str], chunk_packets: int = 262144) -> CaptureReader:

@@ -54,8 +54,8 @@ WARMTH_MAX_ROWS = 300  # rows of the warm/cold transfer table
 # listed after them.
 QUALITY_KEYS: tuple[str, ...] = (
     "captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
-    "reader_skipped", "kernel_drops", "ts_first", "ts_last", "duration_s", "connections",
-    "connections_with_syn", "transactions",
+    "reader_skipped", "reader_notes", "bytes_skipped", "bytes_unread", "kernel_drops", "ts_first", "ts_last",
+    "duration_s", "connections", "connections_with_syn", "transactions",
 )
 
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -775,7 +775,11 @@ def _quality_section(summary: dict[str, Any], metric_keys: set[str]) -> str:
         "captures": "capture files", "file_format": "file format", "packets_read": "packets read",
         "packets_analyzed": "packets analyzed", "packets_skipped": "packets skipped, by reason",
         "truncated_packets": "truncated packets (captured shorter than on the wire, still analyzed)",
-        "reader_skipped": "records skipped by the reader, by reason", "kernel_drops": "dropped by the kernel",
+        "reader_skipped": "records skipped by the reader, by reason",
+        "reader_notes": "records kept with a fix or a note (timestamps, caplen), by reason",
+        "bytes_skipped": "bytes of damaged records passed over (the reader resynchronized after them)",
+        "bytes_unread": "bytes left unread at the end (damage the reader could not get past)",
+        "kernel_drops": "dropped by the kernel",
         "ts_first": "first packet", "ts_last": "last packet", "duration_s": "duration (s)",
         "connections": "connections", "connections_with_syn": "connections with a SYN seen",
         "transactions": "transactions",

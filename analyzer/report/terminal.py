@@ -83,12 +83,13 @@ def quality_table(summary: dict[str, Any]) -> Table:
     captures = summary.get("captures")
     if isinstance(captures, (list, tuple)) and captures:
         table.add_row(Text("captures"), Text(printable(", ".join(str(c) for c in captures))))
-    for name in ("file_format", "packets_read", "packets_analyzed", "truncated_packets", "kernel_drops"):
+    for name in ("file_format", "packets_read", "packets_analyzed", "truncated_packets", "kernel_drops",
+                 "bytes_skipped", "bytes_unread"):
         if name in summary:
             value = summary[name]
             shown = fmt_int(value) if isinstance(value, (int, float)) else _t(value).plain
             table.add_row(Text(name.replace("_", " ")), Text(shown))
-    for group in ("packets_skipped", "reader_skipped"):
+    for group in ("packets_skipped", "reader_skipped", "reader_notes"):
         skipped = summary.get(group)
         if isinstance(skipped, dict):
             total = sum(int(v) for v in skipped.values() if isinstance(v, (int, float)))
