@@ -15,7 +15,7 @@ import numpy as np
 
 from analyzer.dispatch import ConnectionHandler
 from analyzer.flows import tcpanalysis
-from analyzer.flows.connections import Connection, connection_uid
+from analyzer.flows.connections import MAX_TRACKED_CONNECTIONS, Connection, connection_uid
 from analyzer.flows.packets import SYN
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TCP_TRANSACTION_COLUMNS
@@ -218,8 +218,9 @@ def _h2_columns(facts: dict[str, Any]) -> dict[str, Any]:
 
 def _connection_records(conn: Connection
                         ) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]], dict[str, Any]]:
-    uid = connection_uid(conn)
-    (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
+    ends = conn.endpoint(0), conn.endpoint(1)
+    uid = connection_uid(conn, ends)
+    (cip, cport), (sip, sport) = ends
     handler = conn.handler
     assert isinstance(handler, (ConnectionHandler, Http1Connection, SealedHttp1)), "the pipeline's handlers"
     tx_rows, facts = handler.transaction_rows(uid, sip, sport)
@@ -293,6 +294,11 @@ def _connection_records(conn: Connection
             anomalies.append({"uid": uid, "ts": start_s, "name": "seq_gap",
                               "detail": f"{name}: {d.gaps} hole(s), {d.gap_bytes - d.truncated_bytes} bytes "
                                         "not in the capture"})
+        if d.conflicts:
+            anomalies.append({"uid": uid, "ts": start_s, "name": "overlap_conflict",
+                              "detail": f"{name}: {d.conflicts} segment(s) carried other bytes ({d.conflict_bytes} "
+                                        "differing) where an earlier copy had been captured; the first copy "
+                                        "was kept"})
         if d.truncated:
             anomalies.append({"uid": uid, "ts": start_s, "name": "truncated_caplen",
                               "detail": f"{name}: {d.truncated} packet(s) cut by the snaplen, "
@@ -306,6 +312,11 @@ def _connection_records(conn: Connection
                           "detail": f"MAX_LOG_ROWS_PER_CONNECTION reached ({conn.log_rows} packets logged): "
                                     "the TCP analysis (retransmissions, RTT, flights, warmth, series) "
                                     "covers the packets before this time only"})
+    if conn.evicted_ns is not None:
+        anomalies.append({"uid": uid, "ts": conn.evicted_ns / 1e9, "name": "tracked_connections_limit",
+                          "detail": f"more than MAX_TRACKED_CONNECTIONS ({MAX_TRACKED_CONNECTIONS}) connections "
+                                    f"at once: this {conn.evicted_state} connection was finished early; a later "
+                                    "packet of its 4-tuple starts a new connection"})
     for ts_ns, name, detail in handler.anomalies():
         anomalies.append({"uid": uid, "ts": ts_ns / 1e9, "name": name, "detail": detail})
     return row, tx_rows, anomalies, facts

@@ -24,13 +24,9 @@ TIME_LIMIT_S = 30.0
 
 # file name -> why it still fails (the last line of the traceback): crashes in modules this harness does
 # not own yet; strict, so a fix shows up as XPASS
-XFAIL: dict[str, str] = {
-    # a SYN, then a SYN-ACK (same µs) whose ack is not ISN+1: the tracker starts a second connection on the
-    # same 4-tuple at the same timestamp, so connection_uid() (flows/connections.py: a hash of ts_start and
-    # the endpoints) gives both the same uid, and Session.result() fails ordering the segments by uid
-    "tcp-1da4974b37ae.bin": "analyzer/pipeline.py:398 rows_in_order: pandas.errors.InvalidIndexError: "
-                            "Reindexing only valid with uniquely valued Index objects",
-}
+XFAIL: dict[str, str] = {}
+# (fixed: tcp-1da4974b37ae.bin, a SYN then a SYN/ACK in the same µs whose ack is not ISN+1: two connections
+# on one 4-tuple with the same start got the same uid; Connection.uid_salt now keeps them apart)
 
 
 def _target(path: Path) -> str:

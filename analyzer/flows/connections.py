@@ -9,6 +9,22 @@ handler as a ``StreamChunk``. Per-connection facts (handshake, close, counters) 
 the chunk. Connections that are closed and quiet for ``LINGER_NS`` of capture time are finished and freed,
 so memory follows the connections open at once, not the capture size.
 
+Bounds on what a hostile capture can make it hold (``tests/hostile``):
+- a connection's protocol handler is created when its first byte (or FIN) is delivered, so a half-open
+  connection (a SYN, a SYN/ACK) costs only its TCP state;
+- a connection whose handshake never completed (no client ACK after the SYN/ACK, or no SYN/ACK at all),
+  that carried no data and is not closed, is finished when it has been quiet for ``HALF_OPEN_IDLE_NS`` of
+  capture time (a client gives up retransmitting its SYN after about 127 s): its row is the one it would
+  get at capture end;
+- at most ``MAX_TRACKED_CONNECTIONS`` connections are tracked at once (checked after each chunk, so a chunk
+  may add up to its packet count before the check). Past it, connections are finished early to get back
+  under the limit, in this order: closed connections (sealed, or quiet for ``HOLD_NS``: their rows are
+  final already); then connections without data and not closed (a SYN flood's half-open ones), least
+  recently active first; then connections quiet for more than ``HOLD_NS`` (nothing of theirs is held),
+  least recently active first. Recently active
+  connections carrying data are never finished early. An open connection finished this way gets the
+  anomaly ``tracked_connections_limit``; a later packet of its 4-tuple starts a new (mid-stream) connection.
+
 It knows TCP and nothing about HTTP: protocol handlers come from ``handler_factory`` and roles use the
 ``classify_payload`` hint (+1 request-like, -1 response-like, 0 unknown) given by the caller.
 
@@ -30,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -40,7 +57,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
-from analyzer.flows.reassembly import exclusive_group_max, reassemble
+from analyzer.flows.reassembly import Reassembled, exclusive_group_max, reassemble
 from analyzer.flows.stream import StreamChunk
 from analyzer.flows.tcpanalysis import SegmentLog
 from analyzer.flows.tcpoptions import TcpOptions, no_options, parse_options
@@ -49,12 +66,19 @@ HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retra
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
 MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
+#: Connections tracked at once (open, or closed and lingering). About 1.5 KiB each without data (a SYN
+#: flood's half-open connections), a few KiB with a protocol handler. See the module docstring for which
+#: connections are finished early when it is reached (anomaly ``tracked_connections_limit``).
+MAX_TRACKED_CONNECTIONS = 200_000
+HALF_OPEN_IDLE_NS = 180_000_000_000  # a handshake that never completed, quiet this long (capture time): finished
+IDLE_SCAN_NS = 10_000_000_000  # how often (capture time) connections are checked for HALF_OPEN_IDLE_NS
 MAX_BATCH_ROWS = 131_072  # packet rows analyzed at once when connections finish (bounds that memory)
 #: Packets of one connection kept in the segment log for the sequence analysis (about 100 bytes each, so
 #: one endless connection costs at most ~100 MiB). Beyond it the connection's later packets still drive
 #: reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
 MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
 NO_DATA = np.iinfo(np.int64).min
+_COMPARE_BYTES = 1 << 22  # bytes of overlapping copies compared at once (bounds that memory)
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
 
@@ -77,6 +101,8 @@ class Direction:
     truncated_bytes: int = 0  # of gap_bytes, the snaplen-cut tails
     gaps: int = 0
     truncated: int = 0
+    conflicts: int = 0  # later copies of bytes (retransmissions, overlaps) whose bytes differ from the kept copy
+    conflict_bytes: int = 0  # bytes of those copies that differ
     fin_ns: int | None = None
     fin_offset: int = -1
     acked: int = NO_DATA  # highest stream offset the other side acknowledged
@@ -94,11 +120,12 @@ class Connection:
     key: tuple[int, int, int, int, int, int]  # (lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port)
     client_is_lo: bool
     client_from: str
-    handler: StreamHandler
+    handler: StreamHandler | None  # created when the first byte or FIN is delivered (``_handler``)
     first_frame: int
     ts_start_ns: int
     ts_end_ns: int = 0
     syn_seen: bool = False
+    uid_salt: int = 0  # > 0 for a connection that starts at the same instant as the one it replaced
     client_isn: int | None = None
     server_isn: int | None = None
     syn_ns: int | None = None
@@ -116,10 +143,17 @@ class Connection:
     serial: int = -1  # tracker-wide number, the key of this connection's rows in the segment log
     log_rows: int = 0  # rows of this connection put in the segment log
     log_limit_ns: int | None = None  # time of the first packet left out of the log (MAX_LOG_ROWS_PER_CONNECTION)
+    evicted_ns: int | None = None  # finished early, while open, because of MAX_TRACKED_CONNECTIONS (capture time)
+    evicted_state: str = ""  # what it was then: "half-open" (no data) or "idle"
 
     @property
     def closed(self) -> bool:
         return self.rst_ns is not None or (self.dirs[0].fin_ns is not None and self.dirs[1].fin_ns is not None)
+
+    @property
+    def carried_data(self) -> bool:
+        """Whether any data (or FIN) was seen in either direction (SYNs alone occupy offsets up to 0)."""
+        return self.dirs[0].max_end > 0 or self.dirs[1].max_end > 0
 
     @property
     def close_ns(self) -> int | None:
@@ -164,6 +198,9 @@ class ConnectionTracker:
         self.active: dict[tuple[int, int, int, int, int, int], Connection] = {}
         self.held: _Held | None = None
         self.closing: dict[int, Connection] = {}  # closed connections waiting LINGER_NS before finishing
+        self._idle_scan_ns: int | None = None  # capture time of the last HALF_OPEN_IDLE_NS check
+        self._unfed: StreamHandler | None = None  # the one handler of connections finished without a byte
+        self.evicted = 0  # open connections finished early because of MAX_TRACKED_CONNECTIONS
 
     # ------------------------------------------------------------------------------------------ feed
     def feed(self, pk: DecodedPackets, final: bool = False) -> None:
@@ -263,6 +300,7 @@ class ConnectionTracker:
         for gi, (a, b) in enumerate(zip(gstart.tolist(), gend.tolist(), strict=True)):
             key = tuple(key_list[gi])
             conn = self.active.get(key)
+            replaced: Connection | None = conn  # the connection a new SYN or SYN/ACK on this 4-tuple follows
             seg_start = a
             # SYN / SYN-ACK rows of this group, in frame order
             while syn_ptr < n_syn and syn_group_l[syn_ptr] < gi:
@@ -289,11 +327,13 @@ class ConnectionTracker:
                             inst[seg_start:r] = len(conns)
                             conns.append(conn)
                         finishing.append(conn)
-                        conn = None
+                        replaced, conn = conn, None
                         seg_start = r  # (a new SYN or SYN/ACK starts the next connection)
                 if conn is None:
                     conn = self._new_conn(key, r, is_syn, bool(src_is_lo_syn[p]), int(frame_l[seg_start]),
                                           int(ts_l[seg_start]))
+                    if replaced is not None and replaced.ts_start_ns == conn.ts_start_ns:
+                        conn.uid_salt = replaced.uid_salt + 1  # same 4-tuple and start: keep the uids apart
                     self.active[key] = conn
                 if is_syn:
                     conn.syn_seen = True
@@ -315,7 +355,7 @@ class ConnectionTracker:
                 p += 1
             syn_ptr = p
             if conn is None:
-                conn = Connection(key, True, "port", self.handler_factory(), int(frame_l[a]), int(ts_l[a]),
+                conn = Connection(key, True, "port", None, int(frame_l[a]), int(ts_l[a]),
                                   role_final=False, serial=self._serial())
                 self.active[key] = conn
                 need_roles.append((conn, a, b))
@@ -529,6 +569,8 @@ class ConnectionTracker:
                 held_rows = all_data[ra.held]
             self._hold(c, held_rows, buffers)
 
+        conflicts_g, conflict_bytes_g = self._overlap_conflicts(ra, all_data, c, buffers, data_start, n_g)
+
         # stream pieces per group, in stream order
         piece_rows = all_data[ra.piece_row]  # the packet whose bytes each piece carries
         p_start = ra.piece_start
@@ -557,6 +599,7 @@ class ConnectionTracker:
         acked_l = acked.tolist()
         bif_l = max_bif.tolist()
         sacked_l = sacked_after.tolist()
+        conflicts_l, conflict_bytes_l = conflicts_g.tolist(), conflict_bytes_g.tolist()
         for i, conn in enumerate(conns):
             conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
             if conn.synack_ns is None and synack_l[i] != big:
@@ -594,6 +637,8 @@ class ConnectionTracker:
                 if bif_l[g] > st.max_bytes_in_flight:
                     st.max_bytes_in_flight = bif_l[g]
                 st.sacked = sacked_l[g]
+                st.conflicts += conflicts_l[g]
+                st.conflict_bytes += conflict_bytes_l[g]
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
@@ -612,7 +657,7 @@ class ConnectionTracker:
                     st.done_ns = int(done[-1])
                 chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b].astype(np.int8), p_buf[a:b],
                                     p_ts[a:b], done, buffers, eof, False)
-                conn.handler.feed(d, chunk)
+                (conn.handler or self._handler(conn)).feed(d, chunk)
 
         for conn in finishing:
             self._finish(conn)
@@ -622,13 +667,106 @@ class ConnectionTracker:
                 if not conn.sealed and conn.dirs[0].eof_sent and conn.dirs[1].eof_sent:
                     self._seal(conn)
         if not final and n:
-            horizon = int(ts.max()) - LINGER_NS
+            now = int(ts.max())
+            horizon = now - LINGER_NS
             for cid, conn in list(self.closing.items()):
                 if conn.finished:
                     del self.closing[cid]
                 elif conn.ts_end_ns < horizon:
                     del self.closing[cid]
                     self._finish(conn)
+            self._bound(now)
+
+    def _bound(self, now: int) -> None:
+        """Finish idle half-open connections (``HALF_OPEN_IDLE_NS``) and keep the connections tracked at once
+        under ``MAX_TRACKED_CONNECTIONS`` (module docstring). ``now``: the capture time of the chunk's end."""
+        if self._idle_scan_ns is None:
+            self._idle_scan_ns = now
+        elif now - self._idle_scan_ns >= IDLE_SCAN_NS:
+            self._idle_scan_ns = now
+            limit = now - HALF_OPEN_IDLE_NS
+            stale = [cn for cn in self.active.values()
+                     if cn.ts_end_ns < limit and cn.ack_ns is None and not cn.closed and not cn.carried_data]
+            for cn in sorted(stale, key=lambda c: c.first_frame):
+                self._finish(cn)
+        over = len(self.active) - MAX_TRACKED_CONNECTIONS
+        if over <= 0:
+            return
+        # below the limit by a sixteenth, so that a flood does not sort the table at every chunk
+        want = over + MAX_TRACKED_CONNECTIONS // 16
+        quiet = now - HOLD_NS  # nothing of a connection quiet since before this is held for the next chunk
+        ranked: list[tuple[int, int, int, Connection]] = []
+        for cn in self.active.values():
+            if cn.closed:
+                if cn.sealed or cn.ts_end_ns < quiet:
+                    ranked.append((0, cn.ts_end_ns, cn.first_frame, cn))
+            elif not cn.carried_data:
+                ranked.append((1, cn.ts_end_ns, cn.first_frame, cn))
+            elif cn.ts_end_ns < quiet:
+                ranked.append((2, cn.ts_end_ns, cn.first_frame, cn))
+        victims = heapq.nsmallest(want, ranked, key=lambda r: r[:3])
+        for rank, _ts, _frame, cn in sorted(victims, key=lambda r: r[2]):
+            if rank:
+                cn.evicted_ns = now
+                cn.evicted_state = "half-open" if rank == 1 else "idle"
+                self.evicted += 1
+            self.closing.pop(id(cn), None)
+            self._finish(cn)
+
+    @staticmethod
+    def _overlap_conflicts(ra: Reassembled, all_data: np.ndarray, c: dict[str, np.ndarray],
+                           buffers: tuple[npt.NDArray[np.uint8], ...], data_start: np.ndarray, n_g: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Per group, the later copies (segments) whose captured bytes differ from the kept first copy in
+        the ranges they cover again (Wireshark's "overlapping data with different contents",
+        ``tcp.segment.overlap.conflict``; Zeek's ``rexmit_inconsistency``), and how many bytes differ.
+        1-byte copies are not compared (keep-alive probes repeat the last byte with any value). Vectorized, in
+        slices of at most ``_COMPARE_BYTES`` bytes."""
+        conflicts = np.zeros(n_g, dtype=np.int64)
+        differing = np.zeros(n_g, dtype=np.int64)
+        if not len(ra.overlap_other):
+            return conflicts, differing
+        own, oth = all_data[ra.overlap_owner], all_data[ra.overlap_other]
+        cap_end = data_start + c["plen"]
+        start = ra.overlap_start
+        end = np.minimum(ra.overlap_end, np.minimum(cap_end[own], cap_end[oth]))  # captured in both copies
+        # a 1-byte later copy is a keep-alive probe (its byte is garbage by design), not a conflict
+        keep = np.nonzero((end > start) & (c["wlen"][oth] > 1))[0]
+        if not len(keep):
+            return conflicts, differing
+        own, oth, start, end, grp = own[keep], oth[keep], start[keep], end[keep], ra.overlap_group[keep]
+        lens = end - start
+        diff_per = np.zeros(len(keep), dtype=np.int64)
+        bounds = np.cumsum(lens)
+        a = 0
+        while a < len(keep):
+            base = bounds[a - 1] if a else 0
+            b = max(int(np.searchsorted(bounds, base + _COMPARE_BYTES, side="right")), a + 1)
+            ln = lens[a:b]
+            total = int(ln.sum())
+            rel = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)
+
+            def gather(rows: np.ndarray, a: int = a, b: int = b, ln: np.ndarray = ln, rel: np.ndarray = rel
+                       ) -> npt.NDArray[np.uint8]:
+                out = np.zeros(len(rel), dtype=np.uint8)
+                r = rows[a:b]
+                idx = np.repeat(c["poff"][r] + (start[a:b] - data_start[r]), ln) + rel
+                src = np.repeat(c["src"][r], ln)
+                for sid, buf in enumerate(buffers):
+                    sel = np.nonzero(src == sid)[0]
+                    if len(sel) and len(buf):
+                        out[sel] = buf[idx[sel]]
+                return out
+
+            ne = (gather(own) != gather(oth)).astype(np.int64)
+            diff_per[a:b] = np.add.reduceat(ne, np.cumsum(ln) - ln)
+            a = b
+        bad = np.nonzero(diff_per)[0]
+        if len(bad):
+            np.add.at(differing, grp[bad], diff_per[bad])
+            _, first = np.unique(oth[bad], return_index=True)  # one count per later segment
+            np.add.at(conflicts, grp[bad][first], 1)
+        return conflicts, differing
 
     @staticmethod
     def _options(c: dict[str, np.ndarray], buffers: tuple[npt.NDArray[np.uint8], ...]) -> TcpOptions:
@@ -765,7 +903,7 @@ class ConnectionTracker:
     # ---------------------------------------------------------------------------------------- helpers
     def _new_conn(self, key: Any, row: int, is_syn: bool, src_is_lo: bool, frame: int, ts: int) -> Connection:
         client_is_lo = src_is_lo if is_syn else not src_is_lo
-        return Connection(key, client_is_lo, "syn" if is_syn else "synack", self.handler_factory(), frame, ts,
+        return Connection(key, client_is_lo, "syn" if is_syn else "synack", None, frame, ts,
                           serial=self._serial())
 
     def _serial(self) -> int:
@@ -845,13 +983,27 @@ class ConnectionTracker:
         held["l4len"] = np.full(len(rows), 20, dtype=np.int64)  # header bytes are not kept
         self.held = _Held(held, out)
 
+    def _handler(self, conn: Connection) -> StreamHandler:
+        """The connection's protocol handler, created now if it has none yet."""
+        if conn.handler is None:
+            conn.handler = self.handler_factory()
+        return conn.handler
+
     def _finish(self, conn: Connection) -> None:
         if conn.finished:
             return
         conn.finished = True
         if self.active.get(conn.key) is conn:
             del self.active[conn.key]
-        if not conn.sealed:
+        if conn.handler is None:
+            # never fed a byte (a SYN flood's half-open connections): all such connections share one handler
+            # that was fed nothing but the end (its results are the same for all; nobody feeds it again)
+            if self._unfed is None:
+                self._unfed = self.handler_factory()
+                for d in (0, 1):
+                    self._unfed.feed(d, StreamChunk.empty(eof=-1, final=True))
+            conn.handler = self._unfed
+        elif not conn.sealed:
             for d in (0, 1):
                 conn.handler.feed(d, StreamChunk.empty(eof=-1, final=True))
         self._done.append(conn)
@@ -859,7 +1011,7 @@ class ConnectionTracker:
     def _seal(self, conn: Connection) -> None:
         """Both directions delivered everything up to their FIN: the protocol result is final. Keep only it
         (memory then follows open connections, not the connections closed in the last ``LINGER_NS``)."""
-        seal = getattr(conn.handler, "seal", None)
+        seal = getattr(self._handler(conn), "seal", None)
         if seal is not None:
             conn.handler = seal(*conn.endpoint(1))
             conn.sealed = True
@@ -876,8 +1028,13 @@ def _columns(pk: DecodedPackets) -> dict[str, np.ndarray]:
     }
 
 
-def connection_uid(conn: Connection) -> str:
-    """A stable id: the same connection in the same capture always gets the same uid."""
-    (cip, cport), (sip, sport) = conn.endpoint(0), conn.endpoint(1)
-    digest = hashlib.blake2b(f"{conn.ts_start_ns}|{cip}|{cport}|{sip}|{sport}".encode(), digest_size=10).digest()
+def connection_uid(conn: Connection, endpoints: tuple[tuple[str, int], tuple[str, int]] | None = None) -> str:
+    """A stable id: the same connection in the same capture always gets the same uid (a hash of its start and
+    endpoints, and of ``uid_salt`` when a connection on the same 4-tuple started at the same instant before
+    it). ``endpoints``: the
+    connection's ``(endpoint(0), endpoint(1))`` when the caller has them already."""
+    (cip, cport), (sip, sport) = endpoints or (conn.endpoint(0), conn.endpoint(1))
+    salt = f"|{conn.uid_salt}" if conn.uid_salt else ""
+    digest = hashlib.blake2b(f"{conn.ts_start_ns}|{cip}|{cport}|{sip}|{sport}{salt}".encode(),
+                             digest_size=10).digest()
     return "C" + base64.b32encode(digest).decode("ascii").rstrip("=")[:15]

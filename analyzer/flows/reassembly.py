@@ -9,7 +9,9 @@ back for the next chunk.
 Rules (the same as Wireshark's and Zeek's reassembly, decided per byte in sequence order):
 - duplicates and retransmissions of bytes already delivered are dropped: every byte comes from the
   earliest-captured segment that carries it (its arrival time is its first capture; overlapping segments
-  carrying different bytes keep the first copy, as captured);
+  carrying different bytes keep the first copy, as captured). The ranges that a later copy covers again
+  within the chunk are returned (``overlap_*``) so that the caller, which has the bytes, can compare the
+  copies (anomaly ``overlap_conflict``); a copy of bytes delivered in an earlier chunk is dropped unseen;
 - out-of-order segments are placed by sequence number;
 - a hole the receiver has not acknowledged past will be retransmitted, so when it is still open at the end
   of a chunk the segments from that hole on are *held* (returned to the caller, who copies and re-submits
@@ -24,7 +26,7 @@ cumulative maxima use pandas' grouped ``cummax`` (C speed). This module knows no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +55,13 @@ class Reassembled:
     piece_cap_end: I64  # end of the captured bytes of the piece (<= its wire end)
     piece_row: I64  # the row whose bytes the piece carries
     piece_ts: I64  # that row's capture time
+    # ranges carried again by a later-captured segment of the same chunk: [start, end) of group, the row
+    # whose bytes were kept (owner) and the row of the later copy (other); one entry per elementary range
+    overlap_group: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    overlap_start: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    overlap_end: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    overlap_owner: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    overlap_other: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def reassemble(
@@ -127,7 +136,7 @@ def reassemble(
     # Every byte comes from the earliest-captured segment that carries it (its arrival time is its first
     # capture; with overlapping different bytes the first copy wins).
     live = np.nonzero(~held)[0]
-    pg, ps, pe, prow = _earliest_owner(group, start, wire_end, frame, init, live, n_groups)
+    pg, ps, pe, prow, overlaps = _earliest_owner(group, start, wire_end, frame, init, live, n_groups)
     cap_end_row = start + np.minimum(cap_len.astype(np.int64), wire_len.astype(np.int64))
     pce = np.clip(cap_end_row[prow], ps, pe)
     tail = pe - pce
@@ -147,31 +156,34 @@ def reassemble(
         np.add.at(gap_bytes, pg, tail)
         np.add.at(tail_bytes, pg, tail)
     return Reassembled(delivered, held, new_end, gap_bytes, gap_count, tail_bytes, pg, ps, pce, prow,
-                       ts_ns[prow])
+                       ts_ns[prow], *overlaps)
 
 
 _SPAN = np.int64(1) << 42  # per-group offset range inside one chunk's search keys
 
 
 def _earliest_owner(group: I64, start: I64, end: I64, frame: I64, init: I64, rows: I64, n_groups: int
-                    ) -> tuple[I64, I64, I64, I64]:
+                    ) -> tuple[I64, I64, I64, I64, tuple[I64, I64, I64, I64, I64]]:
     """Split each group's sequence space at every segment boundary (above ``init[g]``, what was delivered
     before) and give each elementary range to the lowest-frame segment among ``rows`` covering it.
 
-    Returns (group, start, end, owner row) of the covered ranges, sorted by (group, start). Ranges no
-    segment covers are holes and are absent. Vectorized: each segment is expanded over the ranges it
-    covers (one range per segment in ordinary traffic; a retransmission that collapses k segments covers k).
+    Returns (group, start, end, owner row) of the covered ranges, sorted by (group, start), and the
+    redundant coverage: (group, start, end, owner row, other row) of each elementary range that a later
+    segment covers again. Ranges no segment covers are holes and are absent. Vectorized: each segment is
+    expanded over the ranges it covers (one range per segment in ordinary traffic; a retransmission that
+    collapses k segments covers k).
     """
     empty = np.zeros(0, dtype=np.int64)
+    no_overlap = (empty, empty, empty, empty, empty)
     if not len(rows):
-        return empty, empty, empty, empty
+        return empty, empty, empty, empty, no_overlap
     gr = group[rows]
     s_eff = np.maximum(start[rows], init[gr])
     e_r = end[rows]
     keep = e_r > s_eff
     rows, gr, s_eff, e_r = rows[keep], gr[keep], s_eff[keep], e_r[keep]
     if not len(rows):
-        return empty, empty, empty, empty
+        return empty, empty, empty, empty, no_overlap
     bg = np.concatenate([gr, gr])
     bp = np.concatenate([s_eff, e_r])
     o = np.lexsort((bp, bg))
@@ -194,13 +206,19 @@ def _earliest_owner(group: I64, start: I64, end: I64, frame: I64, init: I64, row
     first[1:] = k_sorted[1:] != k_sorted[:-1]
     kk = k_sorted[first]
     owner = rows[rep[oo][first]]
+    overlaps = no_overlap
+    if len(kk) < total:  # some elementary ranges are covered more than once
+        again = np.nonzero(~first)[0]
+        run_first = np.maximum.accumulate(np.where(first, np.arange(total), 0))[again]
+        k_again = k_sorted[again]
+        overlaps = (bg[k_again], bp[k_again], bp[k_again + 1], rows[rep[oo][run_first]], rows[rep[oo][again]])
     pg, ps, pe = bg[kk], bp[kk], bp[kk + 1]
     # one piece per run of contiguous ranges with the same owner
     run_start = np.ones(len(kk), dtype=bool)
     run_start[1:] = (owner[1:] != owner[:-1]) | (pg[1:] != pg[:-1]) | (ps[1:] != pe[:-1])
     starts_i = np.nonzero(run_start)[0]
     ends_i = np.append(starts_i[1:], len(kk)) - 1
-    return pg[starts_i], ps[starts_i], pe[ends_i], owner[starts_i]
+    return pg[starts_i], ps[starts_i], pe[ends_i], owner[starts_i], overlaps
 
 
 def exclusive_group_max(group: I64, values: I64, seed: I64) -> I64:

@@ -1,0 +1,165 @@
+"""Hostile-traffic benchmark (issue 8): every case of ``tests/hostile/generate.py`` at full size, analyzed
+in a fresh process each; wall time, CPU time and peak RSS of that process, and what it found.
+
+Each capture is generated into a temporary directory (deleted afterwards; nothing is sent anywhere), then
+``analyzer.analyze(path)`` runs in a child process (``python -c``) and the parent reads the child's peak RSS
+and CPU time from ``os.wait4``. A baseline child analyzes a 1-connection capture (the cost of the imports).
+Growth: the SYN flood and the tiny connections also run at a quarter of their size, and the table gives the
+time and memory ratios (about 4 means linear). Figures go to stdout and ``bench/results/hostile.md``.
+
+    .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.hostile import generate as g  # noqa: E402
+
+CHILD = """
+import json, sys, time
+import analyzer
+t0 = time.perf_counter()
+a = analyzer.analyze(sys.argv[1])
+s = a.summary
+print(json.dumps({"analyze_s": time.perf_counter() - t0, "packets_read": s["packets_read"],
+                  "accounted": s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values()),
+                  "connections": s["connections"], "transactions": s["transactions"], "anomalies": s["anomalies"]}))
+"""
+
+#: case name → (generator, keyword arguments at full size, what it is)
+FULL: dict[str, tuple[str, dict[str, Any], str]] = {
+    "syn_flood": ("syn_flood", {"n": 1_000_000}, "1,000,000 half-open connections (SYN + SYN/ACK)"),
+    "tiny_connections": ("tiny_connections", {"n": 1_000_000}, "1,000,000 complete connections, 1 GET each"),
+    "huge_header": ("huge_header", {"header_bytes": 16 << 20}, "a 16 MiB request header block"),
+    "endless_chunked_1B": ("endless_chunked", {"body_bytes": 200_000_000, "chunk_size": 1},
+                           "200 MB chunked body of 1-byte chunks, never ends"),
+    "endless_chunked_1MiB": ("endless_chunked", {"body_bytes": 500_000_000, "chunk_size": 1 << 20},
+                             "500 MB chunked body of 1 MiB chunks, never ends"),
+    "overlap_conflict": ("overlap_conflict", {"n": 100_000},
+                         "100,000 connections, request re-sent with different bytes"),
+    "absurd_content_length": ("absurd_content_length", {"repeat": 5_000},
+                              "45,000 connections, absurd Content-Length values"),
+    "pipelined_flood": ("pipelined_flood", {"n": 1_000_000}, "1,000,000 pipelined GETs, no response"),
+}
+GROWTH = ("syn_flood", "tiny_connections")
+SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")
+
+
+def run_child(path: Path) -> dict[str, Any]:
+    """Analyze ``path`` in a fresh process: its report plus wall, CPU seconds and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"analysis of {path} failed with exit code {proc.returncode}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_mib=usage.ru_maxrss / 1024)
+    return result
+
+
+def scaled(kwargs: dict[str, Any], factor: float) -> dict[str, Any]:
+    return {k: max(int(v * factor), 1) if k in SIZE_KEYS else v for k, v in kwargs.items()}
+
+
+def measure(name: str, kwargs: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    gen, _, _ = FULL[name]
+    path = tmp / f"{name}.pcap"
+    t0 = time.perf_counter()
+    made = getattr(g, gen)(path, **kwargs)
+    gen_s = time.perf_counter() - t0
+    size = path.stat().st_size
+    try:
+        res = run_child(path)
+    finally:
+        path.unlink()
+    res.update(case=name, size=kwargs, packets=made.packets, file_mib=size / 2**20, gen_s=gen_s)
+    print(f"{name} {kwargs}: {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, {res['peak_mib']:.0f} MiB, "
+          f"{res['anomalies']}", file=sys.stderr, flush=True)
+    return res
+
+
+def table(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> str:
+    lines = ["| case | input | packets | file MiB | wall s | CPU s | peak RSS MiB | packets/s (CPU) "
+             "| connections | transactions | anomalies | accounted |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        desc = FULL[r["case"]][2] if r["size"] == FULL[r["case"]][1] else ", ".join(
+            f"{k}={v:,}" for k, v in r["size"].items())
+        anomalies = ", ".join(f"`{k}` {v:,}" for k, v in r["anomalies"].items()) or "none"
+        lines.append(f"| {r['case']} | {desc} | {r['packets']:,} | {r['file_mib']:,.0f} | {r['wall_s']:.1f} "
+                     f"| {r['cpu_s']:.1f} | {r['peak_mib']:,.0f} | {r['packets'] / max(r['cpu_s'], 1e-9):,.0f} "
+                     f"| {r['connections']:,} | {r['transactions']:,} | {anomalies} "
+                     f"| {'yes' if r['accounted'] else 'NO'} |")
+    lines.append(f"| baseline | 1 connection (imports only) | {baseline['packets']} | 0 | {baseline['wall_s']:.1f} "
+                 f"| {baseline['cpu_s']:.1f} | {baseline['peak_mib']:,.0f} | | | | | |")
+    return "\n".join(lines)
+
+
+def growth_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    lines = ["| case | small → full | CPU s | ratio (CPU) | wall ratio | peak RSS MiB | RSS above baseline, ratio |",
+             "|---|---|---|---:|---:|---|---:|"]
+    for small, full in pairs:
+        base = BASELINE_MIB[0]
+        lines.append(
+            f"| {full['case']} | {small['size']['n']:,} → {full['size']['n']:,} | {small['cpu_s']:.1f} → "
+            f"{full['cpu_s']:.1f} | {full['cpu_s'] / small['cpu_s']:.2f} | {full['wall_s'] / small['wall_s']:.2f} "
+            f"| {small['peak_mib']:,.0f} → {full['peak_mib']:,.0f} "
+            f"| {(full['peak_mib'] - base) / max(small['peak_mib'] - base, 1):.2f} |")
+    return "\n".join(lines)
+
+
+BASELINE_MIB = [0.0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every size by this (quick runs)")
+    ap.add_argument("--cases", default=",".join(FULL), help="comma-separated subset of: " + ", ".join(FULL))
+    ap.add_argument("--no-growth", action="store_true", help="skip the quarter-size runs")
+    ap.add_argument("-o", "--output", type=Path, default=ROOT / "bench" / "results" / "hostile.md")
+    args = ap.parse_args()
+    names = [c for c in args.cases.split(",") if c]
+    rows: list[dict[str, Any]] = []
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="hostile-") as d:
+        tmp = Path(d)
+        baseline = measure("tiny_connections", {"n": 1}, tmp)
+        BASELINE_MIB[0] = baseline["peak_mib"]
+        for name in names:
+            full = measure(name, scaled(FULL[name][1], args.scale), tmp)
+            rows.append(full)
+            if name in GROWTH and not args.no_growth:
+                small = measure(name, scaled(FULL[name][1], args.scale / 4), tmp)
+                pairs.append((small, full))
+    text = ["# Hostile traffic: time and peak memory", "",
+            f"`.venv/bin/python bench/hostile.py{' --scale ' + str(args.scale) if args.scale != 1 else ''}` "
+            f"on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one fresh process per case "
+            "(`analyzer.analyze(path)`; peak RSS and CPU time from `os.wait4`). Wall time depends on the "
+            "machine's load (shared); CPU time less so.", "", table(rows, baseline)]
+    if pairs:
+        text += ["", "Growth (a quarter of the size, then the full size; linear is a ratio of about 4):", "",
+                 growth_table(pairs)]
+    out = "\n".join(text) + "\n"
+    print(out)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(out)
+
+
+if __name__ == "__main__":
+    main()

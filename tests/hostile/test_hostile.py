@@ -1,0 +1,234 @@
+"""Hostile traffic (issue 8): each case is generated at a small size, analyzed, and checked for the limit or
+anomaly it should hit, the packet accounting, and the rows a user would expect. Full sizes, with time and
+peak memory: ``bench/hostile.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analyzer
+import analyzer.flows.connections as connections
+from analyzer.capture.pcapfile import open_capture
+from analyzer.http.http1 import MAX_HEADER_BYTES
+from analyzer.http.transactions import MAX_PENDING_REQUESTS
+from analyzer.pipeline import Session
+
+from . import generate as g
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path  # (files are generated, never committed)
+
+
+def accounted(a: analyzer.Analysis, made: g.Made) -> dict[str, int]:
+    """The summary accounts for every packet written; returns the anomaly counts."""
+    s = a.summary
+    assert s["packets_read"] == made.packets
+    assert s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values())
+    assert s["packets_skipped"] == {} and s["reader_skipped"] == {}
+    assert s["connections"] == len(a.connections) and s["transactions"] == len(a.transactions)
+    counts: dict[str, int] = s["anomalies"]
+    return counts
+
+
+def tracked_peak(path: Path, chunk_packets: int) -> tuple[int, analyzer.Analysis]:
+    """Analyze with a session, returning the most connections its tracker held after any chunk."""
+    reader = open_capture(path, chunk_packets=chunk_packets)
+    session = Session()
+    session.start_capture(path.name)
+    peak = 0
+    for batch in reader.batches():
+        session.feed(batch)
+        assert session.tracker is not None
+        peak = max(peak, len(session.tracker.active))
+    reader.close()
+    session.end_capture(reader.stats)
+    return peak, session.result()
+
+
+# ---------------------------------------------------------------------------------------------- SYN flood
+
+def _check_flood_rows(a: analyzer.Analysis, n: int) -> None:
+    c = a.connections
+    assert len(c) == n + 1
+    real = c[c["requests"] > 0]
+    assert len(real) == 1  # the real connection lived through the flood as one connection
+    r = real.iloc[0]
+    assert (r["requests"], r["close_by"], r["close_reason"], bool(r["syn_seen"])) == (2, "client", "fin", True)
+    assert list(a.transactions["status"]) == [200, 200]
+    flood = c[c["requests"] == 0]
+    assert len(flood) == n
+    assert flood["syn_seen"].all()
+    assert set(flood["close_by"]) == {"open"} and set(flood["close_reason"]) == {"capture_end"}
+    assert (flood["client_packets"] == 1).all() and (flood["server_packets"] == 1).all()
+    assert set(flood["protocol"]) == {"unknown"}
+    assert flood["handshake_rtt_ms"].isna().all()
+    assert (flood["syn_to_synack_ms"].round(3) == 0.3).all()
+    assert c["uid"].is_unique
+
+
+def test_syn_flood_half_open_connections_each_get_a_row(tmp: Path) -> None:
+    n = 20_000
+    made = g.syn_flood(tmp / "syn.pcap", n)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {}  # under MAX_TRACKED_CONNECTIONS: nothing is cut short
+    _check_flood_rows(a, n)
+
+
+def test_syn_flood_over_the_tracking_limit_is_bounded_and_reported(tmp: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    n, cap, chunk = 30_000, 4_000, 8_192
+    monkeypatch.setattr(connections, "MAX_TRACKED_CONNECTIONS", cap)
+    made = g.syn_flood(tmp / "syn.pcap", n)
+    peak, a = tracked_peak(made.path, chunk)
+    assert peak <= cap + chunk  # the limit is checked after every chunk
+    counts = accounted(a, made)
+    assert set(counts) == {"tracked_connections_limit"}
+    evicted = counts["tracked_connections_limit"]
+    assert n - cap <= evicted <= n  # at most `cap` were still tracked at the end, and finished then
+    _check_flood_rows(a, n)  # finished early, the half-open rows are the same
+    an = a.anomalies
+    limited = set(an.loc[an["name"] == "tracked_connections_limit", "uid"])
+    assert len(limited) == evicted
+    c = a.connections.set_index("uid")
+    assert (c.loc[sorted(limited), "requests"] == 0).all()  # only half-open ones, never the real connection
+    assert an["detail"].str.contains("half-open").all()
+
+
+def test_syn_flood_stale_half_open_connections_are_finished_without_anomaly(tmp: Path) -> None:
+    # 2,000 SYNs at 4 per second: 500 s of capture; a half-open connection is dropped after HALF_OPEN_IDLE_NS
+    n, rate = 2_000, 4
+    made = g.syn_flood(tmp / "slow.pcap", n, rate_per_s=rate)
+    peak, a = tracked_peak(made.path, chunk_packets=256)
+    idle_s = (connections.HALF_OPEN_IDLE_NS + connections.IDLE_SCAN_NS) / 1e9
+    assert peak <= rate * idle_s + 256 < n
+    assert accounted(a, made) == {}
+    _check_flood_rows(a, n)  # the real connection, idle 500 s with data, was kept
+
+
+# ------------------------------------------------------------------------------------- tiny connections
+
+def test_tiny_connections_each_get_their_row_and_transaction(tmp: Path) -> None:
+    n = 20_000
+    made = g.tiny_connections(tmp / "tiny.pcap", n)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {}
+    c, t = a.connections, a.transactions
+    assert len(c) == n and len(t) == n
+    assert (c["requests"] == 1).all() and set(c["close_by"]) == {"client"} and set(c["close_reason"]) == {"fin"}
+    assert (c["client_packets"] == 4).all() and (c["server_packets"] == 3).all()
+    assert set(t["status"]) == {200} and (t["response_body_bytes"] == 2).all()
+    assert c["uid"].is_unique
+
+
+def test_closed_connections_finished_early_at_the_limit_keep_their_rows(tmp: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 6_000
+    made = g.tiny_connections(tmp / "tiny.pcap", n)
+    full = analyzer.analyze(made.path)
+    monkeypatch.setattr(connections, "MAX_TRACKED_CONNECTIONS", 500)
+    peak, a = tracked_peak(made.path, chunk_packets=2_048)
+    assert peak <= 500 + 2_048
+    assert accounted(a, made) == {}  # closed connections finished early are not cut short: no anomaly
+    pd.testing.assert_frame_equal(a.connections, full.connections)
+    pd.testing.assert_frame_equal(a.transactions, full.transactions)
+
+
+# -------------------------------------------------------------------------------------------- huge header
+
+def test_huge_header_block_is_skipped_and_the_request_still_counts(tmp: Path) -> None:
+    made = g.huge_header(tmp / "huge.pcap", header_bytes=3 << 20)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {"oversized_header": 1}
+    detail = a.anomalies["detail"].iloc[0]
+    assert str(MAX_HEADER_BYTES) in detail
+    t = a.transactions
+    assert list(zip(t["target"], t["status"], strict=True)) == [("/huge", 431), ("/x", 200)]
+    assert a.connections["requests"].iloc[0] == 2
+    assert a.connections["client_bytes"].iloc[0] == made.facts["header_bytes"] + len(g.REQUEST)
+
+
+# ------------------------------------------------------------------------------------------ endless chunks
+
+@pytest.mark.parametrize(("body", "size"), [(3_000_000, 1), (40_000_000, 1 << 20), (2_000_000, 7)])
+def test_endless_chunked_body_is_counted_not_kept(tmp: Path, body: int, size: int) -> None:
+    made = g.endless_chunked(tmp / "chunked.pcap", body, chunk_size=size)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {"truncated_message": 1}  # the response never ended
+    t = a.transactions.iloc[0]
+    assert t["status"] == 200 and not t["response_complete"]
+    assert t["response_body_bytes"] == made.facts["body_bytes"]
+    c = a.connections.iloc[0]
+    assert (c["close_by"], c["close_reason"]) == ("open", "capture_end")
+    assert c["server_bytes"] == made.facts["body_bytes"] + len(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+# ----------------------------------------------------------------------------------- overlapping segments
+
+def test_overlapping_segments_with_different_bytes_keep_the_first_copy(tmp: Path) -> None:
+    n = 2_000
+    made = g.overlap_conflict(tmp / "overlap.pcap", n)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {"overlap_conflict": n}
+    assert set(a.transactions["target"]) == {"/first"}  # the first copy captured wins
+    assert len(a.transactions) == n and set(a.transactions["status"]) == {200}
+    details = set(a.anomalies["detail"])
+    assert details == {f"client→server: {made.facts['conflicting_segments']} segment(s) carried other bytes "
+                       f"({made.facts['differing_bytes']} differing) where an earlier copy had been captured; "
+                       "the first copy was kept"}
+    assert (a.connections["client_bytes"] == len(b"GET /first HTTP/1.1\r\nHost: hostile.test\r\n\r\n")).all()
+
+
+def test_identical_retransmissions_are_no_conflict(tmp: Path) -> None:
+    # the request, a retransmitted copy of it and a partial copy, all with the same bytes
+    tpl = [g.Pkt(True, g.SYN, 0, None, b"", 0), g.Pkt(False, g.SYN | g.ACK, 0, 1, b"", 100_000),
+           g.Pkt(True, g.ACK | g.PSH, 1, 1, g.REQUEST, 200_000), g.Pkt(True, g.ACK | g.PSH, 1, 1, g.REQUEST, 300_000),
+           g.Pkt(True, g.ACK | g.PSH, 10, 1, g.REQUEST[9:20], 310_000),
+           g.Pkt(False, g.ACK | g.PSH, 1, 1 + len(g.REQUEST), g.RESPONSE, 400_000)]
+    made = g.Made(tmp / "t.pcap", g._write_template(tmp / "t.pcap", tpl, 3, 1_000_000))
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {}
+    assert len(a.transactions) == 3
+
+
+# ----------------------------------------------------------------------------------- absurd Content-Length
+
+def test_absurd_content_length_values_are_reported(tmp: Path) -> None:
+    made = g.absurd_content_length(tmp / "cl.pcap", repeat=2)
+    a = analyzer.analyze(made.path)
+    bad = made.facts["bad_values"]
+    # each bad value twice (request and response); the valid 15-digit length never ends
+    assert accounted(a, made) == {"bad_content_length": 2 * bad, "truncated_message": made.facts["huge_valid"]}
+    t = a.transactions
+    assert len(t) == made.facts["connections"]
+    post = t[t["method"] == "POST"]
+    assert len(post) == bad
+    assert (post["request_body_bytes"] == 0).all()  # a request without a valid length has no body
+    assert (post["response_body_bytes"] == 4).all() and post["response_complete"].all()  # read until close
+    huge = t[t["method"] == "GET"]
+    assert (huge["response_body_bytes"] == 2).all() and not huge["response_complete"].any()
+    assert set(a.anomalies.loc[a.anomalies["name"] == "bad_content_length", "detail"]) == {
+        v.decode() for v in g.ABSURD_LENGTHS}
+
+
+# --------------------------------------------------------------------------------------- pipelined flood
+
+def test_pipelined_flood_stops_queueing_and_keeps_counting(tmp: Path) -> None:
+    n = 60_000
+    made = g.pipelined_flood(tmp / "pipe.pcap", n)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {"excessive_pipelining": 1}
+    detail = a.anomalies["detail"].iloc[0]
+    assert str(MAX_PENDING_REQUESTS) in detail
+    c = a.connections.iloc[0]
+    assert c["requests"] == n and c["client_bytes"] == made.facts["stream_bytes"]
+    t = a.transactions
+    assert len(t) == n and t["status"].isna().all()
+    assert list(t["target"].iloc[:3]) == ["/0", "/1", "/2"]
+    assert np.array_equal(t["trans_depth"].to_numpy(), np.arange(1, n + 1))
