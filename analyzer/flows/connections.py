@@ -10,6 +10,9 @@ the chunk. Connections that are closed and quiet for ``LINGER_NS`` of capture ti
 so memory follows the connections open at once, not the capture size.
 
 Bounds on what a hostile capture can make it hold (``tests/hostile``):
+- closed connections linger for ``LINGER_NS`` (late retransmissions and ACKs), but at most
+  ``MAX_CLOSING_CONNECTIONS`` of them: under connection churn the oldest closed for ``CLOSING_SETTLE_NS``
+  are finished earlier (their rows are final; no anomaly);
 - a connection's protocol handler is created when its first byte (or FIN) is delivered, so a half-open
   connection (a SYN, a SYN/ACK) costs only its TCP state;
 - a connection whose handshake never completed (no client ACK after the SYN/ACK, or no SYN/ACK at all),
@@ -65,6 +68,12 @@ from analyzer.flows.tcpoptions import TcpOptions, no_options, parse_options
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
+#: Closed connections lingering at once. Beyond it (thousands of connections closing per second), the oldest
+#: that have been quiet for ``CLOSING_SETTLE_NS`` are finished without waiting for ``LINGER_NS``: their rows
+#: are final, only a packet of theirs arriving later still (a very late retransmission) would start a new
+#: connection. A closed connection costs several KiB of state, so this bounds a churn's memory.
+MAX_CLOSING_CONNECTIONS = 20_000
+CLOSING_SETTLE_NS = 1_000_000_000
 MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap instead of waiting
 #: Connections tracked at once (open, or closed and lingering). About 1.5 KiB each without data (a SYN
 #: flood's half-open connections), a few KiB with a protocol handler. See the module docstring for which
@@ -675,6 +684,14 @@ class ConnectionTracker:
                 elif conn.ts_end_ns < horizon:
                     del self.closing[cid]
                     self._finish(conn)
+            if len(self.closing) > MAX_CLOSING_CONNECTIONS:  # connection churn: do not linger for 30 s
+                settled = now - CLOSING_SETTLE_NS
+                oldest = sorted((cn for cn in self.closing.values() if cn.ts_end_ns < settled),
+                                key=lambda cn: (cn.ts_end_ns, cn.first_frame))
+                for conn in oldest[:len(self.closing) - MAX_CLOSING_CONNECTIONS]:
+                    del self.closing[id(conn)]
+                    if not conn.finished:
+                        self._finish(conn)
             self._bound(now)
 
     def _bound(self, now: int) -> None:

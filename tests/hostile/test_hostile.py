@@ -140,6 +140,22 @@ def test_closed_connections_finished_early_at_the_limit_keep_their_rows(tmp: Pat
     pd.testing.assert_frame_equal(a.transactions, full.transactions)
 
 
+def test_connection_churn_does_not_linger(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ``MAX_CLOSING_CONNECTIONS`` closed connections, those settled for ``CLOSING_SETTLE_NS`` are
+    finished without waiting ``LINGER_NS``: the tracker holds a bounded number, and the rows are the same."""
+    n = 6_000
+    made = g.tiny_connections(tmp / "tiny.pcap", n, spacing_ns=200_000)  # 1.2 s of churn
+    full = analyzer.analyze(made.path)
+    unbounded, _ = tracked_peak(made.path, chunk_packets=2_048)
+    monkeypatch.setattr(connections, "MAX_CLOSING_CONNECTIONS", 300)
+    monkeypatch.setattr(connections, "CLOSING_SETTLE_NS", 50_000_000)
+    peak, a = tracked_peak(made.path, chunk_packets=2_048)
+    assert unbounded == n and peak < 300 + 2_048  # settled for 50 ms: 250 connections; a chunk adds ~290
+    assert accounted(a, made) == {}
+    pd.testing.assert_frame_equal(a.connections, full.connections)
+    pd.testing.assert_frame_equal(a.transactions, full.transactions)
+
+
 # -------------------------------------------------------------------------------------------- huge header
 
 def test_huge_header_block_is_skipped_and_the_request_still_counts(tmp: Path) -> None:
