@@ -96,10 +96,12 @@ def start_nginx(ns: Namespace, tmp: Path, scenario: str = "pipelining") -> subpr
     return proc
 
 
-def start_live(ns: Namespace, args: Sequence[str], timeout_s: float = 20) -> subprocess.Popen[bytes]:
-    """``analyzer live ARGS`` in ``ns``; returns once it says it is listening (stderr stays a pipe)."""
-    proc = ns.popen([*record.analyzer_command(), "live", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    cwd=ROOT)
+def start_live(ns: Namespace, args: Sequence[str], timeout_s: float = 20, prefix: Sequence[str] = (),
+               cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``PREFIX analyzer live ARGS`` in ``ns`` (every prefix command execs the next: same PID); returns once
+    it says it is listening (stderr stays a pipe)."""
+    proc = ns.popen([*prefix, *record.analyzer_command(), "live", *args], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, cwd=cwd)
     assert proc.stderr is not None
     seen = b""
     deadline = time.monotonic() + timeout_s

@@ -127,20 +127,8 @@ def work() -> Iterator[Path]:
 
 def start_live(ns: Any, prefix: Sequence[str], args: Sequence[str], cwd: Path, timeout_s: float = 30
                ) -> subprocess.Popen[bytes]:
-    """``PREFIX analyzer live ARGS`` in ``ns`` (every prefix command execs the next: same PID), once it is
-    listening."""
-    proc: subprocess.Popen[bytes] = ns.popen([*prefix, *record.analyzer_command(), "live", *args],
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
-    assert proc.stderr is not None
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while b"listening on" not in seen:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            rest = proc.stderr.read() if proc.poll() is not None else b""
-            raise RuntimeError(f"analyzer live did not start: {(seen + rest).decode(errors='replace')}")
-        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
-        if ready:
-            seen += os.read(proc.stderr.fileno(), 65536)
+    """``PREFIX analyzer live ARGS`` in ``ns``, once it is listening (``live_netns.start_live``)."""
+    proc: subprocess.Popen[bytes] = live_netns.start_live(ns, args, timeout_s, prefix=prefix, cwd=cwd)
     return proc
 
 
