@@ -16,24 +16,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import pandas as pd
-
 from analyzer.analysis import Analysis
 from analyzer.metrics import summary_metrics
 from analyzer.pipeline import in_table_order
-from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, FLIGHT_COLUMNS, SEGMENT_COLUMNS, TRANSACTION_COLUMNS
+from analyzer.tables import (
+    ANOMALY_COLUMNS,
+    CONNECTION_COLUMNS,
+    FLIGHT_COLUMNS,
+    SEGMENT_COLUMNS,
+    TRANSACTION_COLUMNS,
+    concat_frames,
+)
 
 _SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "series_connections_left_out", "bytes_skipped",
            "bytes_unread")
 _COUNTERS = ("packets_skipped", "reader_skipped", "reader_notes")
-
-
-def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
-    if not frames:
-        from analyzer.tables import empty_frame
-        return empty_frame(columns)
-    kept = [f for f in frames if len(f)] or frames[:1]
-    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
 
 
 def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
@@ -68,10 +65,11 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
         return _with_metrics(replace(parts[0], summary=dict(parts[0].summary))) if with_metrics else parts[0]
     parts = _unique_uids(parts)
     connections, transactions, flights, segments = in_table_order(
-        _concat([p.connections for p in parts], CONNECTION_COLUMNS),
-        _concat([p.transactions for p in parts], TRANSACTION_COLUMNS),
-        _concat([p.flights for p in parts], FLIGHT_COLUMNS), _concat([p.segments for p in parts], SEGMENT_COLUMNS))
-    anomalies = _concat([p.anomalies for p in parts], ANOMALY_COLUMNS)
+        concat_frames([p.connections for p in parts], CONNECTION_COLUMNS),
+        concat_frames([p.transactions for p in parts], TRANSACTION_COLUMNS),
+        concat_frames([p.flights for p in parts], FLIGHT_COLUMNS),
+        concat_frames([p.segments for p in parts], SEGMENT_COLUMNS))
+    anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
     if len(anomalies):
         anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
     sums = [p.summary for p in parts]

@@ -39,6 +39,7 @@ from analyzer.tables import (
     FLIGHT_COLUMNS,
     SEGMENT_COLUMNS,
     TRANSACTION_COLUMNS,
+    concat_frames,
     frame_from_arrays,
     frame_from_rows,
     frame_from_tuples,
@@ -369,10 +370,11 @@ class Session:
         if self._released:
             raise RuntimeError("result() after result(release=True)")
         self._released = release
-        connections = connections_in_order(_concat([*self._conn_chunks,
-                                                    frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)]))
+        connections = connections_in_order(concat_frames(
+            [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)], CONNECTION_COLUMNS))
         places = pd.Index(connections["uid"].to_numpy())
-        transactions = _concat([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)])
+        transactions = concat_frames([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)],
+                                     TRANSACTION_COLUMNS)
         if len(transactions):
             cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
             order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
@@ -419,12 +421,6 @@ class Session:
             for key, value in summary_metrics(analysis).items():
                 summary.setdefault(key, value)
         return analysis
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Chunks of one table (same columns and dtypes) as one frame; the last is kept as is when alone."""
-    frames = [f for f in frames if len(f)] or frames[-1:]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def in_table_order(connections: pd.DataFrame, transactions: pd.DataFrame, flights: pd.DataFrame,

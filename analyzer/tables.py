@@ -232,6 +232,15 @@ def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, 
     return pd.DataFrame(typed, columns=list(columns), copy=False)
 
 
+def concat_frames(frames: Sequence[pd.DataFrame], columns: Mapping[str, str]) -> pd.DataFrame:
+    """Pieces of one table (chunks, or the parts of several captures; same columns and dtypes) as one frame
+    with a fresh index; an empty frame with ``columns`` when there are none."""
+    if not frames:
+        return empty_frame(columns)
+    kept = [f for f in frames if len(f)] or list(frames[:1])
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
+
+
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
     return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
