@@ -4,6 +4,7 @@ hand-crafted pcap/pcapng/gzip files (written with ``struct`` here) for each form
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import random
@@ -377,21 +378,23 @@ def test_gzip_cut_short(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ pcapng
 @pytest.mark.parametrize("endian", ["<", ">"])
 def test_pcapng_two_interfaces_linktypes_and_resolutions(tmp_path: Path, endian: str) -> None:
-    """if 0: Ethernet in ns (tsresol 9); if 1: raw IP in 2^-20 s with if_tsoffset; if 2: default µs."""
+    """if 0: Ethernet in ns (tsresol 9); if 1: raw IP in 2^-20 s with if_tsoffset; if 2: default µs. (Times
+    in order: a step back of more than a second would be a clock step, see test_clock_step_*.)"""
     t0 = 1_700_000_000
     blocks = [ng_shb(endian), ng_idb(1, 9, endian=endian), ng_idb(101, 0x80 | 20, tsoffset=t0, endian=endian),
               ng_idb(113, endian=endian)]
     blocks += [
         ng_epb(0, t0 * 10**9 + 123_456_789, FRAMES[0], endian),
         ng_epb(1, 3 * 2**20 + 2**19, FRAMES[1], endian),  # 3.5 s after t0
-        ng_epb(2, t0 * 10**6 + 1, FRAMES[2], endian),
-        ng_epb(1, 1, FRAMES[3], endian),  # 2^-20 s = 953.67 ns → floor 953
+        ng_epb(2, (t0 + 3) * 10**6 + 750_001, FRAMES[2], endian),
+        ng_epb(1, 4 * 2**20 + 1, FRAMES[3], endian),  # 4 s + 2^-20 s (953.67 ns → floor 953)
     ]
     reader = open_capture(write(tmp_path, "two.pcapng", b"".join(blocks)))
     cols = concat(read_all(reader))
     assert cols["linktype"].tolist() == [1, 101, 113, 101]
     assert cols["ts_ns"].tolist() == [
-        t0 * 10**9 + 123_456_789, (t0 + 3) * 10**9 + 500_000_000, t0 * 10**9 + 1000, t0 * 10**9 + 953,
+        t0 * 10**9 + 123_456_789, (t0 + 3) * 10**9 + 500_000_000, (t0 + 3) * 10**9 + 750_001_000,
+        (t0 + 4) * 10**9 + 953,
     ]
     assert cols["data"].tolist() == FRAMES[:4]
     assert reader.stats.linktypes == {1, 101, 113}
@@ -561,3 +564,61 @@ def test_reader_is_a_context_manager(tmp_path: Path) -> None:
 def test_module_constants() -> None:
     assert pcapfile.MAX_CAPLEN == 256 * 1024
     assert 1 << 20 <= pcapfile.READ_SIZE <= 64 << 20  # "a few MB at a time"
+
+
+# ------------------------------------------------------------------------------------------ clock steps
+def _times(tmp_path: Path, secs_usecs: list[tuple[int, int]], chunk: int = 3,
+           read_size: int | None = None) -> tuple[list[int], dict[str, int]]:
+    raw = pcap_bytes([(s, u, bytes([i % 250]) * 60) for i, (s, u) in enumerate(secs_usecs)])
+    reader = open_capture(write(tmp_path, "clock.pcap", raw), chunk_packets=chunk)
+    ts = concat(read_all(reader))["ts_ns"].tolist()
+    return [t // 1000 for t in ts], dict(reader.stats.notes)
+
+
+T0 = 1_700_000_000
+
+
+@pytest.mark.parametrize("read_size", [None, 200])
+def test_clock_step_back_shifts_later_times(tmp_path: Path, read_size: int | None,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock steps back an hour and stays there: time goes on from the packet before the step (read
+    whole, and 200 bytes at a time so that the step and the shift cross buffers)."""
+    if read_size is not None:
+        monkeypatch.setattr(pcapfile, "READ_SIZE", read_size)
+        monkeypatch.setattr(pcapfile, "_HEAD_SIZE", read_size)
+    recorded = [(T0, 0), (T0, 100), (T0 - 3600, 300), (T0 - 3600, 500), (T0 - 3599, 500)]
+    us, notes = _times(tmp_path, recorded)
+    assert us == [T0 * 10**6, T0 * 10**6 + 100, T0 * 10**6 + 100, T0 * 10**6 + 300, T0 * 10**6 + 1_000_300]
+    assert notes == {"clock_step_back": 1}
+
+
+def test_one_packet_glitch_back_then_the_clock_returns(tmp_path: Path) -> None:
+    """One packet two hours early, then the recorded clock is right again: only that packet is moved."""
+    recorded = [(T0, 0), (T0 - 7200, 0), (T0, 200), (T0, 300)]
+    us, notes = _times(tmp_path, recorded)
+    assert us == [T0 * 10**6, T0 * 10**6, T0 * 10**6 + 200, T0 * 10**6 + 300]
+    assert notes == {"clock_step_back": 1}
+
+
+def test_small_steps_back_are_kept_as_recorded(tmp_path: Path) -> None:
+    """Less than MAX_TS_STEP_BACK_NS back (CPU queues, interfaces): times as recorded, counted."""
+    recorded = [(T0, 500_000), (T0, 100_000), (T0, 600_000)]
+    us, notes = _times(tmp_path, recorded)
+    assert us == [T0 * 10**6 + 500_000, T0 * 10**6 + 100_000, T0 * 10**6 + 600_000]
+    assert notes == {"timestamp_backwards": 1}
+
+
+def test_two_steps_back_add_up_and_time_never_jumps_back(tmp_path: Path) -> None:
+    recorded = [(T0 + i, 0) for i in range(3)] + [(T0 - 100 + i, 0) for i in range(3)] + [
+        (T0 - 500 + i, 0) for i in range(3)]
+    us, notes = _times(tmp_path, recorded, chunk=2)
+    assert us == [(T0 + i) * 10**6 for i in (0, 1, 2, 2, 3, 4, 4, 5, 6)]
+    assert notes == {"clock_step_back": 2}
+
+
+def test_a_clock_stepping_at_every_packet_stays_linear(tmp_path: Path) -> None:
+    """Hostile: the clock alternates between two times an hour apart; every step is one search, bounded."""
+    recorded = [(T0 - 3600 * (i % 2), i) for i in range(20_000)]
+    us, notes = _times(tmp_path, recorded, chunk=4096)
+    assert all(b >= a for a, b in itertools.pairwise(us))
+    assert notes["clock_step_back"] == 10_000

@@ -37,8 +37,11 @@ Rules for bad input (see ``open_capture``):
   intact follows does reading stop (``stop_reason`` ``corrupt_record``, ``bytes_unread``).
 * Records that are used although something is wrong with them are counted in ``stats.notes``:
   ``invalid_timestamp`` (a fraction of a second >= 1 s, a pcapng time beyond int64 ns, an outlier more than
-  ``MAX_TS_OUTLIER_NS`` from both neighbours: it gets the previous packet's time), ``timestamp_backwards``
-  (earlier than the packet before it: kept as recorded), ``caplen_over_snaplen`` (used).
+  ``MAX_TS_OUTLIER_NS`` from both neighbours: it gets the previous packet's time), ``clock_step_back``
+  (more than ``MAX_TS_STEP_BACK_NS`` earlier than the packet before it: the clock stepped, and the times
+  from there on are shifted forward by the step until the recorded clock comes back, so that no duration
+  spans the step), ``timestamp_backwards`` (earlier than the packet before it by less: kept as recorded),
+  ``caplen_over_snaplen`` (used).
 * pcapng blocks that are not packets (NRB, ISB, DSB, custom, journal) are consumed silently; block types
   this reader does not know are counted as ``pcapng_unknown_block``. ISB ``isb_ifdrop`` values become
   ``stats.kernel_drops``; DSB payloads are kept in ``reader.decryption_secrets``.
@@ -76,6 +79,13 @@ READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize pe
 #: A timestamp this far (ns) from both of its neighbours, in the same direction, is an outlier (a garbage
 #: field, not a clock step): one day.
 MAX_TS_OUTLIER_NS: Final = 86_400 * 1_000_000_000
+#: A packet this much (ns) earlier than the one before it means the capturing host's clock stepped back
+#: (NTP, a VM resumed): the packets from it on are shifted forward by the step, until the recorded clock
+#: comes back (``_unstepped``). Smaller steps back are normal (CPU queues) and kept as recorded.
+MAX_TS_STEP_BACK_NS: Final = 1_000_000_000
+#: Rows looked at per search for the next clock step (so that a clock stepping at every packet costs
+#: O(n · this), not O(n²)).
+_STEP_WINDOW: Final = 4096
 #: Latest timestamp (s) an int64 of nanoseconds since the epoch holds (year 2262).
 _MAX_TS_S: Final = (2**63 - 1) // 1_000_000_000
 
@@ -318,6 +328,7 @@ class CaptureReader:
         self._frames = 0  # packets handed out so far (frame numbers are 1-based)
         self._started = False
         self._last_ts = 0
+        self._ts_shift = 0  # ns added to the recorded times while a clock step back lasts (``_unstepped``)
         self._base = 0  # stream offset of the current buffer's first byte
         self._gz = source.gz
         self._head = head
@@ -488,7 +499,7 @@ class CaptureReader:
         recorded (small steps back are normal in captures from several CPU queues; Wireshark keeps them)."""
         n = ts.shape[0]
         have_prev = self._frames > 0
-        prev = np.int64(self._last_ts)
+        prev = np.int64(self._last_ts - self._ts_shift)  # the packet before, as recorded
         bad = np.zeros(n, dtype=bool) if invalid is None else invalid.copy()
         before = np.empty(n, dtype=np.int64)
         before[1:] = ts[:-1]
@@ -519,7 +530,7 @@ class CaptureReader:
             self.stats.notes["invalid_timestamp"] += int(np.count_nonzero(bad))
             good = ~bad
             if not good.any():
-                fill = self._last_ts if have_prev else 0
+                fill = int(prev) if have_prev else 0
                 ts = np.full(n, fill, dtype=np.int64)
             else:
                 idx = np.where(good, np.arange(n), -1)
@@ -527,13 +538,69 @@ class CaptureReader:
                 first_good = ts[int(np.argmax(good))]
                 lead = prev if have_prev else first_good
                 ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], lead)
+        last = np.int64(self._last_ts)  # the packet before, as handed out
+        if have_prev or n > 1:
+            ts = self._unstepped(ts, last if have_prev else ts[0])
         prev_ts = np.empty(n, dtype=np.int64)
         prev_ts[1:] = ts[:-1]
-        prev_ts[0] = prev if have_prev else ts[0]
+        prev_ts[0] = last if have_prev else ts[0]
         back = int(np.count_nonzero(ts < prev_ts))
         if back:
             self.stats.notes["timestamp_backwards"] += back
         return ts
+
+    def _unstepped(self, ts: I64, last: np.int64) -> I64:
+        """The times with clock steps back taken out (``last``: the time handed out before ``ts[0]``).
+
+        A packet more than ``MAX_TS_STEP_BACK_NS`` earlier than the packet before it (as handed out) is a
+        step back of the capturing clock (``clock_step_back``): from it on, the recorded times are shifted
+        forward so that time goes on from the packet before, and the shift lasts (it is one clock that
+        stepped) until a recorded time is no longer that much behind the last time handed out (the clock
+        came back: a single packet's glitch, or a step forward again), when the shift ends. So durations
+        never span a step, at the price of absolute times after a step differing from the recorded ones
+        (Wireshark shows them as recorded). Steps are rare; each costs one search of at most
+        ``_STEP_WINDOW`` rows past it."""
+        n = ts.shape[0]
+        shift = self._ts_shift
+        if not shift:
+            d = np.empty(n, dtype=np.int64)
+            d[0] = ts[0] - last
+            d[1:] = np.diff(ts)
+            if not (d < -MAX_TS_STEP_BACK_NS).any():
+                return ts
+        out = ts.copy()
+        lim = np.int64(MAX_TS_STEP_BACK_NS)
+        start, prev_out = 0, np.int64(last)
+        while start < n:
+            stop = min(start + _STEP_WINDOW, n)
+            raw = ts[start:stop]
+            prev_raw = np.empty(stop - start, dtype=np.int64)
+            prev_raw[0] = prev_out - shift
+            prev_raw[1:] = raw[:-1]
+            with np.errstate(over="ignore"):
+                step = raw < prev_raw - lim  # behind the packet before, at the current shift
+                if shift:
+                    step |= raw >= prev_raw + np.int64(shift) - lim  # the recorded clock came back
+            hit = np.flatnonzero(step)
+            if not len(hit):
+                out[start:stop] = raw + shift
+                prev_out = out[stop - 1]
+                start = stop
+                continue
+            i = start + int(hit[0])
+            out[start:i] = ts[start:i] + shift
+            if i > start:
+                prev_out = out[i - 1]
+            if ts[i] >= prev_out - lim:  # the clock came back
+                shift = 0
+            else:
+                shift = int(prev_out) - int(ts[i])
+                self.stats.notes["clock_step_back"] += 1
+            out[i] = ts[i] + shift
+            prev_out = out[i]
+            start = i + 1
+        self._ts_shift = shift
+        return out
 
     # ------------------------------------------------------------------ classic pcap
     def _pcap_walk(self, data: bytearray, pos: int) -> tuple[list[int], int]:
@@ -626,7 +693,7 @@ class CaptureReader:
         ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread`` set) when there is none."""
         window = 1 << 20
         lookahead = 3 * (self._rec_len + MAX_CAPLEN)
-        ref_s = self._last_ts // _NS_PER_S if self._frames else None
+        ref_s = (self._last_ts - self._ts_shift) // _NS_PER_S if self._frames else None  # as recorded
         start_abs = self._base + start
         p = start + 1
         while True:
@@ -958,7 +1025,7 @@ class CaptureReader:
         if is_spb.any():  # no timestamp: carry the previous packet's forward
             src = np.where(is_spb, -1, np.arange(m))
             np.maximum.accumulate(src, out=src)
-            ts = np.where(src >= 0, ts[np.maximum(src, 0)], self._last_ts)
+            ts = np.where(src >= 0, ts[np.maximum(src, 0)], self._last_ts - self._ts_shift)  # as recorded
         yield from self._split(arr, data_off, ts, caplen, wirelen, linktype, invalid=invalid, snaplen=snaplen)
 
 
