@@ -24,9 +24,10 @@ class Analysis:
       captures (list of file names), file_format, packets_read, packets_analyzed, packets_skipped
       ({reason: count}), truncated_packets (captured shorter than on the wire, still analyzed),
       reader_skipped ({reason: count} of records that were not packets), reader_notes ({reason: count} of
-      records kept with a fix: invalid_timestamp, timestamp_backwards, caplen_over_snaplen), bytes_skipped
-      (damaged bytes passed over), bytes_unread (left unread after damage), kernel_drops, ts_first, ts_last,
-      duration_s, connections, connections_with_syn, transactions, anomalies ({name: count}).
+      records kept with a fix: invalid_timestamp, timestamp_backwards, clock_step_back,
+      caplen_over_snaplen), bytes_skipped (damaged bytes passed over), bytes_unread (left unread after
+      damage), kernel_drops, ts_first, ts_last, duration_s, connections, connections_with_syn, transactions,
+      anomalies ({name: count}).
     Metrics add their own keys (``analyzer.metrics.summary_metrics``).
     """
 

@@ -71,6 +71,8 @@ def _warn_damage(summary: dict[str, Any]) -> None:
     notes = {k: v for k, v in (summary.get("reader_notes") or {}).items() if k != "timestamp_backwards"}
     if notes:
         parts.append("records kept with a note: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))
+    if notes.get("clock_step_back"):
+        parts.append("times after a clock step back are shifted forward by the step")
     if summary.get("bytes_unread"):
         parts.append(f"{summary['bytes_unread']} bytes left unread")
     if parts:
@@ -78,15 +80,19 @@ def _warn_damage(summary: dict[str, Any]) -> None:
 
 
 def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
-             scheduler: str | None = None, stitch: bool = False) -> Analysis:
-    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch)
+             scheduler: str | None = None, stitch: bool = False, series: bool = True) -> Analysis:
+    """The analysis of the captures (one error line and exit 2 when none can be read). ``series``: keep the
+    per-packet series (``Analysis.segments``; only the report's bytes-in-flight chart and ``export --segments``
+    show it, so the commands that do not leave it out, and with it up to ``MAX_SERIES_ROWS`` rows of memory)."""
+    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series)
     _warn_damage(result.summary)
     return result
 
 
 def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs: int, scheduler: str | None,
-                   stitch: bool) -> Analysis:
+                   stitch: bool, series: bool) -> Analysis:
     from analyzer.parallel import analyze_captures, expand_captures
+    from analyzer.pipeline import MAX_SERIES_ROWS
 
     if keylog is not None and not keylog.is_file():
         _fail(f"{keylog}: no such file")
@@ -94,7 +100,8 @@ def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs:
     try:
         files = expand_captures(captures)
         total = sum(p.stat().st_size for p in files)
-        options: dict[str, Any] = {"keylog": keylog, "jobs": jobs, "scheduler": scheduler, "stitch": stitch}
+        options: dict[str, Any] = {"keylog": keylog, "jobs": jobs, "scheduler": scheduler, "stitch": stitch,
+                                   "series_rows": MAX_SERIES_ROWS if series else 0}
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
             return analyze_captures(files, **options)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -155,7 +162,8 @@ def summary(captures: Captures, keylog: Keylog = None, jobs: Jobs = 1, scheduler
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and pipes: room for the per-host table
-    print_summary(_analyze(captures, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch), console)
+    print_summary(_analyze(captures, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch, series=False),
+                  console)
 
 
 @app.command()
@@ -180,7 +188,8 @@ def export(
     Credentials in capture strings are redacted unless --no-redact."""
     if partitioned and fmt != ExportFormat.parquet:
         _fail("--partitioned needs --format parquet")
-    result = _analyze(captures, quiet=True, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch)
+    result = _analyze(captures, quiet=True, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch,
+                      series=segments)
     write_export(result, output, fmt.value, segments=segments, redact=not no_redact, partitioned=partitioned)
 
 
@@ -204,6 +213,8 @@ def compare(
 
 def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False, redact: bool = True,
                  partitioned: bool = False) -> None:
+    from analyzer.pipeline import release_free_memory
+
     if redact:
         from analyzer.report.redact import redact_analysis
 
@@ -226,6 +237,7 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
     output.mkdir(parents=True, exist_ok=True)
     capture_of = dict(zip(result.connections["uid"], result.connections["capture"], strict=True))
     for name, df in tables.items():
+        release_free_memory()  # each table's conversion (Arrow, CSV text) is garbage once written
         if fmt == "csv":
             df.to_csv(output / f"{name}.csv", index=False)
         elif partitioned:  # every table gets its rows' capture (from their connection) as the partition key

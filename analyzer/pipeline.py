@@ -95,7 +95,7 @@ def analyze(
                 session.add_secrets(KeyLog.from_pcapng_secrets(reader.decryption_secrets[secrets_seen:]))
                 secrets_seen = len(reader.decryption_secrets)
             session.feed(batch)
-            _release_free_memory()
+            release_free_memory()
             if progress is not None:
                 progress(done_bytes + reader.stats.bytes_read, total_bytes)
         reader.close()
@@ -111,11 +111,13 @@ def analyze(
     return combine(parts, with_metrics=with_metrics)  # the metrics once, over all files
 
 
-def _release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``) after each chunk.
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``): after each chunk, and between
+    the steps that build and write the tables.
 
     Each chunk allocates and frees tens of MB of numpy temporaries and many small objects; glibc keeps the
-    freed memory, so without this the peak RSS carries the chunks' garbage on top of what is live. Measured:
+    freed memory (the command line raises its trim threshold to 128 MiB for speed, ``cli._tune_allocator``),
+    so without this the peak RSS carries the garbage of earlier steps on top of what is live. Measured:
     100,000 tiny connections 852 → 627 MiB at the end of the scan. A no-op where glibc is not available."""
     trim = _malloc_trim()
     if trim is not None:
@@ -268,6 +270,7 @@ class Session:
         self._quic.finish()
         self.tracker = self._quic = None
         self._account(stats)
+        release_free_memory()
 
     def _account(self, stats: ReaderStats) -> None:
         if self.shard[0]:  # shard 0 reports the capture-wide counts
@@ -297,6 +300,8 @@ class Session:
             self._series_kept += len(rec.segments["ts"])
         self._series_left_out += rec.segments_left_out
         self._compact()
+        if self.compact:  # at capture end this runs once per batch of connections finished together
+            release_free_memory()
 
     def _on_quic(self, flow: QuicFlow) -> None:
         row, anomalies = quic_records(flow)
@@ -382,10 +387,15 @@ class Session:
         # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
         if release:
             self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
+            release_free_memory()
         flights = frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS, consume=release,
                                     order=lambda d: rows_in_order(d["uid"], d, places, "flights"))
+        if release:
+            release_free_memory()
         segments = frame_from_arrays(self._segment_parts, SEGMENT_COLUMNS, consume=release,
                                      order=lambda d: rows_in_order(d["uid"], d, places, "segments"))
+        if release:
+            release_free_memory()
         anomalies = frame_from_rows(self.an_rows, ANOMALY_COLUMNS)
         if len(anomalies):
             anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)

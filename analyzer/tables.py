@@ -13,7 +13,7 @@ missing values are ``NaN`` for floats and ``<NA>`` for nullable integers, boolea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -215,11 +215,14 @@ def frame_from_arrays(parts: Sequence[Mapping[str, Any]], columns: Mapping[str, 
     parts = [p for p in parts if len(p) and len(next(iter(p.values())))]
     if not parts:
         return empty_frame(columns)
-    data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
-    if consume:
-        assert isinstance(source, list)
+    if consume:  # column by column, each part's array dropped once copied: the parts and the whole never
+        assert isinstance(source, list)  # both exist
         source.clear()
+        owned = cast(list[dict[str, Any]], parts)
+        data = {name: np.concatenate([np.asarray(p.pop(name)) for p in owned]) for name in columns}
         parts.clear()
+    else:
+        data = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in columns}
     rows = order(data) if order is not None else None
     typed: dict[str, Any] = {}
     for name, dtype in columns.items():  # one column at a time: put in order, typed, the source freed

@@ -8,6 +8,7 @@ pieces and stitched gives the tables of the uncut capture.
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -204,3 +205,24 @@ def test_one_key_log_for_several_captures_counts_its_keys_once() -> None:
     mine = both.connections[both.connections["capture"] == "tls.pcap"].reset_index(drop=True)
     assert mine["tls_decrypted"].tolist() == alone.connections["tls_decrypted"].tolist()
     assert alone.connections["tls_decrypted"].fillna(False).all()
+
+
+def test_export_without_segments_keeps_no_series_and_the_same_tables(tmp_path: Path) -> None:
+    """``export`` leaves the per-packet series out unless ``--segments`` (memory: up to MAX_SERIES_ROWS rows);
+    every other table and every metric are the same either way."""
+    src = SEVERAL[0]
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    for out, extra in ((plain, []), (full, ["--segments"])):
+        done = subprocess.run([*CLI, "export", str(src), "--format", "parquet", "-o", str(out), *extra],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    assert not (plain / "segments.parquet").exists()
+    assert len(pd.read_parquet(full / "segments.parquet")) > 0
+    for table in ("connections", "transactions", "flights", "anomalies"):
+        pd.testing.assert_frame_equal(pd.read_parquet(plain / f"{table}.parquet"),
+                                      pd.read_parquet(full / f"{table}.parquet"))
+    s_plain = json.loads((plain / "summary.json").read_text())
+    s_full = json.loads((full / "summary.json").read_text())
+    assert s_plain["series_rows"] == 0 and s_full["series_rows"] > 0
+    differ = {k for k in s_full if s_plain.get(k) != s_full[k]}
+    assert differ == {"series_rows", "series_connections_left_out"}, differ

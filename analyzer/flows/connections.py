@@ -81,7 +81,7 @@ MAX_HELD_BYTES_PER_STREAM = 8 << 20  # beyond this, a hole is declared a gap ins
 MAX_TRACKED_CONNECTIONS = 200_000
 HALF_OPEN_IDLE_NS = 180_000_000_000  # a handshake that never completed, quiet this long (capture time): finished
 IDLE_SCAN_NS = 10_000_000_000  # how often (capture time) connections are checked for HALF_OPEN_IDLE_NS
-MAX_BATCH_ROWS = 131_072  # packet rows analyzed at once when connections finish (bounds that memory)
+MAX_BATCH_ROWS = 65_536  # packet rows analyzed at once when connections finish (bounds that memory)
 #: Packets of one connection kept in the segment log for the sequence analysis (about 100 bytes each, so
 #: one endless connection costs at most ~100 MiB). Beyond it the connection's later packets still drive
 #: reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).

@@ -184,6 +184,28 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
     ``with_whatif`` the keep-alive what-if (which replays every policy) is left empty: the summary does not
     need it."""
     connections, transactions = analysis.connections, analysis.transactions
+    summary, shared = _summary_and_shared(analysis, with_whatif=with_whatif)
+    conn_hosts, events = shared["conn_hosts"], shared["events"]
+    return MetricTables(summary=summary,
+                        histogram=requests_per_connection_histogram(connections, transactions),
+                        avoidable=shared["avoidable"], idle_after=idle_after_last(connections, transactions),
+                        timeouts=shared["timeouts"], costs=shared["costs"], hosts=shared["hosts"],
+                        conn_hosts=conn_hosts, rounds=flight_rounds(transactions, analysis.flights),
+                        transfers=warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
+                        health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
+                        health_totals=tcp_health_totals(connections),
+                        protocols=protocol_mix(connections, transactions),
+                        tls_hosts=tls_by_host(connections, conn_hosts),
+                        whatif=shared["whatif"], whatif_totals=whatif_totals(shared["whatif"]),
+                        races=shared["races"], pools=shared["pools"],
+                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events),
+                        reasons=shared["reasons"], reason_table=shared["reason_table"])
+
+
+def _summary_and_shared(analysis: Analysis, *, with_whatif: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
+    keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables)."""
+    connections, transactions = analysis.connections, analysis.transactions
     costs = handshake_costs(connections)
     per_transaction = transaction_costs(connections, transactions, costs)
     avoidable = avoidable_connections(connections, transactions)
@@ -217,19 +239,10 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
         else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
     summary.update(warmth_stats(transactions))
     summary.update(protocol_stats(connections, transactions))
-    return MetricTables(summary=summary,
-                        histogram=requests_per_connection_histogram(connections, transactions),
-                        avoidable=avoidable, idle_after=idle_after_last(connections, transactions),
-                        timeouts=timeouts, costs=costs, hosts=hosts, conn_hosts=conn_hosts,
-                        rounds=flight_rounds(transactions, analysis.flights),
-                        transfers=warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
-                        health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
-                        health_totals=tcp_health_totals(connections),
-                        protocols=protocol_mix(connections, transactions),
-                        tls_hosts=tls_by_host(connections, conn_hosts),
-                        whatif=per_pair, whatif_totals=whatif_totals(per_pair), races=races, pools=pool_rows,
-                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events),
-                        reasons=per_connection, reason_table=reasons_counted)
+    shared = {"costs": costs, "avoidable": avoidable, "timeouts": timeouts, "conn_hosts": conn_hosts, "hosts": hosts,
+              "races": races, "reasons": per_connection, "reason_table": reasons_counted, "events": events,
+              "pools": pool_rows, "whatif": per_pair}
+    return summary, shared
 
 
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
@@ -263,4 +276,4 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
-    return compute_all(analysis, with_whatif=False).summary
+    return _summary_and_shared(analysis, with_whatif=False)[0]
