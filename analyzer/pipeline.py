@@ -378,18 +378,19 @@ class Session:
         if self._released:
             raise RuntimeError("result() after result(release=True)")
         self._released = release
-        connections = connections_in_order(concat_frames(
-            [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)], CONNECTION_COLUMNS))
+        conn_parts = [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)]
+        tx_parts = [*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)]
+        if release:
+            self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
+        connections = connections_in_order(concat_frames(conn_parts, CONNECTION_COLUMNS, consume=release))
         places = pd.Index(connections["uid"].to_numpy())
-        transactions = concat_frames([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)],
-                                     TRANSACTION_COLUMNS)
+        transactions = concat_frames(tx_parts, TRANSACTION_COLUMNS, consume=release)
         if len(transactions):
             cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
             order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
             transactions = transactions.iloc[order].reset_index(drop=True)
         # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
         if release:
-            self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
             release_free_memory()
         flights = frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS, consume=release,
                                     order=lambda d: rows_in_order(d["uid"], d, places, "flights"))
