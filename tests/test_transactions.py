@@ -314,3 +314,24 @@ def test_no_traffic() -> None:
     rows, facts = _rows(Http1Connection())
     assert rows == []
     assert facts["requests"] == 0 and facts["pipelined_max"] == 0 and facts["protocol"] == "unknown"
+
+
+def test_a_used_connection_is_freed_without_the_cycle_collector() -> None:
+    """No reference cycle between a connection and its parsers: once dropped it is freed by reference
+    counting (the command line makes full collector passes rare, so a cycle would hold it much longer)."""
+    import gc
+    import weakref
+
+    t = Timeline()
+    t.at(100 * MS, CLIENT, _get("/1")).at(110 * MS, SERVER, OK)
+    t.at(200 * MS, CLIENT, b"GET /old\r\n")  # an HTTP/0.9 request: the response parser asks the connection
+    _rows(t.conn)
+    gone = weakref.ref(t.conn)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del t.conn
+        assert gone() is None
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -9,6 +9,7 @@ connection may carry another request** (``connection_persists``). It knows strea
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class Exchange:
     interim: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Http1Connection:
     """Both directions of one connection. Feed chunks with ``feed(direction, chunk)``; then ``finish()``."""
 
@@ -74,11 +75,14 @@ class Http1Connection:
     tunnel: tuple[Message, Message] | None = None  # (CONNECT request, its 2xx response): a tunnel follows
 
     def __post_init__(self) -> None:
+        # the parsers call back through a weak proxy: no reference cycle, so a finished connection is freed
+        # at once by reference counting instead of waiting for (and costing) the cyclic garbage collector
+        me = weakref.proxy(self)
         self.parsers = (
-            Http1Parser(REQUEST, self._on_request_head, _ignore),
-            Http1Parser(RESPONSE, self._on_response_head, _ignore),
+            Http1Parser(REQUEST, lambda msg: me._on_request_head(msg), _ignore),
+            Http1Parser(RESPONSE, lambda msg: me._on_response_head(msg), _ignore),
         )
-        self.parsers[RESPONSE].expect_http09 = self._next_is_http09
+        self.parsers[RESPONSE].expect_http09 = lambda: me._next_is_http09()
 
     def _next_is_http09(self) -> bool:
         return bool(self.pending) and self.pending[0].request is not None and (
