@@ -200,9 +200,15 @@ class Http1Connection:
     def transaction_rows(self, uid: str, server_ip: str, server_port: int
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         """Rows for the transactions table (tuples in ``HTTP_TRANSACTION_COLUMNS`` order), and connection-level
-        HTTP facts."""
+        HTTP facts. Called when the connection is done: it consumes the exchanges (each one's messages are
+        freed as its row is made, so that a connection with a million requests does not hold both), so a
+        second call gives no rows (the tracker's one handler of connections without a byte has none)."""
+        protocol = self.protocol
         # in capture-time order (processing order depends on how packets were chunked)
-        exchanges = sorted(self.exchanges, key=_exchange_start)
+        exchanges: list[Exchange | None] = sorted(self.exchanges, key=_exchange_start)  # type: ignore[arg-type]
+        self.exchanges = []
+        self.pending.clear()
+        requests = 0
         req_start: list[float] = []
         resp_end: list[float] = []
         rows: list[tuple[Any, ...]] = []
@@ -211,7 +217,10 @@ class Http1Connection:
         idle_max: float | None = None
         nan = float("nan")
         for i, ex in enumerate(exchanges):
+            assert ex is not None
+            exchanges[i] = None
             req, resp = ex.request, ex.response
+            requests += req is not None
             r_end = resp.ts_end_ns if resp is not None and resp.ts_end_ns is not None else None
             req_start.append(req.ts_start_ns if req is not None else nan)
             resp_end.append(r_end if r_end is not None else nan)
@@ -270,9 +279,9 @@ class Http1Connection:
             ))
         known_ends = [e for e in resp_end if e == e]
         facts = {
-            "requests": sum(1 for ex in exchanges if ex.request is not None),
+            "requests": requests,
             "pipelined_max": pipelined_max(req_start, resp_end),
-            "protocol": self.protocol,
+            "protocol": protocol,
             "keep_alive_timeout_s": self.keep_alive_timeout_s,
             "keep_alive_max": self.keep_alive_max,
             "last_response_end_ns": max(known_ends) if known_ends else None,
