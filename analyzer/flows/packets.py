@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -75,8 +76,11 @@ _COLUMNS = (
 )
 
 
+@lru_cache(maxsize=1 << 16)
 def format_ip(hi: int, lo: int) -> str:
-    """Text form of a 128-bit address held as two halves (IPv4-mapped addresses print as IPv4)."""
+    """Text form of a 128-bit address held as two halves (IPv4-mapped addresses print as IPv4). Cached: a
+    capture has few distinct addresses and ``ipaddress`` takes about 8 µs per call (two per connection; the
+    same text object is then shared by every row with that address)."""
     hi, lo = int(hi), int(lo)
     if hi == 0 and (lo >> 32) == 0xFFFF:
         return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))

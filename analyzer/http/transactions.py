@@ -69,6 +69,7 @@ class Http1Connection:
     keep_alive_max: int | None = None
     parsers: tuple[Http1Parser, Http1Parser] = field(init=False)
     flood_reported: bool = False
+    settled: bool = False  # a message was parsed or a direction showed another protocol (``may_switch``)
     upgraded_to: str | None = None  # protocol switched to by a 101 (h2c)
     upgrade: tuple[Message, Message] | None = None  # (request, 101 response) of an h2c Upgrade
     switch_request: Message | None = None  # an Upgrade: h2c or CONNECT request whose response is not in yet
@@ -103,9 +104,13 @@ class Http1Connection:
         ``CONNECT`` request waits for its response."""
         if self.switch_request is not None:
             return True
-        if any(p.messages_seen or p.protocol is not None for p in self.parsers):
+        if self.settled:
             return False
-        return any(p.state == START for p in self.parsers)  # a direction has not shown what it is yet
+        req, resp = self.parsers
+        if req.messages_seen or resp.messages_seen or req.protocol is not None or resp.protocol is not None:
+            self.settled = True  # for good: messages are only counted up, a protocol once found stays
+            return False
+        return req.state == START or resp.state == START  # a direction has not shown what it is yet
 
     def detected(self) -> str | None:
         """The protocol found instead of HTTP/1 at the start of a stream (``tls``, ``h2c``), ``h2c`` after an
