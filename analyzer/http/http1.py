@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from sys import intern
 
 from analyzer.flows.stream import StreamChunk, read_after_carry
 from analyzer.tls.observer import looks_like_tls
@@ -368,15 +369,15 @@ class Http1Parser:
                 return self._garbage(chunk, start_line, pos)
             if rm.group(0) != start_line or _REQUEST_LINE.match(start_line) is None:
                 self._anomaly(chunk.ts_at(pos), "malformed_request_line", _preview(start_line))
-            msg.method = method.decode("ascii")
+            msg.method = intern(method.decode("ascii"))  # one object per distinct value: requests are many
             msg.target = target.decode("latin-1") if target is not None else None
-            msg.version = version.decode("latin-1") if version is not None else (
+            msg.version = intern(version.decode("latin-1")) if version is not None else (
                 "HTTP/0.9" if target is not None else None)
         else:
             sm = _STATUS_LINE.match(start_line)
             if sm is None:
                 return self._garbage(chunk, start_line, pos)
-            msg.version = sm.group(1).decode("ascii")
+            msg.version = intern(sm.group(1).decode("ascii"))
             msg.status = int(sm.group(2))
             msg.reason = (sm.group(3) or b"").decode("latin-1")
         self._parse_headers(msg, lines[1:])
@@ -404,14 +405,14 @@ class Http1Parser:
             rm = _REQUEST_LINE.match(start_line)
             if rm is None:
                 return False
-            msg.method = rm.group(1).decode("ascii")
+            msg.method = intern(rm.group(1).decode("ascii"))
             msg.target = rm.group(2).decode("latin-1")
-            msg.version = rm.group(3).decode("latin-1") if rm.group(3) is not None else "HTTP/0.9"
+            msg.version = intern(rm.group(3).decode("latin-1")) if rm.group(3) is not None else "HTTP/0.9"
         else:
             sm = _STATUS_LINE.match(start_line)
             if sm is None:
                 return False
-            msg.version = sm.group(1).decode("ascii")
+            msg.version = intern(sm.group(1).decode("ascii"))
             msg.status = int(sm.group(2))
             msg.reason = (sm.group(3) or b"").decode("latin-1")
         self._parse_headers(msg, lines[1:])
@@ -502,8 +503,10 @@ class Http1Parser:
             if lname not in KEPT_HEADERS:
                 last = None
                 continue
-            key = lname.decode("ascii", "replace")
+            key = intern(lname.decode("ascii", "replace"))
             val = value.strip().decode("latin-1")
+            if key == "host":
+                val = intern(val)  # the same on every request of a connection
             if key in headers:
                 headers[key] = headers[key] + ", " + val
             else:
