@@ -43,6 +43,7 @@ from analyzer.tables import (
     frame_from_arrays,
     frame_from_rows,
     frame_from_tuples,
+    take_rows,
 )
 from analyzer.tls.keylog import KeyLog
 
@@ -388,7 +389,7 @@ class Session:
         if len(transactions):
             cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
             order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
-            transactions = transactions.iloc[order].reset_index(drop=True)
+            transactions = take_rows(transactions, order, consume=release)
         # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
         if release:
             release_free_memory()
