@@ -83,8 +83,9 @@ def _warn_damage(summary: dict[str, Any]) -> None:
 def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
              scheduler: str | None = None, stitch: bool = False, series: bool = True) -> Analysis:
     """The analysis of the captures (one error line and exit 2 when none can be read). ``series``: keep the
-    per-packet series (``Analysis.segments``; only the report's bytes-in-flight chart and ``export --segments``
-    show it, so the commands that do not leave it out, and with it up to ``MAX_SERIES_ROWS`` rows of memory)."""
+    per-packet series (``Analysis.segments``). Only the report's bytes-in-flight chart and ``export
+    --segments`` show it; the other commands leave it out, and with it up to ``MAX_SERIES_ROWS`` rows of
+    memory."""
     result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series)
     _warn_damage(result.summary)
     return result
