@@ -786,3 +786,16 @@ def test_tcp_metrics_with_missing_values(sample: Analysis) -> None:
     assert picks["uid"].tolist() == ["a3", "a1", "b1"]
     health = metrics.tcp_health_table(c, t).set_index("host")
     assert health.loc["?:?", "connections"] == 2
+
+
+def test_texts_and_endpoints_share_one_string_per_distinct_value() -> None:
+    """A million rows with a few addresses cost a million pointers, not a million strings (metric memory)."""
+    from analyzer.metrics.frames import endpoints, pair_codes, texts
+
+    out = texts(pd.Series(["10.0.0.1"] * 3 + [None], dtype="string"))
+    assert out == ["10.0.0.1"] * 3 + [None] and out[0] is out[1] is out[2]
+    assert texts(pd.Series([7, None, 7], dtype="Int64")) == ["7", None, "7"]
+    eps = endpoints(pd.Series(["10.0.0.1", "::1", "10.0.0.1", None], dtype="string"),
+                    pd.Series([80, 443, 80, None], dtype="Int64"))
+    assert eps == ["10.0.0.1:80", "[::1]:443", "10.0.0.1:80", "?:?"] and eps[0] is eps[2]
+    assert pair_codes(["a", "b", "a", None, None], ["x", "x", "x", "y", "y"]).tolist() == [0, 1, 0, 2, 2]

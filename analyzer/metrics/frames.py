@@ -43,10 +43,15 @@ def floats(series: pd.Series) -> np.ndarray:
 
 
 def texts(series: pd.Series) -> list[str | None]:
-    """A string (or integer) column as a list of ``str`` or ``None``."""
+    """A string (or integer) column as a list of ``str`` or ``None``: one ``str`` object per distinct value
+    (a column of a million rows with a few thousand addresses costs a million pointers, not a million
+    strings)."""
     if len(series) == 0:
         return []
-    return list(object_strings(series.astype("string")).tolist())
+    codes, uniques = pd.factorize(series.astype("string"))
+    values = np.array([*object_strings(pd.Series(uniques, dtype="string")).tolist(), None],  # code -1: None
+                      dtype=object)
+    return list(values[codes].tolist())
 
 
 def object_strings(series: pd.Series) -> np.ndarray:
@@ -54,6 +59,15 @@ def object_strings(series: pd.Series) -> np.ndarray:
     values = np.asarray(series.to_numpy(dtype=object), dtype=object)
     values[series.isna().to_numpy()] = None
     return values
+
+
+def pair_codes(first: Sequence[Any] | np.ndarray, second: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """One integer per row for its (first, second) pair, numbered in order of first appearance (a missing
+    value is a value of its own): what factorizing ``f"{first}|{second}"`` gives, without a string per row."""
+    a, _ = pd.factorize(np.array(first, dtype=object), use_na_sentinel=False)
+    b, b_uniques = pd.factorize(np.array(second, dtype=object), use_na_sentinel=False)
+    codes, _ = pd.factorize(a.astype(np.int64) * (len(b_uniques) + 1) + b.astype(np.int64))
+    return np.asarray(codes, dtype=np.int64)
 
 
 def positions(keys: Sequence[str | None], queries: Sequence[str | None]) -> np.ndarray:
@@ -88,11 +102,16 @@ def endpoints(ips: pd.Series, ports: pd.Series) -> list[str]:
     """``endpoint`` for each row of two columns (vectorized)."""
     if len(ips) == 0:
         return []
-    ip = ips.astype("string").fillna("?")
-    ip = ip.where(~ip.str.contains(":", regex=False), "[" + ip + "]")
-    port = pd.to_numeric(ports, errors="coerce").astype("Int64").astype("string").fillna("?")
-    joined = ip.to_numpy(dtype=object) + ":" + port.to_numpy(dtype=object)
-    return [str(v) for v in joined.tolist()]
+    ip_codes, ip_uniques = pd.factorize(ips.astype("string"))  # distinct pairs are named once, then shared
+    port_codes, port_uniques = pd.factorize(pd.to_numeric(ports, errors="coerce").astype("Int64"))
+    width = len(port_uniques) + 1
+    pair_codes, pairs = pd.factorize((ip_codes.astype(np.int64) + 1) * width + (port_codes.astype(np.int64) + 1))
+    ip_of, port_of = np.divmod(np.asarray(pairs, dtype=np.int64), width)
+    ip_text = ["?", *(str(v) for v in ip_uniques)]  # index 0: missing
+    port_text = ["?", *(str(v) for v in port_uniques)]
+    names = [f"[{ip_text[i]}]:{port_text[p]}" if ":" in ip_text[i] else f"{ip_text[i]}:{port_text[p]}"
+             for i, p in zip(ip_of.tolist(), port_of.tolist(), strict=True)]
+    return list(np.array(names, dtype=object)[pair_codes].tolist())
 
 
 def json_float(value: Any, ndigits: int = 3) -> float | None:

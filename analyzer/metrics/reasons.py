@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 
 from analyzer.metrics.closerace import close_races
-from analyzer.metrics.frames import endpoints, equals, flags, floats, json_float, known_false, texts
+from analyzer.metrics.frames import (
+    endpoints,
+    equals,
+    flags,
+    floats,
+    json_float,
+    known_false,
+    pair_codes,
+    texts,
+)
 from analyzer.metrics.idle import IMMEDIATE_CLOSE_MS
 from analyzer.metrics.reuse import avoidable_connections
 
@@ -207,7 +216,7 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
     # One pass over each (client, server) group in order of start. ``usable`` is a min-heap of the earlier
     # members' "usable until"; what leaves it (usable until <= this start) can no longer carry a request, and
     # of those the one usable last is the previous connection P. O(n log n) in all.
-    key_codes, _ = pd.factorize(pd.Series([f"{c}|{s}" for c, s in zip(clients, servers, strict=True)]))
+    key_codes = pair_codes(clients, servers)
     order = np.lexsort((np.arange(n), np.where(np.isnan(ts_start), math.inf, ts_start), key_codes))
     current_key = -1
     usable: list[tuple[float, float, int]] = []

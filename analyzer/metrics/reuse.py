@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import endpoints, equals, flags, floats, json_float, json_int, positions, texts
+from analyzer.metrics.frames import (
+    endpoints,
+    equals,
+    flags,
+    floats,
+    json_float,
+    json_int,
+    pair_codes,
+    positions,
+    texts,
+)
 
 DEFINITIONS: dict[str, str] = {
     "requests_per_connection": (
@@ -203,7 +213,7 @@ def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame)
     uids = texts(connections["uid"])
     clients = texts(connections["client_ip"])
     servers = endpoints(connections["server_ip"], connections["server_port"])
-    key_codes, _ = pd.factorize(pd.Series([f"{c}|{s}" for c, s in zip(clients, servers, strict=True)]))
+    key_codes = pair_codes(clients, servers)
     interval_uids = np.array(texts(intervals["uid"]), dtype=object)
     owner = positions(uids, list(interval_uids))  # idle_intervals only returns known connections
     # Per (client, server) key, in order of start: the latest end so far and the interval holding it.
