@@ -660,7 +660,6 @@ class CaptureReader:
             if corrupt_at < 0 and pos + rec <= len(data) and caplen_at(data, pos + 8)[0] > MAX_CAPLEN:
                 corrupt_at = pos
             if corrupt_at >= 0:
-                self.stats.skipped["corrupt_record"] += 1
                 found = self._pcap_resync(data, corrupt_at)
                 if found is None:
                     return
@@ -688,9 +687,11 @@ class CaptureReader:
         return self._rec_len + caplen
 
     def _pcap_resync(self, data: bytearray, start: int) -> tuple[bytearray, int] | None:
-        """Corrupt record at ``data[start]``: the next offset where three plausible records follow each other
-        (or fewer up to the end of the file), as (buffer, position); the bytes stepped over are counted in
-        ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread`` set) when there is none."""
+        """Corrupt record at ``data[start]`` (counted as ``corrupt_record``): the next offset where three
+        plausible records follow each other (or fewer up to the end of the file), as (buffer, position); the
+        bytes stepped over are counted in ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread``
+        set) when there is none."""
+        self.stats.skipped["corrupt_record"] += 1
         window = 1 << 20
         lookahead = 3 * (self._rec_len + MAX_CAPLEN)
         ref_s = (self._last_ts - self._ts_shift) // _NS_PER_S if self._frames else None  # as recorded
@@ -764,7 +765,6 @@ class CaptureReader:
                     drop = drop[:cut] if drop is not None else None
                     if offs:
                         yield from self._ng_batches(data, offs, special, endian, drop)
-                    self.stats.skipped["corrupt_record"] += 1
                     found = self._ng_resync(data, bad_at, endian)
                     if found is None:
                         return
@@ -774,7 +774,6 @@ class CaptureReader:
             if outcome == _FLUSH:
                 continue
             if outcome == _CORRUPT:
-                self.stats.skipped["corrupt_record"] += 1
                 found = self._ng_resync(data, pos, endian)
                 if found is None:
                     return
@@ -791,7 +790,6 @@ class CaptureReader:
                         return
                 if (new_endian is None or blen < 28 or blen & 3 or blen > MAX_BLOCK_LEN
                         or struct.unpack_from(new_endian + "I", data, pos + blen - 4)[0] != blen):
-                    self.stats.skipped["corrupt_record"] += 1
                     found = self._ng_resync(data, pos, endian)
                     if found is None:
                         return
@@ -836,9 +834,11 @@ class CaptureReader:
         return isolated, (int(rest[0]) if rest.size else None)
 
     def _ng_resync(self, data: bytearray, start: int, endian: str) -> tuple[bytearray, int] | None:
-        """Corrupt block at ``data[start]``: the next intact block after it (a known type, a sane length equal
-        to its trailing copy; blocks are 4-byte aligned), as (buffer, position); the bytes stepped over are
-        counted in ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread`` set) at the end."""
+        """Corrupt block at ``data[start]`` (counted as ``corrupt_record``): the next intact block after it (a
+        known type, a sane length equal to its trailing copy; blocks are 4-byte aligned), as (buffer,
+        position); the bytes stepped over are counted in ``stats.bytes_skipped``. None (reading stopped,
+        ``bytes_unread`` set) at the end."""
+        self.stats.skipped["corrupt_record"] += 1
         start_abs = self._base + start
         p = start + 4
         while True:
