@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analyzer.tables import FLIGHT_COLUMNS, SEGMENT_COLUMNS, empty_frame
+
+if TYPE_CHECKING:
+    from analyzer.spill import SpilledTable
 
 
 @dataclass(slots=True)
@@ -29,6 +32,10 @@ class Analysis:
       damage), kernel_drops, ts_first, ts_last, duration_s, connections, connections_with_syn, transactions,
       anomalies ({name: count}).
     Metrics add their own keys (``analyzer.metrics.summary_metrics``).
+
+    ``spilled``: tables left on disk by a session with a spill (``analyzer export`` and ``summary``; see
+    ``analyzer.spill``), by name (anomalies, flights, segments), each with its rows' order set; the
+    DataFrame of such a table is then empty, and the summary counts its rows.
     """
 
     connections: pd.DataFrame
@@ -37,6 +44,15 @@ class Analysis:
     summary: dict[str, Any] = field(default_factory=dict)
     flights: pd.DataFrame = field(default_factory=lambda: empty_frame(FLIGHT_COLUMNS))
     segments: pd.DataFrame = field(default_factory=lambda: empty_frame(SEGMENT_COLUMNS))
+    spilled: dict[str, SpilledTable] = field(default_factory=dict)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name`` in memory, read back from disk when it was spilled."""
+        if name in self.spilled:
+            return self.spilled[name].frame()
+        frame = getattr(self, name)
+        assert isinstance(frame, pd.DataFrame)
+        return frame
 
     def _repr_html_(self) -> str:  # Jupyter
         head = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"

@@ -10,9 +10,12 @@ import gc
 import json
 import math
 import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import pandas as pd
 import typer
@@ -22,7 +25,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 import analyzer
 from analyzer.analysis import Analysis
 from analyzer.errors import AnalyzerError
-from analyzer.tables import TABLES
+from analyzer.tables import TABLES, empty_frame
 
 app = typer.Typer(
     add_completion=True,
@@ -81,18 +84,20 @@ def _warn_damage(summary: dict[str, Any]) -> None:
 
 
 def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
-             scheduler: str | None = None, stitch: bool = False, series: bool = True) -> Analysis:
+             scheduler: str | None = None, stitch: bool = False, series: bool = True,
+             spill_dir: Path | None = None) -> Analysis:
     """The analysis of the captures (one error line and exit 2 when none can be read). ``series``: keep the
     per-packet series (``Analysis.segments``). Only the report's bytes-in-flight chart and ``export
     --segments`` show it; the other commands leave it out, and with it up to ``MAX_SERIES_ROWS`` rows of
-    memory."""
-    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series)
+    memory. ``spill_dir``: tables written there as they are made (``analyzer.spill``; export and summary,
+    which do not need every table in memory)."""
+    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series, spill_dir)
     _warn_damage(result.summary)
     return result
 
 
 def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs: int, scheduler: str | None,
-                   stitch: bool, series: bool) -> Analysis:
+                   stitch: bool, series: bool, spill_dir: Path | None) -> Analysis:
     from analyzer.parallel import analyze_captures, expand_captures
     from analyzer.pipeline import MAX_SERIES_ROWS
 
@@ -105,7 +110,7 @@ def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs:
         files = expand_captures(captures)
         total = sum(p.stat().st_size for p in files)
         options: dict[str, Any] = {"keylog": keylog, "jobs": jobs, "scheduler": scheduler, "stitch": stitch,
-                                   "series_rows": MAX_SERIES_ROWS if series else 0}
+                                   "series_rows": MAX_SERIES_ROWS if series else 0, "spill_dir": spill_dir}
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
             return analyze_captures(files, **options)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -166,8 +171,9 @@ def summary(captures: Captures, keylog: Keylog = None, jobs: Jobs = 1, scheduler
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and pipes: room for the per-host table
-    print_summary(_analyze(captures, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch, series=False),
-                  console)
+    with _spill_dir() as spill_dir:
+        print_summary(_analyze(captures, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch,
+                               series=False, spill_dir=spill_dir), console)
 
 
 @app.command()
@@ -192,9 +198,18 @@ def export(
     Credentials in capture strings are redacted unless --no-redact."""
     if partitioned and fmt != ExportFormat.parquet:
         _fail("--partitioned needs --format parquet")
-    result = _analyze(captures, quiet=True, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch,
-                      series=segments)
-    write_export(result, output, fmt.value, segments=segments, redact=not no_redact, partitioned=partitioned)
+    with _spill_dir() as spill_dir:
+        result = _analyze(captures, quiet=True, keylog=keylog, jobs=jobs, scheduler=scheduler, stitch=stitch,
+                          series=segments, spill_dir=spill_dir)
+        write_export(result, output, fmt.value, segments=segments, redact=not no_redact, partitioned=partitioned)
+
+
+@contextmanager
+def _spill_dir() -> Iterator[Path]:
+    """A temporary directory for the tables of one run (``analyzer.spill``; under ``$TMPDIR``), removed
+    afterwards."""
+    with tempfile.TemporaryDirectory(prefix="analyzer-spill-") as name:
+        yield Path(name)
 
 
 @app.command()
@@ -217,40 +232,87 @@ def compare(
 
 def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False, redact: bool = True,
                  partitioned: bool = False) -> None:
+    """Write the tables in ``fmt`` (see ``export``). A table left on disk (``Analysis.spilled``) is read back
+    and written block by block (``analyzer.spill.BLOCK_ROWS`` rows), redacted block by block; the files are
+    the same as from a table held in memory."""
     from analyzer.pipeline import release_free_memory
+    from analyzer.report.redact import TEXT_COLUMNS, redact_analysis, redact_frame
 
     if redact:
-        from analyzer.report.redact import redact_analysis
-
         result = redact_analysis(result)
     if fmt == "har":
         from analyzer.report.har import write_har
 
         write_har(result, output)
         return
-    tables = {"connections": result.connections, "transactions": result.transactions,
-              "anomalies": result.anomalies, "flights": result.flights}
-    if segments:
-        tables["segments"] = result.segments
+    names = ["connections", "transactions", "anomalies", "flights", *(["segments"] if segments else [])]
+
+    def blocks(name: str) -> Iterator[pd.DataFrame]:
+        """The table's rows in order, in one or more blocks (at least one, maybe empty)."""
+        if name not in result.spilled:
+            yield getattr(result, name)
+            return
+        some = False
+        for block in result.spilled[name].blocks():
+            some = True
+            yield redact_frame(block, TEXT_COLUMNS.get(name, ())) if redact else block
+        if not some:
+            yield empty_frame(TABLES[name])
+
     summary = _clean_tree(result.summary)
     if fmt == "json":
-        doc = {"summary": summary, **{name: _records(df) for name, df in tables.items()}}
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
+        with output.open("w") as out:
+            _write_json(out, summary, {name: blocks(name) for name in names})
         return
     output.mkdir(parents=True, exist_ok=True)
     capture_of = dict(zip(result.connections["uid"], result.connections["capture"], strict=True))
-    for name, df in tables.items():
+    for name in names:
         release_free_memory()  # each table's conversion (Arrow, CSV text) is garbage once written
+        path = output / f"{name}.{fmt}"
         if fmt == "csv":
-            df.to_csv(output / f"{name}.csv", index=False)
+            for i, block in enumerate(blocks(name)):
+                block.to_csv(path, index=False, mode="w" if i == 0 else "a", header=i == 0)
         elif partitioned:  # every table gets its rows' capture (from their connection) as the partition key
+            df = pd.concat(list(blocks(name)), ignore_index=True)
             part = df if "capture" in df.columns else df.assign(capture=df["uid"].map(capture_of).fillna(""))
             part.to_parquet(output / name, index=False, partition_cols=["capture"],
                             existing_data_behavior="delete_matching")
+        elif name in result.spilled:
+            _write_parquet_blocks(path, blocks(name), TABLES[name])
         else:
-            df.to_parquet(output / f"{name}.parquet", index=False)
+            getattr(result, name).to_parquet(path, index=False)
     (output / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=False) + "\n")
+
+
+def _write_parquet_blocks(path: Path, blocks: Iterable[pd.DataFrame], columns: dict[str, str]) -> None:
+    """One Parquet file from blocks of one table (a row group or more each), with the schema of the
+    table's columns (not inferred from the first block, where a column may be all missing)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.Schema.from_pandas(empty_frame(columns), preserve_index=False)
+    with pq.ParquetWriter(path, schema) as writer:
+        for block in blocks:
+            writer.write_table(pa.Table.from_pandas(block, schema=schema, preserve_index=False))
+
+
+def _write_json(out: TextIO, summary: dict[str, Any], tables: dict[str, Iterable[pd.DataFrame]]) -> None:
+    """``{"summary": ..., table: [rows], ...}`` as ``json.dumps(doc, indent=1)`` would write it, written a
+    block of rows at a time (the whole document is never in memory)."""
+    def dumps(value: Any) -> str:
+        return json.dumps(value, indent=1, default=_json_default, allow_nan=False)
+
+    out.write("{\n " + dumps("summary") + ": " + dumps(summary).replace("\n", "\n "))
+    for name, blocks in tables.items():
+        out.write(",\n " + dumps(name) + ": [")
+        first = True
+        for block in blocks:
+            for record in _records(block):
+                out.write(("\n" if first else ",\n") + "  " + dumps(record).replace("\n", "\n  "))
+                first = False
+        out.write("]" if first else "\n ]")
+    out.write("\n}\n")
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

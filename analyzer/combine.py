@@ -18,7 +18,7 @@ from typing import Any
 
 from analyzer.analysis import Analysis
 from analyzer.metrics import summary_metrics
-from analyzer.pipeline import in_table_order
+from analyzer.pipeline import anomaly_order, in_table_order
 from analyzer.tables import (
     ANOMALY_COLUMNS,
     CONNECTION_COLUMNS,
@@ -71,7 +71,7 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
         concat_frames([p.segments for p in parts], SEGMENT_COLUMNS))
     anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
     if len(anomalies):
-        anomalies = anomalies.sort_values(["ts", "uid", "name"], kind="stable").reset_index(drop=True)
+        anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
     sums = [p.summary for p in parts]
     summary: dict[str, Any] = {
         "captures": [name for s in sums for name in s["captures"]],

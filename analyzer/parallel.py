@@ -84,16 +84,21 @@ def analyze_captures(
     keylog: str | os.PathLike[str] | None = None,
     series_rows: int = MAX_SERIES_ROWS,
     progress: Progress | None = None,
+    spill_dir: str | os.PathLike[str] | None = None,
 ) -> Analysis:
     """Analyze capture files, one process (``jobs`` = 1), a pool of ``jobs`` processes, or the
     ``dask.distributed`` cluster whose scheduler is at ``scheduler`` (``tcp://host:8786``). The result does
-    not depend on how the work was spread."""
+    not depend on how the work was spread. ``spill_dir``: see ``analyze``; used when the work is one packet
+    stream in this process (else the tables are held in memory, as the parts are combined), and then the
+    capture is read in a child process (``analyze(scan_in_child=True)``)."""
     paths = [os.fspath(p) for p in captures]
     if not paths:
         raise ValueError("analyze_captures() needs at least one capture file")
     key = os.fspath(keylog) if keylog is not None else None
     if stitch or (jobs <= 1 and scheduler is None):
-        return analyze(*paths, keylog=key, series_rows=series_rows, stitch=stitch, progress=progress)
+        one_stream = stitch or len(paths) == 1
+        return analyze(*paths, keylog=key, series_rows=series_rows, stitch=stitch, progress=progress,
+                       spill_dir=spill_dir if one_stream else None, scan_in_child=True)
     if scheduler is not None:
         return combine(_on_cluster(scheduler, paths, key, series_rows))
     tasks = _tasks(paths, jobs)

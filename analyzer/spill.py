@@ -1,0 +1,137 @@
+"""Tables kept on disk while a capture is analyzed (``analyzer export`` and ``analyzer summary``).
+
+The rows of finished connections are written out in chunks as they are made, so that during the scan memory
+follows the connections open at once, not the size of the result. This module owns the spill files (in a
+directory the caller creates and removes) and reading them back: a table's chunks in the order they were
+written, some of its columns, or all of its rows in a given order, block by block.
+
+A chunk is a pickled DataFrame (protocol 5), not Parquet: the dtypes come back exactly as they went in
+(pandas' nullable types, missing values), so a table read back equals the table held in memory, and the
+files exported from it are those of an analysis held in memory. It is the one module of the core besides
+the capture readers that touches files, and only its own. It knows nothing of packets, connections,
+metrics or export formats.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analyzer.tables import concat_frames, empty_frame
+
+BLOCK_ROWS = 65_536  # rows per block read back in order (bounds that memory)
+CACHED_CHUNKS = 4  # chunks kept decoded while rows are gathered in another order than written
+
+
+class Spill:
+    """The spilled tables of one analysis, one file each under ``directory`` (which must exist)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.tables: dict[str, SpilledTable] = {}
+
+    def table(self, name: str, columns: Mapping[str, str]) -> SpilledTable:
+        """The table ``name`` (created empty on first use)."""
+        if name not in self.tables:
+            self.tables[name] = SpilledTable(self.directory / f"{name}.chunks", columns)
+        return self.tables[name]
+
+
+class SpilledTable:
+    """One table's rows on disk as chunks, in the order they were appended; ``order`` (set by the
+    producer once every row is in) is the order of the finished table: row ``order[i]`` of the
+    concatenated chunks is the table's row ``i``."""
+
+    def __init__(self, path: Path, columns: Mapping[str, str]) -> None:
+        self.path = path
+        self.columns = dict(columns)
+        self._starts: list[int] = []  # first row of each chunk, in the concatenation
+        self._offsets: list[int] = []  # byte offset of each chunk in the file
+        self.rows = 0
+        self.order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Add ``frame``'s rows (the table's columns, in order) after those already written."""
+        if not len(frame):
+            return
+        if list(frame.columns) != list(self.columns):
+            raise ValueError(f"{self.path.name}: chunk columns differ from the table's")
+        with self.path.open("ab") as out:
+            self._offsets.append(out.tell())
+            pickle.dump(frame.reset_index(drop=True), out, protocol=5)
+        self._starts.append(self.rows)
+        self.rows += len(frame)
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        """The chunks in the order they were written (one in memory at a time)."""
+        for i in range(len(self._offsets)):
+            yield self._chunk(i)
+
+    def _chunk(self, i: int) -> pd.DataFrame:
+        with self.path.open("rb") as src:
+            src.seek(self._offsets[i])
+            frame = pickle.load(src)  # our own file, written by append()
+        assert isinstance(frame, pd.DataFrame)
+        return frame
+
+    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """``keys`` of each chunk (arrays of one value per row), concatenated in the order written: one
+        chunk in memory at a time."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for chunk in self.chunks():
+            for name, values in keys(chunk).items():
+                parts.setdefault(name, []).append(values)
+        return {name: np.concatenate(p) for name, p in parts.items()}
+
+    def columns_of(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The given columns of every row, in the order written, as numpy arrays (object arrays with
+        ``pd.NA`` for missing strings; floats with NaN for missing numbers)."""
+        def columns(chunk: pd.DataFrame) -> dict[str, np.ndarray]:
+            return {name: chunk[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                    if self.columns[name] not in ("string", "object") else chunk[name].to_numpy()
+                    for name in names}
+
+        out = self.map_chunks(columns)
+        return {name: out.get(name, np.array([], dtype=object)) for name in names}
+
+    def frame(self) -> pd.DataFrame:
+        """The whole table in memory, in ``order`` when it is set."""
+        if self.order is None:
+            return concat_frames(list(self.chunks()), self.columns, consume=True)
+        blocks = list(self.blocks(max(self.rows, 1)))
+        return blocks[0] if blocks else empty_frame(self.columns)
+
+    def blocks(self, block_rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """The table's rows in ``order`` (the order written when it is not set), ``block_rows`` at a time,
+        each block with a fresh index. Rows are gathered from the chunks that hold them (a few chunks kept
+        decoded): rows written in nearly the table's order, as connections finish in nearly the order they
+        started, cost one read of each chunk."""
+        order = self.order if self.order is not None else np.arange(self.rows, dtype=np.int64)
+        block_rows = block_rows or BLOCK_ROWS
+        starts = np.asarray(self._starts, dtype=np.int64)
+        cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
+        for at in range(0, len(order), block_rows):
+            rows = order[at:at + block_rows]
+            which = np.searchsorted(starts, rows, side="right") - 1
+            pieces, placed = [], []
+            for chunk_no in np.unique(which):
+                chunk_no = int(chunk_no)
+                if chunk_no not in cache:
+                    cache[chunk_no] = self._chunk(chunk_no)
+                    if len(cache) > CACHED_CHUNKS:
+                        cache.popitem(last=False)
+                cache.move_to_end(chunk_no)
+                mine = np.flatnonzero(which == chunk_no)
+                pieces.append(cache[chunk_no].iloc[rows[mine] - starts[chunk_no]])
+                placed.append(mine)
+            block = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
+            yield block.iloc[np.argsort(np.concatenate(placed), kind="stable")].reset_index(drop=True)

@@ -1,0 +1,201 @@
+"""Tables spilled to disk while a capture is analyzed (``analyzer.spill``, ``Session(spill=)``, used by
+``analyzer export`` and ``summary``).
+
+The bar: spilling changes nothing a user sees. The tables read back equal those held in memory, row for
+row and dtype for dtype, and the exported files (CSV and JSON byte for byte, Parquet read back) equal those
+written from an analysis held in memory. The chunk and block sizes are made tiny here, so that every table
+is spread over many chunks and gathered back across them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import analyzer
+from analyzer import pipeline, spill
+from analyzer.cli import _clean_tree, _json_default, _records, app, write_export
+from analyzer.spill import Spill
+from analyzer.tables import ANOMALY_COLUMNS, FLIGHT_COLUMNS, empty_frame, frame_from_rows
+from tests.hostile import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = ROOT / "captures"
+SAMPLES = ("keepalive-idle-timeout.pcap", "pipelining.pcap", "h2c.pcap", "close-race.pcap")
+SPILLED = ("anomalies", "flights", "segments")
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "ROWS_PER_CHUNK", 3)
+    monkeypatch.setattr(pipeline, "SPILL_ROWS", 7)
+    monkeypatch.setattr(spill, "BLOCK_ROWS", 5)
+    monkeypatch.setattr(spill, "CACHED_CHUNKS", 2)
+
+
+@pytest.fixture(scope="module")
+def hostile_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Connections with anomalies (absurd Content-Length values): 36 connections, 80 anomaly rows."""
+    path = tmp_path_factory.mktemp("spill") / "absurd.pcap"
+    generate.absurd_content_length(path, repeat=4)
+    return path
+
+
+def _flights(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{"uid": f"C{rng.integers(0, 9)}", "trans_depth": int(rng.integers(1, 4)), "round": i,
+             "bytes": int(rng.integers(0, 10**6)), "warmth": None if i % 5 else "cold"} for i in range(n)]
+    return frame_from_rows(rows, FLIGHT_COLUMNS)
+
+
+@pytest.mark.parametrize("order_kind", ["written", "reversed", "random", "nearly sorted"])
+def test_spilled_table_gives_its_rows_back_in_any_order(tmp_path: Path, order_kind: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spill, "CACHED_CHUNKS", 2)
+    whole = _flights(200, seed=1)
+    table = Spill(tmp_path).table("flights", FLIGHT_COLUMNS)
+    slices = [(0, 17), (17, 17), (60, 61), (61, 150), (150, 200), (17, 60)]  # uneven, one empty, not in order
+    for a, b in slices:
+        table.append(whole.iloc[a:b])
+    assert len(table) == 200
+    written = pd.concat([whole.iloc[a:b] for a, b in slices], ignore_index=True)
+    rng = np.random.default_rng(7)
+    order = {"written": None, "reversed": np.arange(len(written))[::-1].copy(),
+             "random": rng.permutation(len(written)),
+             "nearly sorted": np.argsort(np.arange(len(written)) + rng.integers(0, 30, len(written)),
+                                         kind="stable")}[order_kind]
+    table.order = order
+    expected = written if order is None else written.iloc[order].reset_index(drop=True)
+    for block_rows in (1, 7, 64, 1000):
+        blocks = list(table.blocks(block_rows))
+        assert all(len(b) <= block_rows for b in blocks)
+        pd.testing.assert_frame_equal(pd.concat(blocks, ignore_index=True), expected)
+    pd.testing.assert_frame_equal(table.frame(), expected)
+    cols = table.columns_of(["uid", "round", "warmth"])
+    assert cols["uid"].tolist() == written["uid"].tolist()
+    assert cols["round"].dtype == np.float64 and cols["round"].tolist() == written["round"].tolist()
+    assert [v is pd.NA for v in cols["warmth"]] == written["warmth"].isna().tolist()
+
+
+def test_spilled_table_refuses_other_columns_and_skips_empty_chunks(tmp_path: Path) -> None:
+    table = Spill(tmp_path).table("anomalies", ANOMALY_COLUMNS)
+    table.append(empty_frame(ANOMALY_COLUMNS))
+    assert len(table) == 0 and not table.path.exists()
+    assert table.frame().empty and list(table.frame().columns) == list(ANOMALY_COLUMNS)
+    with pytest.raises(ValueError, match="columns"):
+        table.append(_flights(3, seed=2))
+
+
+def _spilled(path: Path, spill_dir: Path, **kw: object) -> analyzer.Analysis:
+    spill_dir.mkdir(exist_ok=True)
+    return pipeline.analyze(str(path), spill_dir=spill_dir, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", [*SAMPLES, "absurd"])
+def test_a_spilled_analysis_equals_one_held_in_memory(name: str, tiny_chunks: None, tmp_path: Path,
+                                                      hostile_capture: Path) -> None:
+    path = hostile_capture if name == "absurd" else CAPTURES / name
+    held = analyzer.analyze(str(path))
+    spilled = _spilled(path, tmp_path / "spill")
+    assert spilled.summary == held.summary
+    assert set(spilled.spilled) == set(SPILLED)
+    for table in ("connections", "transactions"):
+        pd.testing.assert_frame_equal(getattr(spilled, table), getattr(held, table), obj=table)
+    for table in SPILLED:
+        assert getattr(spilled, table).empty
+        pd.testing.assert_frame_equal(spilled.table(table), getattr(held, table), obj=table)
+    assert len(held.flights) > pipeline.SPILL_ROWS and len(held.segments) > pipeline.SPILL_ROWS
+    if name == "absurd":
+        assert len(held.anomalies) > 10 * pipeline.ROWS_PER_CHUNK
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "partitioned", "har"])
+def test_export_of_a_spilled_analysis_writes_the_same_files(fmt: str, tiny_chunks: None, tmp_path: Path,
+                                                            hostile_capture: Path) -> None:
+    """Redacted (the default) and with the series; the spilled tables are written block by block."""
+    for path in (hostile_capture, CAPTURES / "keepalive-idle-timeout.pcap"):
+        held = analyzer.analyze(str(path))
+        spilled = _spilled(path, tmp_path / f"spill-{path.stem}")
+        kind = "parquet" if fmt == "partitioned" else fmt
+        a, b = tmp_path / f"held-{path.stem}.{fmt}", tmp_path / f"spilled-{path.stem}.{fmt}"
+        write_export(held, a, kind, segments=True, partitioned=fmt == "partitioned")
+        write_export(spilled, b, kind, segments=True, partitioned=fmt == "partitioned")
+        if kind == "parquet":  # partitioned: file names are random, one directory per capture
+            files = sorted(p.relative_to(a).parent for p in a.rglob("*.parquet"))
+            assert files and files == sorted(p.relative_to(b).parent for p in b.rglob("*.parquet"))
+            for name in (sorted(a.glob("*.parquet")) if fmt == "parquet" else sorted(a.iterdir())):
+                if name.suffix != ".json":
+                    pd.testing.assert_frame_equal(pd.read_parquet(name), pd.read_parquet(b / name.name),
+                                                  obj=name.name)
+            assert (a / "summary.json").read_bytes() == (b / "summary.json").read_bytes()
+            continue
+        files = sorted(p.relative_to(a) for p in a.rglob("*")) if a.is_dir() else [Path()]
+        for name in files:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_json_export_is_the_document_json_dumps_writes(tmp_path: Path, hostile_capture: Path,
+                                                       tiny_chunks: None) -> None:
+    """The JSON is written a block at a time; it is exactly ``json.dumps(doc, indent=1)`` of the whole."""
+    result = _spilled(hostile_capture, tmp_path / "spill")
+    out = tmp_path / "x.json"
+    write_export(result, out, "json", redact=False)
+    doc = {"summary": _clean_tree(result.summary),
+           **{name: _records(result.table(name)) for name in ("connections", "transactions", "anomalies",
+                                                               "flights")}}
+    assert doc["anomalies"] and doc["flights"]
+    assert out.read_text() == json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n"
+
+
+def test_spill_needs_one_packet_stream(tmp_path: Path) -> None:
+    path = str(CAPTURES / "pipelining.pcap")
+    with pytest.raises(ValueError, match="one packet stream"):
+        pipeline.analyze(path, path, spill_dir=tmp_path)
+    stitched = pipeline.analyze(path, path, spill_dir=tmp_path, stitch=True)
+    assert stitched.spilled and stitched.summary["packets_read"] == 2 * analyzer.analyze(path).summary["packets_read"]
+
+
+def test_a_spilling_session_compacts_its_rows() -> None:
+    with pytest.raises(ValueError, match="compact"):
+        pipeline.Session(spill=Spill("."))
+
+
+def test_cli_export_and_summary_spill_and_leave_nothing_behind(tmp_path: Path, hostile_capture: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    seen: list[Path] = []
+    children: list[object] = []
+    real_child = pipeline._in_child
+
+    class Recorded(tempfile.TemporaryDirectory):
+        def __enter__(self) -> str:
+            seen.append(Path(self.name))
+            return super().__enter__()
+
+    def watched_child(*args: Any) -> pipeline.Session:
+        children.append(args)
+        return real_child(*args)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", Recorded)
+    monkeypatch.setattr(pipeline, "_in_child", watched_child)
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", str(hostile_capture), "-f", "csv", "-o", str(tmp_path / "csv")])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(app, ["summary", str(hostile_capture)]).exit_code == 0
+    assert len(seen) == 2 and all(p.parent == tmp_path / "tmp" for p in seen)  # the CLI's temporary directory
+    assert len(children) == 2  # the capture was read in a child process
+    assert not any((tmp_path / "tmp").iterdir())  # removed afterwards
+    held = analyzer.analyze(str(hostile_capture))
+    anomalies = pd.read_csv(tmp_path / "csv" / "anomalies.csv")
+    assert len(anomalies) == len(held.anomalies) > 0
+    assert anomalies["name"].tolist() == held.anomalies["name"].tolist()
