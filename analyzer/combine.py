@@ -6,7 +6,9 @@ capture, ``Session(shard=)``, in shard order), then put in ``in_table_order``; a
 an earlier capture already used (the same connection captured twice, e.g. at two points) gets the suffix
 ``-<capture number>``, so uids stay unique and the ``capture`` column says where each row came from; the
 summary's packet accounting is summed, its time span widened, and the metric keys recomputed over the
-combined tables. It knows nothing of files, processes or clusters.
+combined tables. Tables the parts left on disk (``Analysis.spilled``) are joined without being read:
+their chunks one after the other, uids renamed as they are read, the order set from their keys. It knows
+nothing of files, processes or clusters.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
+
 from analyzer.analysis import Analysis
 from analyzer.metrics import summary_metrics
-from analyzer.pipeline import anomaly_order, in_table_order
+from analyzer.pipeline import SPILLED_TABLES, anomaly_order, in_table_order, order_spilled
+from analyzer.spill import SpilledTable
 from analyzer.tables import (
     ANOMALY_COLUMNS,
     CONNECTION_COLUMNS,
@@ -51,7 +56,8 @@ def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
             tables[name] = frame.assign(uid=frame["uid"].replace(rename)) if len(frame) else frame
         seen.update(rename.values())
         out.append(Analysis(tables["connections"], tables["transactions"], tables["anomalies"], dict(part.summary),
-                            flights=tables["flights"], segments=tables["segments"]))
+                            flights=tables["flights"], segments=tables["segments"],
+                            spilled={name: table.renamed(rename) for name, table in part.spilled.items()}))
     return out
 
 
@@ -72,6 +78,14 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
     anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
     if len(anomalies):
         anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
+    spilled: dict[str, SpilledTable] = {}
+    if any(p.spilled for p in parts):  # parts analyzed with a spill (all of them): their tables on disk, joined
+        if not all(set(p.spilled) == set(SPILLED_TABLES) for p in parts):
+            raise ValueError("combine() of parts with and without a spill")
+        spilled = {name: SpilledTable.concat([p.spilled[name] for p in parts]) for name in SPILLED_TABLES}
+        order_spilled(spilled, pd.Index(connections["uid"].to_numpy()))
+    anomaly_names = (pd.Series(spilled["anomalies"].columns_of(["name"])["name"], dtype="string") if spilled
+                     else anomalies["name"])
     sums = [p.summary for p in parts]
     summary: dict[str, Any] = {
         "captures": [name for s in sums for name in s["captures"]],
@@ -98,15 +112,16 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
     summary["connections"] = len(connections)
     summary["connections_with_syn"] = int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0
     summary["transactions"] = len(transactions)
-    summary["anomalies"] = {k: int(v) for k, v in anomalies["name"].value_counts().sort_index().items()}
-    summary["series_rows"] = len(segments)
+    summary["anomalies"] = {k: int(v) for k, v in anomaly_names.value_counts().sort_index().items()}
+    summary["series_rows"] = len(spilled["segments"]) if spilled else len(segments)
     order = ["captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
              "reader_skipped", "reader_notes", "bytes_skipped", "bytes_unread", "kernel_drops", "ts_first",
              "ts_last", "duration_s", "connections",
              "connections_with_syn", "transactions", "anomalies", "series_rows", "tls_keys",
              "series_connections_left_out"]
     summary = {k: summary[k] for k in order}
-    analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments)
+    analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments,
+                        spilled=spilled)
     return _with_metrics(analysis) if with_metrics else analysis
 
 

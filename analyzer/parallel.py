@@ -62,10 +62,13 @@ def _is_capture_name(name: str) -> bool:
         name.lower().rstrip("0123456789").endswith(s) for s in (".pcap", ".pcapng"))  # tcpdump -C: x.pcap1
 
 
-def _analyze_one(path: str, keylog: str | None, series_rows: int, shard: tuple[int, int] = (0, 1)) -> Analysis:
+def _analyze_one(path: str, keylog: str | None, series_rows: int, shard: tuple[int, int] = (0, 1),
+                 spill_dir: str | None = None) -> Analysis:
     """The unit of work: one capture file, or one shard of its flows (module level, so process pools and
-    dask can pickle it); without metrics: ``combine`` computes them once, over all parts."""
-    return analyze(path, keylog=keylog, series_rows=series_rows, shard=shard, with_metrics=False)
+    dask can pickle it); without metrics: ``combine`` computes them once, over all parts. ``spill_dir``:
+    the part's own directory (on this machine), its spilled tables are handed back by name."""
+    return analyze(path, keylog=keylog, series_rows=series_rows, shard=shard, with_metrics=False,
+                   spill_dir=spill_dir)
 
 
 def _tasks(paths: list[str], workers: int) -> list[tuple[str, tuple[int, int]]]:
@@ -88,27 +91,33 @@ def analyze_captures(
 ) -> Analysis:
     """Analyze capture files, one process (``jobs`` = 1), a pool of ``jobs`` processes, or the
     ``dask.distributed`` cluster whose scheduler is at ``scheduler`` (``tcp://host:8786``). The result does
-    not depend on how the work was spread. ``spill_dir``: see ``analyze``; used when the work is one packet
-    stream in this process (else the tables are held in memory, as the parts are combined), and then the
-    capture is read in a child process (``analyze(scan_in_child=True)``)."""
+    not depend on how the work was spread. ``spill_dir``: see ``analyze``; in one process each packet stream
+    is then read in a child process (``analyze(scan_in_child=True)``), in a pool each part spills to a
+    directory of its own; the cluster's workers (maybe on other machines) hand their tables back whole."""
     paths = [os.fspath(p) for p in captures]
     if not paths:
         raise ValueError("analyze_captures() needs at least one capture file")
     key = os.fspath(keylog) if keylog is not None else None
     if stitch or (jobs <= 1 and scheduler is None):
-        one_stream = stitch or len(paths) == 1
         return analyze(*paths, keylog=key, series_rows=series_rows, stitch=stitch, progress=progress,
-                       spill_dir=spill_dir if one_stream else None, scan_in_child=True)
+                       spill_dir=spill_dir, scan_in_child=True)
     if scheduler is not None:
         return combine(_on_cluster(scheduler, paths, key, series_rows))
     tasks = _tasks(paths, jobs)
     sizes = [Path(p).stat().st_size / shard[1] for p, shard in tasks]
+    part_dirs: list[str | None] = [None] * len(tasks)
+    if spill_dir is not None:
+        made = [Path(spill_dir) / f"part-{i}" for i in range(len(tasks))]
+        for part_dir in made:
+            part_dir.mkdir()
+        part_dirs = [str(d) for d in made]
     parts: list[Analysis] = []
     # forkserver: no fork of a process that may hold threads (rich, a dask client); workers import once
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=get_context("forkserver")) as pool:
         done = 0.0
         for size, part in zip(sizes, pool.map(_analyze_one, [p for p, _ in tasks], [key] * len(tasks),
-                                              [series_rows] * len(tasks), [sh for _, sh in tasks]), strict=True):
+                                              [series_rows] * len(tasks), [sh for _, sh in tasks], part_dirs),
+                              strict=True):
             parts.append(part)
             done += size
             if progress is not None:

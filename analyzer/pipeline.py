@@ -11,10 +11,11 @@ import ctypes
 import multiprocessing
 import os
 import re
+import sys
 import traceback
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -87,45 +88,54 @@ def analyze(
     ``KeyLog``) to decrypt TLS with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read.
 
     ``spill_dir`` (an existing directory, the caller's to remove): the tables are written there as they are
-    made (``Session(spill=)``) and anomalies, flights and series stay there (``Analysis.spilled``); for one
-    packet stream only (one capture, or ``stitch``). ``scan_in_child`` (with ``spill_dir``): the captures are
-    read in a forked child process (``_in_child``; where fork is available), the tables read back here."""
+    made (``Session(spill=)``; one subdirectory per packet stream when there are several) and anomalies,
+    flights and series stay there (``Analysis.spilled``). ``scan_in_child`` (with ``spill_dir``): each
+    packet stream is read in a forked child process (``_in_child``; where fork is available), one after
+    the other, and its tables read back here."""
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
-    if spill_dir is not None and len(captures) > 1 and not stitch:
-        raise ValueError("spill_dir needs one packet stream (one capture, or stitch)")
     if stitch:
         captures = tuple(sorted(captures, key=lambda p: natural_key(Path(p).name)))
     readers = [open_capture(path, chunk_packets=chunk_packets) for path in captures]  # fail early
-
-    def scan(report: Progress | None) -> Iterator[Session]:
-        return _scan(captures, readers, report, stitch=stitch, keylog=keylog, series_rows=series_rows,
-                     shard=shard, spill_dir=spill_dir)
-
-    if spill_dir is not None and scan_in_child and "fork" in multiprocessing.get_all_start_methods():
-        parts = [_in_child(lambda report: next(scan(report)), progress).result(with_metrics=False, release=True)]
-        for reader in readers:
-            reader.close()
-    else:
-        parts = [session.result(with_metrics=False, release=True) for session in scan(progress)]
+    streams = [list(range(len(captures)))] if stitch else [[i] for i in range(len(captures))]
+    total_bytes = sum(r.stats.file_size for r in readers)
+    in_child = spill_dir is not None and scan_in_child and "fork" in multiprocessing.get_all_start_methods()
+    parts: list[Analysis] = []
+    done_bytes = 0
+    for number, members in enumerate(streams):
+        files, files_readers = [captures[i] for i in members], [readers[i] for i in members]
+        stream_dir: Path | None = None
+        if spill_dir is not None:
+            stream_dir = Path(spill_dir) / f"stream-{number}" if len(streams) > 1 else Path(spill_dir)
+            stream_dir.mkdir(exist_ok=True)
+        report = None if progress is None else partial(_progress_from, progress, done_bytes, total_bytes)
+        scan = partial(_scan, files, files_readers, stitch=stitch, keylog=keylog, series_rows=series_rows,
+                       shard=shard, spill_dir=stream_dir)
+        session = _in_child(scan, report) if in_child else scan(report)
+        for reader in files_readers:
+            reader.close()  # read in the child: closed here too
+        parts.append(session.result(with_metrics=False, release=True))
+        done_bytes += sum(r.stats.file_size for r in files_readers)
     from analyzer.combine import combine  # combine imports this module
 
     return combine(parts, with_metrics=with_metrics)  # the metrics once, over all files
 
 
+def _progress_from(progress: Progress, before: int, total: int, done: int, _of: int) -> None:
+    progress(before + done, total)
+
+
 def _scan(captures: Sequence[str | os.PathLike[str]], readers: list[CaptureReader], progress: Progress | None, *,
           stitch: bool, keylog: str | os.PathLike[str] | KeyLog | None, series_rows: int, shard: tuple[int, int],
-          spill_dir: str | os.PathLike[str] | None) -> Iterator[Session]:
-    """Read the captures into sessions, one per packet stream (each file, or all files with ``stitch``),
-    each yielded once its capture has ended."""
+          spill_dir: str | os.PathLike[str] | None) -> Session:
+    """Read the captures into one session: one packet stream (one file, or the rotated pieces of one
+    capture with ``stitch``); the session is returned once its capture has ended."""
     total_bytes = sum(r.stats.file_size for r in readers)
     done_bytes = 0
-    session: Session | None = None
-    for i, (path, reader) in enumerate(zip(captures, readers, strict=True)):
-        if session is None:
-            session = Session(keylog=keylog, series_rows=series_rows, shard=shard, compact=True,
-                              spill=Spill(spill_dir) if spill_dir is not None else None)
-            session.start_capture(Path(path).name)
+    session = Session(keylog=keylog, series_rows=series_rows, shard=shard, compact=True,
+                      spill=Spill(spill_dir) if spill_dir is not None else None)
+    session.start_capture(Path(captures[0]).name)
+    for i, reader in enumerate(readers):
         secrets_seen = 0
         for batch in reader.batches():
             if len(reader.decryption_secrets) > secrets_seen:  # pcapng DSBs: before the packets they decrypt
@@ -137,12 +147,11 @@ def _scan(captures: Sequence[str | os.PathLike[str]], readers: list[CaptureReade
                 progress(done_bytes + reader.stats.bytes_read, total_bytes)
         reader.close()
         done_bytes += reader.stats.file_size
-        if stitch and i + 1 < len(captures):
+        if i + 1 < len(captures):
+            assert stitch
             session.next_file(Path(captures[i + 1]).name, reader.stats)
-            continue
-        session.end_capture(reader.stats)
-        yield session
-        session = None
+    session.end_capture(readers[-1].stats)
+    return session
 
 
 def _in_child(scan: Callable[[Progress | None], Session], progress: Progress | None) -> Session:
@@ -159,6 +168,10 @@ def _in_child(scan: Callable[[Progress | None], Session], progress: Progress | N
     receive, send = context.Pipe(duplex=False)
 
     def child() -> None:
+        # fresh text streams on the same descriptors: a lock of the parent's (held by its progress-bar
+        # thread at the fork) must not block a warning written here
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         try:
             report = (lambda done, total: send.send(("progress", done, total))) if progress is not None else None
             session = scan(report)
@@ -593,18 +606,28 @@ class Session:
 
     def _order_spilled(self, places: pd.Index) -> dict[str, SpilledTable]:
         """The spilled anomalies, flights and series with their table order set (the order of
-        ``result`` without a spill), from their key columns only."""
+        ``result`` without a spill)."""
         assert self.spill is not None
-        out = {"anomalies": self.spill.table("anomalies", ANOMALY_COLUMNS)}
-        keys = out["anomalies"].columns_of(["ts", "uid", "name"])
-        out["anomalies"].order = anomaly_order(pd.DataFrame({
-            "ts": keys["ts"], "uid": pd.array(keys["uid"], dtype="string"),
-            "name": pd.array(keys["name"], dtype="string")}))
-        for name, columns in (("flights", FLIGHT_COLUMNS), ("segments", SEGMENT_COLUMNS)):
-            table = out[name] = self.spill.table(name, columns)
-            cols = table.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER[name]))
-            table.order = order_by_place(cols.pop("place"), cols, name) if cols else np.arange(0, dtype=np.int64)
-        return out
+        tables = {name: self.spill.table(name, TABLES[name]) for name in SPILLED_TABLES}
+        order_spilled(tables, places)
+        return tables
+
+
+#: The tables a session with a spill leaves on disk (``Analysis.spilled``).
+SPILLED_TABLES = ("anomalies", "flights", "segments")
+
+
+def order_spilled(tables: Mapping[str, SpilledTable], places: pd.Index) -> None:
+    """Set the table order of spilled anomalies, flights and series (that of the tables held in memory:
+    ``anomaly_order``, ``rows_in_order``), from their key columns only, chunk by chunk. ``places``: the
+    uids of the connection table, in its order."""
+    keys = tables["anomalies"].columns_of(["ts", "uid", "name"])
+    tables["anomalies"].order = anomaly_order(pd.DataFrame({
+        "ts": keys["ts"], "uid": pd.array(keys["uid"], dtype="string"),
+        "name": pd.array(keys["name"], dtype="string")}))
+    for name in ("flights", "segments"):
+        cols = tables[name].map_chunks(partial(_order_keys, places=places, names=ROW_ORDER[name]))
+        tables[name].order = order_by_place(cols.pop("place"), cols, name) if cols else np.arange(0, dtype=np.int64)
 
 
 def anomaly_order(anomalies: pd.DataFrame) -> np.ndarray:

@@ -18,6 +18,7 @@ import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +44,53 @@ class Spill:
         return self.tables[name]
 
 
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    path: Path
+    offset: int  # bytes into the file
+    rows: int
+    rename: Mapping[str, str] | None = None  # uid → new uid, applied as the chunk is read
+
+
 class SpilledTable:
     """One table's rows on disk as chunks, in the order they were appended; ``order`` (set by the
     producer once every row is in) is the order of the finished table: row ``order[i]`` of the
-    concatenated chunks is the table's row ``i``."""
+    concatenated chunks is the table's row ``i``. A table may gather the chunks of several (``concat``:
+    the parts of several captures), with their uids renamed (``renamed``); such a table is read only."""
 
     def __init__(self, path: Path, columns: Mapping[str, str]) -> None:
         self.path = path
         self.columns = dict(columns)
+        self._chunks: list[_Chunk] = []
         self._starts: list[int] = []  # first row of each chunk, in the concatenation
-        self._offsets: list[int] = []  # byte offset of each chunk in the file
         self.rows = 0
         self.order: np.ndarray | None = None
+        self.writable = True
+
+    @classmethod
+    def concat(cls, tables: Sequence[SpilledTable]) -> SpilledTable:
+        """The rows of ``tables`` one after the other (their chunks, not copied), without an order."""
+        if not tables:
+            raise ValueError("concat() needs at least one table")
+        out = cls(tables[0].path, tables[0].columns)
+        for table in tables:
+            if table.columns != out.columns:
+                raise ValueError("concat() of tables with other columns")
+            for chunk in table._chunks:
+                out._add(chunk)
+        out.writable = False
+        return out
+
+    def renamed(self, rename: Mapping[str, str]) -> SpilledTable:
+        """This table with the uids in ``rename`` renamed (when its chunks are read), without an order."""
+        out = SpilledTable.concat([self])
+        out._chunks = [_Chunk(c.path, c.offset, c.rows, {**(c.rename or {}), **rename}) for c in out._chunks]
+        return out
+
+    def _add(self, chunk: _Chunk) -> None:
+        self._chunks.append(chunk)
+        self._starts.append(self.rows)
+        self.rows += chunk.rows
 
     def __len__(self) -> int:
         return self.rows
@@ -63,24 +99,30 @@ class SpilledTable:
         """Add ``frame``'s rows (the table's columns, in order) after those already written."""
         if not len(frame):
             return
+        if not self.writable:
+            raise ValueError(f"{self.path.name}: a table made by concat() or renamed() is read only")
         if list(frame.columns) != list(self.columns):
             raise ValueError(f"{self.path.name}: chunk columns differ from the table's")
         with self.path.open("ab") as out:
-            self._offsets.append(out.tell())
+            offset = out.tell()
             pickle.dump(frame.reset_index(drop=True), out, protocol=5)
-        self._starts.append(self.rows)
-        self.rows += len(frame)
+        self._add(_Chunk(self.path, offset, len(frame)))
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """The chunks in the order they were written (one in memory at a time)."""
-        for i in range(len(self._offsets)):
+        for i in range(len(self._chunks)):
             yield self._chunk(i)
 
     def _chunk(self, i: int) -> pd.DataFrame:
-        with self.path.open("rb") as src:
-            src.seek(self._offsets[i])
+        chunk = self._chunks[i]
+        with chunk.path.open("rb") as src:
+            src.seek(chunk.offset)
             frame = pickle.load(src)  # our own file, written by append()
         assert isinstance(frame, pd.DataFrame)
+        if chunk.rename:
+            uids = frame["uid"]
+            renamed = uids.map(chunk.rename)  # missing where not renamed
+            frame["uid"] = renamed.where(renamed.notna(), uids).astype(uids.dtype)
         return frame
 
     def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

