@@ -266,7 +266,8 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
             _write_json(out, summary, {name: blocks(name) for name in names})
         return
     output.mkdir(parents=True, exist_ok=True)
-    capture_of = dict(zip(result.connections["uid"], result.connections["capture"], strict=True))
+    capture_of = (dict(zip(result.connections["uid"], result.connections["capture"], strict=True)) if partitioned
+                  else {})
     for name in names:
         release_free_memory()  # each table's conversion (Arrow, CSV text) is garbage once written
         path = output / f"{name}.{fmt}"

@@ -169,8 +169,8 @@ def main() -> None:
                 small = measure(name, scaled(FULL[name][1], args.scale / 4), tmp)
                 pairs.append((small, full))
     text = ["# Hostile traffic: time and peak memory", "",
-            f"`.venv/bin/python bench/hostile.py{' --scale ' + str(args.scale) if args.scale != 1 else ''}` "
-            f"{' --export' if args.export else ''} on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one "
+            f"`.venv/bin/python bench/hostile.py{' --scale ' + str(args.scale) if args.scale != 1 else ''}"
+            f"{' --export' if args.export else ''}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one "
             "fresh process per case ("
             + ("`analyzer export PATH --format parquet`, which reads the capture in a child process: peak RSS of "
                "the larger of the two" if args.export else "`analyzer.analyze(path)`")

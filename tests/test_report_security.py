@@ -15,6 +15,8 @@ from pathlib import Path
 import plotly.offline
 import pytest
 from hostile_capture import PWN, SECRETS, write_hostile_capture
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 from test_report import parse
 from typer.testing import CliRunner
@@ -123,3 +125,22 @@ def test_printable() -> None:
     assert printable("x\u2028y\x85") == "x\\u2028y\\x85"
     assert printable("\udcff") == "\ufffd"
     assert printable("abcdef", 4) == "abc…"
+
+
+_FRAGMENTS = ["Cookie", "COOKIE", "set-cookie", "Authorization", "x-Api-Key", "apikey", "Token", "token=", ": ",
+              ":", "=", "&", "?", "@", "http://", "u:p@", "a", "Z", " ", "\r\n", "ſet-cookie", "\u212aey", "é",
+              "x-auth-token", "key", "/p?sid=1", "-", "_"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12), st.lists(st.sampled_from(_FRAGMENTS), max_size=12))
+def test_redact_text_skips_no_match(head: list[str], tail: list[str]) -> None:
+    """The quick checks in ``redact_text`` (header names, ``@``) only skip what the regular expressions
+    would not change: the result is that of the three substitutions applied unconditionally."""
+    import analyzer.report.redact as r
+
+    text = "".join(head) + "".join(tail)
+    expected = r._HEADER_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
+    expected = r._USERINFO_RE.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", expected)
+    expected = r._PARAM_RE.sub(r._param, expected)
+    assert redact_text(text) == expected

@@ -238,3 +238,36 @@ def test_cli_export_and_summary_spill_and_leave_nothing_behind(tmp_path: Path, h
     anomalies = pd.read_csv(tmp_path / "csv" / "anomalies.csv")
     assert len(anomalies) == len(held.anomalies) > 0
     assert anomalies["name"].tolist() == held.anomalies["name"].tolist()
+
+
+def _fails_with(error: BaseException) -> pipeline.Session:
+    raise error
+
+
+def test_an_error_in_the_child_is_raised_in_the_parent() -> None:
+    from analyzer.errors import AnalyzerError
+
+    with pytest.raises(AnalyzerError, match=r"^bad capture$"):
+        pipeline._in_child(lambda _report: _fails_with(AnalyzerError("bad capture")), None)
+    with pytest.raises(ZeroDivisionError) as caught:
+        pipeline._in_child(lambda _report: _fails_with(ZeroDivisionError("x")), None)
+    assert any("in the analysis process" in note and "_fails_with" in note for note in caught.value.__notes__)
+
+
+def test_a_child_that_dies_is_a_clear_error() -> None:
+    import os
+
+    from analyzer.errors import AnalyzerError
+
+    with pytest.raises(AnalyzerError, match=r"ended without a result \(exit code 3"):
+        pipeline._in_child(lambda _report: os._exit(3), None)  # type: ignore[func-returns-value]
+
+
+def test_the_child_reports_progress_through_the_pipe(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    path = CAPTURES / "keepalive-idle-timeout.pcap"
+    result = pipeline.analyze(str(path), spill_dir=tmp_path, scan_in_child=True,
+                              progress=lambda done, total: seen.append((done, total)))
+    size = path.stat().st_size
+    assert seen and seen[-1] == (size, size)
+    assert result.summary == analyzer.analyze(str(path)).summary
