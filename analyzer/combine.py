@@ -22,7 +22,7 @@ import pandas as pd
 
 from analyzer.analysis import Analysis
 from analyzer.metrics import summary_metrics
-from analyzer.pipeline import SPILLED_TABLES, anomaly_order, in_table_order, order_spilled
+from analyzer.pipeline import SPILLED_TABLES, anomaly_counts, anomaly_order, in_table_order, order_spilled
 from analyzer.spill import SpilledTable
 from analyzer.tables import (
     ANOMALY_COLUMNS,
@@ -84,8 +84,6 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
             raise ValueError("combine() of parts with and without a spill")
         spilled = {name: SpilledTable.concat([p.spilled[name] for p in parts]) for name in SPILLED_TABLES}
         order_spilled(spilled, pd.Index(connections["uid"].to_numpy()))
-    anomaly_names = (pd.Series(spilled["anomalies"].columns_of(["name"])["name"], dtype="string") if spilled
-                     else anomalies["name"])
     sums = [p.summary for p in parts]
     summary: dict[str, Any] = {
         "captures": [name for s in sums for name in s["captures"]],
@@ -112,7 +110,7 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
     summary["connections"] = len(connections)
     summary["connections_with_syn"] = int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0
     summary["transactions"] = len(transactions)
-    summary["anomalies"] = {k: int(v) for k, v in anomaly_names.value_counts().sort_index().items()}
+    summary["anomalies"] = anomaly_counts(anomalies, spilled)
     summary["series_rows"] = len(spilled["segments"]) if spilled else len(segments)
     order = ["captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
              "reader_skipped", "reader_notes", "bytes_skipped", "bytes_unread", "kernel_drops", "ts_first",

@@ -550,8 +550,6 @@ class Session:
             spilled = self._order_spilled(places)
             anomalies, flights, segments = (empty_frame(ANOMALY_COLUMNS), empty_frame(FLIGHT_COLUMNS),
                                             empty_frame(SEGMENT_COLUMNS))
-            anomaly_names = pd.Series(spilled["anomalies"].columns_of(["name"])["name"], dtype="string")
-            series_rows = len(spilled["segments"])
         else:
             spilled = {}
             # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
@@ -569,7 +567,6 @@ class Session:
                 self.an_rows, self._an_chunks = [], []
             if len(anomalies):
                 anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
-            anomaly_names, series_rows = anomalies["name"], len(segments)
         ts_first, ts_last = self.ts_first, self.ts_last
         summary: dict[str, Any] = {
             "captures": list(self.captures) if not self.shard[0] else [],
@@ -589,8 +586,8 @@ class Session:
             "connections": len(connections),
             "connections_with_syn": int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0,
             "transactions": len(transactions),
-            "anomalies": {k: int(v) for k, v in anomaly_names.value_counts().sort_index().items()},
-            "series_rows": series_rows,
+            "anomalies": anomaly_counts(anomalies, spilled),
+            "series_rows": len(spilled["segments"]) if spilled else len(segments),
             "tls_keys": len(self.keys) if not self.shard[0] else 0,
             "series_connections_left_out": self._series_left_out,
         }
@@ -628,6 +625,13 @@ def order_spilled(tables: Mapping[str, SpilledTable], places: pd.Index) -> None:
     for name in ("flights", "segments"):
         cols = tables[name].map_chunks(partial(_order_keys, places=places, names=ROW_ORDER[name]))
         tables[name].order = order_by_place(cols.pop("place"), cols, name) if cols else np.arange(0, dtype=np.int64)
+
+
+def anomaly_counts(anomalies: pd.DataFrame, spilled: Mapping[str, SpilledTable]) -> dict[str, int]:
+    """The summary's anomaly counts by name, from the table or, when it was spilled, from its name column."""
+    names = (pd.Series(spilled["anomalies"].columns_of(["name"])["name"], dtype="string") if "anomalies" in spilled
+             else anomalies["name"])
+    return {str(k): int(v) for k, v in names.value_counts().sort_index().items()}
 
 
 def anomaly_order(anomalies: pd.DataFrame) -> np.ndarray:

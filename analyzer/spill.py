@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyzer.tables import concat_frames, empty_frame
+from analyzer.tables import concat_frames
 
 BLOCK_ROWS = 65_536  # rows per block read back in order (bounds that memory)
 CACHED_CHUNKS = 4  # chunks kept decoded while rows are gathered in another order than written
@@ -147,10 +147,7 @@ class SpilledTable:
 
     def frame(self) -> pd.DataFrame:
         """The whole table in memory, in ``order`` when it is set."""
-        if self.order is None:
-            return concat_frames(list(self.chunks()), self.columns, consume=True)
-        blocks = list(self.blocks(max(self.rows, 1)))
-        return blocks[0] if blocks else empty_frame(self.columns)
+        return concat_frames(list(self.blocks()), self.columns, consume=True)
 
     def blocks(self, block_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """The table's rows in ``order`` (the order written when it is not set), ``block_rows`` at a time,

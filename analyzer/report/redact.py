@@ -65,7 +65,8 @@ def redact_text(text: str) -> str:
     values of ``SENSITIVE_PARAMETERS`` in a query string."""
     if not text:
         return text
-    if not text.isascii() or any(hint in text.lower() for hint in _HEADER_HINTS):  # non-ASCII: case folding
+    lower = text.lower()
+    if not text.isascii() or any(hint in lower for hint in _HEADER_HINTS):  # non-ASCII: case folding
         text = _HEADER_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
     if "@" in text:
         text = _USERINFO_RE.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
