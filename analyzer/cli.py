@@ -25,6 +25,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 import analyzer
 from analyzer.analysis import Analysis
 from analyzer.errors import AnalyzerError
+from analyzer.spill import BLOCK_ROWS
 from analyzer.tables import TABLES, empty_frame
 
 app = typer.Typer(
@@ -232,9 +233,9 @@ def compare(
 
 def write_export(result: Analysis, output: Path, fmt: str, segments: bool = False, redact: bool = True,
                  partitioned: bool = False) -> None:
-    """Write the tables in ``fmt`` (see ``export``). A table left on disk (``Analysis.spilled``) is read back
-    and written block by block (``analyzer.spill.BLOCK_ROWS`` rows), redacted block by block; the files are
-    the same as from a table held in memory."""
+    """Write the tables in ``fmt`` (see ``export``), block by block: a table left on disk
+    (``Analysis.spilled``) is read back ``analyzer.spill.BLOCK_ROWS`` rows at a time and redacted block by
+    block; a table held in memory is written in slices of as many rows. The files are the same either way."""
     from analyzer.pipeline import release_free_memory
     from analyzer.report.redact import TEXT_COLUMNS, redact_analysis, redact_frame
 
@@ -248,9 +249,12 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
     names = ["connections", "transactions", "anomalies", "flights", *(["segments"] if segments else [])]
 
     def blocks(name: str) -> Iterator[pd.DataFrame]:
-        """The table's rows in order, in one or more blocks (at least one, maybe empty)."""
+        """The table's rows in order, in one or more blocks of at most ``BLOCK_ROWS`` (at least one, maybe
+        empty): a table's conversion (Arrow, JSON records) is made a block at a time."""
         if name not in result.spilled:
-            yield getattr(result, name)
+            table = getattr(result, name)
+            for at in range(0, max(len(table), 1), BLOCK_ROWS):
+                yield table.iloc[at:at + BLOCK_ROWS]
             return
         some = False
         for block in result.spilled[name].blocks():
@@ -279,10 +283,8 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
             part = df if "capture" in df.columns else df.assign(capture=df["uid"].map(capture_of).fillna(""))
             part.to_parquet(output / name, index=False, partition_cols=["capture"],
                             existing_data_behavior="delete_matching")
-        elif name in result.spilled:
-            _write_parquet_blocks(path, blocks(name), TABLES[name])
         else:
-            getattr(result, name).to_parquet(path, index=False)
+            _write_parquet_blocks(path, blocks(name), TABLES[name])
     (output / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=False) + "\n")
 
 

@@ -529,21 +529,21 @@ class Session:
         self._released = release
         if self.spill is not None:
             self.spill_rest()
-            conn_parts = list(self.spill.table("connections", CONNECTION_COLUMNS).chunks())
-            tx_parts = list(self.spill.table("transactions", TRANSACTION_COLUMNS).chunks())
+            connections, transactions = self._read_back()
+            places = pd.Index(connections["uid"].to_numpy())
         else:
             conn_parts = [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)]
             tx_parts = [*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)]
-        if release:
-            self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
-        connections = connections_in_order(concat_frames(conn_parts, CONNECTION_COLUMNS, consume=release),
-                                           consume=release)
-        places = pd.Index(connections["uid"].to_numpy())
-        transactions = concat_frames(tx_parts, TRANSACTION_COLUMNS, consume=release)
-        if len(transactions):
-            cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
-            order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
-            transactions = take_rows(transactions, order, consume=release)
+            if release:
+                self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
+            connections = connections_in_order(concat_frames(conn_parts, CONNECTION_COLUMNS, consume=release),
+                                               consume=release)
+            places = pd.Index(connections["uid"].to_numpy())
+            transactions = concat_frames(tx_parts, TRANSACTION_COLUMNS, consume=release)
+            if len(transactions):
+                cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
+                order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
+                transactions = take_rows(transactions, order, consume=release)
         if release:
             release_free_memory()
         if self.spill is not None:
@@ -600,6 +600,21 @@ class Session:
             for key, value in summary_metrics(analysis).items():
                 summary.setdefault(key, value)
         return analysis
+
+    def _read_back(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The spilled connections and transactions in table order (that of ``connections_in_order`` and
+        ``rows_in_order``): the order from their key columns first, then each table built in that order
+        (``SpilledTable.frame``: about one table's worth of memory, not two)."""
+        assert self.spill is not None
+        conns = self.spill.table("connections", CONNECTION_COLUMNS)
+        keys = conns.columns_of(["ts_start", "first_frame"])
+        conns.order = connection_order(keys["ts_start"], keys["first_frame"])
+        connections = conns.frame()
+        places = pd.Index(connections["uid"].to_numpy())
+        txs = self.spill.table("transactions", TRANSACTION_COLUMNS)
+        cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
+        txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
+        return connections, txs.frame()
 
     def _order_spilled(self, places: pd.Index) -> dict[str, SpilledTable]:
         """The spilled anomalies, flights and series with their table order set (the order of
@@ -669,8 +684,13 @@ def connections_in_order(connections: pd.DataFrame, consume: bool = False) -> pd
     """The connection table by start time, then first frame (``consume``: see ``take_rows``)."""
     if not len(connections):
         return connections
-    order = np.lexsort((connections["first_frame"].to_numpy(dtype=np.int64), connections["ts_start"].to_numpy()))
+    order = connection_order(connections["ts_start"].to_numpy(), connections["first_frame"].to_numpy(dtype=np.int64))
     return take_rows(connections, order, consume=consume)
+
+
+def connection_order(ts_start: np.ndarray, first_frame: np.ndarray) -> np.ndarray:
+    """The order of the connection table's rows: by start time, then first frame (stable)."""
+    return np.lexsort((first_frame, ts_start))
 
 
 def rows_in_order(uids: np.ndarray, cols: Mapping[str, np.ndarray], places: pd.Index, name: str) -> np.ndarray:

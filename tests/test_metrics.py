@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import analyzer.metrics as metrics
 from analyzer.analysis import Analysis
@@ -799,3 +801,58 @@ def test_texts_and_endpoints_share_one_string_per_distinct_value() -> None:
                     pd.Series([80, 443, 80, None], dtype="Int64"))
     assert eps == ["10.0.0.1:80", "[::1]:443", "10.0.0.1:80", "?:?"] and eps[0] is eps[2]
     assert pair_codes(["a", "b", "a", None, None], ["x", "x", "x", "y", "y"]).tolist() == [0, 1, 0, 2, 2]
+
+
+_KEYS = st.lists(st.one_of(st.none(), st.sampled_from(["", "a", "b", "C1", "C2", "ü", "x" * 40])), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=_KEYS, queries=_KEYS)
+def test_positions_finds_the_first_equal_key(keys: list[str | None], queries: list[str | None]) -> None:
+    """``positions`` (Arrow ``index_in``) is the first index of each query among the keys, -1 for a missing
+    or absent one, whether the columns come as Series or as lists."""
+    from analyzer.metrics.frames import positions
+
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            first.setdefault(key, i)
+    expected = [first.get(q, -1) if q is not None else -1 for q in queries]
+    assert positions(keys, queries).tolist() == expected
+    series = positions(pd.Series(keys, dtype="string"), pd.Series(queries, dtype=object))
+    assert series.dtype == np.int64 and series.tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=_KEYS, data=st.data())
+def test_pair_codes_of_series_equal_those_of_lists(first: list[str | None], data: st.DataObject) -> None:
+    """Factorizing a string column as it is (no ``str`` per row) numbers the pairs as the object path
+    does: in order of first appearance, a missing value a value of its own."""
+    from analyzer.metrics.frames import pair_codes
+
+    second = data.draw(st.lists(st.sampled_from(["x", "y", None]), min_size=len(first), max_size=len(first)))
+    expected = pair_codes(first, second).tolist()
+    assert pair_codes(pd.Series(first, dtype="string"), second).tolist() == expected
+    assert pair_codes(first, pd.Series(second, dtype="string")).tolist() == expected
+    labels = [f"{a}|{b}" for a, b in zip(first, second, strict=True)]
+    assert expected == pd.factorize(pd.Series(labels, dtype=object))[0].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([math.nan, 0.0, 1.0, 2.0]),
+                               st.sampled_from([math.nan, -1.0, 5.0])), max_size=30),
+       nan_first=st.booleans())
+def test_grouped_order_is_a_stable_sort_by_group_then_keys(rows: list[tuple[int, float, float]],
+                                                           nan_first: bool) -> None:
+    from analyzer.metrics.frames import grouped_order, last_of_group
+
+    frame = pd.DataFrame(rows, columns=["g", "k1", "k2"]).astype({"g": "int64", "k1": "float64", "k2": "float64"})
+    expected = frame.sort_values(["g", "k1", "k2"], kind="stable",
+                                 na_position="first" if nan_first else "last").index.to_numpy()
+    order = grouped_order(frame["g"].to_numpy(), frame["k1"].to_numpy(), frame["k2"].to_numpy(),
+                          nan_first=nan_first)
+    assert order.tolist() == expected.tolist()
+    groups = frame["g"].to_numpy()[order]
+    last = last_of_group(groups)
+    assert groups[last].tolist() == sorted(set(groups.tolist()))
+    assert all(groups[i] != groups[i + 1] for i in np.flatnonzero(last[:-1]))

@@ -83,6 +83,33 @@ def test_spilled_table_gives_its_rows_back_in_any_order(tmp_path: Path, order_ki
     assert [v is pd.NA for v in cols["warmth"]] == written["warmth"].isna().tolist()
 
 
+@pytest.mark.parametrize("capture", ["tls.pcap", "midstream.pcap", "close-race.pcap"])
+def test_spilled_frame_keeps_every_dtype_and_missing_value(tmp_path: Path, capture: str) -> None:
+    """``SpilledTable.frame`` fills numbers, nullable integers and flags in place and puts strings in
+    order: the connection and transaction tables come back equal, missing values and dtypes included,
+    in any order and with uids renamed."""
+    from analyzer.tables import CONNECTION_COLUMNS, TRANSACTION_COLUMNS
+
+    a = analyzer.analyze(CAPTURES / capture)
+    rng = np.random.default_rng(3)
+    for name, whole, columns in (("connections", a.connections, CONNECTION_COLUMNS),
+                                 ("transactions", a.transactions, TRANSACTION_COLUMNS)):
+        assert whole.isna().any().any()  # missing values of some kind in play
+        table = Spill(tmp_path).table(name, columns)
+        cuts = sorted({0, len(whole), *rng.integers(0, len(whole) + 1, 3).tolist()})
+        for lo, hi in zip(cuts, cuts[1:], strict=False):
+            table.append(whole.iloc[lo:hi])
+        table.order = rng.permutation(len(whole))
+        expected = whole.iloc[table.order].reset_index(drop=True)
+        got = table.frame()
+        pd.testing.assert_frame_equal(got, expected)
+        assert got.dtypes.astype(str).tolist() == [str(pd.api.types.pandas_dtype(d)) for d in columns.values()]
+        first = str(whole["uid"].iloc[0])
+        renamed = table.renamed({first: "renamed"})
+        renamed.order = table.order
+        assert (renamed.frame()["uid"] == "renamed").sum() == (whole["uid"] == first).sum()
+
+
 def test_spilled_table_refuses_other_columns_and_skips_empty_chunks(tmp_path: Path) -> None:
     table = Spill(tmp_path).table("anomalies", ANOMALY_COLUMNS)
     table.append(empty_frame(ANOMALY_COLUMNS))

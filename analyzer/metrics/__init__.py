@@ -202,17 +202,29 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         reasons=shared["reasons"], reason_table=shared["reason_table"])
 
 
-def _summary_and_shared(analysis: Analysis, *, with_whatif: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
+                        keep: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
-    keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables)."""
+    keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
+
+    Without ``keep`` each intermediate table is let go as soon as the last figure that needs it is
+    computed, and the returned dict is empty: on a million connections they weigh hundreds of MiB, and
+    holding them all to the end set the peak of ``analyzer export``."""
     connections, transactions = analysis.connections, analysis.transactions
-    costs = handshake_costs(connections)
+    shared: dict[str, Any] = {}
+
+    def done(*names: str) -> None:
+        if not keep:
+            for name in names:
+                del shared[name]
+
+    shared["costs"] = costs = handshake_costs(connections)
     per_transaction = transaction_costs(connections, transactions, costs)
-    avoidable = avoidable_connections(connections, transactions)
-    timeouts = infer_idle_timeouts(connections, transactions)
-    conn_hosts = connection_hosts(connections, transactions)
-    hosts = host_table(connections, transactions, costs=costs, per_transaction=per_transaction,
-                       avoidable=avoidable, timeouts=timeouts, conn_hosts=conn_hosts)
+    shared["avoidable"] = avoidable = avoidable_connections(connections, transactions)
+    shared["timeouts"] = timeouts = infer_idle_timeouts(connections, transactions)
+    shared["conn_hosts"] = conn_hosts = connection_hosts(connections, transactions)
+    shared["hosts"] = host_table(connections, transactions, costs=costs, per_transaction=per_transaction,
+                                 avoidable=avoidable, timeouts=timeouts, conn_hosts=conn_hosts)
     summary: dict[str, Any] = {}
     summary.update(reuse_stats(connections, transactions))
     summary["new_connections_avoidable"] = len(avoidable)
@@ -223,25 +235,35 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool) -> tuple[dict[
     summary["closes_unknown"] = int(equals(close_by, "unknown").sum())
     summary["connections_open_at_end"] = int(equals(close_by, "open").sum())
     summary.update(handshake_totals(connections, transactions, costs=costs, per_transaction=per_transaction))
+    del per_transaction
     summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
-    summary["hosts"] = len(hosts)
-    races = close_races(connections, transactions)
+    summary["hosts"] = len(shared["hosts"])
+    done("hosts")
+    shared["races"] = races = close_races(connections, transactions)
     summary.update(close_race_stats(races))
-    per_connection = new_connection_reasons(connections, transactions, avoidable=avoidable, races=races)
-    reasons_counted = reason_table(per_connection, timeouts)
-    summary.update(reason_stats(reasons_counted))
-    events = pool_events(connections, conn_hosts["host"]) if len(connections) else None
-    pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
+    shared["reasons"] = new_connection_reasons(connections, transactions, avoidable=avoidable, races=races)
+    del avoidable, races
+    done("avoidable", "races")
+    shared["reason_table"] = reason_table(shared["reasons"], timeouts)
+    del timeouts
+    done("reasons", "timeouts")
+    summary.update(reason_stats(shared["reason_table"]))
+    done("reason_table")
+    shared["events"] = events = pool_events(connections, conn_hosts["host"]) if len(connections) else None
+    shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
+    del events, conn_hosts
+    done("events", "conn_hosts")
     summary["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
     summary["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
         if len(pool_rows) else 0
-    per_pair = keepalive_whatif(connections, transactions, costs=costs) if with_whatif \
+    del pool_rows
+    done("pools")
+    shared["whatif"] = keepalive_whatif(connections, transactions, costs=costs) if with_whatif \
         else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
+    del costs
+    done("costs", "whatif")
     summary.update(warmth_stats(transactions))
     summary.update(protocol_stats(connections, transactions))
-    shared = {"costs": costs, "avoidable": avoidable, "timeouts": timeouts, "conn_hosts": conn_hosts, "hosts": hosts,
-              "races": races, "reasons": per_connection, "reason_table": reasons_counted, "events": events,
-              "pools": pool_rows, "whatif": per_pair}
     return summary, shared
 
 
@@ -276,4 +298,4 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
-    return _summary_and_shared(analysis, with_whatif=False)[0]
+    return _summary_and_shared(analysis, with_whatif=False, keep=False)[0]

@@ -58,8 +58,7 @@ def close_races(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.Dat
     by_server = equals(connections["close_by"], "server")
     if not by_server.any():
         return empty
-    conn_uids = texts(connections["uid"])
-    found = positions(conn_uids, texts(transactions["uid"]))
+    found = positions(connections["uid"], transactions["uid"])
     known = found >= 0
     at = np.maximum(found, 0)
     resp_end = floats(transactions["ts_response_end"])
@@ -90,6 +89,7 @@ def close_races(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.Dat
     if picks.size == 0:
         return empty
     outcome = np.where(timeout_408, "408", np.where(unanswered, "no_response", "incomplete_response"))
+    conn_uids = texts(connections["uid"])  # only when there are races: a str per connection
     clients = np.array(texts(connections["client_ip"]), dtype=object)
     servers = np.array(endpoints(connections["server_ip"], connections["server_port"]), dtype=object)
     methods = texts(transactions["method"])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import endpoints, equals, floats, object_strings, positions, texts
+from analyzer.metrics.frames import endpoints, equals, floats, object_strings, pair_codes, positions, texts
 from analyzer.metrics.handshake import handshake_costs, overhead_by, transaction_costs
 from analyzer.metrics.idle import infer_idle_timeouts
 from analyzer.metrics.reuse import avoidable_connections, connection_requests, transaction_reused
@@ -46,14 +46,16 @@ def host_names(hosts: pd.Series) -> np.ndarray:
     return object_strings(cleaned.where(cleaned != "", None))
 
 
-def _modes(frame: pd.DataFrame, key: str) -> dict[str, str]:
-    """key -> the most frequent ``host`` among the rows with that key (ties: alphabetical first)."""
+def _modes(frame: pd.DataFrame, key: str) -> dict[Any, str]:
+    """key -> the most frequent ``host`` among the rows with that key (ties: alphabetical first); integer
+    keys stay ``int``, others become ``str``."""
     if frame.empty:
         return {}
     counts = frame.groupby([key, "host"]).size().reset_index(name="n")
     counts = counts.sort_values([key, "n", "host"], ascending=[True, False, True], kind="stable")
     first = counts.drop_duplicates(key)
-    return {str(k): str(h) for k, h in zip(first[key], first["host"], strict=True)}
+    return {k if isinstance(k, int) else str(k): str(h)
+            for k, h in zip(first[key].tolist(), first["host"], strict=True)}
 
 
 def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
@@ -65,34 +67,37 @@ def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> p
     Columns (one row per connection, in table order): ``uid``, ``server`` (ip:port), ``host_header``
     (``<NA>`` when none) and ``host`` (``"name (ip:port)"``, or ``"ip:port"`` without a name).
     """
-    conn_uids = texts(connections["uid"])
-    conn_servers = endpoints(connections["server_ip"], connections["server_port"])
-    tx_uids = texts(transactions["uid"])
-    found = positions(conn_uids, tx_uids)
+    n = len(connections)
+    conn_servers = np.array(endpoints(connections["server_ip"], connections["server_port"]), dtype=object)
+    found = positions(connections["uid"], transactions["uid"])
     own = np.array(endpoints(transactions["server_ip"], transactions["server_port"]), dtype=object)
     named = pd.DataFrame({
-        "uid": np.array(tx_uids, dtype=object),
-        "server": np.where(found >= 0, np.array(conn_servers, dtype=object)[np.maximum(found, 0)], own)
-        if len(found) else own,
+        "conn": found,
+        "server": np.where(found >= 0, conn_servers[np.maximum(found, 0)], own) if n and len(found) else own,
         "host": host_names(transactions["host"]),
     }).dropna(subset=["host"])
-    per_conn = _modes(named.dropna(subset=["uid"]), "uid")
-    server_mode = _modes(named, "server")
-    headers: list[str | None] = []
-    for uid, sni, server in zip(conn_uids, texts(connections["sni"]), conn_servers, strict=True):
-        header = per_conn.get(uid) if uid is not None else None
-        if header is None and sni:
-            header = sni.strip().lower() or None
-        if header is None:
-            header = server_mode.get(server)
-        headers.append(header)
+    headers = np.full(n, None, dtype=object)
+    per_conn = _modes(named[named["conn"].to_numpy() >= 0], "conn")  # connection row → its requests' Host
+    if per_conn:
+        headers[np.array(list(per_conn), dtype=np.int64)] = list(per_conn.values())
+    if n:
+        sni = connections["sni"].astype("string").str.strip().str.lower()
+        sni_names = object_strings(sni.where(sni != "", None))
+        headers = np.where(pd.isna(headers), sni_names, headers)
+        server_mode = _modes(named, "server")
+        unnamed = np.flatnonzero(pd.isna(headers))
+        if server_mode and unnamed.size:
+            headers[unnamed] = pd.Series(conn_servers[unnamed]).map(server_mode).to_numpy(dtype=object)
+        headers[pd.isna(headers)] = None
+    # one label per distinct (server, header) pair, shared by its connections
+    pairs = pair_codes(conn_servers, headers)
+    first = np.unique(pairs, return_index=True)[1] if n else np.zeros(0, dtype=np.int64)
+    labels = np.array([host_label(conn_servers[i], headers[i]) for i in first.tolist()], dtype=object)
     return pd.DataFrame({
         "uid": connections["uid"].astype("string").array,
         "server": pd.array(conn_servers, dtype="string"),
         "host_header": pd.array(headers, dtype="string"),
-        "host": pd.array([host_label(server, header) for server, header in zip(conn_servers, headers,
-                                                                                 strict=True)],
-                         dtype="string"),
+        "host": pd.array(labels[pairs] if n else labels, dtype="string"),
     }, index=connections.index)
 
 
@@ -117,7 +122,7 @@ def transaction_hosts(connections: pd.DataFrame, transactions: pd.DataFrame,
     if conn_hosts is None:
         conn_hosts = connection_hosts(connections, transactions)
     conn_host = np.array([str(h) for h in texts(conn_hosts["host"])], dtype=object)
-    found = positions(texts(conn_hosts["uid"]), texts(transactions["uid"]))
+    found = positions(conn_hosts["uid"], transactions["uid"])
     if found.size == 0:
         return np.zeros(0, dtype=object)
     labels = np.full(found.size, None, dtype=object)
@@ -168,7 +173,7 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
                                      strict=True):
         info.setdefault(label, (header, str(server)))
     # A transaction belongs to its connection's host; one without a known connection to its own.
-    found = positions(texts(hosts["uid"]), texts(transactions["uid"]))
+    found = positions(hosts["uid"], transactions["uid"])
     trans_host: list[str] = [conn_host[i] for i in found.tolist() if i >= 0] if found.size else []
     if found.size and (found < 0).any():
         trans_host = []
@@ -193,12 +198,14 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
     requests = floats(connection_requests(connections, transactions))
     if avoidable is None:
         avoidable = avoidable_connections(connections, transactions)
-    avoidable_uids = set(texts(avoidable["uid"]))
+    avoidable_rows = positions(connections["uid"], avoidable["uid"])
+    is_avoidable = np.zeros(len(connections), dtype=int)
+    is_avoidable[avoidable_rows[avoidable_rows >= 0]] = 1
     conn_frame = pd.DataFrame({
         "host": np.array(conn_host, dtype=object),
         "carrying": np.where(requests >= 1, requests, math.nan),
         "reused": (requests > 1).astype(int),
-        "avoidable": connections["uid"].isin(list(avoidable_uids)).fillna(False).to_numpy(dtype=int),
+        "avoidable": is_avoidable,
         "by_server": equals(connections["close_by"], "server").astype(int),
         "by_client": equals(connections["close_by"], "client").astype(int),
     })

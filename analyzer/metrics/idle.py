@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import endpoints, equals, floats, json_float, known_false, texts
+from analyzer.metrics.frames import (
+    endpoints,
+    equals,
+    floats,
+    grouped_order,
+    json_float,
+    known_false,
+    last_of_group,
+    positions,
+)
 
 # An idle-after-last value belongs to the timeout cluster when it lies within
 # max(CLUSTER_MADS × MAD, CLUSTER_RELATIVE × median) of the median of the server's samples.
@@ -85,15 +94,16 @@ def _last_keep_alive_false(connections: pd.DataFrame, transactions: pd.DataFrame
     """Per connection: True when its last transaction (by request start) is known not to keep it alive."""
     if transactions.empty or connections.empty:
         return np.zeros(len(connections), dtype=bool)
-    frame = pd.DataFrame({
-        "uid": texts(transactions["uid"]),
-        "order": floats(transactions["ts_request_start"]),
-        "depth": floats(transactions["trans_depth"]),
-        "closing": known_false(transactions["keep_alive"]),
-    }).dropna(subset=["uid"])
-    frame = frame.sort_values(["uid", "depth", "order"], kind="stable", na_position="first")
-    last = frame.groupby("uid", sort=False)["closing"].last().to_dict()
-    return np.array([bool(last.get(uid, False)) for uid in texts(connections["uid"])], dtype=bool)
+    found = positions(connections["uid"], transactions["uid"])
+    known = found >= 0
+    conn = found[known]
+    order = grouped_order(conn, floats(transactions["trans_depth"])[known],
+                          floats(transactions["ts_request_start"])[known])
+    conn, closing = conn[order], known_false(transactions["keep_alive"])[known][order]
+    last = last_of_group(conn)
+    result = np.zeros(len(connections), dtype=bool)
+    result[conn[last]] = closing[last]
+    return result
 
 
 def idle_after_last(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:

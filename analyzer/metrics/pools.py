@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import floats, texts
+from analyzer.metrics.frames import floats
 
 #: Chrome, Firefox and Safari open at most 6 HTTP/1.x connections per host (per browser profile).
 BROWSER_PER_HOST_LIMIT = 6
@@ -43,13 +43,12 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     start = floats(connections["ts_start"])
     end = floats(connections["ts_end"])
     end = np.where(np.isnan(end) | (end < start), start, end)
-    client = np.array([c or "" for c in texts(connections["client_ip"])], dtype=object)
-    host = np.array([h or "" for h in texts(hosts)], dtype=object)
     ok = ~np.isnan(start)
     n = int(np.count_nonzero(ok))
     instant = end[ok] == start[ok]
-    client_codes, client_names = pd.factorize(client[ok], sort=True)
-    host_codes, host_names = pd.factorize(host[ok], sort=True)
+    # factorized as string columns: no ``str`` object per row (a SYN flood has a million client addresses)
+    client_codes, client_names = pd.factorize(connections["client_ip"].astype("string").fillna("")[ok], sort=True)
+    host_codes, host_names = pd.factorize(hosts.astype("string").fillna("")[ok], sort=True)
     pool = client_codes.astype(np.int64) * max(len(host_names), 1) + host_codes.astype(np.int64)
     pool = np.concatenate([pool, pool])
     ts = np.concatenate([start[ok], end[ok]])
@@ -64,8 +63,8 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     before = np.maximum.accumulate(np.where(first, np.arange(len(pool)), 0)) if len(pool) else pool
     start_sum = (running - delta)[before] if len(pool) else running  # the running sum before each pool
     return pd.DataFrame({
-        "client_ip": np.asarray(client_names, dtype=object)[pool // max(len(host_names), 1)],
-        "host": np.asarray(host_names, dtype=object)[pool % max(len(host_names), 1)],
+        "client_ip": client_names.take(pool // max(len(host_names), 1)).astype("str").array,  # Arrow: no str per row
+        "host": host_names.take(pool % max(len(host_names), 1)).astype("str").array,
         "ts": ts[order], "delta": delta, "_phase": phase[order], "_pool": pool,
         "open": running - start_sum,
     })
@@ -89,16 +88,21 @@ def connection_pools(connections: pd.DataFrame, hosts: pd.Series, limit: int = B
     reached); largest peak first. ``events``: ``pool_events`` if already made (it is not changed)."""
     if not len(connections):
         return pd.DataFrame({c: [] for c in POOL_COLUMNS})
-    events = (pool_events(connections, hosts) if events is None else events).copy()
-    key = "_pool"
-    nxt = events.groupby(key, sort=False)["ts"].shift(-1)
-    span = (nxt - events["ts"]).fillna(0.0).to_numpy()
+    events = pool_events(connections, hosts) if events is None else events
+    # the numbers only, grouped by the integer pool (events come sorted by it): no copy of the name columns
+    pool = events["_pool"].to_numpy()
+    ts = events["ts"].to_numpy(dtype=float)
     opened = events["open"].to_numpy()
-    events["_busy"] = np.where(opened > 0, span, 0.0)
-    events["_weighted"] = opened * span
-    events["_over"] = np.where(opened > limit, span, 0.0)
-    events["_opens"] = (events["delta"].to_numpy() > 0).astype(np.int64)
-    grouped = events.groupby(key, sort=False)
+    last = np.append(pool[1:] != pool[:-1], True) if len(pool) else np.zeros(0, dtype=bool)
+    span = np.where(last, 0.0, np.append(ts[1:], 0.0) - ts)
+    work = pd.DataFrame({
+        "_pool": pool, "ts": ts, "open": opened,
+        "_busy": np.where(opened > 0, span, 0.0),
+        "_weighted": opened * span,
+        "_over": np.where(opened > limit, span, 0.0),
+        "_opens": (events["delta"].to_numpy() > 0).astype(np.int64),
+    })
+    grouped = work.groupby("_pool", sort=False)
     out = pd.DataFrame({
         "connections": grouped["_opens"].sum(),
         "max_parallel": grouped["open"].max(),
@@ -106,12 +110,14 @@ def connection_pools(connections: pd.DataFrame, hosts: pd.Series, limit: int = B
         "weighted": grouped["_weighted"].sum(),
         "seconds_over_limit": grouped["_over"].sum(),
     })
-    peak_rows = events.loc[events["open"] == events.groupby(key, sort=False)["open"].transform("max")]
-    out["ts_peak"] = peak_rows.groupby(key, sort=False)["ts"].min()
+    peak_rows = work.loc[work["open"] == grouped["open"].transform("max")]
+    out["ts_peak"] = peak_rows.groupby("_pool", sort=False)["ts"].min()
+    del work, grouped, peak_rows
     out["mean_parallel"] = np.where(out["busy"] > 0, out["weighted"] / out["busy"].where(out["busy"] > 0, 1.0),
                                     out["max_parallel"].astype(float))
-    names = grouped[["client_ip", "host"]].first()
-    out["client_ip"], out["host"] = names["client_ip"], names["host"]
+    firsts = np.flatnonzero(np.append(True, last[:-1])[:len(pool)])  # each pool's first event, in pool order
+    out["client_ip"] = events["client_ip"].iloc[firsts].array
+    out["host"] = events["host"].iloc[firsts].array
     out = out.reset_index(drop=True)
     out = out.sort_values(["max_parallel", "connections", "client_ip", "host"],
                           ascending=[False, False, True, True], kind="stable")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import flags, floats, json_float, known_false, texts
+from analyzer.metrics.frames import flags, floats, json_float, known_false, positions, texts
 
 PROTOCOL_ORDER = ("http/1.0", "http/1.1", "h2c", "h2", "h3", "tls", "http/0.9", "unknown")
 
@@ -55,21 +55,21 @@ def _label(protocols: pd.Series) -> list[str]:
     return [p if p else "unknown" for p in texts(protocols)]
 
 
+def _counts(values: np.ndarray) -> dict[str, int]:
+    return {str(k): int(v) for k, v in pd.Series(values, dtype=object).value_counts(sort=False).items()}
+
+
 def protocol_mix(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """Per protocol (``DEFINITIONS['protocol_mix']``): ``protocol``, ``connections``, ``transactions``,
     ``transactions_estimated``; one row per protocol seen, in ``PROTOCOL_ORDER`` (others after)."""
-    conn_protocol = dict(zip(texts(connections["uid"]), _label(connections["protocol"]), strict=True))
-    conn_counts: dict[str, int] = {}
-    for p in conn_protocol.values():
-        conn_counts[p] = conn_counts.get(p, 0) + 1
-    tx_counts: dict[str, int] = {}
-    est_counts: dict[str, int] = {}
+    labels = np.array(_label(connections["protocol"]), dtype=object)
+    conn_counts = _counts(labels)
+    found = positions(connections["uid"], transactions["uid"])
+    tx_labels = np.where(found >= 0, labels[np.maximum(found, 0)], "unknown") if len(labels) \
+        else np.full(len(found), "unknown", dtype=object)
+    tx_counts = _counts(tx_labels)
     estimated = flags(transactions["estimated"]) if len(transactions) else np.zeros(0, dtype=bool)
-    for uid, est in zip(texts(transactions["uid"]), estimated.tolist(), strict=True):
-        p = conn_protocol.get(uid or "", "unknown")
-        tx_counts[p] = tx_counts.get(p, 0) + 1
-        if est:
-            est_counts[p] = est_counts.get(p, 0) + 1
+    est_counts = _counts(tx_labels[estimated])
     names = sorted(set(conn_counts) | set(tx_counts),
                    key=lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p))
     return pd.DataFrame({

@@ -25,9 +25,11 @@ from analyzer.metrics.frames import (
     equals,
     flags,
     floats,
+    grouped_order,
     json_float,
     known_false,
     pair_codes,
+    positions,
     texts,
 )
 from analyzer.metrics.idle import IMMEDIATE_CLOSE_MS
@@ -122,32 +124,47 @@ def _has_token(values: pd.Series, token: str) -> np.ndarray:
     return text.str.contains(rf"(?:^|[\s,]){token}(?:$|[\s,])", regex=True).fillna(False).to_numpy(dtype=bool)
 
 
-def _announcements(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Per connection uid: the first transaction that announced the end of the connection (``keep_alive``
-    false), with who announced it and when (``ts_announced``), and the connection's transaction count."""
-    if transactions.empty:
-        return pd.DataFrame({"uid": pd.Series([], dtype=object)}).set_index("uid")
-    frame = pd.DataFrame({
-        "uid": texts(transactions["uid"]),
-        "depth": floats(transactions["trans_depth"]),
-        "req": floats(transactions["ts_request_start"]),
-        "resp": floats(transactions["ts_response_start"]),
-        "closing": known_false(transactions["keep_alive"]),
-        "client_close": _has_token(transactions["request_connection"], "close"),
-        "server_close": _has_token(transactions["response_connection"], "close"),
-        "client_keep": _has_token(transactions["request_connection"], "keep-alive"),
-        "server_keep": _has_token(transactions["response_connection"], "keep-alive"),
-        "http10": (equals(transactions["http_version"], "HTTP/1.0")
-                   | equals(transactions["response_version"], "HTTP/1.0")),
-    }).dropna(subset=["uid"])
-    frame = frame.sort_values(["uid", "depth", "req"], kind="stable", na_position="first")
-    counts = frame.groupby("uid", sort=False).size().rename("transactions")
-    closing = frame[frame["closing"].to_numpy()]
-    first = closing.groupby("uid", sort=False).head(1).set_index("uid")
-    when = np.where(first["client_close"].to_numpy(), first["req"].to_numpy(),
-                    np.where(np.isnan(first["resp"].to_numpy()), first["req"].to_numpy(), first["resp"].to_numpy()))
-    first = first.assign(ts_announced=when)
-    return first.join(counts, how="right")
+def _announcements(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
+    """Per connection (one row each, in table order): the first transaction that announced the end of the
+    connection (``keep_alive`` false), with who announced it and when (``ts_announced``; NaN and False
+    without one), and the connection's transaction count."""
+    n = len(connections)
+    found = positions(connections["uid"], transactions["uid"]) if len(transactions) else np.zeros(0, np.int64)
+    known = found >= 0
+    conn = found[known]
+    depth = floats(transactions["trans_depth"])[known]
+    req = floats(transactions["ts_request_start"])[known]
+    order = grouped_order(conn, depth, req)
+    rows = np.flatnonzero(known)[order]  # transaction rows by connection, depth, request start
+    conn = conn[order]
+    closing = known_false(transactions["keep_alive"])[rows]
+    # the first closing transaction of each connection
+    closing_rows, closing_conn = rows[closing], conn[closing]
+    firsts = np.append(True, closing_conn[1:] != closing_conn[:-1])[:closing_conn.size]
+    first, at = closing_rows[firsts], closing_conn[firsts]
+
+    def column(values: np.ndarray, fill: object) -> np.ndarray:
+        out = np.full(n, fill, dtype=values.dtype)
+        out[at] = values[first]
+        return out
+
+    tx = transactions
+    counts = np.bincount(conn, minlength=n).astype(float)
+    client_close = column(_has_token(tx["request_connection"], "close"), False)
+    req_at = column(floats(tx["ts_request_start"]), np.nan)
+    resp_at = column(floats(tx["ts_response_start"]), np.nan)
+    when = np.where(client_close, req_at, np.where(np.isnan(resp_at), req_at, resp_at))
+    return pd.DataFrame({
+        "depth": column(floats(tx["trans_depth"]), np.nan),
+        "client_close": client_close,
+        "server_close": column(_has_token(tx["response_connection"], "close"), False),
+        "client_keep": column(_has_token(tx["request_connection"], "keep-alive"), False),
+        "server_keep": column(_has_token(tx["response_connection"], "keep-alive"), False),
+        "http10": column(equals(tx["http_version"], "HTTP/1.0") | equals(tx["response_version"], "HTTP/1.0"),
+                         False),
+        "ts_announced": when,
+        "transactions": np.where(counts > 0, counts, np.nan),  # NaN: none
+    })
 
 
 def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame, *,
@@ -170,8 +187,8 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
     if races is None:
         races = close_races(connections, transactions)
     n = len(connections)
-    uids = np.array(texts(connections["uid"]), dtype=object)
-    clients = np.array(texts(connections["client_ip"]), dtype=object)
+    uids = connections["uid"].astype("string")
+    clients = connections["client_ip"].astype("string")
     servers = np.array(endpoints(connections["server_ip"], connections["server_port"]), dtype=object)
     ts_start = floats(connections["ts_start"])
     ts_end = floats(connections["ts_end"])
@@ -179,34 +196,40 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
     ts_end = np.where(still_open | np.isnan(ts_end), math.inf, ts_end)
     judged = flags(connections["syn_seen"]) & ~np.isnan(ts_start)
 
-    announced = _announcements(transactions).reindex(pd.Index(uids, dtype=object))
-    ts_announced = announced["ts_announced"].to_numpy(dtype=float) if "ts_announced" in announced \
-        else np.full(n, np.nan)
+    announced = _announcements(connections, transactions)
+    ts_announced = announced["ts_announced"].to_numpy(dtype=float)
     has_announcement = ~np.isnan(ts_announced)
     usable_until = np.where(has_announcement, np.minimum(ts_announced, ts_end), ts_end)
 
-    avoidable_at = {str(u): (str(r), float(ms)) for u, r, ms in zip(
-        texts(avoidable["uid"]), texts(avoidable["reusable_uid"]), floats(avoidable["idle_for_ms"]),
-        strict=True)} if len(avoidable) else {}
-    retries = {u for u in texts(races["retry_uid"]) if u is not None} if len(races) else set()
+    # per connection row: the idle connection it could have used (its row; -1 if none), and how long idle
+    avoidable_row = np.full(n, -1, dtype=np.int64)
+    avoidable_idle = np.full(n, np.nan)
+    avoidable_by = np.full(n, -1, dtype=np.int64)
+    if len(avoidable):
+        row = positions(uids, avoidable["uid"])
+        mine = row >= 0
+        avoidable_row[row[mine]] = np.arange(len(avoidable))[mine]
+        avoidable_idle[row[mine]] = floats(avoidable["idle_for_ms"])[mine]
+        avoidable_by[row[mine]] = positions(uids, avoidable["reusable_uid"])[mine]
+    retried = np.zeros(n, dtype=bool)
+    if len(races):
+        retry_row = positions(uids, races["retry_uid"])
+        retried[retry_row[retry_row >= 0]] = True
     idle_after = floats(connections["idle_after_last_ms"])
     requests = floats(connections["requests"])
-    if "transactions" in announced:
-        requests = np.where(np.isnan(requests), announced["transactions"].to_numpy(dtype=float), requests)
+    requests = np.where(np.isnan(requests), announced["transactions"].to_numpy(dtype=float), requests)
     close_by = texts(connections["close_by"])
     close_reason = texts(connections["close_reason"])
     goaway_server = equals(connections["h2_goaway_by"], "server")
     ka_max = floats(connections["keep_alive_max"])
 
     def announced_flag(column: str) -> np.ndarray:
-        if column not in announced:
-            return np.zeros(n, dtype=bool)
-        return announced[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        return announced[column].to_numpy(dtype=bool)
 
     client_close, server_close = announced_flag("client_close"), announced_flag("server_close")
     client_keep, server_keep = announced_flag("client_keep"), announced_flag("server_keep")
     http10 = announced_flag("http10")
-    closing_depth = announced["depth"].to_numpy(dtype=float) if "depth" in announced else np.full(n, np.nan)
+    closing_depth = announced["depth"].to_numpy(dtype=float)
 
     reason = np.full(n, UNKNOWN, dtype=object)
     previous = np.full(n, -1, dtype=np.int64)
@@ -240,15 +263,14 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
             reason[c] = FIRST_CONNECTION
             continue
         open_at_start[c] = len(usable) - 1
-        uid = uids[c]
         if best is not None:
             p = best[2]
             previous[c] = p
             previous_idle[c] = idle_after[p]
             gap[c] = (start - usable_until[p]) * 1000.0
-        if uid in retries:
+        if retried[c]:
             reason[c] = CLOSE_RACE_RETRY
-        elif uid in avoidable_at:
+        elif avoidable_row[c] >= 0:
             reason[c] = IDLE_CONNECTION_UNUSED
         elif open_at_start[c] > 0:
             reason[c] = PARALLEL
@@ -258,17 +280,16 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
                                       bool(client_keep[p]), bool(server_keep[p]), bool(http10[p]),
                                       float(closing_depth[p]), float(ka_max[p]), close_by[p], close_reason[p],
                                       bool(goaway_server[p]), float(idle_after[p]))
-    previous_uid = np.array([uids[p] if p >= 0 else None for p in previous.tolist()], dtype=object)
+    unused = reason == IDLE_CONNECTION_UNUSED
+    # evidence of an unused idle connection: that connection, in place of the previous one
+    previous = np.where(unused, avoidable_by, previous)
+    previous_idle = np.where(unused, avoidable_idle, previous_idle)
+    gap[unused] = np.nan
     previous_requests = np.where(previous >= 0, requests[np.maximum(previous, 0)], np.nan)
-    index = {uid: position for position, uid in enumerate(uids.tolist()) if uid is not None}
-    for position in np.flatnonzero(reason == IDLE_CONNECTION_UNUSED).tolist():
-        # evidence: the idle connection it could have used
-        previous_uid[position], previous_idle[position] = avoidable_at[uids[position]]
-        found = index.get(previous_uid[position], -1)
-        previous_requests[position] = requests[found] if found >= 0 else np.nan
-        gap[position] = np.nan
+    previous_uid = uids.iloc[np.maximum(previous, 0)].array if n else uids.array
+    previous_uid[previous < 0] = pd.NA
     result = pd.DataFrame({
-        "uid": uids, "client_ip": clients, "server": servers, "ts_start": ts_start, "reason": reason,
+        "uid": uids.array, "client_ip": clients.array, "server": servers, "ts_start": ts_start, "reason": reason,
         "previous_uid": previous_uid, "previous_requests": previous_requests,
         "previous_idle_ms": previous_idle, "gap_ms": gap,
         "open_at_start": pd.array(np.where(open_at_start >= 0, open_at_start, 0), dtype="Int64"),

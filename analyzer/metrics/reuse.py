@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer.metrics.frames import (
     endpoints,
@@ -24,7 +26,6 @@ from analyzer.metrics.frames import (
     json_int,
     pair_codes,
     positions,
-    texts,
 )
 
 DEFINITIONS: dict[str, str] = {
@@ -76,9 +77,8 @@ def transaction_reused(transactions: pd.DataFrame) -> np.ndarray:
 
 
 def _requests_array(connections: pd.DataFrame, transactions: pd.DataFrame) -> np.ndarray:
-    counts = transactions["uid"].value_counts(dropna=True).to_dict()
-    seen = np.array([counts.get(uid, 0) if uid is not None else 0 for uid in texts(connections["uid"])],
-                    dtype=float)
+    found = positions(connections["uid"], transactions["uid"])
+    seen = np.bincount(found[found >= 0], minlength=len(connections)).astype(float)
     declared = floats(connections["requests"])
     value = np.where(np.isnan(declared), seen, declared)
     encrypted = flags(connections["tls"]) & ~flags(connections["tls_decrypted"])
@@ -163,31 +163,41 @@ def idle_intervals(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.
     Only intervals after a transaction whose ``keep_alive`` is true, whose response end is known, and that
     are not empty (a pipelined next request gives none). Used by ``avoidable_connections``.
     """
-    columns = {"uid": "string", "start": "float64", "end": "float64"}
-    conn_uids = texts(connections["uid"])
+    conn, start, stop = _idle_intervals(connections, transactions)
+    uids = connections["uid"].astype("string").iloc[conn] if len(conn) else pd.Series([], dtype="string")
+    return pd.DataFrame({"uid": uids.array, "start": start, "end": stop})
+
+
+def _idle_intervals(connections: pd.DataFrame,
+                    transactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``idle_intervals`` as arrays: each interval's connection (its row), start and end; ordered by the
+    connection's uid, then the request that ends it."""
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+    if connections.empty or transactions.empty:
+        return none
     still_open = equals(connections["close_by"], "open") | equals(connections["close_reason"], "capture_end")
-    ts_end = floats(connections["ts_end"])
-    open_until = {uid: (math.inf if is_open else end)
-                  for uid, is_open, end in zip(conn_uids, still_open, ts_end, strict=True) if uid is not None}
-    frame = pd.DataFrame({
-        "uid": texts(transactions["uid"]),
-        "req": floats(transactions["ts_request_start"]),
-        "end": floats(transactions["ts_response_end"]),
-        "ka": flags(transactions["keep_alive"]),
-    })
-    frame = frame[frame["uid"].isin(list(open_until))]
-    if frame.empty:
-        return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
-    frame = frame.sort_values(["uid", "req"], kind="stable", na_position="last")
-    next_req = frame.groupby("uid", sort=False)["req"].shift(-1).to_numpy(dtype=float)
-    is_last = (frame.groupby("uid", sort=False).cumcount(ascending=False) == 0).to_numpy()
-    until = frame["uid"].map(open_until).to_numpy(dtype=float)
-    stop = np.where(is_last, until, np.minimum(next_req, until))
-    start = frame["end"].to_numpy(dtype=float)
+    open_until = np.where(still_open, math.inf, floats(connections["ts_end"]))
+    found = positions(connections["uid"], transactions["uid"])
+    known = found >= 0
+    if not known.any():
+        return none
+    conn = found[known]
+    # by uid (as the strings sort), then request start, missing last
+    uid_rank = np.empty(len(connections), dtype=np.int64)
+    uid_rank[np.asarray(pc.sort_indices(pa.array(connections["uid"].astype("string[pyarrow]").array)))] = \
+        np.arange(len(connections))
+    req = floats(transactions["ts_request_start"])[known]
+    order = np.lexsort((np.arange(conn.size), np.nan_to_num(req), np.isnan(req), uid_rank[conn]))
+    conn, req = conn[order], req[order]
+    start = floats(transactions["ts_response_end"])[known][order]
+    keep_alive = flags(transactions["keep_alive"])[known][order]
+    is_last = np.append(conn[1:] != conn[:-1], True)
+    next_req = np.append(req[1:], math.nan)
+    until = open_until[conn]
     with np.errstate(invalid="ignore"):
-        valid = frame["ka"].to_numpy(dtype=bool) & ~np.isnan(start) & (stop > start)
-    return pd.DataFrame({"uid": pd.array(frame["uid"].to_numpy()[valid], dtype="string"),
-                         "start": start[valid], "end": stop[valid]})
+        stop = np.where(is_last, until, np.minimum(next_req, until))
+        valid = keep_alive & ~np.isnan(start) & (stop > start)
+    return conn[valid], start[valid], stop[valid]
 
 
 def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
@@ -206,50 +216,47 @@ def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame)
     """
     columns = {"uid": "string", "client_ip": "string", "server": "string", "ts_start": "float64",
                "reusable_uid": "string", "idle_for_ms": "float64"}
-    intervals = idle_intervals(connections, transactions)
+    owner, iv_start, iv_end = _idle_intervals(connections, transactions)
     empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
-    if intervals.empty or connections.empty:
+    if owner.size == 0 or connections.empty:
         return empty
-    uids = texts(connections["uid"])
-    clients = texts(connections["client_ip"])
+    clients = connections["client_ip"].astype("string")
     servers = endpoints(connections["server_ip"], connections["server_port"])
     key_codes = pair_codes(clients, servers)
-    interval_uids = np.array(texts(intervals["uid"]), dtype=object)
-    owner = positions(uids, list(interval_uids))  # idle_intervals only returns known connections
     # Per (client, server) key, in order of start: the latest end so far and the interval holding it.
-    iv = pd.DataFrame({"key": key_codes[owner], "start": intervals["start"].to_numpy(dtype=float),
-                       "end": intervals["end"].to_numpy(dtype=float), "uid": interval_uids})
+    iv = pd.DataFrame({"key": key_codes[owner], "start": iv_start, "end": iv_end, "conn": owner})
     iv = iv.sort_values(["key", "start"], kind="stable").reset_index(drop=True)
     iv["run_end"] = iv.groupby("key")["end"].cummax()
     own = np.where(iv["end"].to_numpy() == iv["run_end"].to_numpy(), np.arange(len(iv)), -1)
     holder = pd.Series(own).groupby(iv["key"].to_numpy()).cummax().to_numpy()
-    iv["holder_uid"] = iv["uid"].to_numpy()[holder]
+    iv["holder"] = iv["conn"].to_numpy()[holder]
     iv["holder_start"] = iv["start"].to_numpy()[holder]
     iv = iv.sort_values("start", kind="stable")
 
     ts_start = floats(connections["ts_start"])
-    judged = flags(connections["syn_seen"]) & ~np.isnan(ts_start) & np.array([u is not None for u in uids])
+    judged = flags(connections["syn_seen"]) & ~np.isnan(ts_start) & connections["uid"].notna().to_numpy(dtype=bool)
     candidates = pd.DataFrame({"key": key_codes[judged], "ts": ts_start[judged],
                                "position": np.flatnonzero(judged)}).sort_values("ts", kind="stable")
     if candidates.empty:
         return empty
-    merged = pd.merge_asof(candidates, iv[["key", "start", "run_end", "holder_uid", "holder_start"]],
+    merged = pd.merge_asof(candidates, iv[["key", "start", "run_end", "holder", "holder_start"]],
                            left_on="ts", right_on="start", by="key", direction="backward")
     run_end = merged["run_end"].to_numpy(dtype=float)
     position = merged["position"].to_numpy()
-    uid_array = np.array(uids, dtype=object)
+    holder_of = merged["holder"].to_numpy(dtype=float)  # NaN: no interval before
     with np.errstate(invalid="ignore"):
-        hit = (run_end > merged["ts"].to_numpy()) & (merged["holder_uid"].to_numpy() != uid_array[position])
+        hit = (run_end > merged["ts"].to_numpy()) & (holder_of != position)
     if not hit.any():
         return empty
     chosen = merged[hit]
     where = position[hit]
+    uids = connections["uid"].astype("string")
     result = pd.DataFrame({
-        "uid": uid_array[where],
-        "client_ip": np.array(clients, dtype=object)[where],
+        "uid": uids.iloc[where].array,
+        "client_ip": clients.iloc[where].array,
         "server": np.array(servers, dtype=object)[where],
         "ts_start": chosen["ts"].to_numpy(dtype=float),
-        "reusable_uid": chosen["holder_uid"].to_numpy(),
+        "reusable_uid": uids.iloc[holder_of[hit].astype(np.int64)].array,
         "idle_for_ms": (chosen["ts"].to_numpy(dtype=float) - chosen["holder_start"].to_numpy(dtype=float))
         * 1000.0,
     }).astype(columns)

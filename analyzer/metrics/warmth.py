@@ -276,8 +276,7 @@ def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, se
     if counts.empty:
         return empty
     uids = [str(u) for u in counts.index]
-    conn_uids = texts(connections["uid"])
-    row = positions(conn_uids, uids)
+    row = positions(connections["uid"], uids)
     known = row >= 0
     take = np.maximum(row, 0)
 
@@ -293,7 +292,7 @@ def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, se
         hosts[known] = host_of[take[known]]
     cand = pd.DataFrame({
         "uid": uids,
-        "order": np.where(known, row, len(conn_uids) + np.arange(len(uids))),
+        "order": np.where(known, row, len(connections) + np.arange(len(uids))),
         "host": hosts,
         "client_port": conn_column("client_port"),
         "server_bytes": conn_column("server_bytes"),

@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import endpoints, equals, floats, known_false, positions, texts
+from analyzer.metrics.frames import (
+    endpoints,
+    equals,
+    floats,
+    grouped_order,
+    known_false,
+    last_of_group,
+    positions,
+    texts,
+)
 from analyzer.metrics.handshake import handshake_costs
 
 WHATIF_TIMEOUTS_S: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 75.0, 300.0)  # nginx 75 s, Apache 5 s, ...
@@ -74,35 +83,36 @@ def _server_released(connections: pd.DataFrame, transactions: pd.DataFrame) -> n
     by_server = equals(connections["close_by"], "server")
     if transactions.empty:
         return by_server
-    frame = pd.DataFrame({
-        "uid": texts(transactions["uid"]),
-        "depth": floats(transactions["trans_depth"]),
-        "order": floats(transactions["ts_request_start"]),
-        "closing": known_false(transactions["keep_alive"]),
-        "req_close": transactions["request_connection"].astype("string").str.lower()
-        .str.contains("close", regex=False).fillna(False).to_numpy(dtype=bool)
-        if "request_connection" in transactions else np.zeros(len(transactions), dtype=bool),
-        "resp_close": transactions["response_connection"].astype("string").str.lower()
-        .str.contains("close", regex=False).fillna(False).to_numpy(dtype=bool)
-        if "response_connection" in transactions else np.zeros(len(transactions), dtype=bool),
-        "v10": transactions["http_version"].astype("string").eq("HTTP/1.0").fillna(False).to_numpy(dtype=bool),
-    }).dropna(subset=["uid"])
-    frame = frame.sort_values(["uid", "depth", "order"], kind="stable", na_position="first")
-    last = frame.groupby("uid", sort=False).last()
+    def contains_close(column: str) -> np.ndarray:
+        if column not in transactions:
+            return np.zeros(len(transactions), dtype=bool)
+        return np.asarray(transactions[column].astype("string").str.lower().str.contains("close", regex=False)
+                          .fillna(False).to_numpy(dtype=bool), dtype=bool)
+
+    found = positions(connections["uid"], transactions["uid"])
+    known = found >= 0
+    conn = found[known]
+    order = grouped_order(conn, floats(transactions["trans_depth"])[known],
+                          floats(transactions["ts_request_start"])[known])
+    rows = np.flatnonzero(known)[order]
+    conn = conn[order]
+    last = last_of_group(conn)
+    rows, conn = rows[last], conn[last]  # each connection's last transaction
+    closing = known_false(transactions["keep_alive"])[rows]
+    v10 = transactions["http_version"].astype("string").eq("HTTP/1.0").fillna(False).to_numpy(dtype=bool)[rows]
     # The server's announced close: its response said close to an HTTP/1.1 request that did not ask for it.
-    announced_by_server = last["closing"] & last["resp_close"] & ~last["req_close"] & ~last["v10"]
-    usable = ~last["closing"]
-    released = (usable | announced_by_server).to_dict()
-    uids = texts(connections["uid"])
-    return by_server & np.array([bool(released.get(uid, True)) if uid is not None else False for uid in uids],
-                                dtype=bool)
+    announced_by_server = closing & contains_close("response_connection")[rows] \
+        & ~contains_close("request_connection")[rows] & ~v10
+    released = np.array(connections["uid"].notna().to_numpy(dtype=bool))  # no transaction: released
+    released[conn] = ~closing | announced_by_server
+    return by_server & released
 
 
 def _prepare(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per transaction of a known connection, in connection order: connection position, gap.
     Requests left unanswered on a connection the server closed (close races) are left out: the server did
     not serve them there, and the client's retry is a transaction of its own."""
-    found = positions(texts(connections["uid"]), texts(transactions["uid"]))
+    found = positions(connections["uid"], transactions["uid"])
     by_server = equals(connections["close_by"], "server")
     unanswered = np.isnan(floats(transactions["ts_response_start"])) & np.isnan(floats(transactions["status"]))
     casualty = unanswered & np.where(found >= 0, by_server[np.maximum(found, 0)], False) if len(found) \
