@@ -9,6 +9,7 @@ is spread over many chunks and gathered back across them.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def test_spilled_frame_keeps_every_dtype_and_missing_value(tmp_path: Path, captu
         assert whole.isna().any().any()  # missing values of some kind in play
         table = Spill(tmp_path).table(name, columns)
         cuts = sorted({0, len(whole), *rng.integers(0, len(whole) + 1, 3).tolist()})
-        for lo, hi in zip(cuts, cuts[1:], strict=False):
+        for lo, hi in itertools.pairwise(cuts):
             table.append(whole.iloc[lo:hi])
         table.order = rng.permutation(len(whole))
         expected = whole.iloc[table.order].reset_index(drop=True)
