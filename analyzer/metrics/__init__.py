@@ -45,7 +45,7 @@ from analyzer.metrics.handshake import (
     handshake_totals,
     transaction_costs,
 )
-from analyzer.metrics.hosts import connection_hosts, host_table, transaction_hosts
+from analyzer.metrics.hosts import connection_hosts, host_count, host_table, transaction_hosts
 from analyzer.metrics.idle import (
     idle_after_last,
     idle_before_stats,
@@ -91,6 +91,7 @@ __all__ = [
     "handshake_costs",
     "handshake_overhead",
     "handshake_totals",
+    "host_count",
     "host_table",
     "idle_after_last",
     "idle_before_stats",
@@ -207,63 +208,77 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
 
-    Without ``keep`` each intermediate table is let go as soon as the last figure that needs it is
-    computed, and the returned dict is empty: on a million connections they weigh hundreds of MiB, and
-    holding them all to the end set the peak of ``analyzer export``."""
+    Without ``keep`` the per-host table is not made (only its row count, ``host_count``), each
+    intermediate table is let go as soon as the last figure that needs it is computed, and the returned
+    dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
+    peak of ``analyzer export``."""
     connections, transactions = analysis.connections, analysis.transactions
     shared: dict[str, Any] = {}
+    figures: dict[str, Any] = {}  # the summary's figures, put in their documented order at the end
 
     def done(*names: str) -> None:
         if not keep:
             for name in names:
-                del shared[name]
+                shared.pop(name, None)
 
-    shared["costs"] = costs = handshake_costs(connections)
-    per_transaction = transaction_costs(connections, transactions, costs)
-    shared["avoidable"] = avoidable = avoidable_connections(connections, transactions)
-    shared["timeouts"] = timeouts = infer_idle_timeouts(connections, transactions)
+    shared["costs"] = handshake_costs(connections)
+    shared["per_transaction"] = transaction_costs(connections, transactions, shared["costs"])
+    figures["handshake"] = handshake_totals(connections, transactions, costs=shared["costs"],
+                                            per_transaction=shared["per_transaction"])
+    done("per_transaction", *(() if with_whatif else ("costs",)))
+    figures["reuse"] = reuse_stats(connections, transactions)
+    figures["idle"] = idle_before_stats(transactions)
+    shared["avoidable"] = avoidable_connections(connections, transactions)
+    figures["new_connections_avoidable"] = len(shared["avoidable"])
+    shared["races"] = close_races(connections, transactions)
+    figures["races"] = close_race_stats(shared["races"])
+    shared["reasons"] = new_connection_reasons(connections, transactions, avoidable=shared["avoidable"],
+                                               races=shared["races"])
+    shared["timeouts"] = infer_idle_timeouts(connections, transactions)
+    figures["timeouts"] = timeouts_for_summary(shared["timeouts"])
+    shared["reason_table"] = reason_table(shared["reasons"], shared["timeouts"])
+    figures["reason"] = reason_stats(shared["reason_table"])
+    done("races", "reasons", "reason_table", "avoidable", "timeouts")
     shared["conn_hosts"] = conn_hosts = connection_hosts(connections, transactions)
-    shared["hosts"] = host_table(connections, transactions, costs=costs, per_transaction=per_transaction,
-                                 avoidable=avoidable, timeouts=timeouts, conn_hosts=conn_hosts)
-    summary: dict[str, Any] = {}
-    summary.update(reuse_stats(connections, transactions))
-    summary["new_connections_avoidable"] = len(avoidable)
-    summary.update(idle_before_stats(transactions))
-    close_by = connections["close_by"]
-    summary["closes_by_server"] = int(equals(close_by, "server").sum())
-    summary["closes_by_client"] = int(equals(close_by, "client").sum())
-    summary["closes_unknown"] = int(equals(close_by, "unknown").sum())
-    summary["connections_open_at_end"] = int(equals(close_by, "open").sum())
-    summary.update(handshake_totals(connections, transactions, costs=costs, per_transaction=per_transaction))
-    del per_transaction
-    summary["inferred_server_idle_timeouts"] = timeouts_for_summary(timeouts)
-    summary["hosts"] = len(shared["hosts"])
-    done("hosts")
-    shared["races"] = races = close_races(connections, transactions)
-    summary.update(close_race_stats(races))
-    shared["reasons"] = new_connection_reasons(connections, transactions, avoidable=avoidable, races=races)
-    del avoidable, races
-    done("avoidable", "races")
-    shared["reason_table"] = reason_table(shared["reasons"], timeouts)
-    del timeouts
-    done("reasons", "timeouts")
-    summary.update(reason_stats(shared["reason_table"]))
-    done("reason_table")
-    shared["events"] = events = pool_events(connections, conn_hosts["host"]) if len(connections) else None
-    shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
-    del events, conn_hosts
+    if keep:
+        shared["hosts"] = host_table(connections, transactions, costs=shared["costs"],
+                                     per_transaction=shared["per_transaction"], avoidable=shared["avoidable"],
+                                     timeouts=shared["timeouts"], conn_hosts=conn_hosts)
+        figures["hosts"] = len(shared["hosts"])
+    else:
+        figures["hosts"] = host_count(connections, transactions, conn_hosts)
+    shared["events"] = pool_events(connections, conn_hosts["host"]) if len(connections) else None
+    shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=shared["events"])
+    del conn_hosts
     done("events", "conn_hosts")
-    summary["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
-    summary["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
+    figures["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
+    figures["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
         if len(pool_rows) else 0
     del pool_rows
     done("pools")
-    shared["whatif"] = keepalive_whatif(connections, transactions, costs=costs) if with_whatif \
+    shared["whatif"] = keepalive_whatif(connections, transactions, costs=shared["costs"]) if with_whatif \
         else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
-    del costs
     done("costs", "whatif")
-    summary.update(warmth_stats(transactions))
-    summary.update(protocol_stats(connections, transactions))
+    close_by = connections["close_by"]
+    summary: dict[str, Any] = {
+        **figures["reuse"],
+        "new_connections_avoidable": figures["new_connections_avoidable"],
+        **figures["idle"],
+        "closes_by_server": int(equals(close_by, "server").sum()),
+        "closes_by_client": int(equals(close_by, "client").sum()),
+        "closes_unknown": int(equals(close_by, "unknown").sum()),
+        "connections_open_at_end": int(equals(close_by, "open").sum()),
+        **figures["handshake"],
+        "inferred_server_idle_timeouts": figures["timeouts"],
+        "hosts": figures["hosts"],
+        **figures["races"],
+        **figures["reason"],
+        "max_parallel_connections": figures["max_parallel_connections"],
+        "pools_over_browser_limit": figures["pools_over_browser_limit"],
+        **warmth_stats(transactions),
+        **protocol_stats(connections, transactions),
+    }
+    shared.pop("per_transaction", None)  # not one of compute_all's tables
     return summary, shared
 
 

@@ -147,6 +147,40 @@ _HOST_COLUMNS: dict[str, str] = {
 }
 
 
+def _host_labels(conn_hosts: pd.DataFrame, transactions: pd.DataFrame
+                 ) -> tuple[list[str], list[str], dict[str, tuple[str | None, str]]]:
+    """Each connection's host label, each transaction's (its connection's; one without a known
+    connection its own), and per label its Host header and server, in order of first appearance: the
+    rows of ``host_table``."""
+    conn_host = [str(h) for h in texts(conn_hosts["host"])]
+    info: dict[str, tuple[str | None, str]] = {}
+    for label, header, server in zip(conn_host, texts(conn_hosts["host_header"]), texts(conn_hosts["server"]),
+                                     strict=True):
+        info.setdefault(label, (header, str(server)))
+    found = positions(conn_hosts["uid"], transactions["uid"])
+    trans_host: list[str] = [conn_host[i] for i in found.tolist() if i >= 0] if found.size else []
+    if found.size and (found < 0).any():
+        trans_host = []
+        own_servers = endpoints(transactions["server_ip"], transactions["server_port"])
+        names = host_names(transactions["host"])
+        for i, own, name in zip(found.tolist(), own_servers, names.tolist(), strict=True):
+            if i >= 0:
+                trans_host.append(conn_host[i])
+                continue
+            label = host_label(own, name)
+            info.setdefault(label, (name, own))
+            trans_host.append(label)
+    return conn_host, trans_host, info
+
+
+def host_count(connections: pd.DataFrame, transactions: pd.DataFrame,
+               conn_hosts: pd.DataFrame | None = None) -> int:
+    """The number of rows of ``host_table`` (the summary's ``hosts``), without the table and the metrics
+    it gathers. ``conn_hosts`` (``connection_hosts``) is computed when not given."""
+    hosts = connection_hosts(connections, transactions) if conn_hosts is None else conn_hosts
+    return len(_host_labels(hosts, transactions)[2])
+
+
 def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
                costs: pd.DataFrame | None = None, per_transaction: pd.DataFrame | None = None,
                avoidable: pd.DataFrame | None = None, timeouts: pd.DataFrame | None = None,
@@ -167,26 +201,7 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
     (``connection_hosts``) are computed when not given.
     """
     hosts = connection_hosts(connections, transactions) if conn_hosts is None else conn_hosts
-    conn_host = [str(h) for h in texts(hosts["host"])]
-    info: dict[str, tuple[str | None, str]] = {}
-    for label, header, server in zip(conn_host, texts(hosts["host_header"]), texts(hosts["server"]),
-                                     strict=True):
-        info.setdefault(label, (header, str(server)))
-    # A transaction belongs to its connection's host; one without a known connection to its own.
-    found = positions(hosts["uid"], transactions["uid"])
-    trans_host: list[str] = [conn_host[i] for i in found.tolist() if i >= 0] if found.size else []
-    if found.size and (found < 0).any():
-        trans_host = []
-        own_servers = endpoints(transactions["server_ip"], transactions["server_port"])
-        names = host_names(transactions["host"])
-        for i, own, name in zip(found.tolist(), own_servers, names.tolist(), strict=True):
-            if i >= 0:
-                trans_host.append(conn_host[i])
-                continue
-            label = host_label(own, name)
-            info.setdefault(label, (name, own))
-            trans_host.append(label)
-
+    conn_host, trans_host, info = _host_labels(hosts, transactions)
     if not info:
         return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _HOST_COLUMNS.items()})
 

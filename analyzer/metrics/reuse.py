@@ -254,10 +254,11 @@ def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame)
     result = pd.DataFrame({
         "uid": uids.iloc[where].array,
         "client_ip": clients.iloc[where].array,
-        "server": np.array(servers, dtype=object)[where],
+        "server": pd.array(np.array(servers, dtype=object)[where], dtype="string"),
         "ts_start": chosen["ts"].to_numpy(dtype=float),
         "reusable_uid": uids.iloc[holder_of[hit].astype(np.int64)].array,
         "idle_for_ms": (chosen["ts"].to_numpy(dtype=float) - chosen["holder_start"].to_numpy(dtype=float))
         * 1000.0,
-    }).astype(columns)
-    return result.sort_values("ts_start", kind="stable").reset_index(drop=True)
+    })
+    # already by ts_start (stable): merge_asof keeps the candidates' order
+    return result.astype(columns)  # the same dtypes: no copy
