@@ -201,14 +201,14 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
     has_announcement = ~np.isnan(ts_announced)
     usable_until = np.where(has_announcement, np.minimum(ts_announced, ts_end), ts_end)
 
-    # per connection row: the idle connection it could have used (its row; -1 if none), and how long idle
-    avoidable_row = np.full(n, -1, dtype=np.int64)
+    # per connection row: could it have reused an idle connection, which one (its row; -1: none), idle how long
+    could_reuse = np.zeros(n, dtype=bool)
     avoidable_idle = np.full(n, np.nan)
     avoidable_by = np.full(n, -1, dtype=np.int64)
     if len(avoidable):
         row = positions(uids, avoidable["uid"])
         mine = row >= 0
-        avoidable_row[row[mine]] = np.arange(len(avoidable))[mine]
+        could_reuse[row[mine]] = True
         avoidable_idle[row[mine]] = floats(avoidable["idle_for_ms"])[mine]
         avoidable_by[row[mine]] = positions(uids, avoidable["reusable_uid"])[mine]
     retried = np.zeros(n, dtype=bool)
@@ -270,7 +270,7 @@ def new_connection_reasons(connections: pd.DataFrame, transactions: pd.DataFrame
             gap[c] = (start - usable_until[p]) * 1000.0
         if retried[c]:
             reason[c] = CLOSE_RACE_RETRY
-        elif avoidable_row[c] >= 0:
+        elif could_reuse[c]:
             reason[c] = IDLE_CONNECTION_UNUSED
         elif open_at_start[c] > 0:
             reason[c] = PARALLEL
