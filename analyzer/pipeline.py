@@ -15,7 +15,7 @@ import sys
 import traceback
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -44,11 +44,13 @@ from analyzer.tables import (
     SEGMENT_COLUMNS,
     TABLES,
     TRANSACTION_COLUMNS,
+    assemble,
     concat_frames,
     empty_frame,
     frame_from_arrays,
     frame_from_rows,
     frame_from_tuples,
+    keys_of_chunks,
     take_rows,
 )
 from analyzer.tls.keylog import KeyLog
@@ -529,7 +531,16 @@ class Session:
         self._released = release
         if self.spill is not None:
             self.spill_rest()
-            connections, transactions = self._read_back()
+            connections, transactions = tables_in_order(self.spill.table("connections", CONNECTION_COLUMNS),
+                                                        self.spill.table("transactions", TRANSACTION_COLUMNS))
+            places = pd.Index(connections["uid"].to_numpy())
+        elif release:
+            conn_held = HeldChunks([*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)],
+                                   CONNECTION_COLUMNS)
+            tx_held = HeldChunks([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)],
+                                 TRANSACTION_COLUMNS)
+            self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
+            connections, transactions = tables_in_order(conn_held, tx_held)
             places = pd.Index(connections["uid"].to_numpy())
         else:
             conn_parts = [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)]
@@ -601,21 +612,6 @@ class Session:
                 summary.setdefault(key, value)
         return analysis
 
-    def _read_back(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The spilled connections and transactions in table order (that of ``connections_in_order`` and
-        ``rows_in_order``): the order from their key columns first, then each table built in that order
-        (``SpilledTable.frame``: about one table's worth of memory, not two)."""
-        assert self.spill is not None
-        conns = self.spill.table("connections", CONNECTION_COLUMNS)
-        keys = conns.columns_of(["ts_start", "first_frame"])
-        conns.order = connection_order(keys["ts_start"], keys["first_frame"])
-        connections = conns.frame()
-        places = pd.Index(connections["uid"].to_numpy())
-        txs = self.spill.table("transactions", TRANSACTION_COLUMNS)
-        cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
-        txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
-        return connections, txs.frame()
-
     def _order_spilled(self, places: pd.Index) -> dict[str, SpilledTable]:
         """The spilled anomalies, flights and series with their table order set (the order of
         ``result`` without a spill)."""
@@ -640,6 +636,48 @@ def order_spilled(tables: Mapping[str, SpilledTable], places: pd.Index) -> None:
     for name in ("flights", "segments"):
         cols = tables[name].map_chunks(partial(_order_keys, places=places, names=ROW_ORDER[name]))
         tables[name].order = order_by_place(cols.pop("place"), cols, name) if cols else np.arange(0, dtype=np.int64)
+
+
+class HeldChunks:
+    """Chunks of one table held in memory, read as a ``SpilledTable`` is (``columns_of``, ``map_chunks``,
+    ``order``, ``frame``); ``frame`` hands the chunks over (they are let go of as they are read)."""
+
+    def __init__(self, chunks: list[pd.DataFrame], columns: Mapping[str, str]) -> None:
+        self._chunks = [c for c in chunks if len(c)]
+        self.columns = dict(columns)
+        self.rows = sum(len(c) for c in self._chunks)
+        self.order: np.ndarray | None = None
+
+    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return keys_of_chunks(self._chunks, keys)
+
+    def columns_of(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.map_chunks(lambda chunk: {n: chunk[n].to_numpy(dtype=np.float64, na_value=np.nan)
+                                              for n in names})
+
+    def frame(self) -> pd.DataFrame:
+        def handed_over() -> Iterator[pd.DataFrame]:
+            while self._chunks:
+                yield self._chunks.pop(0)
+
+        order = self.order if self.order is not None else np.arange(self.rows, dtype=np.int64)
+        return assemble(handed_over(), self.rows, self.columns, order)
+
+
+def tables_in_order(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The connection and transaction tables in table order (that of ``connections_in_order`` and
+    ``rows_in_order``), from their chunks on disk or in memory: the order from their key columns first,
+    then each table built in that order (``analyzer.tables.assemble``: about one table's worth of memory,
+    not two)."""
+    keys = conns.columns_of(["ts_start", "first_frame"])
+    conns.order = connection_order(keys["ts_start"], keys["first_frame"]) if keys \
+        else np.arange(0, dtype=np.int64)
+    connections = conns.frame()
+    places = pd.Index(connections["uid"].to_numpy())
+    cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
+    txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
+    return connections, txs.frame()
 
 
 def anomaly_counts(anomalies: pd.DataFrame, spilled: Mapping[str, SpilledTable]) -> dict[str, int]:

@@ -20,12 +20,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analyzer.tables import empty_frame
+from analyzer.tables import assemble, keys_of_chunks
 
 BLOCK_ROWS = 65_536  # rows per block read back in order (bounds that memory)
 CACHED_CHUNKS = 4  # chunks kept decoded while rows are gathered in another order than written
@@ -129,11 +128,7 @@ class SpilledTable:
     def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """``keys`` of each chunk (arrays of one value per row), concatenated in the order written: one
         chunk in memory at a time."""
-        parts: dict[str, list[np.ndarray]] = {}
-        for chunk in self.chunks():
-            for name, values in keys(chunk).items():
-                parts.setdefault(name, []).append(values)
-        return {name: np.concatenate(p) for name, p in parts.items()}
+        return keys_of_chunks(self.chunks(), keys)
 
     def columns_of(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The given columns of every row, in the order written, as numpy arrays (object arrays with
@@ -154,18 +149,8 @@ class SpilledTable:
         order once all their pieces are in, one column after another. So the peak is about the table plus
         one chunk, where gathering whole rows and joining them held the table twice over (a million
         connections: about 1.8 GiB → see bench/results/hostile-export.md)."""
-        if not self.rows:
-            return empty_frame(self.columns)
         order = self.order if self.order is not None else np.arange(self.rows, dtype=np.int64)
-        destination = np.empty(self.rows, dtype=np.int64)  # written row → its row in the table
-        destination[order] = np.arange(self.rows, dtype=np.int64)
-        builders = {name: _ColumnBuilder(pd.api.types.pandas_dtype(dtype), self.rows)
-                    for name, dtype in self.columns.items()}
-        for start, chunk in zip(self._starts, self.chunks(), strict=True):
-            rows = destination[start:start + len(chunk)]
-            for name in list(chunk.columns):
-                builders[name].place(chunk.pop(name), rows)
-        return pd.DataFrame({name: builders.pop(name).finish(order) for name in list(self.columns)}, copy=False)
+        return assemble(self.chunks(), self.rows, self.columns, order)
 
     def blocks(self, block_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """The table's rows in ``order`` (the order written when it is not set), ``block_rows`` at a time,
@@ -193,45 +178,3 @@ class SpilledTable:
             block = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
             yield block.iloc[np.argsort(np.concatenate(placed), kind="stable")].reset_index(drop=True)
 
-
-_MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
-
-
-class _ColumnBuilder:
-    """One column of ``SpilledTable.frame`` filled chunk by chunk: numpy and masked (nullable) dtypes in
-    arrays of the final size, others (strings) as pieces put in order at the end."""
-
-    def __init__(self, dtype: Any, rows: int) -> None:
-        self.dtype = dtype
-        self.values: np.ndarray | None = None
-        self.mask: np.ndarray | None = None
-        self.pieces: list[pd.Series] = []
-        self.masked: Any = None  # the masked array type (IntegerArray, ...): made from values and mask
-        empty: Any = pd.array([], dtype=dtype)
-        if isinstance(dtype, np.dtype):
-            self.values = np.empty(rows, dtype=dtype)
-        elif isinstance(empty, _MASKED):
-            self.masked = type(empty)
-            masked_dtype: Any = empty.dtype
-            self.values = np.empty(rows, dtype=masked_dtype.numpy_dtype)
-            self.mask = np.empty(rows, dtype=bool)
-
-    def place(self, column: pd.Series, rows: np.ndarray) -> None:
-        if self.values is None:
-            self.pieces.append(column)
-        elif self.mask is None:
-            self.values[rows] = column.to_numpy(dtype=self.values.dtype)
-        else:
-            array = column.astype(self.dtype).array
-            self.values[rows] = array.to_numpy(dtype=self.values.dtype, na_value=self.values.dtype.type(0))
-            self.mask[rows] = array.isna()
-
-    def finish(self, order: np.ndarray) -> pd.Series:
-        if self.values is None:
-            pieces, self.pieces = self.pieces, []
-            whole = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
-            del pieces
-            return whole.take(order).reset_index(drop=True).astype(self.dtype)
-        if self.mask is None:
-            return pd.Series(self.values, copy=False)
-        return pd.Series(self.masked(self.values, self.mask), copy=False)

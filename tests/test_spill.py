@@ -105,10 +105,22 @@ def test_spilled_frame_keeps_every_dtype_and_missing_value(tmp_path: Path, captu
         got = table.frame()
         pd.testing.assert_frame_equal(got, expected)
         assert got.dtypes.astype(str).tolist() == [str(pd.api.types.pandas_dtype(d)) for d in columns.values()]
+        held = pipeline.HeldChunks([whole.iloc[lo:hi].copy() for lo, hi in itertools.pairwise(cuts)], columns)
+        held.order = table.order
+        pd.testing.assert_frame_equal(held.frame(), expected)  # the same, from chunks held in memory
         first = str(whole["uid"].iloc[0])
         renamed = table.renamed({first: "renamed"})
         renamed.order = table.order
         assert (renamed.frame()["uid"] == "renamed").sum() == (whole["uid"] == first).sum()
+
+
+def test_assemble_checks_the_row_count() -> None:
+    from analyzer.tables import assemble
+
+    chunk = _flights(5, seed=4)
+    with pytest.raises(ValueError, match="hold 5 rows, not 6"):
+        assemble([chunk], 6, FLIGHT_COLUMNS, np.arange(6))
+    assert assemble([], 0, FLIGHT_COLUMNS, np.arange(0)).columns.tolist() == list(FLIGHT_COLUMNS)
 
 
 def test_spilled_table_refuses_other_columns_and_skips_empty_chunks(tmp_path: Path) -> None:
