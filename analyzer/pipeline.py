@@ -639,8 +639,9 @@ def order_spilled(tables: Mapping[str, SpilledTable], places: pd.Index) -> None:
 
 
 class HeldChunks:
-    """Chunks of one table held in memory, read as a ``SpilledTable`` is (``columns_of``, ``map_chunks``,
-    ``order``, ``frame``); ``frame`` hands the chunks over (they are let go of as they are read)."""
+    """Chunks of one table held in memory, read as a ``SpilledTable`` is (``map_chunks``, ``order``,
+    ``frame``; ``columns_of`` for numeric columns only, as floats); ``frame`` hands the chunks over (they
+    are let go of as they are read)."""
 
     def __init__(self, chunks: list[pd.DataFrame], columns: Mapping[str, str]) -> None:
         self._chunks = [c for c in chunks if len(c)]
