@@ -51,7 +51,6 @@ from analyzer.tables import (
     frame_from_rows,
     frame_from_tuples,
     keys_of_chunks,
-    take_rows,
 )
 from analyzer.tls.keylog import KeyLog
 
@@ -531,30 +530,16 @@ class Session:
         self._released = release
         if self.spill is not None:
             self.spill_rest()
-            connections, transactions = tables_in_order(self.spill.table("connections", CONNECTION_COLUMNS),
-                                                        self.spill.table("transactions", TRANSACTION_COLUMNS))
-            places = pd.Index(connections["uid"].to_numpy())
-        elif release:
-            conn_held = HeldChunks([*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)],
-                                   CONNECTION_COLUMNS)
-            tx_held = HeldChunks([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)],
-                                 TRANSACTION_COLUMNS)
-            self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
-            connections, transactions = tables_in_order(conn_held, tx_held)
-            places = pd.Index(connections["uid"].to_numpy())
-        else:
-            conn_parts = [*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)]
-            tx_parts = [*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)]
+            conns: SpilledTable | HeldChunks = self.spill.table("connections", CONNECTION_COLUMNS)
+            txs: SpilledTable | HeldChunks = self.spill.table("transactions", TRANSACTION_COLUMNS)
+        else:  # the lists are new: the session's own chunks stay as they are unless released
+            conns = HeldChunks([*self._conn_chunks, frame_from_rows(self.conn_rows, CONNECTION_COLUMNS)],
+                               CONNECTION_COLUMNS)
+            txs = HeldChunks([*self._tx_chunks, frame_from_tuples(self.tx_rows, TRANSACTION_COLUMNS)],
+                             TRANSACTION_COLUMNS)
             if release:
                 self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
-            connections = connections_in_order(concat_frames(conn_parts, CONNECTION_COLUMNS, consume=release),
-                                               consume=release)
-            places = pd.Index(connections["uid"].to_numpy())
-            transactions = concat_frames(tx_parts, TRANSACTION_COLUMNS, consume=release)
-            if len(transactions):
-                cols = {"trans_depth": transactions["trans_depth"].to_numpy(dtype=np.float64, na_value=np.nan)}
-                order = rows_in_order(transactions["uid"].to_numpy(), cols, places, "transactions")
-                transactions = take_rows(transactions, order, consume=release)
+        connections, transactions, places = tables_in_order(conns, txs)
         if release:
             release_free_memory()
         if self.spill is not None:
@@ -666,11 +651,11 @@ class HeldChunks:
 
 
 def tables_in_order(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
     """The connection and transaction tables in table order (that of ``connections_in_order`` and
-    ``rows_in_order``), from their chunks on disk or in memory: the order from their key columns first,
-    then each table built in that order (``analyzer.tables.assemble``: about one table's worth of memory,
-    not two)."""
+    ``rows_in_order``), from their chunks on disk or in memory, and the connections' uids in that order
+    (the places of the other tables' rows): the order from their key columns first, then each table built
+    in that order (``analyzer.tables.assemble``: about one table's worth of memory, not two)."""
     keys = conns.columns_of(["ts_start", "first_frame"])
     conns.order = connection_order(keys["ts_start"], keys["first_frame"]) if keys \
         else np.arange(0, dtype=np.int64)
@@ -678,7 +663,7 @@ def tables_in_order(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldCh
     places = pd.Index(connections["uid"].to_numpy())
     cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
     txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
-    return connections, txs.frame()
+    return connections, txs.frame(), places
 
 
 def anomaly_counts(anomalies: pd.DataFrame, spilled: Mapping[str, SpilledTable]) -> dict[str, int]:
@@ -719,12 +704,12 @@ ROW_ORDER: dict[str, tuple[str, ...]] = {"transactions": ("trans_depth",), "flig
                                          "segments": ("frame",)}
 
 
-def connections_in_order(connections: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
-    """The connection table by start time, then first frame (``consume``: see ``take_rows``)."""
+def connections_in_order(connections: pd.DataFrame) -> pd.DataFrame:
+    """The connection table by start time, then first frame."""
     if not len(connections):
         return connections
     order = connection_order(connections["ts_start"].to_numpy(), connections["first_frame"].to_numpy(dtype=np.int64))
-    return take_rows(connections, order, consume=consume)
+    return connections.iloc[order].reset_index(drop=True)
 
 
 def connection_order(ts_start: np.ndarray, first_frame: np.ndarray) -> np.ndarray:

@@ -258,19 +258,6 @@ def concat_frames(frames: Sequence[pd.DataFrame], columns: Mapping[str, str], co
     return pd.DataFrame(out, copy=False)
 
 
-def take_rows(frame: pd.DataFrame, rows: np.ndarray, consume: bool = False) -> pd.DataFrame:
-    """``frame``'s rows in the order ``rows`` with a fresh index. ``consume`` (the frame is the caller's to
-    give up): built column by column, each source column deleted once copied, so that the frame and its
-    reordered copy do not both exist."""
-    if not consume:
-        return frame.iloc[rows].reset_index(drop=True)
-    out: dict[str, pd.Series] = {}
-    for name in list(frame.columns):
-        out[name] = frame[name].take(rows).reset_index(drop=True)
-        del frame[name]
-    return pd.DataFrame(out, copy=False)
-
-
 def keys_of_chunks(chunks: Iterable[pd.DataFrame],
                    keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``keys`` of each chunk (arrays of one value per row), concatenated in the chunks' order."""
