@@ -7,7 +7,8 @@ of metrics, report and exports. It holds no packets.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -16,6 +17,8 @@ from analyzer.tables import FLIGHT_COLUMNS, SEGMENT_COLUMNS, empty_frame
 
 if TYPE_CHECKING:
     from analyzer.spill import SpilledTable
+
+HELD_TABLES = ("connections", "transactions")  # the tables ``Analysis.held`` reads back
 
 
 @dataclass(slots=True)
@@ -34,8 +37,9 @@ class Analysis:
     Metrics add their own keys (``analyzer.metrics.summary_metrics``).
 
     ``spilled``: tables left on disk by a session with a spill (``analyzer export`` and ``summary``; see
-    ``analyzer.spill``), by name (anomalies, flights, segments), each with its rows' order set; the
-    DataFrame of such a table is then empty, and the summary counts its rows.
+    ``analyzer.spill``), by name (all five: connections, transactions, anomalies, flights, segments), each
+    with its rows' order set; the DataFrame of such a table is then empty, and the summary counts its rows.
+    Code that needs the connections and transactions whole reads them back first (``held``).
     """
 
     connections: pd.DataFrame
@@ -53,6 +57,22 @@ class Analysis:
         frame = getattr(self, name)
         assert isinstance(frame, pd.DataFrame)
         return frame
+
+    def held(self, columns: Mapping[str, Sequence[str]] | None = None) -> Analysis:
+        """This analysis with its connections and transactions in memory: read back from disk when they
+        were left there (only the ``columns`` given for each, when given); the other tables stay where
+        they are."""
+        if not any(name in self.spilled for name in HELD_TABLES):
+            return self
+        def read(name: str) -> pd.DataFrame:
+            if name not in self.spilled:
+                frame = getattr(self, name)
+                assert isinstance(frame, pd.DataFrame)
+                return frame
+            return self.spilled[name].frame(None if columns is None else columns[name])
+
+        return replace(self, connections=read("connections"), transactions=read("transactions"),
+                       spilled={k: v for k, v in self.spilled.items() if k not in HELD_TABLES})
 
     def _repr_html_(self) -> str:  # Jupyter
         head = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"

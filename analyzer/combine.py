@@ -18,19 +18,28 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from analyzer.analysis import Analysis
-from analyzer.metrics import summary_metrics
-from analyzer.pipeline import SPILLED_TABLES, anomaly_counts, anomaly_order, in_table_order, order_spilled
+from analyzer.pipeline import (
+    SPILLED_TABLES,
+    anomaly_counts,
+    anomaly_order,
+    count_true,
+    in_table_order,
+    metric_keys,
+    order_spilled,
+)
 from analyzer.spill import SpilledTable
 from analyzer.tables import (
     ANOMALY_COLUMNS,
     CONNECTION_COLUMNS,
     FLIGHT_COLUMNS,
     SEGMENT_COLUMNS,
+    TABLES,
     TRANSACTION_COLUMNS,
     concat_frames,
+    empty_frame,
 )
 
 _SUMMED = ("packets_read", "packets_analyzed", "truncated_packets", "series_connections_left_out", "bytes_skipped",
@@ -43,7 +52,8 @@ def _unique_uids(parts: Sequence[Analysis]) -> list[Analysis]:
     seen: set[str] = set()
     out = []
     for number, part in enumerate(parts, start=1):
-        uids = part.connections["uid"].astype(str).tolist()
+        uids = (part.spilled["connections"].columns_of(["uid"])["uid"] if "connections" in part.spilled
+                else part.connections["uid"].to_numpy()).astype(str).tolist()
         clashes = [u for u in uids if u in seen]  # set lookups: linear in the total number of connections
         seen.update(uids)
         if not clashes:
@@ -70,20 +80,27 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
     if len(parts) == 1:
         return _with_metrics(replace(parts[0], summary=dict(parts[0].summary))) if with_metrics else parts[0]
     parts = _unique_uids(parts)
-    connections, transactions, flights, segments = in_table_order(
-        concat_frames([p.connections for p in parts], CONNECTION_COLUMNS),
-        concat_frames([p.transactions for p in parts], TRANSACTION_COLUMNS),
-        concat_frames([p.flights for p in parts], FLIGHT_COLUMNS),
-        concat_frames([p.segments for p in parts], SEGMENT_COLUMNS))
-    anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
-    if len(anomalies):
-        anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
     spilled: dict[str, SpilledTable] = {}
     if any(p.spilled for p in parts):  # parts analyzed with a spill (all of them): their tables on disk, joined
         if not all(set(p.spilled) == set(SPILLED_TABLES) for p in parts):
             raise ValueError("combine() of parts with and without a spill")
         spilled = {name: SpilledTable.concat([p.spilled[name] for p in parts]) for name in SPILLED_TABLES}
-        order_spilled(spilled, pd.Index(connections["uid"].to_numpy()))
+        order_spilled(spilled)
+        connections, transactions, anomalies, flights, segments = (empty_frame(TABLES[name])
+                                                                   for name in SPILLED_TABLES)
+        counts = (len(spilled["connections"]), count_true(spilled["connections"].columns_of(["syn_seen"])["syn_seen"]),
+                  len(spilled["transactions"]))
+    else:
+        connections, transactions, flights, segments = in_table_order(
+            concat_frames([p.connections for p in parts], CONNECTION_COLUMNS),
+            concat_frames([p.transactions for p in parts], TRANSACTION_COLUMNS),
+            concat_frames([p.flights for p in parts], FLIGHT_COLUMNS),
+            concat_frames([p.segments for p in parts], SEGMENT_COLUMNS))
+        anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
+        if len(anomalies):
+            anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
+        counts = (len(connections), count_true(connections["syn_seen"].to_numpy(dtype=float, na_value=np.nan)),
+                  len(transactions))
     sums = [p.summary for p in parts]
     summary: dict[str, Any] = {
         "captures": [name for s in sums for name in s["captures"]],
@@ -107,9 +124,7 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
                 and s.get("ts_last") == summary["ts_last"]]  # e.g. shards of one capture: its exact duration
     summary["duration_s"] = (spanning[0] if spanning else summary["ts_last"] - summary["ts_first"]
                              if firsts and lasts else None)
-    summary["connections"] = len(connections)
-    summary["connections_with_syn"] = int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0
-    summary["transactions"] = len(transactions)
+    summary["connections"], summary["connections_with_syn"], summary["transactions"] = counts
     summary["anomalies"] = anomaly_counts(anomalies, spilled)
     summary["series_rows"] = len(spilled["segments"]) if spilled else len(segments)
     order = ["captures", "file_format", "packets_read", "packets_analyzed", "packets_skipped", "truncated_packets",
@@ -125,6 +140,6 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
 
 def _with_metrics(analysis: Analysis) -> Analysis:
     """``analysis`` with the metric keys added to its summary (keys already there are kept)."""
-    for key, value in summary_metrics(analysis).items():
+    for key, value in metric_keys(analysis).items():
         analysis.summary.setdefault(key, value)
     return analysis

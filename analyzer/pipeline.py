@@ -34,7 +34,7 @@ from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP, DecodedPackets
 from analyzer.http.sniff import classify_payload
-from analyzer.metrics import summary_metrics
+from analyzer.metrics import SUMMARY_COLUMNS, summary_metrics
 from analyzer.records import batch_records
 from analyzer.spill import Spill, SpilledTable
 from analyzer.tables import (
@@ -89,10 +89,10 @@ def analyze(
     ``KeyLog``) to decrypt TLS with; secrets in pcapng Decryption Secrets Blocks are added to it as they are read.
 
     ``spill_dir`` (an existing directory, the caller's to remove): the tables are written there as they are
-    made (``Session(spill=)``; one subdirectory per packet stream when there are several) and anomalies,
-    flights and series stay there (``Analysis.spilled``). ``scan_in_child`` (with ``spill_dir``): each
-    packet stream is read in a forked child process (``_in_child``; where fork is available), one after
-    the other, and its tables read back here."""
+    made (``Session(spill=)``; one subdirectory per packet stream when there are several) and stay there
+    (``Analysis.spilled``; ``Analysis.held`` reads the connections and transactions back).
+    ``scan_in_child`` (with ``spill_dir``): each packet stream is read in a forked child process
+    (``_in_child``; where fork is available), one after the other; its tables stay on disk."""
     if not captures:
         raise ValueError("analyze() needs at least one capture file")
     if stitch:
@@ -278,10 +278,10 @@ class Session:
         capture, which reads the recent rows (``conn_rows``, ``tx_rows``) and forgets old ones.
 
         ``spill`` (with ``compact``): the chunks are written there instead of kept, and so are the flights
-        and the series once ``SPILL_ROWS`` of them are waiting; ``result`` reads the connections and
-        transactions back, and leaves anomalies, flights and series on disk (``Analysis.spilled``), to be
-        written out block by block (``analyzer export``). Memory then follows the connections open at once
-        during the scan, and the two tables the metrics need at the end."""
+        and the series once ``SPILL_ROWS`` of them are waiting; ``result`` leaves every table on disk
+        (``Analysis.spilled``) with its order set, to be written out block by block (``analyzer export``),
+        and the summary's metrics read back only the columns they need (``metric_keys``). Memory then
+        follows the connections open at once during the scan, and those columns at the end."""
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard {shard}: need 0 <= k < n")
         if spill is not None and not compact:
@@ -539,15 +539,18 @@ class Session:
                              TRANSACTION_COLUMNS)
             if release:
                 self.conn_rows, self.tx_rows, self._conn_chunks, self._tx_chunks = [], [], [], []
-        connections, transactions, places = tables_in_order(conns, txs)
-        if release:
-            release_free_memory()
-        if self.spill is not None:
-            spilled = self._order_spilled(places)
-            anomalies, flights, segments = (empty_frame(ANOMALY_COLUMNS), empty_frame(FLIGHT_COLUMNS),
-                                            empty_frame(SEGMENT_COLUMNS))
+        with_syn = count_true(conns.columns_of(["syn_seen"])["syn_seen"])
+        if self.spill is not None:  # every table stays on disk, its order set
+            spilled = {name: self.spill.table(name, TABLES[name]) for name in SPILLED_TABLES}
+            order_spilled(spilled)
+            connections, transactions, anomalies, flights, segments = (empty_frame(TABLES[name])
+                                                                       for name in SPILLED_TABLES)
         else:
             spilled = {}
+            places = order_tables(conns, txs)
+            connections, transactions = conns.frame(), txs.frame()
+            if release:
+                release_free_memory()
             # the large columnar tables are put in order as arrays, before they become DataFrames (memory)
             flights = frame_from_arrays(self._flight_parts, FLIGHT_COLUMNS, consume=release,
                                         order=lambda d: rows_in_order(d["uid"], d, places, "flights"))
@@ -579,9 +582,9 @@ class Session:
             "ts_first": ts_first / 1e9 if ts_first is not None else None,
             "ts_last": ts_last / 1e9 if ts_last is not None else None,
             "duration_s": (ts_last - ts_first) / 1e9 if ts_first is not None and ts_last is not None else None,
-            "connections": len(connections),
-            "connections_with_syn": int(connections["syn_seen"].fillna(False).sum()) if len(connections) else 0,
-            "transactions": len(transactions),
+            "connections": len(conns),
+            "connections_with_syn": with_syn,
+            "transactions": len(txs),
             "anomalies": anomaly_counts(anomalies, spilled),
             "series_rows": len(spilled["segments"]) if spilled else len(segments),
             "tls_keys": len(self.keys) if not self.shard[0] else 0,
@@ -593,27 +596,31 @@ class Session:
         analysis = Analysis(connections, transactions, anomalies, summary, flights=flights, segments=segments,
                             spilled=spilled)
         if with_metrics:
-            for key, value in summary_metrics(analysis).items():
+            for key, value in metric_keys(analysis).items():
                 summary.setdefault(key, value)
         return analysis
 
-    def _order_spilled(self, places: pd.Index) -> dict[str, SpilledTable]:
-        """The spilled anomalies, flights and series with their table order set (the order of
-        ``result`` without a spill)."""
-        assert self.spill is not None
-        tables = {name: self.spill.table(name, TABLES[name]) for name in SPILLED_TABLES}
-        order_spilled(tables, places)
-        return tables
+
+#: The tables a session with a spill leaves on disk (``Analysis.spilled``): all of them.
+SPILLED_TABLES = ("connections", "transactions", "anomalies", "flights", "segments")
 
 
-#: The tables a session with a spill leaves on disk (``Analysis.spilled``).
-SPILLED_TABLES = ("anomalies", "flights", "segments")
+def metric_keys(analysis: Analysis) -> dict[str, Any]:
+    """The metric keys of ``analysis``'s summary (``analyzer.metrics.summary_metrics``). Connections and
+    transactions left on disk are read back for it with only the columns the summary reads
+    (``SUMMARY_COLUMNS``: about half the tables' memory), and let go of afterwards."""
+    return summary_metrics(analysis.held(SUMMARY_COLUMNS))
 
 
-def order_spilled(tables: Mapping[str, SpilledTable], places: pd.Index) -> None:
-    """Set the table order of spilled anomalies, flights and series (that of the tables held in memory:
-    ``anomaly_order``, ``rows_in_order``), from their key columns only, chunk by chunk. ``places``: the
-    uids of the connection table, in its order."""
+def count_true(flags: np.ndarray) -> int:
+    """How many of ``flags`` (a flag column as floats: 1, 0, NaN for missing) are true."""
+    return int((np.asarray(flags) == 1).sum())
+
+
+def order_spilled(tables: Mapping[str, SpilledTable]) -> None:
+    """Set the table order of every spilled table (that of the tables held in memory: ``order_tables``,
+    ``anomaly_order``, ``rows_in_order``), from their key columns only, chunk by chunk."""
+    places = order_tables(tables["connections"], tables["transactions"])
     keys = tables["anomalies"].columns_of(["ts", "uid", "name"])
     tables["anomalies"].order = anomaly_order(pd.DataFrame({
         "ts": keys["ts"], "uid": pd.array(keys["uid"], dtype="string"),
@@ -634,12 +641,16 @@ class HeldChunks:
         self.rows = sum(len(c) for c in self._chunks)
         self.order: np.ndarray | None = None
 
+    def __len__(self) -> int:
+        return self.rows
+
     def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return keys_of_chunks(self._chunks, keys)
 
     def columns_of(self, names: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.map_chunks(lambda chunk: {n: chunk[n].to_numpy(dtype=np.float64, na_value=np.nan)
-                                              for n in names})
+        out = self.map_chunks(lambda chunk: {n: chunk[n].to_numpy(dtype=np.float64, na_value=np.nan)
+                                             for n in names})
+        return {n: out.get(n, np.zeros(0)) for n in names}
 
     def frame(self) -> pd.DataFrame:
         def handed_over() -> Iterator[pd.DataFrame]:
@@ -650,20 +661,21 @@ class HeldChunks:
         return assemble(handed_over(), self.rows, self.columns, order)
 
 
-def tables_in_order(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
-    """The connection and transaction tables in table order (that of ``connections_in_order`` and
-    ``rows_in_order``), from their chunks on disk or in memory, and the connections' uids in that order
-    (the places of the other tables' rows): the order from their key columns first, then each table built
-    in that order (``analyzer.tables.assemble``: about one table's worth of memory, not two)."""
-    keys = conns.columns_of(["ts_start", "first_frame"])
+def order_tables(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks) -> pd.Index:
+    """Set the table order of the connections and transactions (that of ``connections_in_order`` and
+    ``rows_in_order``) from their key columns, chunk by chunk on disk or in memory, and return the
+    connections' uids in that order (the places of the other tables' rows). Each table is then built in
+    its order (``frame``; ``analyzer.tables.assemble``: about one table's worth of memory, not two) or
+    read block by block."""
+    keys = conns.map_chunks(lambda chunk: {"ts_start": chunk["ts_start"].to_numpy(dtype=np.float64),
+                                           "first_frame": chunk["first_frame"].to_numpy(dtype=np.int64),
+                                           "uid": chunk["uid"].to_numpy()})
     conns.order = connection_order(keys["ts_start"], keys["first_frame"]) if keys \
         else np.arange(0, dtype=np.int64)
-    connections = conns.frame()
-    places = pd.Index(connections["uid"].to_numpy())
+    places = pd.Index(keys["uid"][conns.order] if keys else np.array([], dtype=object))
     cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
     txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
-    return connections, txs.frame(), places
+    return places
 
 
 def anomaly_counts(anomalies: pd.DataFrame, spilled: Mapping[str, SpilledTable]) -> dict[str, int]:

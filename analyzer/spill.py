@@ -141,8 +141,9 @@ class SpilledTable:
         out = self.map_chunks(columns)
         return {name: out.get(name, np.array([], dtype=object)) for name in names}
 
-    def frame(self) -> pd.DataFrame:
-        """The whole table in memory, in ``order`` when it is set, with the declared dtypes.
+    def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The whole table in memory, in ``order`` when it is set, with the declared dtypes; only the
+        ``columns`` named (in the table's column order) when given.
 
         Built column by column as the chunks are read, one decoded at a time: numbers and flags go straight
         to their final rows (arrays made once, at full size), and the other columns (strings) are put in
@@ -150,7 +151,12 @@ class SpilledTable:
         one chunk, where gathering whole rows and joining them held the table twice over (a million
         connections: about 1.8 GiB → see bench/results/hostile-export.md)."""
         order = self.order if self.order is not None else np.arange(self.rows, dtype=np.int64)
-        return assemble(self.chunks(), self.rows, self.columns, order)
+        if columns is None:
+            return assemble(self.chunks(), self.rows, self.columns, order)
+        kept = {name: dtype for name, dtype in self.columns.items() if name in set(columns)}
+        if len(kept) != len(set(columns)):
+            raise KeyError(f"{self.path.name}: no columns {sorted(set(columns) - set(kept))}")
+        return assemble((chunk[list(kept)] for chunk in self.chunks()), self.rows, kept, order)
 
     def blocks(self, block_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """The table's rows in ``order`` (the order written when it is not set), ``block_rows`` at a time,

@@ -56,6 +56,7 @@ from analyzer.tables import (
     CONNECTION_COLUMNS,
     FLIGHT_COLUMNS,
     SEGMENT_COLUMNS,
+    TABLES,
     TRANSACTION_COLUMNS,
     empty_frame,
     frame_from_rows,
@@ -856,3 +857,37 @@ def test_grouped_order_is_a_stable_sort_by_group_then_keys(rows: list[tuple[int,
     last = last_of_group(groups)
     assert groups[last].tolist() == sorted(set(groups.tolist()))
     assert all(groups[i] != groups[i + 1] for i in np.flatnonzero(last[:-1]))
+
+
+def test_summary_columns_are_table_columns_and_include_the_optional_reads() -> None:
+    """``SUMMARY_COLUMNS`` names columns of the tables; those the metrics read only when present (so a
+    missing one would go unnoticed: ``handshake_costs``' ``tls_round_trips``, ``close_races``'
+    ``response_complete`` and ``estimated``) are among them."""
+    for name, columns in metrics.SUMMARY_COLUMNS.items():
+        assert len(set(columns)) == len(columns) and set(columns) <= set(TABLES[name]), name
+    assert "tls_round_trips" in metrics.SUMMARY_COLUMNS["connections"]
+    assert {"response_complete", "estimated"} <= set(metrics.SUMMARY_COLUMNS["transactions"])
+
+
+def test_summary_metrics_refuse_tables_left_on_disk(sample: Analysis, tmp_path: Path) -> None:
+    """A spilled analysis' DataFrames are empty: its metrics come from ``Analysis.held`` (``pipeline.
+    metric_keys`` reads back only ``SUMMARY_COLUMNS``), never silently from the empty frames."""
+    from analyzer.pipeline import metric_keys
+    from analyzer.spill import Spill
+
+    spill = Spill(tmp_path)
+    spilled = {name: spill.table(name, TABLES[name]) for name in ("connections", "transactions")}
+    for name, table in spilled.items():
+        table.append(getattr(sample, name))
+    on_disk = Analysis(empty_frame(CONNECTION_COLUMNS), empty_frame(TRANSACTION_COLUMNS), sample.anomalies,
+                       spilled=dict(spilled))
+    with pytest.raises(ValueError, match="held"):
+        metrics.summary_metrics(on_disk)
+    with pytest.raises(ValueError, match="held"):
+        metrics.compute_all(on_disk)
+    assert metric_keys(on_disk) == metrics.summary_metrics(sample)
+    some = on_disk.held(metrics.SUMMARY_COLUMNS)
+    assert not some.spilled and list(some.connections) == [c for c in CONNECTION_COLUMNS
+                                                             if c in metrics.SUMMARY_COLUMNS["connections"]]
+    pd.testing.assert_frame_equal(some.transactions, sample.transactions[list(some.transactions)])
+    pd.testing.assert_frame_equal(on_disk.held().connections, sample.connections)

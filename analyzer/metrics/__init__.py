@@ -19,7 +19,7 @@ server's close of a keep-alive connection, and the client's retry).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BROWSER_PER_HOST_LIMIT",
+    "SUMMARY_COLUMNS",
     "MetricTables",
     "avoidable_connections",
     "close_race_stats",
@@ -212,6 +213,8 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
     intermediate table is let go as soon as the last figure that needs it is computed, and the returned
     dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
     peak of ``analyzer export``."""
+    if any(name in analysis.spilled for name in SUMMARY_COLUMNS):
+        raise ValueError("metrics of tables left on disk: read them back first (Analysis.held)")
     connections, transactions = analysis.connections, analysis.transactions
     shared: dict[str, Any] = {}
     figures: dict[str, Any] = {}  # the summary's figures, put in their documented order at the end
@@ -282,6 +285,27 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
     return summary, shared
 
 
+#: The columns the summary's figures are computed from, by table (``summary_metrics`` reads no others). A
+#: caller may hand it tables of these columns only: ``analyzer.pipeline`` reads just these back from a
+#: spill (a million connections: about half the tables' memory). Some are read only when present
+#: (``tls_round_trips``, ``response_complete``, ``estimated``). A metric that needs another column adds it
+#: here, or raises ``KeyError`` in every test (``summary_metrics`` keeps only these).
+SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "connections": (
+        "uid", "client_ip", "server_ip", "server_port", "transport", "protocol", "tls", "tls_version", "sni",
+        "tls_resumed", "tls_round_trips", "tls_decrypted", "syn_seen", "ts_start", "ts_end", "handshake_rtt_ms",
+        "tls_handshake_ms", "requests", "max_concurrent_streams", "h2_goaway_by", "idle_after_last_ms",
+        "close_by", "close_reason", "keep_alive_timeout_s", "keep_alive_max",
+    ),
+    "transactions": (
+        "uid", "trans_depth", "method", "host", "target", "http_version", "response_version", "status",
+        "ts_request_start", "ts_response_start", "ts_response_end", "idle_before_ms", "reused", "keep_alive",
+        "request_connection", "response_connection", "response_complete", "server_ip", "server_port",
+        "estimated", "warmth", "rounds", "ttfb_ms", "transfer_ms",
+    ),
+}
+
+
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
     """The key figures of ``analysis`` as a flat, JSON-serialisable dict (ints, floats, str, None, and
     one list of dicts), for the pipeline to merge into ``Analysis.summary``.
@@ -313,4 +337,11 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
-    return _summary_and_shared(analysis, with_whatif=False, keep=False)[0]
+    only = replace(analysis, connections=_only(analysis.connections, SUMMARY_COLUMNS["connections"]),
+                   transactions=_only(analysis.transactions, SUMMARY_COLUMNS["transactions"]))
+    return _summary_and_shared(only, with_whatif=False, keep=False)[0]
+
+
+def _only(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with only those of ``columns`` it has, in its order (no copy: pandas copies on write)."""
+    return frame[[c for c in frame.columns if c in columns]]

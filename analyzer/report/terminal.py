@@ -185,7 +185,7 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     skip reasons, the top hosts, the protocol mix, warm vs cold responses when any response's warmth is
     known, anomalies by name, and server idle timeouts when any were inferred or advertised. Credentials in
     capture strings are redacted (``redact.redact_analysis``); control characters are shown as escapes."""
-    analysis = redact_analysis(analysis)
+    analysis = redact_analysis(analysis.held())
     m: MetricTables = compute_all(analysis, with_whatif=False)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
