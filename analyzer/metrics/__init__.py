@@ -237,11 +237,13 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
     figures["races"] = close_race_stats(shared["races"])
     shared["reasons"] = new_connection_reasons(connections, transactions, avoidable=shared["avoidable"],
                                                races=shared["races"])
+    done("avoidable", "races")
     shared["timeouts"] = infer_idle_timeouts(connections, transactions)
     figures["timeouts"] = timeouts_for_summary(shared["timeouts"])
     shared["reason_table"] = reason_table(shared["reasons"], shared["timeouts"])
+    done("reasons", "timeouts")
     figures["reason"] = reason_stats(shared["reason_table"])
-    done("races", "reasons", "reason_table", "avoidable", "timeouts")
+    done("reason_table")
     shared["conn_hosts"] = conn_hosts = connection_hosts(connections, transactions)
     if keep:
         shared["hosts"] = host_table(connections, transactions, costs=shared["costs"],
