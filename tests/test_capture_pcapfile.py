@@ -622,3 +622,49 @@ def test_a_clock_stepping_at_every_packet_stays_linear(tmp_path: Path) -> None:
     us, notes = _times(tmp_path, recorded, chunk=4096)
     assert all(b >= a for a, b in itertools.pairwise(us))
     assert notes["clock_step_back"] == 10_000
+
+
+# ------------------------------------------------------------------------------- mapped or read
+@pytest.mark.parametrize("name", ["keepalive-idle-timeout.pcap", "ipv6-pcapng.pcapng"])
+@pytest.mark.parametrize("read_size", [None, 4099])
+def test_a_mapped_file_reads_as_a_read_one(name: str, read_size: int | None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regular file is mapped a window at a time (``_Source``); the batches are those of reading it
+    into buffers, also when windows start off the page size and cut records (``READ_SIZE`` 4,099)."""
+    if read_size is not None:
+        monkeypatch.setattr(pcapfile, "READ_SIZE", read_size)
+        monkeypatch.setattr(pcapfile, "_HEAD_SIZE", read_size)
+    path = Path(__file__).resolve().parents[1] / "captures" / name
+
+    def batches(mapped: bool) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        monkeypatch.setattr(pcapfile, "_is_regular", lambda raw: mapped)
+        reader = open_capture(path, chunk_packets=50)
+        assert reader._src.mapped is mapped
+        cols = concat(read_all(reader))
+        return cols, {"read": reader.stats.bytes_read, "skipped": dict(reader.stats.skipped),
+                      "notes": dict(reader.stats.notes)}
+
+    mapped, mapped_stats = batches(True)
+    read, read_stats = batches(False)
+    assert mapped_stats == read_stats and mapped_stats["read"] == path.stat().st_size
+    for column in read:
+        assert mapped[column].tolist() == read[column].tolist(), column
+
+
+def test_a_mapped_file_that_grows_is_read_to_its_new_end(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture still being written: the records added while it is read are read too (each window is
+    mapped up to the file's size at that moment)."""
+    monkeypatch.setattr(pcapfile, "READ_SIZE", 1024)
+    first = [(T0, i, bytes([i]) * 100) for i in range(20)]
+    path = write(tmp_path, "growing.pcap", pcap_bytes(first))
+    more = pcap_bytes([(T0 + 1, i, bytes([i]) * 100) for i in range(20)])[24:]  # records only
+    reader = open_capture(path, chunk_packets=5)
+    assert reader._src.mapped
+    seen = 0
+    for batch in reader.batches():
+        if not seen:
+            with path.open("ab") as out:
+                out.write(more)
+        seen += len(batch)
+    assert seen == 40 and reader.stats.bytes_read == path.stat().st_size

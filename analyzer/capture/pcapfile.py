@@ -9,8 +9,9 @@ How it is fast. The only per-record Python is a tight offset walk over a chunk o
 (``struct.unpack_from`` of the length field, append the offset, jump; the loop has no bounds check and ends
 when ``unpack_from`` runs off the chunk). Every column (timestamps, lengths, link types, frame numbers) is then
 built with numpy gathers from those offsets, and the batch's ``buf`` is a zero-copy ``np.frombuffer`` view of
-the chunk (a fresh buffer per chunk, filled with ``readinto``). A record cut by a chunk boundary is carried
-over to the next chunk.
+the chunk: a read-only mapped window of the file (``mmap``) for a regular uncompressed file, else a fresh
+buffer per chunk filled with ``readinto`` (gzip, pipes). A record cut by a chunk boundary is carried over
+to the next chunk (the next window starts at it).
 
 Hand-written because: speed, measured: 1.8-2.2 M packets/s (this reader: ``batches()`` with all columns)
 vs 0.31-0.42 M packets/s (``dpkt.pcap.Reader``, only iterating its ``(ts, buf)`` tuples) on a 995,040-packet,
@@ -51,7 +52,10 @@ Rules for bad input (see ``open_capture``):
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -74,6 +78,7 @@ MAX_CAPLEN: Final = 256 * 1024
 #: Largest pcapng block we are willing to hold in memory (a DSB with many keys, a big NRB, options).
 MAX_BLOCK_LEN: Final = 64 * 1024 * 1024
 #: Bytes read from the file per step: a few MB, so memory stays bounded whatever the capture's size.
+Buffer = bytearray | memoryview  # bytes read into a buffer, or a view of a mapped window of the file (``_Source``)
 READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize per-chunk work
 
 #: A timestamp this far (ns) from both of its neighbours, in the same direction, is an outlier (a garbage
@@ -200,6 +205,14 @@ def ticks_to_ns(ticks: U64, base: int, exp: int, offset_s: int = 0) -> I64:
     return res
 
 
+def _is_regular(raw: IO[bytes]) -> bool:
+    """Whether ``raw`` is a regular file (mappable), not a pipe, a device or a file-like object."""
+    try:
+        return stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
 class _Gunzip:
     """Streaming gunzip (``readinto`` like a file) that keeps every byte decompressed before a cut or a
     corrupt spot. Hand-written over ``zlib.decompressobj`` because ``gzip.GzipFile.read`` drops the output of
@@ -257,7 +270,16 @@ class _Gunzip:
 
 
 class _Source:
-    """The byte stream under a reader: the raw file, or a gzip stream over it. Errors become EOF + a flag."""
+    """The byte stream under a reader: the raw file, or a gzip stream over it. Errors become EOF + a flag.
+
+    A regular uncompressed file is mapped (``mmap``, read only) a window at a time instead of read: the
+    buffers handed out are views of the page cache, with no copy and no fresh zeroed memory per chunk
+    (measured on the bench capture: reading 1.27 GB went from 1.3–4.3 s of CPU with ``readinto`` into
+    fresh buffers to a few hundredths of a second; the packets' pages are then touched by decoding as
+    before). A window is unmapped when the last batch holding a view of it is let go, so memory follows
+    the batches alive, as with buffers. The windows never reach past the file's size when they are
+    mapped; a file cut shorter *while* it is being read would fault (SIGBUS), as with any mapped reader.
+    """
 
     def __init__(self, raw: IO[bytes], gz: bool) -> None:
         self.raw = raw
@@ -267,13 +289,18 @@ class _Source:
             self.stream = _Gunzip(raw)
         self.error: str | None = None
         self.eof = False
+        self.offset = 0  # mapped: the stream offset just past the bytes handed out
+        self.mapped = not gz and _is_regular(raw)
 
-    def refill(self, tail: bytes | bytearray, n: int) -> tuple[bytearray, int]:
-        """A fresh buffer holding ``tail`` then up to ``n`` more bytes of the stream: (buffer, bytes added).
+    def refill(self, tail: bytes | Buffer, n: int) -> tuple[Buffer, int]:
+        """A fresh buffer holding ``tail`` (the last bytes handed out, not used yet) then up to ``n`` more
+        bytes of the stream: (buffer, bytes added).
 
-        Fresh, because batches handed out earlier keep views of their own buffer; filled with ``readinto``
-        so the stream's bytes are copied once.
+        Fresh, because batches handed out earlier keep views of their own buffer: a new mapped window of
+        the file, or a new buffer filled with ``readinto`` (the stream's bytes copied once).
         """
+        if self.mapped:
+            return self._window(tail, n)
         keep = len(tail)
         buf = bytearray(keep + n)
         buf[:keep] = tail
@@ -298,7 +325,31 @@ class _Source:
             del buf[keep + got :]
         return buf, got
 
+    def _window(self, tail: bytes | Buffer, n: int) -> tuple[Buffer, int]:
+        """``refill`` of a mapped file: the file from ``len(tail)`` bytes before ``offset`` up to ``n``
+        bytes after it (less at the end of the file), as a view of a read-only mapping."""
+        start = self.offset - len(tail)
+        try:
+            size = os.fstat(self.raw.fileno()).st_size  # a file still being written may have grown
+        except OSError as exc:
+            self.error, self.eof, size = str(exc) or type(exc).__name__, True, self.offset
+        end = max(min(self.offset + n, size), self.offset)
+        got = end - self.offset
+        self.eof = self.eof or got < n
+        self.offset = end
+        if end == start:
+            return memoryview(b""), got
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            window = mmap.mmap(self.raw.fileno(), end - aligned, access=mmap.ACCESS_READ, offset=aligned)
+        except (OSError, ValueError) as exc:  # like a failed read: what was there is kept, reading stops
+            self.error, self.eof, self.offset = str(exc) or type(exc).__name__, True, start + len(tail)
+            return bytearray(tail), 0
+        return memoryview(window)[start - aligned:], got
+
     def consumed(self) -> int:
+        if self.mapped:
+            return self.offset
         try:
             return self.raw.tell()
         except (OSError, ValueError):
@@ -318,7 +369,7 @@ class CaptureReader:
     """
 
     def __init__(
-        self, path: str, source: _Source, head: bytearray, file_size: int, chunk_packets: int
+        self, path: str, source: _Source, head: Buffer, file_size: int, chunk_packets: int
     ) -> None:
         self.path = path
         self.stats = ReaderStats(file_size=file_size)
@@ -350,7 +401,7 @@ class CaptureReader:
     def _fail(self, reason: str) -> CaptureFormatError:
         return CaptureFormatError(f"{self.path}: {reason}")
 
-    def _parse_file_header(self, head: bytearray) -> None:
+    def _parse_file_header(self, head: Buffer) -> None:
         suffix = "+gzip" if self._gz else ""
         if len(head) == 0:
             raise self._fail("empty gzip stream" if self._gz else "empty file (0 bytes)")
@@ -382,7 +433,7 @@ class CaptureReader:
         raise self._fail(f"not a pcap or pcapng file (magic 0x{bytes(head[:4]).hex()})")
 
     @staticmethod
-    def _shb_endian(data: bytes | bytearray, pos: int) -> str | None:
+    def _shb_endian(data: Buffer, pos: int) -> str | None:
         (bom,) = struct.unpack_from("<I", data, pos + 8)
         if bom == dpcapng.BYTE_ORDER_MAGIC:
             return "<"
@@ -421,14 +472,14 @@ class CaptureReader:
         self.close()
 
     # ------------------------------------------------------------------ shared
-    def _more(self, data: bytearray, pos: int, need: int) -> tuple[bytearray, bool]:
+    def _more(self, data: Buffer, pos: int, need: int) -> tuple[Buffer, bool]:
         """A new buffer: ``data[pos:]`` plus at least ``need`` more bytes when the file has them."""
         buf, got = self._src.refill(data[pos:], max(READ_SIZE, need))
         self._base += pos
         self.stats.bytes_read = self._src.consumed()
         return buf, got > 0
 
-    def _stopped(self, reason: str, data: bytearray, at: int) -> None:
+    def _stopped(self, reason: str, data: Buffer, at: int) -> None:
         """Reading ends at stream offset ``at`` (``data`` is the current buffer) before the end of the
         stream: say why and how many bytes are left unread."""
         self.stats.stop_reason = reason
@@ -603,7 +654,7 @@ class CaptureReader:
         return out
 
     # ------------------------------------------------------------------ classic pcap
-    def _pcap_walk(self, data: bytearray, pos: int) -> tuple[list[int], int]:
+    def _pcap_walk(self, data: Buffer, pos: int) -> tuple[list[int], int]:
         """Offsets of the complete records in ``data`` from ``pos``, and where the walk stopped.
 
         The hot loop has no bounds check: it runs until ``unpack_from`` fails past the buffer's end, then
@@ -672,7 +723,7 @@ class CaptureReader:
                     self._truncated_tail(data)
                 return
 
-    def _pcap_plausible(self, data: bytearray, at: int, ref_s: int | None) -> int:
+    def _pcap_plausible(self, data: Buffer, at: int, ref_s: int | None) -> int:
         """The length of the record at ``data[at]`` when its header is plausible (0 < caplen <= ``MAX_CAPLEN``
         and <= its original length, the fraction of a second below 1 s, within a day of ``ref_s``), else -1."""
         if at + self._rec_len > len(data):
@@ -686,7 +737,7 @@ class CaptureReader:
             return -1
         return self._rec_len + caplen
 
-    def _pcap_resync(self, data: bytearray, start: int) -> tuple[bytearray, int] | None:
+    def _pcap_resync(self, data: Buffer, start: int) -> tuple[Buffer, int] | None:
         """Corrupt record at ``data[start]`` (counted as ``corrupt_record``): the next offset where three
         plausible records follow each other (or fewer up to the end of the file), as (buffer, position); the
         bytes stepped over are counted in ``stats.bytes_skipped``. None (reading stopped, ``bytes_unread``
@@ -737,7 +788,7 @@ class CaptureReader:
             data, _ = self._more(data, p, READ_SIZE)
             p = 0
 
-    def _truncated_tail(self, tail: bytearray) -> None:
+    def _truncated_tail(self, tail: Buffer) -> None:
         """The file ends inside a record: a cut-short file, or a garbage length field."""
         self.stats.truncated_file = True
         self.stats.stop_reason = "truncated_record"
@@ -808,14 +859,14 @@ class CaptureReader:
                     self._ng_truncated(data, 0)
                 return
 
-    def _ng_truncated(self, data: bytearray, pos: int) -> None:
+    def _ng_truncated(self, data: Buffer, pos: int) -> None:
         self.stats.truncated_file = True
         self.stats.skipped["truncated_record"] += 1
         self.stats.stop_reason = "truncated_record"
         self.stats.bytes_unread = len(data) - pos
 
     def _ng_check_trailers(
-        self, data: bytearray, offs: list[int], endian: str
+        self, data: Buffer, offs: list[int], endian: str
     ) -> tuple[npt.NDArray[np.bool_] | None, int | None]:
         """Packet blocks whose trailing length differs from their leading one: (rows to drop: the next block
         starts right after them and is intact, so only the trailer is damaged; the first row whose length
@@ -833,7 +884,7 @@ class CaptureReader:
         rest = np.flatnonzero(wrong & ~isolated)
         return isolated, (int(rest[0]) if rest.size else None)
 
-    def _ng_resync(self, data: bytearray, start: int, endian: str) -> tuple[bytearray, int] | None:
+    def _ng_resync(self, data: Buffer, start: int, endian: str) -> tuple[Buffer, int] | None:
         """Corrupt block at ``data[start]`` (counted as ``corrupt_record``): the next intact block after it (a
         known type, a sane length equal to its trailing copy; blocks are 4-byte aligned), as (buffer,
         position); the bytes stepped over are counted in ``stats.bytes_skipped``. None (reading stopped,
@@ -869,7 +920,7 @@ class CaptureReader:
         return None
 
     def _ng_walk(
-        self, data: bytearray, pos: int, endian: str
+        self, data: Buffer, pos: int, endian: str
     ) -> tuple[list[int], list[tuple[int, int]], int, int, int]:
         """Walk blocks from ``pos``: (packet block offsets, [(row, block type)] of SPB/PB rows, next pos,
         outcome, bytes needed for the next block)."""
@@ -920,7 +971,7 @@ class CaptureReader:
         return offs, special, pos, _NEED_MORE, 12
 
     @staticmethod
-    def _options(data: bytearray, start: int, stop: int, endian: str) -> Iterator[tuple[int, bytes]]:
+    def _options(data: Buffer, start: int, stop: int, endian: str) -> Iterator[tuple[int, bytes]]:
         hdr = struct.Struct(endian + "HH")
         pos = start
         while pos + 4 <= stop:
@@ -933,7 +984,7 @@ class CaptureReader:
             yield code, value
             pos += 4 + ((length + 3) & ~3)
 
-    def _read_idb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+    def _read_idb(self, data: Buffer, pos: int, blen: int, endian: str) -> None:
         if blen < 20:
             self.stats.skipped["corrupt_record"] += 1
             return
@@ -947,7 +998,7 @@ class CaptureReader:
         self._ifaces.append(_Interface(linktype, base, exp, offset_s, snaplen))
         self.stats.linktypes.add(linktype)
 
-    def _read_isb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+    def _read_isb(self, data: Buffer, pos: int, blen: int, endian: str) -> None:
         if blen < 24:
             return
         (if_id,) = struct.unpack_from(endian + "I", data, pos + 8)
@@ -957,7 +1008,7 @@ class CaptureReader:
                 self._isb_drops[(self._section, if_id)] = drops  # counters are cumulative: keep the last
                 self.stats.kernel_drops = sum(self._isb_drops.values())
 
-    def _read_dsb(self, data: bytearray, pos: int, blen: int, endian: str) -> None:
+    def _read_dsb(self, data: Buffer, pos: int, blen: int, endian: str) -> None:
         if blen < 20:
             self.stats.skipped["corrupt_record"] += 1
             return
@@ -966,7 +1017,7 @@ class CaptureReader:
         self.decryption_secrets.append((stype, bytes(data[pos + 16 : pos + 16 + slen])))
 
     def _ng_batches(
-        self, data: bytearray, offs_list: list[int], special: list[tuple[int, int]], endian: str,
+        self, data: Buffer, offs_list: list[int], special: list[tuple[int, int]], endian: str,
         drop: npt.NDArray[np.bool_] | None = None,
     ) -> Iterator[PacketBatch]:
         arr = np.frombuffer(data, dtype=np.uint8)
