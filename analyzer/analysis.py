@@ -64,6 +64,7 @@ class Analysis:
         they are."""
         if not any(name in self.spilled for name in HELD_TABLES):
             return self
+
         def read(name: str) -> pd.DataFrame:
             if name not in self.spilled:
                 frame = getattr(self, name)
