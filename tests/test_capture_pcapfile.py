@@ -668,3 +668,27 @@ def test_a_mapped_file_that_grows_is_read_to_its_new_end(tmp_path: Path,
                 out.write(more)
         seen += len(batch)
     assert seen == 40 and reader.stats.bytes_read == path.stat().st_size
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that refuses ``mmap`` (after the first window here): the reader goes on with reads
+    from where the windows stopped, and every packet comes out as from a read file."""
+    monkeypatch.setattr(pcapfile, "READ_SIZE", 1000)
+    monkeypatch.setattr(pcapfile, "_HEAD_SIZE", 1000)
+    pkts = [(T0, i, bytes([i]) * (60 + i)) for i in range(60)]
+    path = write(tmp_path, "nomap.pcap", pcap_bytes(pkts))
+    real = pcapfile.mmap.mmap
+    calls = []
+
+    def refuse_after_one(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError(19, "No such device")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pcapfile.mmap, "mmap", refuse_after_one)
+    reader = open_capture(path, chunk_packets=7)
+    cols = concat(read_all(reader))
+    assert len(calls) == 2 and not reader._src.mapped
+    assert cols["data"].tolist() == [f for _, _, f in pkts]
+    assert reader.stats.bytes_read == path.stat().st_size and not reader.stats.skipped

@@ -279,6 +279,7 @@ class _Source:
     before). A window is unmapped when the last batch holding a view of it is let go, so memory follows
     the batches alive, as with buffers. The windows never reach past the file's size when they are
     mapped; a file cut shorter *while* it is being read would fault (SIGBUS), as with any mapped reader.
+    A file system that refuses to map the file gets it read, from where the windows stopped.
     """
 
     def __init__(self, raw: IO[bytes], gz: bool) -> None:
@@ -331,7 +332,7 @@ class _Source:
         start = self.offset - len(tail)
         try:
             size = os.fstat(self.raw.fileno()).st_size  # a file still being written may have grown
-        except OSError as exc:
+        except OSError as exc:  # as a failed read: what was read is kept, reading stops
             self.error, self.eof, size = str(exc) or type(exc).__name__, True, self.offset
         end = max(min(self.offset + n, size), self.offset)
         got = end - self.offset
@@ -342,9 +343,10 @@ class _Source:
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
         try:
             window = mmap.mmap(self.raw.fileno(), end - aligned, access=mmap.ACCESS_READ, offset=aligned)
-        except (OSError, ValueError) as exc:  # like a failed read: what was there is kept, reading stops
-            self.error, self.eof, self.offset = str(exc) or type(exc).__name__, True, start + len(tail)
-            return bytearray(tail), 0
+        except (OSError, ValueError):  # a file system that cannot map it: read it from here on
+            self.mapped, self.offset, self.eof = False, start + len(tail), False
+            self.raw.seek(self.offset)
+            return self.refill(tail, n)
         return memoryview(window)[start - aligned:], got
 
     def consumed(self) -> int:
