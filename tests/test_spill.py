@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 import analyzer
 from analyzer import pipeline, spill
-from analyzer.cli import _clean_tree, _json_default, _records, app, write_export
+from analyzer.cli import _clean, _clean_tree, _json_default, app, write_export
 from analyzer.spill import Spill
-from analyzer.tables import ANOMALY_COLUMNS, FLIGHT_COLUMNS, empty_frame, frame_from_rows
+from analyzer.tables import ANOMALY_COLUMNS, FLIGHT_COLUMNS, TABLES, empty_frame, frame_from_rows
 from tests.hostile import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +178,14 @@ def test_export_of_a_spilled_analysis_writes_the_same_files(fmt: str, tiny_chunk
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+    """The rows of a table as the JSON document holds them (the export writes them faster, by column)."""
+    known = {n for cols in TABLES.values() for n in cols}
+    names = [n for n in df.columns if n in known]
+    return [{k: _clean(v) for k, v in zip(names, row, strict=True)}
+            for row in df[names].astype(object).itertuples(index=False, name=None)]
+
+
 def test_json_export_is_the_document_json_dumps_writes(tmp_path: Path, hostile_capture: Path,
                                                        tiny_chunks: None) -> None:
     """The JSON is written a block at a time; it is exactly ``json.dumps(doc, indent=1)`` of the whole."""
@@ -309,3 +317,28 @@ def test_the_child_reports_progress_through_the_pipe(tmp_path: Path) -> None:
     size = path.stat().st_size
     assert seen and seen[-1] == (size, size)
     assert result.summary == analyzer.analyze(str(path)).summary
+
+
+def test_json_rows_are_json_dumps_of_each_record() -> None:
+    """``cli._json_rows`` writes each row by column; every kind of column and missing value gives the text
+    ``json.dumps(record, indent=1)`` gives, and an infinite number is refused as ``allow_nan=False`` does."""
+    from analyzer.cli import _json_rows
+
+    frame = pd.DataFrame({
+        "uid": pd.array(["C1", None, "é\u2028\x00<script>\U0001f600", "\"q\"\\"], dtype="string"),
+        "requests": pd.array([1, None, -3, 2**40], dtype="Int64"),
+        "tls": pd.array([True, None, False, True], dtype="boolean"),
+        "ts_start": [0.1, float("nan"), -0.0, 1e300],
+        "frame": np.array([1, 2, 3, 4], dtype=np.int64),
+        "retransmission": np.array([True, False, True, False]),
+        "detail": pd.Series(["a\udcff", None, 3, 2.5], dtype=object),
+        "not_a_column": [1, 2, 3, 4],
+    })
+    names = [c for c in frame.columns if c != "not_a_column"]
+    expected = [json.dumps({k: _clean(v) for k, v in zip(names, row, strict=True)}, indent=1,
+                           default=_json_default, allow_nan=False).replace("\n", "\n  ")
+                for row in frame[names].astype(object).itertuples(index=False, name=None)]
+    assert list(_json_rows(frame)) == expected
+    assert list(_json_rows(frame.iloc[:0])) == []
+    with pytest.raises(ValueError, match="JSON compliant"):
+        list(_json_rows(frame.assign(ts_start=[0.0, float("inf"), 1.0, 2.0])))
