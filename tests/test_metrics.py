@@ -891,3 +891,19 @@ def test_summary_metrics_refuse_tables_left_on_disk(sample: Analysis, tmp_path: 
                                                              if c in metrics.SUMMARY_COLUMNS["connections"]]
     pd.testing.assert_frame_equal(some.transactions, sample.transactions[list(some.transactions)])
     pd.testing.assert_frame_equal(on_disk.held().connections, sample.connections)
+
+
+def test_summary_tables_are_compute_alls_from_the_summary_columns_only(sample: Analysis) -> None:
+    """``analyzer summary``'s tables (``summary_tables``) equal ``compute_all``'s, computed from the
+    ``SUMMARY_COLUMNS`` only (what the command reads back from its spill)."""
+    every = metrics.compute_all(sample, with_whatif=False)
+    only = Analysis(sample.connections[[c for c in CONNECTION_COLUMNS if c in metrics.SUMMARY_COLUMNS["connections"]]],
+                    sample.transactions[[c for c in TRANSACTION_COLUMNS
+                                         if c in metrics.SUMMARY_COLUMNS["transactions"]]],
+                    sample.anomalies, dict(sample.summary))
+    tables = metrics.summary_tables(only)
+    assert tables.summary == every.summary == metrics.summary_metrics(sample)
+    pd.testing.assert_frame_equal(tables.hosts, every.hosts)
+    pd.testing.assert_frame_equal(tables.protocols, every.protocols)
+    pd.testing.assert_frame_equal(tables.timeouts, every.timeouts)
+    assert len(tables.hosts) and len(tables.timeouts)

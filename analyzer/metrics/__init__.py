@@ -79,6 +79,7 @@ __all__ = [
     "BROWSER_PER_HOST_LIMIT",
     "SUMMARY_COLUMNS",
     "MetricTables",
+    "SummaryTables",
     "avoidable_connections",
     "close_race_stats",
     "close_races",
@@ -109,6 +110,7 @@ __all__ = [
     "series_connections",
     "size_bucket",
     "summary_metrics",
+    "summary_tables",
     "tcp_health_table",
     "tcp_health_totals",
     "tls_by_host",
@@ -287,9 +289,10 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
     return summary, shared
 
 
-#: The columns the summary's figures are computed from, by table (``summary_metrics`` reads no others). A
-#: caller may hand it tables of these columns only: ``analyzer.pipeline`` reads just these back from a
-#: spill (a million connections: about half the tables' memory). Some are read only when present
+#: The columns the summary's figures are computed from, by table (``summary_metrics`` and
+#: ``summary_tables`` read no others). A caller may hand them tables of these columns only:
+#: ``analyzer.pipeline`` and ``analyzer summary`` read just these back from a spill (a million connections:
+#: about half the tables' memory). Some are read only when present
 #: (``tls_round_trips``, ``response_complete``, ``estimated``). A metric that needs another column adds it
 #: here, or raises ``KeyError`` in every test (``summary_metrics`` keeps only these).
 SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -339,9 +342,35 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         tls_resumption_ratio, tls_versions, h2_connections, h2_requests_per_connection_mean,
         h2_requests_per_connection_max, h2_max_concurrent_streams.
     """
-    only = replace(analysis, connections=_only(analysis.connections, SUMMARY_COLUMNS["connections"]),
+    return _summary_and_shared(_summary_columns(analysis), with_whatif=False, keep=False)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryTables:
+    """What ``analyzer summary`` shows (``summary_tables``): the summary's figures and three tables."""
+
+    summary: dict[str, Any]  # summary_metrics
+    hosts: pd.DataFrame  # host_table
+    protocols: pd.DataFrame  # protocol_mix
+    timeouts: pd.DataFrame  # infer_idle_timeouts
+
+
+def summary_tables(analysis: Analysis) -> SummaryTables:
+    """The summary's figures (``summary_metrics``) and the per-host, protocol-mix and server idle-timeout
+    tables, from the ``SUMMARY_COLUMNS`` only and one after the other (each intermediate let go before the
+    next): the terminal summary without ``compute_all``'s report tables, and without the whole tables."""
+    only = _summary_columns(analysis)
+    summary = _summary_and_shared(only, with_whatif=False, keep=False)[0]
+    connections, transactions = only.connections, only.transactions
+    timeouts = infer_idle_timeouts(connections, transactions)
+    return SummaryTables(summary=summary, hosts=host_table(connections, transactions, timeouts=timeouts),
+                         protocols=protocol_mix(connections, transactions), timeouts=timeouts)
+
+
+def _summary_columns(analysis: Analysis) -> Analysis:
+    """``analysis`` with only the ``SUMMARY_COLUMNS`` of its connections and transactions."""
+    return replace(analysis, connections=_only(analysis.connections, SUMMARY_COLUMNS["connections"]),
                    transactions=_only(analysis.transactions, SUMMARY_COLUMNS["transactions"]))
-    return _summary_and_shared(only, with_whatif=False, keep=False)[0]
 
 
 def _only(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

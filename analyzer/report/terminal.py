@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzer.analysis import Analysis
-from analyzer.metrics import MetricTables, compute_all
+from analyzer.metrics import SUMMARY_COLUMNS, summary_tables
 from analyzer.metrics.warmth import WARMTHS
 from analyzer.report.html import fmt_int, fmt_ms, fmt_num, fmt_ratio, fmt_s, fmt_ts
 from analyzer.report.redact import printable, redact_analysis
@@ -185,8 +185,8 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     skip reasons, the top hosts, the protocol mix, warm vs cold responses when any response's warmth is
     known, anomalies by name, and server idle timeouts when any were inferred or advertised. Credentials in
     capture strings are redacted (``redact.redact_analysis``); control characters are shown as escapes."""
-    analysis = redact_analysis(analysis.held())
-    m: MetricTables = compute_all(analysis, with_whatif=False)
+    analysis = redact_analysis(analysis.held(SUMMARY_COLUMNS))
+    m = summary_tables(analysis)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
