@@ -77,8 +77,8 @@ __all__ = ["MAX_BLOCK_LEN", "MAX_CAPLEN", "READ_SIZE", "CaptureReader", "open_ca
 MAX_CAPLEN: Final = 256 * 1024
 #: Largest pcapng block we are willing to hold in memory (a DSB with many keys, a big NRB, options).
 MAX_BLOCK_LEN: Final = 64 * 1024 * 1024
-#: Bytes read from the file per step: a few MB, so memory stays bounded whatever the capture's size.
 Buffer = bytearray | memoryview  # bytes read into a buffer, or a view of a mapped window of the file (``_Source``)
+#: Bytes read from the file per step: a few MB, so memory stays bounded whatever the capture's size.
 READ_SIZE: Final = 32 * 1024 * 1024  # bytes per read: large batches amortize per-chunk work
 
 #: A timestamp this far (ns) from both of its neighbours, in the same direction, is an outlier (a garbage
@@ -274,9 +274,8 @@ class _Source:
 
     A regular uncompressed file is mapped (``mmap``, read only) a window at a time instead of read: the
     buffers handed out are views of the page cache, with no copy and no fresh zeroed memory per chunk
-    (measured on the bench capture: reading 1.27 GB went from 1.3–4.3 s of CPU with ``readinto`` into
-    fresh buffers to a few hundredths of a second; the packets' pages are then touched by decoding as
-    before). A window is unmapped when the last batch holding a view of it is let go, so memory follows
+    (measured with ``bench/read.py`` on the bench capture: reading and decoding take 1.4–1.8 s of CPU
+    mapped, 2.6–2.8 s read). A window is unmapped when the last batch holding a view of it is let go, so memory follows
     the batches alive, as with buffers. The windows never reach past the file's size when they are
     mapped; a file cut shorter *while* it is being read would fault (SIGBUS), as with any mapped reader.
     A file system that refuses to map the file gets it read, from where the windows stopped.

@@ -294,7 +294,7 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
 #: ``analyzer.pipeline`` and ``analyzer summary`` read just these back from a spill (a million connections:
 #: about half the tables' memory). Some are read only when present
 #: (``tls_round_trips``, ``response_complete``, ``estimated``). A metric that needs another column adds it
-#: here, or raises ``KeyError`` in every test (``summary_metrics`` keeps only these).
+#: here, or raises ``KeyError`` in every test (``summary_metrics`` and ``summary_tables`` keep only these).
 SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
     "connections": (
         "uid", "client_ip", "server_ip", "server_port", "transport", "protocol", "tls", "tls_version", "sni",
