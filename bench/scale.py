@@ -4,8 +4,10 @@
 The captures are the pieces of the recorded bench capture (``bench/data/large.pcap``, see README.md) cut
 with ``editcap -c`` into ``--pieces`` files, so the work is real HTTP traffic. Each run is
 ``analyzer export PIECES... --format parquet`` in a fresh process under ``/usr/bin/time -v``, so peak RSS
-is the parent's (workers of the pool and the cluster are separate processes: their peak is reported by
-the cluster run from ``psutil`` samples). Not a test: figures go to stdout and ``bench/results/scale.md``.
+is that of the largest of the main process and the children it forks and waits for (the child that reads
+each capture, ``analyze(scan_in_child=True)``); the workers of the pool (started by a forkserver) and of
+the cluster are not among them: the cluster run reports its workers' peak from ``psutil`` samples. Not a
+test: figures go to stdout and ``bench/results/scale.md``.
 
     .venv/bin/python bench/scale.py [--pieces 4] [--repeat 1]
 """
@@ -86,7 +88,8 @@ def main() -> None:
             runs = [_timed([*ANALYZER, "export", *files, "--format", "parquet", "-o", f"{tmp}/out", *extra])
                     for _ in range(args.repeat)]
             rows.append((label, statistics.median(r[0] for r in runs), max(r[1] for r in runs),
-                         "peak RSS of the parent; each worker holds its own" if "jobs 2" in label else ""))
+                         "main process only; each worker holds its own" if "jobs 2" in label
+                         else "main process or its scan child"))
             shutil.rmtree(f"{tmp}/out", ignore_errors=True)
         walls, peaks = [], []
         for _ in range(args.repeat):
@@ -101,7 +104,7 @@ def main() -> None:
     base = {"pieces": rows[0][1], "file": rows[2][1]}
     lines = [f"Scale benchmark: {args.capture.name} ({count:,} packets) cut into {len(pieces)} pieces, "
              f"median of {args.repeat}", "",
-             "| run | wall s | packets/s | speed-up vs 1 process | peak RSS MiB (parent) | note |",
+             "| run | wall s | packets/s | speed-up vs 1 process | peak RSS MiB | note |",
              "|---|---:|---:|---:|---:|---|"]
     for label, wall, rss, note in rows:
         ref = base["file"] if label.startswith("1 file") else base["pieces"]
