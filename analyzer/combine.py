@@ -2,13 +2,13 @@
 one, as if one ``Session`` had read them in turn.
 
 It owns the merge rules: tables are concatenated in the order of the captures given (and shards of one
-capture, ``Session(shard=)``, in shard order), then put in ``in_table_order``; a connection uid that
-an earlier capture already used (the same connection captured twice, e.g. at two points) gets the suffix
-``-<capture number>``, so uids stay unique and the ``capture`` column says where each row came from; the
-summary's packet accounting is summed, its time span widened, and the metric keys recomputed over the
-combined tables. Tables the parts left on disk (``Analysis.spilled``) are joined without being read:
-their chunks one after the other, uids renamed as they are read, the order set from their keys. It knows
-nothing of files, processes or clusters.
+capture, ``Session(shard=)``, in shard order), then put in table order as a session's are
+(``order_tables``); a connection uid that an earlier capture already used (the same connection captured
+twice, e.g. at two points) gets the suffix ``-<capture number>``, so uids stay unique and the ``capture``
+column says where each row came from; the summary's packet accounting is summed, its time span widened,
+and the metric keys recomputed over the combined tables. Tables the parts left on disk
+(``Analysis.spilled``) are joined without being read: their chunks one after the other, uids renamed as
+they are read, the order set from their keys. It knows nothing of files, processes or clusters.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from analyzer.analysis import Analysis
 from analyzer.pipeline import (
     SPILLED_TABLES,
+    HeldChunks,
     anomaly_counts,
     anomaly_order,
+    by_place,
     count_true,
-    in_table_order,
     metric_keys,
     order_spilled,
+    order_tables,
 )
 from analyzer.spill import SpilledTable
 from analyzer.tables import (
@@ -90,17 +90,17 @@ def combine(parts: Sequence[Analysis], with_metrics: bool = True) -> Analysis:
                                                                    for name in SPILLED_TABLES)
         counts = (len(spilled["connections"]), count_true(spilled["connections"].columns_of(["syn_seen"])["syn_seen"]),
                   len(spilled["transactions"]))
-    else:
-        connections, transactions, flights, segments = in_table_order(
-            concat_frames([p.connections for p in parts], CONNECTION_COLUMNS),
-            concat_frames([p.transactions for p in parts], TRANSACTION_COLUMNS),
-            concat_frames([p.flights for p in parts], FLIGHT_COLUMNS),
-            concat_frames([p.segments for p in parts], SEGMENT_COLUMNS))
+    else:  # the parts' tables as the chunks of one table each, put in order as a session's are
+        conns = HeldChunks([p.connections for p in parts], CONNECTION_COLUMNS)
+        txs = HeldChunks([p.transactions for p in parts], TRANSACTION_COLUMNS)
+        counts = (len(conns), count_true(conns.columns_of(["syn_seen"])["syn_seen"]), len(txs))
+        places = order_tables(conns, txs)
+        connections, transactions = conns.frame(), txs.frame()
+        flights = by_place(concat_frames([p.flights for p in parts], FLIGHT_COLUMNS), places, "flights")
+        segments = by_place(concat_frames([p.segments for p in parts], SEGMENT_COLUMNS), places, "segments")
         anomalies = concat_frames([p.anomalies for p in parts], ANOMALY_COLUMNS)
         if len(anomalies):
             anomalies = anomalies.iloc[anomaly_order(anomalies)].reset_index(drop=True)
-        counts = (len(connections), count_true(connections["syn_seen"].to_numpy(dtype=float, na_value=np.nan)),
-                  len(transactions))
     sums = [p.summary for p in parts]
     summary: dict[str, Any] = {
         "captures": [name for s in sums for name in s["captures"]],

@@ -662,7 +662,7 @@ class HeldChunks:
 
 
 def order_tables(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks) -> pd.Index:
-    """Set the table order of the connections and transactions (that of ``connections_in_order`` and
+    """Set the table order of the connections and transactions (``connection_order``, then
     ``rows_in_order``) from their key columns, chunk by chunk on disk or in memory, and return the
     connections' uids in that order (the places of the other tables' rows). Each table is then built in
     its order (``frame``; ``analyzer.tables.assemble``: about one table's worth of memory, not two) or
@@ -693,35 +693,18 @@ def anomaly_order(anomalies: pd.DataFrame) -> np.ndarray:
     return ranked.sort_values(["ts", "uid", "name"], kind="stable").index.to_numpy()
 
 
-def in_table_order(connections: pd.DataFrame, transactions: pd.DataFrame, flights: pd.DataFrame,
-                   segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The tables in their one order, whatever order connections finished in or were analyzed in:
-    connections by start time (then first frame; stable, so ties keep the order given), the other tables
-    by their connection's place (``ROW_ORDER``)."""
-    connections = connections_in_order(connections)
-    places = pd.Index(connections["uid"].to_numpy())
-
-    def by_connection(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-        if not len(frame):
-            return frame
-        cols = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ROW_ORDER[name]}
-        return frame.iloc[rows_in_order(frame["uid"].to_numpy(), cols, places, name)].reset_index(drop=True)
-
-    return (connections, by_connection(transactions, "transactions"), by_connection(flights, "flights"),
-            by_connection(segments, "segments"))
+def by_place(frame: pd.DataFrame, places: pd.Index, name: str) -> pd.DataFrame:
+    """The rows of the table ``name`` held in memory in table order: by their connection's place in
+    ``places`` (the connections' uids in table order, ``order_tables``), then ``ROW_ORDER[name]``."""
+    if not len(frame):
+        return frame
+    cols = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ROW_ORDER[name]}
+    return frame.iloc[rows_in_order(frame["uid"].to_numpy(), cols, places, name)].reset_index(drop=True)
 
 
 #: After the connection's place, the columns that order each table's rows.
 ROW_ORDER: dict[str, tuple[str, ...]] = {"transactions": ("trans_depth",), "flights": ("trans_depth", "round"),
                                          "segments": ("frame",)}
-
-
-def connections_in_order(connections: pd.DataFrame) -> pd.DataFrame:
-    """The connection table by start time, then first frame."""
-    if not len(connections):
-        return connections
-    order = connection_order(connections["ts_start"].to_numpy(), connections["first_frame"].to_numpy(dtype=np.int64))
-    return connections.iloc[order].reset_index(drop=True)
 
 
 def connection_order(ts_start: np.ndarray, first_frame: np.ndarray) -> np.ndarray:
