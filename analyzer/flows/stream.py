@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
 
+SMALL_CHUNK_PIECES = 64  # up to this many pieces, per-chunk work loops over lists instead of calling numpy
+
 
 @dataclass(slots=True)
 class StreamChunk:
@@ -99,7 +101,8 @@ class StreamChunk:
             return offset
         run_end = self._run_end
         if run_end is None:
-            run_end = self._run_end = _run_ends(self.start, self.end).tolist()
+            run_end = self._run_end = (_run_ends_of_lists(starts, ends) if len(ends) <= SMALL_CHUNK_PIECES
+                                       else _run_ends(self.start, self.end).tolist())
         return run_end[i]
 
     def next_data(self, offset: int) -> int:
@@ -168,6 +171,16 @@ class StreamChunk:
             one * offset, one * (offset + len(data)), np.zeros(1, dtype=np.int8), one * 0,
             one * ts_ns, one * ts_ns, (buf,), -1, final,
         )
+
+
+def _run_ends_of_lists(starts: list[int], ends: list[int]) -> list[int]:
+    """``_run_ends`` of a few pieces given as lists (a loop: no numpy call, whose fixed cost dominates when
+    a connection brings one or two pieces per chunk)."""
+    out = ends[:]
+    for i in range(len(ends) - 2, -1, -1):
+        if starts[i + 1] == ends[i]:
+            out[i] = out[i + 1]
+    return out
 
 
 def _run_ends(start: I64, end: I64) -> I64:

@@ -38,15 +38,20 @@ def accounted(a: analyzer.Analysis, made: g.Made) -> dict[str, int]:
 
 
 def tracked_peak(path: Path, chunk_packets: int) -> tuple[int, analyzer.Analysis]:
-    """Analyze with a session, returning the most connections its tracker held after any chunk."""
+    """Analyze with a session, returning the most connections its tracker held after any chunk. The queue
+    of closed connections by age stays within twice their number (plus a few) at every chunk."""
     reader = open_capture(path, chunk_packets=chunk_packets)
     session = Session()
     session.start_capture(path.name)
     peak = 0
     for batch in reader.batches():
         session.feed(batch)
-        assert session.tracker is not None
-        peak = max(peak, len(session.tracker.active))
+        tracker = session.tracker
+        assert tracker is not None
+        peak = max(peak, len(tracker.active))
+        assert all(not cn.finished for cn in tracker.closing.values())
+        assert len(tracker._closing_order) <= 2 * len(tracker.closing) + 65
+        assert {cid for *_, cid in tracker._closing_order} >= set(tracker.closing)
     reader.close()
     session.end_capture(reader.stats)
     return peak, session.result()
