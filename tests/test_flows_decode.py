@@ -3,6 +3,8 @@ scapy or by hand with ``struct``) for every link type, tag, tunnel, IP rule and 
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import os
 import shutil
@@ -13,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.capture.batch import PacketBatch
 from analyzer.capture.pcapfile import open_capture
 from analyzer.errors import CaptureFormatError
+from analyzer.flows.connections import _base32_15
 from analyzer.flows.decode import SKIP_REASONS, decode_batch
 from analyzer.flows.packets import ACK, FIN, PSH, SYN, DecodedPackets, format_ip
 
@@ -554,3 +559,18 @@ def test_corpus_skip_reasons_on_known_files() -> None:
     assert skips("zeek/trunc/trunc-hdr.pcap") == {"truncated_header": 1}
     assert skips("zeek/quic/quic-go_interop_retry.pcap") == {"non_tcp_udp": 4}  # ICMPv6 neighbour discovery
     assert skips("pcap2har-andrewf/sajal.pcap") == {"non_ip": 2613, "non_tcp_udp": 7}  # ARP; ICMP
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1))
+def test_addresses_are_written_as_ipaddress_writes_them(v4: int, v6: int) -> None:
+    format_ip.cache_clear()
+    assert format_ip(0, (0xFFFF << 32) | v4) == str(ipaddress.IPv4Address(v4))
+    assert format_ip(v6 >> 64, v6 & (2**64 - 1)) == (str(ipaddress.IPv6Address(v6)) if v6 >> 32 != 0xFFFF
+                                                        else str(ipaddress.IPv4Address(v6 & 0xFFFF_FFFF)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=10, max_size=10))
+def test_connection_uids_are_base32_of_the_digest(digest: bytes) -> None:
+    assert _base32_15(int.from_bytes(digest, "big")) == base64.b32encode(digest).decode("ascii")[:15]

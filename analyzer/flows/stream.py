@@ -46,6 +46,7 @@ class StreamChunk:
     final: bool = False
     _run_end: list[int] | None = None  # per piece: end of the contiguous run it belongs to (lazy)
     _lists: tuple[list[int], list[int], list[int], list[int]] | None = None  # start, end, src, buf_off
+    _times: tuple[list[int], list[int]] | None = None  # ts_ns, done_ns
 
     def _l(self) -> tuple[list[int], list[int], list[int], list[int]]:
         """The columns as Python lists: parsers call per message, and list+bisect beats numpy scalars."""
@@ -53,8 +54,14 @@ class StreamChunk:
             self._lists = (self.start.tolist(), self.end.tolist(), self.src.tolist(), self.buf_off.tolist())
         return self._lists
 
+    def _t(self) -> tuple[list[int], list[int]]:
+        """``ts_ns`` and ``done_ns`` as Python lists (as ``_l``)."""
+        if self._times is None:
+            self._times = (self.ts_ns.tolist(), self.done_ns.tolist())
+        return self._times
+
     def __len__(self) -> int:
-        return int(self.start.shape[0])
+        return len(self.start)
 
     @property
     def gap_before(self) -> I64:
@@ -115,13 +122,13 @@ class StreamChunk:
 
     def ts_at(self, offset: int) -> int:
         """Arrival time (ns) of the byte at ``offset`` (of the next piece when it falls in a gap)."""
-        i = min(bisect_right(self._l()[1], offset), len(self) - 1)
-        return int(self.ts_ns[i])
+        ends = self._l()[1]
+        return self._t()[0][min(bisect_right(ends, offset), len(ends) - 1)]
 
     def done_at(self, offset: int) -> int:
         """Time (ns) when every byte before ``offset`` had been seen (``offset`` exclusive)."""
-        i = min(bisect_left(self._l()[1], offset), len(self) - 1)
-        return int(self.done_ns[i])
+        ends = self._l()[1]
+        return self._t()[1][min(bisect_left(ends, offset), len(ends) - 1)]
 
     @property
     def data_end(self) -> int:
