@@ -55,17 +55,14 @@ class BatchRecords:
     segments_left_out: int = 0  # connections with data segments whose series did not fit the budget
 
 
-def _nullable(v: int) -> int | None:
-    return v if v >= 0 else None
+#: The connection columns of ``tcpanalysis.TcpResults`` counted per connection, in the rows' column order.
+_TCP_COUNT_COLUMNS = ("retransmissions", "fast_retransmissions", "spurious_retransmissions", "out_of_order",
+                      "dup_acks", "zero_window", "window_full", "keep_alives")
 
 
 def _nan_if_negative(v: np.ndarray) -> np.ndarray:
     """-1 (unknown) → NaN, for a nullable integer column built from arrays."""
     return np.where(v >= 0, v, np.nan)
-
-
-def _float(v: float) -> float | None:
-    return None if v != v else float(v)
 
 
 def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_segments: int = 0) -> BatchRecords:
@@ -105,30 +102,22 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     spans = tcpanalysis.Spans(np.array(span_conn, dtype=np.int64), np.array(span_start, dtype=np.int64),
                               np.array(span_end, dtype=np.int64))
     res = tcpanalysis.analyze(rows, inputs, spans)
-    # per connection
-    for i, (row, _txs, _an) in enumerate(per_conn):
-        row.update({
-            "retransmissions": int(res.retransmissions[i]),
-            "fast_retransmissions": int(res.fast_retransmissions[i]),
-            "spurious_retransmissions": int(res.spurious_retransmissions[i]),
-            "out_of_order": int(res.out_of_order[i]),
-            "dup_acks": int(res.dup_acks[i]),
-            "zero_window": int(res.zero_window[i]),
-            "window_full": int(res.window_full[i]),
-            "keep_alives": int(res.keep_alives[i]),
-            "initial_window_bytes": _nullable(int(res.initial_window_bytes[i])),
-            "rtt_min_ms": _float(res.rtt_min_ms[i]),
-            "rtt_median_ms": _float(res.rtt_median_ms[i]),
-            "rtt_max_ms": _float(res.rtt_max_ms[i]),
-            "rtt_samples": int(res.rtt_samples[i]),
-            "capture_point": capture_point(row["syn_to_synack_ms"], row["synack_to_ack_ms"]),
-        })
+    # per connection (each result column made a list once: no numpy scalar per connection and column)
+    tcp_columns = {name: getattr(res, name).tolist() for name in _TCP_COUNT_COLUMNS}
+    tcp_columns["initial_window_bytes"] = [v if v >= 0 else None for v in res.initial_window_bytes.tolist()]
+    for name in ("rtt_min_ms", "rtt_median_ms", "rtt_max_ms"):
+        tcp_columns[name] = [None if v != v else v for v in getattr(res, name).tolist()]
+    tcp_columns["rtt_samples"] = res.rtt_samples.tolist()
+    names = tuple(tcp_columns)
+    for (row, _txs, _an), values in zip(per_conn, zip(*tcp_columns.values(), strict=True), strict=True):
+        row.update(zip(names, values, strict=True))
+        row["capture_point"] = capture_point(row["syn_to_synack_ms"], row["synack_to_ack_ms"])
     # per transaction: TCP columns after the HTTP ones
-    tcp_cols: dict[tuple[int, int], tuple[Any, ...]] = {}
-    for k, key in enumerate(span_tx):
-        rounds = int(res.rounds[k])
-        tcp_cols[key] = (res.warmth[k], rounds if rounds > 0 else None,
-                         _nullable(int(res.peak_bytes_in_flight[k])), _float(res.sender_idle_ms[k]))
+    rounds_l = [r if r > 0 else None for r in res.rounds.tolist()]
+    peak_l = [v if v >= 0 else None for v in res.peak_bytes_in_flight.tolist()]
+    idle_l = [None if v != v else v for v in res.sender_idle_ms.tolist()]
+    tcp_cols: dict[tuple[int, int], tuple[Any, ...]] = dict(zip(
+        span_tx, zip(res.warmth.tolist(), rounds_l, peak_l, idle_l, strict=True), strict=True))
     for i, (row, txs, anomalies) in enumerate(per_conn):
         out.connections.append(row)
         out.anomalies.extend(anomalies)
