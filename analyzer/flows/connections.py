@@ -1054,11 +1054,14 @@ class ConnectionTracker:
             del self.active[conn.key]
         if conn.handler is None:
             # never fed a byte (a SYN flood's half-open connections): all such connections share one handler
-            # that was fed nothing but the end (its results are the same for all; nobody feeds it again)
+            # that was fed nothing but the end (its results are the same for all; nobody feeds it again),
+            # sealed when it can be, so that its (empty) results are not worked out again for each of them
             if self._unfed is None:
-                self._unfed = self.handler_factory()
+                unfed = self.handler_factory()
                 for d in (0, 1):
-                    self._unfed.feed(d, StreamChunk.empty(eof=-1, final=True))
+                    unfed.feed(d, StreamChunk.empty(eof=-1, final=True))
+                seal = getattr(unfed, "seal", None)
+                self._unfed = seal(*conn.endpoint(1)) if seal is not None else unfed
             conn.handler = self._unfed
         elif not conn.sealed:
             for d in (0, 1):
