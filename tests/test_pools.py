@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import analyzer
-from analyzer.metrics import BROWSER_PER_HOST_LIMIT, compute_all, connection_hosts, connection_pools
+from analyzer.metrics import BROWSER_PER_HOST_LIMIT, compute_all, connection_hosts, connection_pools, pool_peaks
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -57,6 +57,9 @@ def test_pools_agree_with_a_brute_force_count(path: Path, limit: int) -> None:
         assert row["max_parallel"] == peak, row
         assert row["seconds_over_limit"] == pytest.approx(over, abs=1e-9), row
         assert 1 <= row["mean_parallel"] <= row["max_parallel"]
+    # what the summary keeps, computed without the table
+    assert pool_peaks(a.connections, hosts, limit=limit) == (
+        int(pools["max_parallel"].max()) if len(pools) else 0, int((pools["max_parallel"] > limit).sum()))
 
 
 @pytest.mark.parametrize("path", BROWSER_PAGE_LOADS, ids=[p.name for p in BROWSER_PAGE_LOADS])

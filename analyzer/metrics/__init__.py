@@ -52,7 +52,7 @@ from analyzer.metrics.idle import (
     infer_idle_timeouts,
     timeouts_for_summary,
 )
-from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_events, pool_timeline
+from analyzer.metrics.pools import BROWSER_PER_HOST_LIMIT, connection_pools, pool_events, pool_peaks, pool_timeline
 from analyzer.metrics.protocols import protocol_mix, protocol_stats, tls_by_host
 from analyzer.metrics.reasons import new_connection_reasons, reason_stats, reason_table
 from analyzer.metrics.reuse import (
@@ -100,6 +100,7 @@ __all__ = [
     "infer_idle_timeouts",
     "keepalive_whatif",
     "new_connection_reasons",
+    "pool_peaks",
     "pool_timeline",
     "protocol_mix",
     "protocol_stats",
@@ -254,15 +255,18 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
         figures["hosts"] = len(shared["hosts"])
     else:
         figures["hosts"] = host_count(connections, transactions, conn_hosts)
-    shared["events"] = pool_events(connections, conn_hosts["host"]) if len(connections) else None
-    shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=shared["events"])
+    if keep:
+        shared["events"] = pool_events(connections, conn_hosts["host"]) if len(connections) else None
+        shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=shared["events"])
+        figures["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
+        figures["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
+            if len(pool_rows) else 0
+        del pool_rows
+    else:  # the two figures only, without the pools' names or table
+        figures["max_parallel_connections"], figures["pools_over_browser_limit"] = \
+            pool_peaks(connections, conn_hosts["host"]) if len(connections) else (0, 0)
     del conn_hosts
-    done("events", "conn_hosts")
-    figures["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
-    figures["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
-        if len(pool_rows) else 0
-    del pool_rows
-    done("pools")
+    done("conn_hosts")
     shared["whatif"] = keepalive_whatif(connections, transactions, costs=shared["costs"]) if with_whatif \
         else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
     done("costs", "whatif")
@@ -334,7 +338,7 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
         min_s, max_s, spread_s, advertised_timeout_s} for servers with at least one sample, most samples
         first;
       hosts (number of rows of ``host_table``);
-      max_parallel_connections, pools_over_browser_limit (from ``connection_pools``);
+      max_parallel_connections, pools_over_browser_limit (as ``connection_pools`` gives them: ``pool_peaks``);
       from ``close_race_stats``: close_races, close_races_retried, close_race_retry_ms_median;
       from ``warmth_stats``: responses_cold, responses_warm, responses_cooled, responses_warmth_unknown,
         ttfb_ms_median_W, transfer_ms_median_W, rounds_median_W for W in cold, warm, cooled;

@@ -8,6 +8,8 @@ host labels); no I/O, no clock. It knows nothing of packets or HTTP parsing, nor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -40,6 +42,44 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     the input of ``pool_timeline`` and ``connection_pools`` (compute it once for both). ``_pool`` numbers
     the pools in the order of (client IP, host): sorting and grouping go by it, not by the two strings
     (a million connections: about 0.5 GB less at the peak)."""
+    steps = _pool_steps(connections, hosts, named=True)
+    width = max(len(steps.host_names), 1)
+    return pd.DataFrame({
+        "client_ip": steps.client_names.take(steps.pool // width).astype("str").array,  # Arrow: no str per row
+        "host": steps.host_names.take(steps.pool % width).astype("str").array,
+        "ts": steps.ts, "delta": steps.delta, "_phase": steps.phase, "_pool": steps.pool, "open": steps.open,
+    })
+
+
+def pool_peaks(connections: pd.DataFrame, hosts: pd.Series, limit: int = BROWSER_PER_HOST_LIMIT
+               ) -> tuple[int, int]:
+    """The most connections one pool had open at once, and how many pools had more than ``limit`` open: what
+    the summary keeps of ``connection_pools`` (the largest ``max_parallel``, and the pools whose
+    ``max_parallel`` is over ``limit``), from the pools' numbers alone: no names, no per-pool table (a
+    million half-open connections: 443 MiB less at the summary's peak)."""
+    steps = _pool_steps(connections, hosts, named=False)
+    if not len(steps.pool):
+        return 0, 0
+    return int(steps.open.max()), int(np.unique(steps.pool[steps.open > limit]).size)
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolSteps:
+    """The events of ``pool_events`` as arrays, sorted by pool, time and phase."""
+
+    pool: np.ndarray  # client number * len(host_names) + host number
+    ts: np.ndarray
+    delta: np.ndarray  # +1 open, -1 close
+    phase: np.ndarray
+    open: np.ndarray  # connections of the pool open after the event
+    client_names: pd.Index
+    host_names: pd.Index
+
+
+def _pool_steps(connections: pd.DataFrame, hosts: pd.Series, named: bool) -> _PoolSteps:
+    """The pools' events (``pool_events``). ``named``: clients and hosts are numbered in the order of their
+    names (``pool_events`` puts its rows in that order); otherwise in order of appearance (cheaper: a SYN
+    flood has a million client addresses to sort)."""
     start = floats(connections["ts_start"])
     end = floats(connections["ts_end"])
     end = np.where(np.isnan(end) | (end < start), start, end)
@@ -47,9 +87,10 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     n = int(np.count_nonzero(ok))
     instant = end[ok] == start[ok]
     # factorized as string columns: no ``str`` object per row (a SYN flood has a million client addresses)
-    client_codes, client_names = pd.factorize(connections["client_ip"].astype("string").fillna("")[ok], sort=True)
-    host_codes, host_names = pd.factorize(hosts.astype("string").fillna("")[ok], sort=True)
+    client_codes, client_names = pd.factorize(connections["client_ip"].astype("string").fillna("")[ok], sort=named)
+    host_codes, host_names = pd.factorize(hosts.astype("string").fillna("")[ok], sort=named)
     pool = client_codes.astype(np.int64) * max(len(host_names), 1) + host_codes.astype(np.int64)
+    del client_codes, host_codes
     pool = np.concatenate([pool, pool])
     ts = np.concatenate([start[ok], end[ok]])
     # at one instant: closes first (a handover is not two open), then opens, then the closes of
@@ -62,12 +103,8 @@ def pool_events(connections: pd.DataFrame, hosts: pd.Series) -> pd.DataFrame:
     first = np.r_[True, pool[1:] != pool[:-1]] if len(pool) else np.zeros(0, dtype=bool)
     before = np.maximum.accumulate(np.where(first, np.arange(len(pool)), 0)) if len(pool) else pool
     start_sum = (running - delta)[before] if len(pool) else running  # the running sum before each pool
-    return pd.DataFrame({
-        "client_ip": client_names.take(pool // max(len(host_names), 1)).astype("str").array,  # Arrow: no str per row
-        "host": host_names.take(pool % max(len(host_names), 1)).astype("str").array,
-        "ts": ts[order], "delta": delta, "_phase": phase[order], "_pool": pool,
-        "open": running - start_sum,
-    })
+    return _PoolSteps(pool=pool, ts=ts[order], delta=delta, phase=phase[order], open=running - start_sum,
+                      client_names=pd.Index(client_names), host_names=pd.Index(host_names))
 
 
 def pool_timeline(connections: pd.DataFrame, hosts: pd.Series, events: pd.DataFrame | None = None
