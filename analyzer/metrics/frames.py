@@ -48,12 +48,17 @@ def texts(series: pd.Series) -> list[str | None]:
     """A string (or integer) column as a list of ``str`` or ``None``: one ``str`` object per distinct value
     (a column of a million rows with a few thousand addresses costs a million pointers, not a million
     strings)."""
+    return list(shared_strings(series).tolist())
+
+
+def shared_strings(series: pd.Series) -> np.ndarray:
+    """``texts`` as an object array."""
     if len(series) == 0:
-        return []
+        return np.zeros(0, dtype=object)
     codes, uniques = pd.factorize(series.astype("string"))
     values = np.array([*object_strings(pd.Series(uniques, dtype="string")).tolist(), None],  # code -1: None
                       dtype=object)
-    return list(values[codes].tolist())
+    return np.asarray(values[codes], dtype=object)
 
 
 def object_strings(series: pd.Series) -> np.ndarray:
