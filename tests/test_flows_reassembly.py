@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.flows.reassembly import Reassembled, reassemble
-from analyzer.flows.stream import StreamChunk
+from analyzer.flows.stream import StreamChunk, _run_ends, _run_ends_of_lists
 
 NEW = np.iinfo(np.int64).min
 
@@ -124,3 +126,23 @@ def test_stream_chunk_reads_across_pieces_and_stops_at_gaps() -> None:
     assert chunk.read(21, 10) == b"ail"
     assert chunk.gap_before.tolist() == [0, 0, 10]
     assert chunk.ts_at(7) == 2 and chunk.done_at(10) == 2 and chunk.done_at(24) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5)), min_size=1, max_size=150))
+def test_run_ends_of_a_few_pieces_equal_the_vectorized_ones(pieces: list[tuple[int, int]]) -> None:
+    """``contiguous_end`` walks lists for up to SMALL_CHUNK_PIECES pieces and numpy beyond: same runs."""
+    starts, ends, pos = [], [], 0
+    for gap, size in pieces:
+        pos += gap
+        starts.append(pos)
+        pos += size
+        ends.append(pos)
+    assert _run_ends_of_lists(starts, ends) == _run_ends(np.array(starts), np.array(ends)).tolist()
+    chunk = StreamChunk(np.array(starts), np.array(ends), np.zeros(len(starts), dtype=np.int8),
+                        np.array(starts), np.array(starts), np.array(starts), (np.zeros(pos, dtype=np.uint8),))
+    for offset in range(pos + 1):
+        run = next((e for s, e in zip(starts, _run_ends(np.array(starts), np.array(ends)).tolist(), strict=True)
+                    if s <= offset < e), None)
+        inside = any(s <= offset < e for s, e in zip(starts, ends, strict=True))
+        assert chunk.contiguous_end(offset) == (run if inside else offset)
