@@ -670,7 +670,7 @@ class ConnectionTracker:
             p_done = np.maximum(pd.Series(p_ts).groupby(p_g).cummax().to_numpy(dtype=np.int64), prior_done[p_g])
             for g, done_ns in zip(fed_l, p_done[p_bounds[fed + 1] - 1].tolist(), strict=True):
                 conns[g >> 1].dirs[g & 1].done_ns = done_ns
-        p_src = p_src.astype(np.int8)
+        p_src = p_src.astype(np.int8, copy=False)  # the sources are int8 already (``_columns``)
         p_bounds_l = p_bounds.tolist()
         for i, conn in enumerate(conns):
             for d in (0, 1):
