@@ -26,7 +26,7 @@ import pandas as pd
 
 from analyzer.analysis import Analysis
 from analyzer.capture.batch import PacketBatch, ReaderStats
-from analyzer.capture.pcapfile import CaptureReader, open_capture
+from analyzer.capture.pcapfile import DEFAULT_CHUNK_PACKETS, CaptureReader, open_capture
 from analyzer.dispatch import ConnectionHandler
 from analyzer.errors import AnalyzerError
 from analyzer.flows.connections import Connection, ConnectionTracker
@@ -54,7 +54,6 @@ from analyzer.tables import (
 )
 from analyzer.tls.keylog import KeyLog
 
-DEFAULT_CHUNK_PACKETS = 262_144
 MAX_SERIES_ROWS = 1_000_000  # per-packet series rows kept (whole connections, in the order they finish)
 ROWS_PER_CHUNK = 8_192  # finished connection / transaction rows kept as Python objects before compaction
 SPILL_ROWS = 65_536  # flight and series rows gathered before they are spilled as one chunk (``Session(spill=)``)
