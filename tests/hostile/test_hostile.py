@@ -106,6 +106,31 @@ def test_syn_flood_over_the_tracking_limit_is_bounded_and_reported(tmp: Path, mo
     assert an["detail"].str.contains("half-open").all()
 
 
+def test_syn_flood_eviction_passes_free_a_quarter_of_the_limit(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pass over the tracked connections (a pass looks at every one) finishes connections until a
+    quarter of the limit is free, so a flood of n connections costs about (n - cap) / (cap / 4) passes, not
+    one per chunk."""
+    n, cap, chunk = 30_000, 4_000, 1_024  # 512 new connections per chunk: 58 chunks
+    monkeypatch.setattr(connections, "MAX_TRACKED_CONNECTIONS", cap)
+    after: list[int] = []
+    bound = connections.ConnectionTracker._bound
+
+    def counted(self: connections.ConnectionTracker, now: int) -> None:
+        over = len(self.active) > cap
+        bound(self, now)
+        if over:
+            after.append(len(self.active))
+
+    monkeypatch.setattr(connections.ConnectionTracker, "_bound", counted)
+    made = g.syn_flood(tmp / "syn.pcap", n)
+    peak, a = tracked_peak(made.path, chunk)
+    assert peak <= cap
+    assert after and all(left <= cap - cap // 4 for left in after)
+    assert len(after) <= (n - cap) // (cap // 4) + 1  # 26 passes, where one per chunk would be 50
+    assert accounted(a, made).keys() == {"tracked_connections_limit"}
+    _check_flood_rows(a, n)
+
+
 def test_syn_flood_stale_half_open_connections_are_finished_without_anomaly(tmp: Path) -> None:
     # 2,000 SYNs at 4 per second: 500 s of capture; a half-open connection is dropped after HALF_OPEN_IDLE_NS
     n, rate = 2_000, 4
