@@ -893,6 +893,31 @@ def test_summary_metrics_refuse_tables_left_on_disk(sample: Analysis, tmp_path: 
     pd.testing.assert_frame_equal(on_disk.held().connections, sample.connections)
 
 
+def test_summary_tables_take_figures_already_computed(sample: Analysis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a summary that holds every figure (``metric_key_names``: what ``analyze`` gives),
+    ``summary_tables`` takes them from it and does not compute them again; given one that lacks any, it
+    computes them all. Either way the figures are ``summary_metrics``', in its order."""
+    figures = metrics.summary_metrics(sample)
+    assert tuple(figures) == metrics.metric_key_names()
+    assert tuple(metrics.summary_metrics(empty_analysis())) == metrics.metric_key_names()
+    computed = metrics.summary_tables(sample)
+    known = {"packets_read": 12, **figures}
+    partial = {k: v for k, v in known.items() if k != "reuse_ratio"}
+    assert metrics.summary_tables(sample, known=partial).summary == figures  # computed: a key was missing
+
+    def not_again(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("figures computed again")
+
+    monkeypatch.setattr(metrics, "_summary_and_shared", not_again)
+    taken = metrics.summary_tables(sample, known=known)
+    assert taken.summary == figures and list(taken.summary) == list(figures)
+    pd.testing.assert_frame_equal(taken.hosts, computed.hosts)
+    pd.testing.assert_frame_equal(taken.protocols, computed.protocols)
+    pd.testing.assert_frame_equal(taken.timeouts, computed.timeouts)
+    with pytest.raises(AssertionError, match="again"):
+        metrics.summary_tables(sample, known=partial)
+
+
 def test_summary_tables_are_compute_alls_from_the_summary_columns_only(sample: Analysis) -> None:
     """``analyzer summary``'s tables (``summary_tables``) equal ``compute_all``'s, computed from the
     ``SUMMARY_COLUMNS`` only (what the command reads back from its spill)."""

@@ -588,6 +588,29 @@ def test_print_summary_warm_vs_cold() -> None:
     assert rows["cooled"] == ["1", "11.0 ms", "35.0 ms", "4"]
 
 
+@pytest.mark.parametrize("name", ["keepalive-idle-timeout.pcap", "close-race.pcap", "h2-tls.pcap"])
+def test_print_summary_shows_the_figures_analyze_computed(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``analyzer summary`` prints the figures ``analyze`` put in the summary (those ``analyzer export``
+    writes) without computing them again, and prints what computing them again would."""
+    import analyzer
+    from analyzer import metrics
+
+    analysis = analyzer.analyze(str(Path(__file__).resolve().parents[1] / "captures" / name))
+    assert set(metrics.metric_key_names()) <= set(analysis.summary)
+    recomputed = Console(record=True, width=220, color_system=None)
+    print_summary(Analysis(analysis.connections, analysis.transactions, analysis.anomalies,
+                           {k: v for k, v in analysis.summary.items() if k != "reuse_ratio"}), recomputed)
+
+    def not_again(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("figures computed again")
+
+    monkeypatch.setattr(metrics, "_summary_and_shared", not_again)
+    taken = Console(record=True, width=220, color_system=None)
+    print_summary(analysis, taken)
+    text = taken.export_text()
+    assert text == recomputed.export_text() and "Reuse ratio" in text
+
+
 def test_print_summary_empty() -> None:
     console = Console(record=True, width=160, color_system=None)
     print_summary(empty_analysis(), console)

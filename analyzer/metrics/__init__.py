@@ -19,7 +19,9 @@ server's close of a keep-alive connection, and the client's retry).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -71,6 +73,7 @@ from analyzer.metrics.warmth import (
     warmth_transfers,
 )
 from analyzer.metrics.whatif import keepalive_whatif, whatif_for_summary, whatif_totals
+from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, TRANSACTION_COLUMNS, empty_frame
 
 if TYPE_CHECKING:
     from analyzer.analysis import Analysis
@@ -99,6 +102,7 @@ __all__ = [
     "idle_before_stats",
     "infer_idle_timeouts",
     "keepalive_whatif",
+    "metric_key_names",
     "new_connection_reasons",
     "pool_peaks",
     "pool_timeline",
@@ -359,16 +363,32 @@ class SummaryTables:
     timeouts: pd.DataFrame  # infer_idle_timeouts
 
 
-def summary_tables(analysis: Analysis) -> SummaryTables:
+def summary_tables(analysis: Analysis, known: Mapping[str, Any] | None = None) -> SummaryTables:
     """The summary's figures (``summary_metrics``) and the per-host, protocol-mix and server idle-timeout
     tables, from the ``SUMMARY_COLUMNS`` only and one after the other (each intermediate let go before the
-    next): the terminal summary without ``compute_all``'s report tables, and without the whole tables."""
+    next): the terminal summary without ``compute_all``'s report tables, and without the whole tables.
+
+    ``known``: a summary that already holds the figures (every key of ``metric_key_names``: what
+    ``analyzer.analyze`` gives in ``Analysis.summary``); they are taken from it instead of computed again
+    (``analyzer summary`` on a million connections: 7-14 s)."""
     only = _summary_columns(analysis)
-    summary = _summary_and_shared(only, with_whatif=False, keep=False)[0]
+    names = metric_key_names()
+    summary = {name: known[name] for name in names} if known is not None and all(n in known for n in names) \
+        else _summary_and_shared(only, with_whatif=False, keep=False)[0]
     connections, transactions = only.connections, only.transactions
     timeouts = infer_idle_timeouts(connections, transactions)
     return SummaryTables(summary=summary, hosts=host_table(connections, transactions, timeouts=timeouts),
                          protocols=protocol_mix(connections, transactions), timeouts=timeouts)
+
+
+@cache
+def metric_key_names() -> tuple[str, ...]:
+    """The keys of ``summary_metrics``, in its order (the same for every analysis: those of empty tables)."""
+    from analyzer.analysis import Analysis  # imports this package's users; here only when first asked
+
+    empty = Analysis(empty_frame(CONNECTION_COLUMNS), empty_frame(TRANSACTION_COLUMNS), empty_frame(ANOMALY_COLUMNS),
+                     {})
+    return tuple(summary_metrics(empty))
 
 
 def _summary_columns(analysis: Analysis) -> Analysis:

@@ -186,7 +186,8 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     known, anomalies by name, and server idle timeouts when any were inferred or advertised. Credentials in
     capture strings are redacted (``redact.redact_analysis``); control characters are shown as escapes."""
     analysis = redact_analysis(analysis.held(SUMMARY_COLUMNS))
-    m = summary_tables(analysis)
+    # the figures ``analyze`` computed (from the tables before redaction, as ``analyzer export`` writes them)
+    m = summary_tables(analysis, known=analysis.summary)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
