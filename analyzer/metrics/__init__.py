@@ -384,7 +384,7 @@ def summary_tables(analysis: Analysis, known: Mapping[str, Any] | None = None) -
 @cache
 def metric_key_names() -> tuple[str, ...]:
     """The keys of ``summary_metrics``, in its order (the same for every analysis: those of empty tables)."""
-    from analyzer.analysis import Analysis  # imports this package's users; here only when first asked
+    from analyzer.analysis import Analysis  # this module names it for type checking only
 
     empty = Analysis(empty_frame(CONNECTION_COLUMNS), empty_frame(TRANSACTION_COLUMNS), empty_frame(ANOMALY_COLUMNS),
                      {})
