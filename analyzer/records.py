@@ -292,6 +292,10 @@ def _connection_records(conn: Connection
             anomalies.append({"uid": uid, "ts": start_s, "name": "truncated_caplen",
                               "detail": f"{name}: {d.truncated} packet(s) cut by the snaplen, "
                                         f"{d.truncated_bytes} bytes not captured"})
+    if conn.kept_limit_hit:
+        anomalies.append({"uid": uid, "ts": start_s, "name": "overlap_check_limit",
+                          "detail": f"at {conn.kept_limit_hit} chunk end(s), MAX_KEPT_BYTES left fewer unacknowledged "
+                                    "bytes kept than were in flight: later copies of the others were not compared"})
     if conn.held_limit_hit:
         anomalies.append({"uid": uid, "ts": start_s, "name": "held_bytes_limit",
                           "detail": "more than MAX_HELD_BYTES_PER_STREAM bytes waited behind a hole; "

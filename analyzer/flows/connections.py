@@ -28,6 +28,9 @@ Bounds on what a hostile capture can make it hold (``tests/hostile``):
   least recently active first. Recently active
   connections carrying data are never finished early. An open connection finished this way gets the
   anomaly ``tracked_connections_limit``; a later packet of its 4-tuple starts a new (mid-stream) connection.
+- each direction keeps its delivered bytes not yet acknowledged at a chunk's end, to compare later copies
+  with them (``overlaps``): at most ``overlaps.MAX_KEPT_BYTES_PER_STREAM`` per direction and
+  ``overlaps.MAX_KEPT_BYTES`` in all (anomaly ``overlap_check_limit``).
 
 It knows TCP and nothing about HTTP: protocol handlers come from ``handler_factory`` and roles use the
 ``classify_payload`` hint (+1 request-like, -1 response-like, 0 unknown) given by the caller.
@@ -59,6 +62,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from analyzer.flows import overlaps
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
 from analyzer.flows.reassembly import Reassembled, exclusive_group_max, reassemble
 from analyzer.flows.stream import StreamChunk
@@ -89,7 +93,6 @@ MAX_BATCH_ROWS = 65_536  # packet rows analyzed at once when connections finish 
 #: reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
 MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
 NO_DATA = np.iinfo(np.int64).min
-_COMPARE_BYTES = 1 << 22  # bytes of overlapping copies compared at once (bounds that memory)
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
 
@@ -114,6 +117,8 @@ class Direction:
     truncated: int = 0
     conflicts: int = 0  # later copies of bytes (retransmissions, overlaps) whose bytes differ from the kept copy
     conflict_bytes: int = 0  # bytes of those copies that differ
+    kept_from: int = 0  # stream offset of ``kept``
+    kept: bytes = b""  # delivered bytes not yet acknowledged at the last chunk's end (``overlaps``)
     fin_ns: int | None = None
     fin_offset: int = -1
     acked: int = NO_DATA  # highest stream offset the other side acknowledged
@@ -149,6 +154,7 @@ class Connection:
     dirs: tuple[Direction, Direction] = field(default_factory=lambda: (Direction(), Direction()))
     finished: bool = False
     held_limit_hit: int = 0  # times MAX_HELD_BYTES_PER_STREAM forced a hole to become a gap
+    kept_limit_hit: int = 0  # chunk ends at which overlaps.MAX_KEPT_BYTES left a direction keeping less
     sealed: bool = False  # the protocol handler was reduced to its results (both FINs reached)
     role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
     serial: int = -1  # tracker-wide number, the key of this connection's rows in the segment log
@@ -220,6 +226,7 @@ class ConnectionTracker:
         self._idle_scan_ns: int | None = None  # capture time of the last HALF_OPEN_IDLE_NS check
         self._unfed: StreamHandler | None = None  # the one handler of connections finished without a byte
         self.evicted = 0  # open connections finished early because of MAX_TRACKED_CONNECTIONS
+        self.kept_bytes = 0  # bytes kept over all directions for comparing later copies (``overlaps``)
 
     # ------------------------------------------------------------------------------------------ feed
     def feed(self, pk: DecodedPackets, final: bool = False) -> None:
@@ -369,6 +376,8 @@ class ConnectionTracker:
                     st1 = conn.dirs[1]
                     st1.base, st1.last_rel = None, 0
                     st1.delivered_end = st1.max_end = st1.acked = NO_DATA
+                    self.kept_bytes -= len(st1.kept)
+                    st1.kept_from, st1.kept = 0, b""
                     isn_resets.append((conn, r))
                     if self.log is not None:  # its earlier packets belong to the abandoned sequence space
                         conn.log_rows -= self.log.discard(conn.serial, not conn.client_is_lo)
@@ -513,10 +522,11 @@ class ConnectionTracker:
         # server answered a retransmitted SYN with a new ISN): it is not a retransmission of this stream
         # the per-direction state before this chunk, read once: one row per group (2 * instance + direction)
         state = np.array([(st.max_end, st.delivered_end, st.acked, st.sacked, st.base is not None,
-                           isn if isn is not None else -1)
+                           isn if isn is not None else -1, st.kept_from, st.kept_from + len(st.kept))
                           for cn in conns for st, isn in zip(cn.dirs, (cn.client_isn, cn.server_isn), strict=True)],
-                         dtype=np.int64).reshape(n_g, 6)
+                         dtype=np.int64).reshape(n_g, 8)
         max_end_before, delivered_before, acked_before, sacked_before = (state[:, k].copy() for k in range(4))
+        kept_from, kept_end = state[:, 6].copy(), state[:, 7].copy()  # bytes kept for comparing later copies
         has_base, isn_g = state[:, 4].astype(bool), state[:, 5]
         stale_syn = ((flags & SYN) != 0) & (c["seq"].astype(np.int64) != isn_g[gid])
         data_rows = np.nonzero((seq_len > 0) & counted & ~stale_syn)[0]
@@ -589,7 +599,9 @@ class ConnectionTracker:
                 held_rows = all_data[ra.held]
             self._hold(c, held_rows, buffers)
 
-        conflicts_g, conflict_bytes_g = self._overlap_conflicts(ra, all_data, c, buffers, data_start, n_g)
+        conflicts_g, conflict_bytes_g = self._overlap_conflicts(
+            ra, all_data, c, buffers, data_start, n_g, gid, overlaps.acked_before_rows(
+                all_data, gid[all_data], order_g, g_sorted, ack_val, acked_before), conns, kept_from, kept_end)
 
         # stream pieces per group, in stream order
         piece_rows = all_data[ra.piece_row]  # the packet whose bytes each piece carries
@@ -603,6 +615,9 @@ class ConnectionTracker:
         p_start, p_cap_end, p_g, p_ts, p_buf, p_src = (
             x[nonempty] for x in (p_start, p_cap_end, p_g, p_ts, p_buf, p_src))
         p_bounds = np.searchsorted(p_g, np.arange(n_g + 1))
+        if not final:
+            self._keep_unacked(conns, final_group, p_g, p_start, p_cap_end, p_src, p_buf, p_bounds, acked,
+                               kept_from, kept_end, buffers)
         captured_g = np.zeros(n_g, dtype=np.int64)
         np.add.at(captured_g, p_g, p_cap_end - p_start)
 
@@ -771,60 +786,81 @@ class ConnectionTracker:
                 self.evicted += 1
             self._finish(cn)
 
+    def _keep_unacked(self, conns: list[Connection], final_group: np.ndarray, p_g: np.ndarray, p_start: np.ndarray,
+                      p_end: np.ndarray, p_src: np.ndarray, p_buf: np.ndarray, p_bounds: np.ndarray,
+                      acked: np.ndarray, kept_from: np.ndarray, kept_end: np.ndarray,
+                      buffers: tuple[npt.NDArray[np.uint8], ...]) -> None:
+        """At a chunk's end, each direction keeps its delivered bytes that the receiver has not acknowledged,
+        for comparing later copies in the next chunks (``overlaps.keep_plan``; at most ``MAX_KEPT_BYTES``
+        over all directions: a direction past it keeps its most recent bytes that fit)."""
+        lo, hi, first_piece = overlaps.keep_plan(p_g, p_start, p_end, p_bounds, acked, kept_from, kept_end)
+        touched = np.flatnonzero(((hi > lo) | (kept_end > kept_from)) & ~final_group)
+        if not len(touched):
+            return
+        data, starts = overlaps.kept_piece_bytes(lo, first_piece, p_g, p_start, p_end, p_src, p_buf, len(lo), buffers)
+        for g, g_lo, g_hi, fp, a, b in zip(touched.tolist(), lo[touched].tolist(), hi[touched].tolist(),
+                                           first_piece[touched].tolist(), starts[touched].tolist(),
+                                           starts[touched + 1].tolist(), strict=True):
+            conn = conns[g >> 1]
+            st = conn.dirs[g & 1]
+            old, old_from = st.kept, st.kept_from
+            if g_hi <= g_lo:
+                new = b""
+            elif fp < 0:  # nothing new delivered: what was kept, less what was acknowledged since
+                new = old[g_lo - old_from:]
+            else:
+                new_from = int(p_start[fp]) if g_lo < p_start[fp] else g_lo
+                new = old[g_lo - old_from: new_from - old_from] + data[a:b].tobytes()
+            room = overlaps.MAX_KEPT_BYTES - (self.kept_bytes - len(old))
+            if len(new) > room:
+                new = new[len(new) - room:] if room > 0 else b""
+                g_lo = g_hi - len(new)
+                conn.kept_limit_hit += 1
+            self.kept_bytes += len(new) - len(old)
+            st.kept_from, st.kept = (g_lo, new) if new else (0, b"")
+
     @staticmethod
     def _overlap_conflicts(ra: Reassembled, all_data: np.ndarray, c: dict[str, np.ndarray],
-                           buffers: tuple[npt.NDArray[np.uint8], ...], data_start: np.ndarray, n_g: int
-                           ) -> tuple[np.ndarray, np.ndarray]:
-        """Per group, the later copies (segments) whose captured bytes differ from the kept first copy in
-        the ranges they cover again (Wireshark's "overlapping data with different contents",
-        ``tcp.segment.overlap.conflict``; Zeek's ``rexmit_inconsistency``), and how many bytes differ.
-        1-byte copies are not compared (keep-alive probes repeat the last byte with any value). Vectorized, in
-        slices of at most ``_COMPARE_BYTES`` bytes."""
-        conflicts = np.zeros(n_g, dtype=np.int64)
-        differing = np.zeros(n_g, dtype=np.int64)
-        if not len(ra.overlap_other):
-            return conflicts, differing
+                           buffers: tuple[npt.NDArray[np.uint8], ...], data_start: np.ndarray, n_g: int,
+                           gid: np.ndarray, acked_at: np.ndarray, conns: list[Connection], kept_from: np.ndarray,
+                           kept_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per group, the later copies (segments) whose captured bytes differ from the first copy where they
+        cover it again, and how many bytes differ (``overlaps`` module docstring): copies within this chunk
+        (``ra.overlap_*``), and copies of bytes delivered in earlier chunks and kept (``kept_from``..
+        ``kept_end`` per group). ``acked_at``: per data row (``all_data``), what its receiver had
+        acknowledged before it; only bytes above it are compared."""
+        cap_end = data_start + np.minimum(c["plen"], c["wlen"])
+        at_of_row = np.full(len(data_start), NO_DATA, dtype=np.int64)
+        at_of_row[all_data] = acked_at
+        # within the chunk: (group, range) that a later row covers again, and the row kept for it
         own, oth = all_data[ra.overlap_owner], all_data[ra.overlap_other]
-        cap_end = data_start + c["plen"]
-        start = ra.overlap_start
+        start = np.maximum(ra.overlap_start, at_of_row[oth])
         end = np.minimum(ra.overlap_end, np.minimum(cap_end[own], cap_end[oth]))  # captured in both copies
-        # a 1-byte later copy is a keep-alive probe (its byte is garbage by design), not a conflict
         keep = np.nonzero((end > start) & (c["wlen"][oth] > 1))[0]
-        if not len(keep):
-            return conflicts, differing
         own, oth, start, end, grp = own[keep], oth[keep], start[keep], end[keep], ra.overlap_group[keep]
-        lens = end - start
-        diff_per = np.zeros(len(keep), dtype=np.int64)
-        bounds = np.cumsum(lens)
-        a = 0
-        while a < len(keep):
-            base = bounds[a - 1] if a else 0
-            b = max(int(np.searchsorted(bounds, base + _COMPARE_BYTES, side="right")), a + 1)
-            ln = lens[a:b]
-            total = int(ln.sum())
-            rel = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)
-
-            def gather(rows: np.ndarray, a: int = a, b: int = b, ln: np.ndarray = ln, rel: np.ndarray = rel
-                       ) -> npt.NDArray[np.uint8]:
-                out = np.zeros(len(rel), dtype=np.uint8)
-                r = rows[a:b]
-                idx = np.repeat(c["poff"][r] + (start[a:b] - data_start[r]), ln) + rel
-                src = np.repeat(c["src"][r], ln)
-                for sid, buf in enumerate(buffers):
-                    sel = np.nonzero(src == sid)[0]
-                    if len(sel) and len(buf):
-                        out[sel] = buf[idx[sel]]
-                return out
-
-            ne = (gather(own) != gather(oth)).astype(np.int64)
-            diff_per[a:b] = np.add.reduceat(ne, np.cumsum(ln) - ln)
-            a = b
-        bad = np.nonzero(diff_per)[0]
-        if len(bad):
-            np.add.at(differing, grp[bad], diff_per[bad])
-            _, first = np.unique(oth[bad], return_index=True)  # one count per later segment
-            np.add.at(conflicts, grp[bad][first], 1)
-        return conflicts, differing
+        ref_src, ref_at = c["src"][own].astype(np.int64), c["poff"][own] + (start - data_start[own])
+        # bytes delivered in earlier chunks that a row of this one carries again (not held: compared when
+        # delivered)
+        live = all_data[~ra.held]
+        g_live = gid[live]
+        k_lo = np.maximum.reduce([data_start[live], kept_from[g_live], at_of_row[live]])
+        k_hi = np.minimum(cap_end[live], kept_end[g_live])
+        again = np.nonzero((k_hi > k_lo) & (c["wlen"][live] > 1))[0]
+        if len(again):
+            rows_k, g_k, lo_k, hi_k = live[again], g_live[again], k_lo[again], k_hi[again]
+            groups_k = np.unique(g_k)
+            kept_bytes = [conns[g >> 1].dirs[g & 1].kept for g in groups_k.tolist()]
+            at_k = np.zeros(n_g, dtype=np.int64)
+            at_k[groups_k] = np.cumsum([0, *map(len, kept_bytes[:-1])])
+            buffers = (*buffers, np.frombuffer(b"".join(kept_bytes), dtype=np.uint8))
+            oth = np.concatenate([oth, rows_k])
+            grp = np.concatenate([grp, g_k])
+            start = np.concatenate([start, lo_k])
+            end = np.concatenate([end, hi_k])
+            ref_src = np.concatenate([ref_src, np.full(len(again), len(buffers) - 1, dtype=np.int64)])
+            ref_at = np.concatenate([ref_at, at_k[g_k] + (lo_k - kept_from[g_k])])
+        return overlaps.count_conflicts(grp, oth, end - start, ref_src, ref_at, c["src"][oth].astype(np.int64),
+                                        c["poff"][oth] + (start - data_start[oth]), buffers, n_g)
 
     @staticmethod
     def _options(c: dict[str, np.ndarray], buffers: tuple[npt.NDArray[np.uint8], ...]) -> TcpOptions:
@@ -1051,6 +1087,10 @@ class ConnectionTracker:
         if conn.finished:
             return
         conn.finished = True
+        for st in conn.dirs:
+            if st.kept:
+                self.kept_bytes -= len(st.kept)
+                st.kept = b""
         if self.closing and self.closing.get(id(conn)) is conn:
             del self.closing[id(conn)]
         if self.active.get(conn.key) is conn:

@@ -11,7 +11,8 @@ Rules (the same as Wireshark's and Zeek's reassembly, decided per byte in sequen
   earliest-captured segment that carries it (its arrival time is its first capture; overlapping segments
   carrying different bytes keep the first copy, as captured). The ranges that a later copy covers again
   within the chunk are returned (``overlap_*``) so that the caller, which has the bytes, can compare the
-  copies (anomaly ``overlap_conflict``); a copy of bytes delivered in an earlier chunk is dropped unseen;
+  copies (anomaly ``overlap_conflict``, ``overlaps.py``); a copy of bytes delivered in an earlier chunk is
+  dropped here (the caller compares it with the bytes it kept of that chunk);
 - out-of-order segments are placed by sequence number;
 - a hole the receiver has not acknowledged past will be retransmitted, so when it is still open at the end
   of a chunk the segments from that hole on are *held* (returned to the caller, who copies and re-submits

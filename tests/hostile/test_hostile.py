@@ -231,6 +231,82 @@ def test_overlapping_segments_with_different_bytes_keep_the_first_copy(tmp: Path
     assert (a.connections["client_bytes"] == len(b"GET /first HTTP/1.1\r\nHost: hostile.test\r\n\r\n")).all()
 
 
+def _tables_by_chunk(path: Path, sizes: tuple[int, ...]) -> tuple[analyzer.Analysis, list[analyzer.Analysis]]:
+    whole = analyzer.analyze(path)
+    cut = [analyzer.analyze(path, chunk_packets=k) for k in sizes]
+    for k, a in zip(sizes, cut, strict=True):
+        for name in ("connections", "transactions", "anomalies"):
+            pd.testing.assert_frame_equal(getattr(whole, name), getattr(a, name), obj=f"{name} @ {k}")
+    return whole, cut
+
+
+def test_overlap_conflicts_do_not_depend_on_chunk_ends(tmp: Path) -> None:
+    """Copies on either side of a chunk's end are compared as within one chunk: each direction keeps its
+    unacknowledged bytes across chunk ends (one packet per chunk: every copy is in another chunk)."""
+    n = 40
+    made = g.overlap_conflict(tmp / "overlap.pcap", n)
+    whole, _ = _tables_by_chunk(made.path, (1, 2, 3, 7, 64))
+    assert accounted(whole, made) == {"overlap_conflict": n}
+
+
+def test_copies_of_acknowledged_bytes_are_not_compared(tmp: Path) -> None:
+    """Zeek's rule: a later copy is compared over the bytes its receiver had not acknowledged when it was
+    captured. The server acknowledges the request's first half, then a copy of the whole request that
+    differs in that half only is no conflict, and a copy of the second half with other bytes is one."""
+    good = b"GET /first HTTP/1.1\r\nHost: hostile.test\r\n\r\n"
+    evil = b"GET /evil! HTTP/1.1\r\nHost: hostile.test\r\n\r\n"
+    half, q, r = len(good) // 2, len(good), len(g.RESPONSE)
+    assert good[half:] == evil[half:] and good[:half] != evil[:half]
+    tail = b"Z" * (q - half)
+    tpl = [g.Pkt(True, g.SYN, 0, None, b"", 0), g.Pkt(False, g.SYN | g.ACK, 0, 1, b"", 100_000),
+           g.Pkt(True, g.ACK, 1, 1, b"", 200_000), g.Pkt(True, g.ACK | g.PSH, 1, 1, good, 210_000),
+           g.Pkt(False, g.ACK, 1, 1 + half, b"", 215_000),  # the first half acknowledged
+           g.Pkt(True, g.ACK | g.PSH, 1, 1, evil, 220_000),  # differs below the ACK only: not compared there
+           g.Pkt(True, g.ACK | g.PSH, 1 + half, 1, tail, 230_000),  # above it: a conflict
+           g.Pkt(False, g.ACK | g.PSH, 1, 1 + q, g.RESPONSE, 400_000),
+           g.Pkt(True, g.ACK | g.PSH, 1, 1 + r, evil, 450_000),  # everything acknowledged: not compared
+           g.Pkt(True, g.FIN | g.ACK, 1 + q, 1 + r, b"", 500_000),
+           g.Pkt(False, g.FIN | g.ACK, 1 + r, 2 + q, b"", 600_000), g.Pkt(True, g.ACK, 2 + q, 2 + r, b"", 700_000)]
+    n = 5
+    made = g.Made(tmp / "t.pcap", g._write_template(tmp / "t.pcap", tpl, n, 1_000_000))
+    whole, _ = _tables_by_chunk(made.path, (1, 3, 5))
+    assert accounted(whole, made) == {"overlap_conflict": n}
+    assert set(whole.anomalies["detail"]) == {
+        f"client→server: 1 segment(s) carried other bytes ({q - half} differing) where an earlier copy had been "
+        "captured; the first copy was kept"}
+    assert set(whole.transactions["target"]) == {"/first"}
+
+
+def test_bytes_kept_for_later_copies_stay_within_their_budget(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``overlaps.MAX_KEPT_BYTES`` bounds the bytes kept over all directions at every chunk end; a direction
+    that kept less because of it gets ``overlap_check_limit``, and nothing stays kept at the end."""
+    from analyzer.flows import overlaps
+
+    n = 30
+    made = g.overlap_conflict(tmp / "overlap.pcap", n, spacing_ns=10_000)  # many requests in flight at once
+    budget = 100  # about two requests' bytes
+    monkeypatch.setattr(overlaps, "MAX_KEPT_BYTES", budget)
+    reader = open_capture(made.path, chunk_packets=4)
+    session = Session()
+    session.start_capture(made.path.name)
+    most = 0
+    for batch in reader.batches():
+        session.feed(batch)
+        tracker = session.tracker
+        assert tracker is not None
+        kept = sum(len(st.kept) for cn in tracker.active.values() for st in cn.dirs)
+        assert kept == tracker.kept_bytes <= budget
+        most = max(most, kept)
+    reader.close()
+    session.end_capture(reader.stats)
+    assert session.tracker is None or session.tracker.kept_bytes == 0
+    a = session.result()
+    counts = accounted(a, made)
+    assert most > budget // 2
+    assert 0 < counts["overlap_check_limit"] < n
+    assert 0 < counts["overlap_conflict"] < n  # copies of bytes not kept are not compared
+
+
 def test_identical_retransmissions_are_no_conflict(tmp: Path) -> None:
     # the request, a retransmitted copy of it and a partial copy, all with the same bytes
     tpl = [g.Pkt(True, g.SYN, 0, None, b"", 0), g.Pkt(False, g.SYN | g.ACK, 0, 1, b"", 100_000),
