@@ -75,6 +75,13 @@ class Analysis:
         return replace(self, connections=read("connections"), transactions=read("transactions"),
                        spilled={k: v for k, v in self.spilled.items() if k not in HELD_TABLES})
 
+    def in_memory(self) -> Analysis:
+        """This analysis with every table in memory (read back from disk when it was left there)."""
+        if not self.spilled:
+            return self
+        tables: dict[str, Any] = {name: table.frame() for name, table in self.spilled.items()}
+        return replace(self, **tables, spilled={})
+
     def _repr_html_(self) -> str:  # Jupyter
         head = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in self.summary.items() if not isinstance(v, (dict, list)))

@@ -156,7 +156,10 @@ def report(
     """Write a self-contained interactive HTML report (works offline)."""
     from analyzer.report.html import write_report
 
-    result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch)
+    # the capture is read in a child process with its tables on disk (``analyzer.pipeline._in_child``), and
+    # read back here into a clean heap: a million tiny connections peaked at 2,807 MiB in one process
+    with _spill_dir() as spill_dir:
+        result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch, spill_dir=spill_dir).in_memory()
     target = output or Path("reports") / (str(result.summary["captures"][0]).split(".")[0] + ".html")
     write_report(result, target, redact=not no_redact)
     if not quiet:

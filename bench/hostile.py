@@ -7,7 +7,8 @@ and CPU time from ``os.wait4``. A baseline child analyzes a 1-connection capture
 Growth: the SYN flood and the tiny connections also run at a quarter of their size, and the table gives the
 time and memory ratios (about 4 means linear). Figures go to stdout and ``bench/results/hostile.md``.
 
-    .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth] [--export]
+    .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth]
+                                      [--export | --report]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,11 +63,13 @@ SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")
 def run_child(path: Path) -> dict[str, Any]:
     """Analyze ``path`` in a fresh process: its report plus wall, CPU seconds and peak RSS (MiB). With
     ``--export`` the process is ``analyzer export PATH --format parquet`` (its peak RSS and CPU time
-    include those of the child process it reads the capture in)."""
+    include those of the child process it reads the capture in); with ``--report``, ``analyzer report PATH``
+    (the same, and the figures are read from the line it prints: connections and transactions only)."""
     t0 = time.perf_counter()
     out_dir = path.with_suffix(".out")
-    cmd = ([sys.executable, "-m", "analyzer", "export", str(path), "--format", "parquet", "-o", str(out_dir)]
-           if MODE[0] == "export" else [sys.executable, "-c", CHILD, str(path)])
+    cmd = {"export": [sys.executable, "-m", "analyzer", "export", str(path), "--format", "parquet", "-o", str(out_dir)],
+           "report": [sys.executable, "-m", "analyzer", "report", str(path), "-o", str(out_dir) + ".html"],
+           }.get(MODE[0], [sys.executable, "-c", CHILD, str(path)])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -81,6 +85,12 @@ def run_child(path: Path) -> dict[str, Any]:
             "analyze_s": wall, "packets_read": s["packets_read"], "connections": s["connections"],
             "accounted": s["packets_read"] == s["packets_analyzed"] + sum(s["packets_skipped"].values()),
             "transactions": s["transactions"], "anomalies": s["anomalies"]}
+    elif MODE[0] == "report":
+        Path(str(out_dir) + ".html").unlink()
+        said = re.search(r"(\d+) connections, (\d+) transactions", out.decode())
+        assert said is not None, out
+        result = {"analyze_s": wall, "connections": int(said[1]), "transactions": int(said[2]), "anomalies": None,
+                  "accounted": None}
     else:
         result = json.loads(out.decode().strip().splitlines()[-1])
     result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_mib=usage.ru_maxrss / 1024)
@@ -115,11 +125,13 @@ def table(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> str:
     for r in rows:
         desc = FULL[r["case"]][2] if r["size"] == FULL[r["case"]][1] else ", ".join(
             f"{k}={v:,}" for k, v in r["size"].items())
-        anomalies = ", ".join(f"`{k}` {v:,}" for k, v in r["anomalies"].items()) or "none"
+        anomalies = "(not read)" if r["anomalies"] is None else (
+            ", ".join(f"`{k}` {v:,}" for k, v in r["anomalies"].items()) or "none")
+        accounted = "(not read)" if r["accounted"] is None else "yes" if r["accounted"] else "NO"
         lines.append(f"| {r['case']} | {desc} | {r['packets']:,} | {r['file_mib']:,.0f} | {r['wall_s']:.1f} "
                      f"| {r['cpu_s']:.1f} | {r['peak_mib']:,.0f} | {r['packets'] / max(r['cpu_s'], 1e-9):,.0f} "
                      f"| {r['connections']:,} | {r['transactions']:,} | {anomalies} "
-                     f"| {'yes' if r['accounted'] else 'NO'} |")
+                     f"| {accounted} |")
     lines.append(f"| baseline | 1 connection (imports only) | {baseline['packets']} | 0 | {baseline['wall_s']:.1f} "
                  f"| {baseline['cpu_s']:.1f} | {baseline['peak_mib']:,.0f} | | | | | |")
     return "\n".join(lines)
@@ -139,7 +151,7 @@ def growth_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 
 BASELINE_MIB = [0.0]
-MODE = ["analyze"]  # or "export" (--export)
+MODE = ["analyze"]  # or "export" (--export), "report" (--report)
 
 
 def main() -> None:
@@ -149,12 +161,17 @@ def main() -> None:
     ap.add_argument("--no-growth", action="store_true", help="skip the quarter-size runs")
     ap.add_argument("--export", action="store_true", help="run `analyzer export --format parquet` (tables spilled "
                     "to disk, the capture read in a child process) instead of `analyzer.analyze()`")
+    ap.add_argument("--report", action="store_true", help="run `analyzer report` (the capture read in a child "
+                    "process, every table read back for the report)")
     ap.add_argument("-o", "--output", type=Path, default=None,
-                    help="default bench/results/hostile.md (hostile-export.md with --export)")
+                    help="default bench/results/hostile.md (hostile-export.md with --export, hostile-report.md "
+                    "with --report)")
     args = ap.parse_args()
-    if args.export:
-        MODE[0] = "export"
-    output = args.output or ROOT / "bench" / "results" / ("hostile-export.md" if args.export else "hostile.md")
+    if args.export and args.report:
+        ap.error("--export or --report, not both")
+    MODE[0] = "export" if args.export else "report" if args.report else "analyze"
+    output = args.output or ROOT / "bench" / "results" / (f"hostile-{MODE[0]}.md" if MODE[0] != "analyze"
+                                                          else "hostile.md")
     names = [c for c in args.cases.split(",") if c]
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -170,10 +187,13 @@ def main() -> None:
                 pairs.append((small, full))
     text = ["# Hostile traffic: time and peak memory", "",
             f"`.venv/bin/python bench/hostile.py{' --scale ' + str(args.scale) if args.scale != 1 else ''}"
-            f"{' --export' if args.export else ''}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; one "
-            "fresh process per case ("
-            + ("`analyzer export PATH --format parquet`, which reads the capture in a child process: peak RSS of "
-               "the larger of the two" if args.export else "`analyzer.analyze(path)`")
+            f"{'' if MODE[0] == 'analyze' else ' --' + MODE[0]}` on {os.cpu_count()} cores, "
+            f"{time.strftime('%Y-%m-%d')}; one fresh process per case ("
+            + {"export": "`analyzer export PATH --format parquet`, which reads the capture in a child process: "
+                         "peak RSS of the larger of the two",
+               "report": "`analyzer report PATH`, which reads the capture in a child process: peak RSS of the "
+                         "larger of the two; anomalies and accounting are not read from a report",
+               }.get(MODE[0], "`analyzer.analyze(path)`")
             + "; peak RSS and CPU time from `os.wait4`). Wall time depends on the machine's load (shared); CPU "
             "time less so.", "", table(rows, baseline)]
     if pairs:

@@ -277,13 +277,30 @@ def test_cli_export_and_summary_spill_and_leave_nothing_behind(tmp_path: Path, h
     done = runner.invoke(app, ["export", str(hostile_capture), "-f", "csv", "-o", str(tmp_path / "csv")])
     assert done.exit_code == 0, done.output
     assert runner.invoke(app, ["summary", str(hostile_capture)]).exit_code == 0
-    assert len(seen) == 2 and all(p.parent == tmp_path / "tmp" for p in seen)  # the CLI's temporary directory
-    assert len(children) == 2  # the capture was read in a child process
+    assert runner.invoke(app, ["report", str(hostile_capture), "-q", "-o", str(tmp_path / "r.html")]).exit_code == 0
+    assert len(seen) == 3 and all(p.parent == tmp_path / "tmp" for p in seen)  # the CLI's temporary directory
+    assert len(children) == 3  # the capture was read in a child process
     assert not any((tmp_path / "tmp").iterdir())  # removed afterwards
     held = analyzer.analyze(str(hostile_capture))
     anomalies = pd.read_csv(tmp_path / "csv" / "anomalies.csv")
     assert len(anomalies) == len(held.anomalies) > 0
     assert anomalies["name"].tolist() == held.anomalies["name"].tolist()
+
+
+def test_cli_report_of_a_spilled_analysis_is_the_report_of_one_held(tmp_path: Path, hostile_capture: Path,
+                                                                      tiny_chunks: None) -> None:
+    """``analyzer report`` reads the capture in a child process, its tables on disk, and reads them back:
+    the file is the one written from an analysis held in memory (every table, the series included)."""
+    from analyzer.report.html import write_report
+
+    for path in (hostile_capture, CAPTURES / "keepalive-idle-timeout.pcap"):
+        cli_out, held_out = tmp_path / f"cli-{path.stem}.html", tmp_path / f"held-{path.stem}.html"
+        done = CliRunner().invoke(app, ["report", str(path), "-q", "-o", str(cli_out)])
+        assert done.exit_code == 0, done.output
+        held = analyzer.analyze(str(path))
+        assert len(held.segments) > pipeline.SPILL_ROWS  # the bytes-in-flight chart has its series
+        write_report(held, held_out)
+        assert cli_out.read_bytes() == held_out.read_bytes()
 
 
 def _fails_with(error: BaseException) -> pipeline.Session:
