@@ -175,3 +175,46 @@ def test_defined_in_the_glossary_and_computed_by_compute_all() -> None:
     assert len(tables.whatif_totals) == len(metrics.whatif.WHATIF_TIMEOUTS_S) * len(
         metrics.whatif.WHATIF_MAX_REQUESTS)
     assert set(tables.whatif_totals["connections_observed"]) == {4}
+
+
+WHATIF_SAMPLES = ("keepalive-idle-timeout.pcap", "pipelining.pcap", "http10-and-close.pcap", "close-race.pcap",
+                  "h2c.pcap")
+
+
+@pytest.mark.parametrize("top", [1, 2, 1000])
+def test_the_top_pairs_and_the_totals_are_those_of_the_whole_table(top: int) -> None:
+    """``keepalive_whatif_top`` replays one policy at a time: its rows are the whole table's rows of the pairs
+    with the most requests, and its totals those of the whole table, to the last bit."""
+    from analyzer.metrics.whatif import keepalive_whatif_top
+
+    for name in WHATIF_SAMPLES:
+        a = analyzer.analyze(str(CAPTURES / name))
+        whole = keepalive_whatif(a.connections, a.transactions)
+        per_pair, totals = keepalive_whatif_top(a.connections, a.transactions, top_pairs=top)
+        pd.testing.assert_frame_equal(totals, whatif_totals(whole), obj=f"totals {name}")
+        pairs = whole.drop_duplicates(["client_ip", "server"])
+        ranked = pairs.iloc[(-pairs["transactions"].to_numpy()).argsort(kind="stable")][:top]
+        chosen = set(zip(ranked["client_ip"], ranked["server"], strict=True))
+        expected = whole[[(c, s) in chosen for c, s in zip(whole["client_ip"], whole["server"], strict=True)]]
+        pd.testing.assert_frame_equal(per_pair, expected.reset_index(drop=True), obj=f"pairs {name}")
+
+
+def test_a_flood_of_clients_keeps_the_top_pairs_only(tmp_path: Path) -> None:
+    """A SYN flood from as many spoofed clients: every pair counts in the totals, only the pairs with the
+    most requests keep their rows (the whole table would be pairs × 24 policies: 11 GB for a million)."""
+    from analyzer.metrics.whatif import WHATIF_TOP_PAIRS, keepalive_whatif_top
+    from analyzer.report.html import HOSTS_MAX_ROWS
+    from tests.hostile import generate
+
+    assert HOSTS_MAX_ROWS <= WHATIF_TOP_PAIRS  # the report's per-pair table lists rows the metrics kept
+    made = generate.syn_flood(tmp_path / "syn.pcap", 300)
+    a = analyzer.analyze(str(made.path))
+    per_pair, totals = keepalive_whatif_top(a.connections, a.transactions, top_pairs=10)
+    policies = len(metrics.whatif.WHATIF_TIMEOUTS_S) * len(metrics.whatif.WHATIF_MAX_REQUESTS)
+    assert len(per_pair) == 10 * policies
+    assert set(totals["pairs"]) == {301} and set(totals["connections_observed"]) == {301}
+    assert per_pair["client_ip"].iloc[0] == "10.1.0.0"  # the one client that made requests comes first
+    pd.testing.assert_frame_equal(totals, whatif_totals(keepalive_whatif(a.connections, a.transactions)))
+    tables = metrics.compute_all(a)
+    assert len(tables.whatif) == min(WHATIF_TOP_PAIRS, 301) * policies
+    pd.testing.assert_frame_equal(tables.whatif_totals, totals)

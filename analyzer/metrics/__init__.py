@@ -72,7 +72,7 @@ from analyzer.metrics.warmth import (
     warmth_stats,
     warmth_transfers,
 )
-from analyzer.metrics.whatif import keepalive_whatif, whatif_for_summary, whatif_totals
+from analyzer.metrics.whatif import keepalive_whatif, keepalive_whatif_top, whatif_for_summary, whatif_totals
 from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, TRANSACTION_COLUMNS, empty_frame
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ __all__ = [
     "idle_before_stats",
     "infer_idle_timeouts",
     "keepalive_whatif",
+    "keepalive_whatif_top",
     "metric_key_names",
     "new_connection_reasons",
     "pool_peaks",
@@ -179,8 +180,8 @@ class MetricTables:
     health_totals: pd.DataFrame  # tcp_health_totals
     protocols: pd.DataFrame  # protocol_mix
     tls_hosts: pd.DataFrame  # tls_by_host
-    whatif: pd.DataFrame  # keepalive_whatif, per (client, server) pair and policy
-    whatif_totals: pd.DataFrame  # whatif_totals
+    whatif: pd.DataFrame  # keepalive_whatif, per (client, server) pair and policy: the WHATIF_TOP_PAIRS pairs
+    whatif_totals: pd.DataFrame  # whatif_totals, over every pair
     races: pd.DataFrame  # close_races
     pools: pd.DataFrame  # connection_pools
     pool_steps: pd.DataFrame  # pool_timeline
@@ -205,7 +206,7 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         health_totals=tcp_health_totals(connections),
                         protocols=protocol_mix(connections, transactions),
                         tls_hosts=tls_by_host(connections, conn_hosts),
-                        whatif=shared["whatif"], whatif_totals=whatif_totals(shared["whatif"]),
+                        whatif=shared["whatif"][0], whatif_totals=shared["whatif"][1],
                         races=shared["races"], pools=shared["pools"],
                         pool_steps=pool_timeline(connections, conn_hosts["host"], events=events),
                         reasons=shared["reasons"], reason_table=shared["reason_table"])
@@ -271,8 +272,8 @@ def _summary_and_shared(analysis: Analysis, *, with_whatif: bool,
             pool_peaks(connections, conn_hosts["host"]) if len(connections) else (0, 0)
     del conn_hosts
     done("conn_hosts")
-    shared["whatif"] = keepalive_whatif(connections, transactions, costs=shared["costs"]) if with_whatif \
-        else keepalive_whatif(connections.iloc[:0], transactions.iloc[:0])
+    shared["whatif"] = keepalive_whatif_top(connections, transactions, costs=shared["costs"]) if with_whatif \
+        else keepalive_whatif_top(connections.iloc[:0], transactions.iloc[:0])
     done("costs", "whatif")
     close_by = connections["close_by"]
     summary: dict[str, Any] = {

@@ -10,7 +10,7 @@ connection could carry another request (``transactions.keep_alive``, decided by 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -210,14 +210,63 @@ def keepalive_whatif(connections: pd.DataFrame, transactions: pd.DataFrame,
     ``setup_round_trips_mean`` (the server's mean connection setup cost, NaN when unknown),
     ``handshake_time_ms_delta`` and ``handshake_round_trips_delta`` (new connections × that cost).
     Sorted by pair, then timeout, then limit (no limit first). ``costs`` is ``handshake_costs``.
+    Its size is pairs × policies (24): for many pairs (a million clients), ``keepalive_whatif_top``.
     """
-    if connections.empty:
+    return _sorted_pairs(list(_policy_parts(connections, transactions, timeouts_s, max_requests, costs, None)))
+
+
+#: Pairs whose rows ``keepalive_whatif_top`` keeps (the report lists at most 200).
+WHATIF_TOP_PAIRS = 1_000
+
+
+def keepalive_whatif_top(connections: pd.DataFrame, transactions: pd.DataFrame,
+                         costs: pd.DataFrame | None = None, top_pairs: int = WHATIF_TOP_PAIRS,
+                         timeouts_s: Sequence[float] = WHATIF_TIMEOUTS_S,
+                         max_requests: Sequence[int | None] = WHATIF_MAX_REQUESTS
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(per_pair, totals)``: the rows of ``keepalive_whatif`` of the ``top_pairs`` pairs with the most
+    requests (ties in pair order), and ``whatif_totals`` over every pair, the same as
+    ``whatif_totals(keepalive_whatif(...))``. Memory follows the pairs, not pairs × policies: the policies
+    are replayed one at a time (a million half-open connections from as many clients made 24 million
+    per-pair rows, 11 GB, in ``analyzer report``)."""
+    kept: list[pd.DataFrame] = []
+    totals: list[pd.DataFrame] = []
+    for part in _policy_parts(connections, transactions, timeouts_s, max_requests, costs, top_pairs):
+        totals.append(whatif_totals(part.drop(columns="_top")))
+        kept.append(part[part["_top"].to_numpy(dtype=bool)].drop(columns="_top"))
+    if not totals:
+        return _empty(_PAIR_COLUMNS), _empty(_TOTAL_COLUMNS)
+    total = pd.concat(totals, ignore_index=True)
+    limit_rank = total["max_requests"].fillna(-1).to_numpy(dtype=np.int64)
+    total = total.iloc[np.lexsort((limit_rank, total["idle_timeout_s"].to_numpy()))].reset_index(drop=True)
+    return _sorted_pairs(kept), total.astype(_TOTAL_COLUMNS)
+
+
+def _sorted_pairs(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The per-policy parts as one table, sorted by pair, then timeout, then limit (no limit first)."""
+    if not parts:
         return _empty(_PAIR_COLUMNS)
+    result = pd.concat(parts, ignore_index=True).astype(_PAIR_COLUMNS)
+    limit_rank = result["max_requests"].fillna(-1).to_numpy(dtype=np.int64)
+    order = np.lexsort((limit_rank, result["idle_timeout_s"].to_numpy(), result["server"].to_numpy(dtype=object),
+                        result["client_ip"].to_numpy(dtype=object)))
+    return result.iloc[order].reset_index(drop=True)
+
+
+def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeouts_s: Sequence[float],
+                  max_requests: Sequence[int | None], costs: pd.DataFrame | None, top_pairs: int | None
+                  ) -> Iterator[pd.DataFrame]:
+    """One table per policy (timeout, limit), one row per pair in (client IP, server) order, typed
+    ``_PAIR_COLUMNS``; with ``top_pairs``, a column ``_top`` marks the ``top_pairs`` pairs with the most
+    requests (ties in that order)."""
+    if connections.empty:
+        return
     costs = handshake_costs(connections) if costs is None else costs
     clients = texts(connections["client_ip"])
     servers = endpoints(connections["server_ip"], connections["server_port"])
     keys = [f"{c or '?'}|{s}" for c, s in zip(clients, servers, strict=True)]
     pair_codes, pair_keys = pd.factorize(pd.Series(keys, dtype=object), sort=True)
+    del keys
     pair_codes = np.asarray(pair_codes, dtype=np.int64)
     ts_start = floats(connections["ts_start"])
     ts_end = floats(connections["ts_end"])
@@ -231,29 +280,40 @@ def keepalive_whatif(connections: pd.DataFrame, transactions: pd.DataFrame,
     n_pairs = len(pair_keys)
     observed = np.bincount(pair_codes, minlength=n_pairs)
     tx_counts = np.bincount(pair_codes, weights=tx_per_conn, minlength=n_pairs).astype(np.int64)
-    pair_client = [str(k).split("|", 1)[0] for k in pair_keys]
-    pair_server = [str(k).split("|", 1)[1] for k in pair_keys]
+    pair_client = np.array([str(k).split("|", 1)[0] for k in pair_keys], dtype=object)
+    pair_server = np.array([str(k).split("|", 1)[1] for k in pair_keys], dtype=object)
+    del pair_keys
+    # the pairs in (client IP, server) order, the order of the finished table
+    in_order = np.lexsort((pair_server, pair_client))
+    pair_client, pair_server, observed, tx_counts = (x[in_order] for x in (pair_client, pair_server, observed,
+                                                                             tx_counts))
+    place = np.empty(n_pairs, dtype=np.int64)
+    place[in_order] = np.arange(n_pairs)
+    pair_codes = place[pair_codes]
     setup_ms = mean["ms"].reindex(pair_server).to_numpy(dtype=float)
     setup_rt = mean["rt"].reindex(pair_server).to_numpy(dtype=float)
-    parts: list[pd.DataFrame] = []
+    client_col = pd.array(pair_client, dtype="string")
+    server_col = pd.array(pair_server, dtype="string")
+    top = None
+    if top_pairs is not None:
+        top = np.zeros(n_pairs, dtype=bool)
+        top[np.argsort(-tx_counts, kind="stable")[:top_pairs]] = True
     for timeout in timeouts_s:
         for limit in max_requests:
             needed = _replay(prepared, len(connections), pair_codes, ts_start, ts_end, released,
                              float(timeout), limit)
             replayed = np.bincount(pair_codes, weights=needed, minlength=n_pairs).astype(np.int64)
             delta = replayed - observed
-            parts.append(pd.DataFrame({
-                "client_ip": pair_client, "server": pair_server, "idle_timeout_s": float(timeout),
+            part = pd.DataFrame({
+                "client_ip": client_col, "server": server_col, "idle_timeout_s": float(timeout),
                 "max_requests": pd.array([limit] * n_pairs, dtype="Int64"), "transactions": tx_counts,
                 "connections_observed": observed, "connections": replayed, "new_connections": delta,
                 "setup_ms_mean": setup_ms, "setup_round_trips_mean": setup_rt,
                 "handshake_time_ms_delta": delta * setup_ms, "handshake_round_trips_delta": delta * setup_rt,
-            }))
-    result = pd.concat(parts, ignore_index=True).astype(_PAIR_COLUMNS)
-    limit_rank = result["max_requests"].fillna(-1).to_numpy(dtype=np.int64)
-    order = np.lexsort((limit_rank, result["idle_timeout_s"].to_numpy(), result["server"].to_numpy(dtype=object),
-                        result["client_ip"].to_numpy(dtype=object)))
-    return result.iloc[order].reset_index(drop=True)
+            }).astype(_PAIR_COLUMNS)
+            if top is not None:
+                part["_top"] = top
+            yield part
 
 
 def whatif_totals(per_pair: pd.DataFrame) -> pd.DataFrame:

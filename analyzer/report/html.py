@@ -513,9 +513,10 @@ def _whatif_section(m: MetricTables, chart: _Charts) -> str:
                               num_sorted(esc(fmt_ms(r["setup_ms_mean"])), r["setup_ms_mean"])]
                              + [num_sorted(fmt_int(wide.iloc[i][c]), wide.iloc[i][c]) for c in columns])
         parts.append("<h3>Per (client, server) pair, without a request limit</h3>")
-        if len(wide) > HOSTS_MAX_ROWS:
+        all_pairs = int(totals["pairs"].iloc[0])  # (``m.whatif`` holds the pairs with the most requests only)
+        if all_pairs > HOSTS_MAX_ROWS:
             parts.append(f'<p class="note">The {HOSTS_MAX_ROWS} pairs with the most requests of '
-                         f"{len(wide):,}.</p>")
+                         f"{all_pairs:,}.</p>")
         parts.append(table([("client", ""), ("server", ""), ("requests", "num"), ("connections observed", "num"),
                             ("mean setup cost", "num")]
                            + [(f"connections at {fmt_num(c)} s", "num") for c in columns], pair_rows,
