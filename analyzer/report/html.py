@@ -743,11 +743,15 @@ def _tcp_health_section(m: MetricTables) -> str:
 
 def _anomalies_section(analysis: Analysis) -> str:
     frame = analysis.anomalies
-    names = [n if n is not None else "(unnamed)" for n in
-             (None if _missing(v) else str(v) for v in frame["name"].tolist())]
+    # names counted and examples picked by column, not by row: a SYN flood brings a million anomaly rows
+    codes, uniques = pd.factorize(frame["name"], use_na_sentinel=True)  # missing names are -1
+    labels = [*("(unnamed)" if _missing(v) else str(v) for v in uniques.tolist()), "(unnamed)"]
+    per_code = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(labels)) if len(codes) else \
+        np.zeros(len(labels), dtype=np.int64)  # (-1 counts in the last place)
     counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
+    for label, count in zip(labels, per_code.tolist(), strict=True):
+        if count:
+            counts[label] = counts.get(label, 0) + count
     if not counts and isinstance(analysis.summary.get("anomalies"), dict):
         counts = {str(k): _int_or_none(v) or 0 for k, v in analysis.summary["anomalies"].items()}
     if not counts:
@@ -756,14 +760,14 @@ def _anomalies_section(analysis: Analysis) -> str:
     parts = ['<section id="anomalies"><h2>Anomalies</h2>',
              table([("anomaly", ""), ("count", "num")], [[txt(n), num(fmt_int(k))] for n, k in ordered])]
     examples = []
-    records = frame.assign(_name=names).to_dict("records") if len(frame) else []
-    for name, _ in ordered:
-        mine = [r for r in records if r["_name"] == name][:ANOMALY_EXAMPLES]
-        for r in mine:
-            detail = r["detail"]
-            if not _missing(detail) and len(str(detail)) > DETAIL_MAX:
-                detail = str(detail)[: DETAIL_MAX - 1] + "…"
-            examples.append([txt(name), txt(fmt_ts(r["ts"])), txt(r["uid"]), txt(detail)])
+    if len(frame):
+        row_label = np.array(labels, dtype=object)[np.asarray(codes, dtype=np.int64)]
+        for name, _ in ordered:
+            for r in np.flatnonzero(row_label == name)[:ANOMALY_EXAMPLES].tolist():
+                detail = frame["detail"].iloc[r]
+                if not _missing(detail) and len(str(detail)) > DETAIL_MAX:
+                    detail = str(detail)[: DETAIL_MAX - 1] + "…"
+                examples.append([txt(name), txt(fmt_ts(frame["ts"].iloc[r])), txt(frame["uid"].iloc[r]), txt(detail)])
     if examples:
         parts.append(f"<h3>Examples (up to {ANOMALY_EXAMPLES} per anomaly)</h3>")
         parts.append(table([("anomaly", ""), ("time", ""), ("connection", ""), ("detail", "")], examples))
