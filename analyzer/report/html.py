@@ -746,8 +746,8 @@ def _anomalies_section(analysis: Analysis) -> str:
     # names counted and examples picked by column, not by row: a SYN flood brings a million anomaly rows
     codes, uniques = pd.factorize(frame["name"], use_na_sentinel=True)  # missing names are -1
     labels = [*("(unnamed)" if _missing(v) else str(v) for v in uniques.tolist()), "(unnamed)"]
-    per_code = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(labels)) if len(codes) else \
-        np.zeros(len(labels), dtype=np.int64)  # (-1 counts in the last place)
+    place = np.where(np.asarray(codes, dtype=np.int64) < 0, len(labels) - 1, codes)  # missing: the last label
+    per_code = np.bincount(place, minlength=len(labels))
     counts: dict[str, int] = {}
     for label, count in zip(labels, per_code.tolist(), strict=True):
         if count:
@@ -761,7 +761,7 @@ def _anomalies_section(analysis: Analysis) -> str:
              table([("anomaly", ""), ("count", "num")], [[txt(n), num(fmt_int(k))] for n, k in ordered])]
     examples = []
     if len(frame):
-        row_label = np.array(labels, dtype=object)[np.asarray(codes, dtype=np.int64)]
+        row_label = np.array(labels, dtype=object)[place]
         for name, _ in ordered:
             for r in np.flatnonzero(row_label == name)[:ANOMALY_EXAMPLES].tolist():
                 detail = frame["detail"].iloc[r]
