@@ -600,8 +600,8 @@ class ConnectionTracker:
             self._hold(c, held_rows, buffers)
 
         conflicts_g, conflict_bytes_g = self._overlap_conflicts(
-            ra, all_data, c, buffers, data_start, n_g, gid, overlaps.acked_before_rows(
-                all_data, gid[all_data], order_g, g_sorted, ack_val, acked_before), conns, kept_from, kept_end)
+            ra, all_data, c, buffers, data_start, n_g, gid, (order_g, g_sorted, ack_val, acked_before), conns,
+            kept_from, kept_end)
 
         # stream pieces per group, in stream order
         piece_rows = all_data[ra.piece_row]  # the packet whose bytes each piece carries
@@ -822,32 +822,39 @@ class ConnectionTracker:
     @staticmethod
     def _overlap_conflicts(ra: Reassembled, all_data: np.ndarray, c: dict[str, np.ndarray],
                            buffers: tuple[npt.NDArray[np.uint8], ...], data_start: np.ndarray, n_g: int,
-                           gid: np.ndarray, acked_at: np.ndarray, conns: list[Connection], kept_from: np.ndarray,
-                           kept_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                           gid: np.ndarray, acks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                           conns: list[Connection], kept_from: np.ndarray, kept_end: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
         """Per group, the later copies (segments) whose captured bytes differ from the first copy where they
         cover it again, and how many bytes differ (``overlaps`` module docstring): copies within this chunk
         (``ra.overlap_*``), and copies of bytes delivered in earlier chunks and kept (``kept_from``..
-        ``kept_end`` per group). ``acked_at``: per data row (``all_data``), what its receiver had
-        acknowledged before it; only bytes above it are compared."""
+        ``kept_end`` per group). Only the bytes the receiver had not acknowledged before a copy are compared
+        (``acks``: the arguments of ``overlaps.acked_before_rows`` but the rows); 1-byte copies (keep-alive
+        probes) are not."""
         cap_end = data_start + np.minimum(c["plen"], c["wlen"])
-        at_of_row = np.full(len(data_start), NO_DATA, dtype=np.int64)
-        at_of_row[all_data] = acked_at
         # within the chunk: (group, range) that a later row covers again, and the row kept for it
         own, oth = all_data[ra.overlap_owner], all_data[ra.overlap_other]
-        start = np.maximum(ra.overlap_start, at_of_row[oth])
+        grp, start = ra.overlap_group, ra.overlap_start
         end = np.minimum(ra.overlap_end, np.minimum(cap_end[own], cap_end[oth]))  # captured in both copies
-        keep = np.nonzero((end > start) & (c["wlen"][oth] > 1))[0]
-        own, oth, start, end, grp = own[keep], oth[keep], start[keep], end[keep], ra.overlap_group[keep]
-        ref_src, ref_at = c["src"][own].astype(np.int64), c["poff"][own] + (start - data_start[own])
         # bytes delivered in earlier chunks that a row of this one carries again (not held: compared when
         # delivered)
         live = all_data[~ra.held]
         g_live = gid[live]
-        k_lo = np.maximum.reduce([data_start[live], kept_from[g_live], at_of_row[live]])
         k_hi = np.minimum(cap_end[live], kept_end[g_live])
-        again = np.nonzero((k_hi > k_lo) & (c["wlen"][live] > 1))[0]
-        if len(again):
-            rows_k, g_k, lo_k, hi_k = live[again], g_live[again], k_lo[again], k_hi[again]
+        again = np.nonzero(k_hi > np.maximum(data_start[live], kept_from[g_live]))[0]
+        rows_k, g_k, hi_k = live[again], g_live[again], k_hi[again]
+        if not len(oth) and not len(rows_k):
+            return np.zeros(n_g, dtype=np.int64), np.zeros(n_g, dtype=np.int64)
+        rows = np.concatenate([oth, rows_k])
+        acked = overlaps.acked_before_rows(rows, gid[rows], *acks)
+        start = np.maximum(start, acked[:len(oth)])
+        lo_k = np.maximum.reduce([data_start[rows_k], kept_from[g_k], acked[len(oth):]])
+        keep = np.nonzero((end > start) & (c["wlen"][oth] > 1))[0]
+        own, oth, start, end, grp = own[keep], oth[keep], start[keep], end[keep], grp[keep]
+        ref_src, ref_at = c["src"][own].astype(np.int64), c["poff"][own] + (start - data_start[own])
+        keep_k = np.nonzero((hi_k > lo_k) & (c["wlen"][rows_k] > 1))[0]
+        if len(keep_k):
+            rows_k, g_k, lo_k, hi_k = rows_k[keep_k], g_k[keep_k], lo_k[keep_k], hi_k[keep_k]
             groups_k = np.unique(g_k)
             kept_bytes = [conns[g >> 1].dirs[g & 1].kept for g in groups_k.tolist()]
             at_k = np.zeros(n_g, dtype=np.int64)
@@ -857,7 +864,7 @@ class ConnectionTracker:
             grp = np.concatenate([grp, g_k])
             start = np.concatenate([start, lo_k])
             end = np.concatenate([end, hi_k])
-            ref_src = np.concatenate([ref_src, np.full(len(again), len(buffers) - 1, dtype=np.int64)])
+            ref_src = np.concatenate([ref_src, np.full(len(keep_k), len(buffers) - 1, dtype=np.int64)])
             ref_at = np.concatenate([ref_at, at_k[g_k] + (lo_k - kept_from[g_k])])
         return overlaps.count_conflicts(grp, oth, end - start, ref_src, ref_at, c["src"][oth].astype(np.int64),
                                         c["poff"][oth] + (start - data_start[oth]), buffers, n_g)
