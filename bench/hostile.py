@@ -45,6 +45,7 @@ print(json.dumps({"analyze_s": time.perf_counter() - t0, "packets_read": s["pack
 FULL: dict[str, tuple[str, dict[str, Any], str]] = {
     "syn_flood": ("syn_flood", {"n": 1_000_000}, "1,000,000 half-open connections (SYN + SYN/ACK)"),
     "tiny_connections": ("tiny_connections", {"n": 1_000_000}, "1,000,000 complete connections, 1 GET each"),
+    "many_clients": ("many_clients", {"n": 1_000_000}, "the same from 1,000,000 client addresses"),
     "huge_header": ("huge_header", {"header_bytes": 16 << 20}, "a 16 MiB request header block"),
     "endless_chunked_1B": ("endless_chunked", {"body_bytes": 200_000_000, "chunk_size": 1},
                            "200 MB chunked body of 1-byte chunks, never ends"),
@@ -56,7 +57,7 @@ FULL: dict[str, tuple[str, dict[str, Any], str]] = {
                               "45,000 connections, absurd Content-Length values"),
     "pipelined_flood": ("pipelined_flood", {"n": 1_000_000}, "1,000,000 pipelined GETs, no response"),
 }
-GROWTH = ("syn_flood", "tiny_connections")
+GROWTH = ("syn_flood", "tiny_connections", "many_clients")
 SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")
 
 

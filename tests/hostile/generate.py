@@ -12,6 +12,7 @@ the benchmark needs to know). Sizes are parameters: tests use small ones, ``benc
 - ``syn_flood``: N half-open connections (SYN, and the server's SYN/ACK; the client never completes the
   handshake), plus one real keep-alive connection that lives through the flood.
 - ``tiny_connections``: N complete short connections (handshake, one GET, one response, FIN both ways).
+- ``many_clients``: the same, each from a client address of its own (per-client tables: pools, the what-if).
 - ``huge_header``: a request whose header block is ``header_bytes`` long, then an ordinary request.
 - ``endless_chunked``: a chunked response body of ``body_bytes`` that never ends (no last chunk, no FIN).
 - ``overlap_conflict``: N connections whose request is sent twice, the copies carrying different bytes.
@@ -335,10 +336,11 @@ def _keepalive_two_exchanges(gap_ns: int) -> list[Pkt]:
     return out
 
 
-def tiny_connections(path: Path, n: int, spacing_ns: int = 20_000) -> Made:
+def tiny_connections(path: Path, n: int, spacing_ns: int = 20_000, own_clients: bool = False) -> Made:
     """``n`` complete connections, each: SYN, SYN/ACK, the GET (with the handshake's ACK), the response,
     FIN/ACK from the client, FIN/ACK from the server, the last ACK. 7 packets each; a new one every
-    ``spacing_ns`` (about 50 open at once at the default)."""
+    ``spacing_ns`` (about 50 open at once at the default). Clients: 50,000 connections per address, or with
+    ``own_clients`` one address per connection (10.64.0.0 + i)."""
     t = 0
     q, r = len(REQUEST), len(RESPONSE)
     template = [
@@ -347,7 +349,17 @@ def tiny_connections(path: Path, n: int, spacing_ns: int = 20_000) -> Made:
         Pkt(True, FIN | ACK, 1 + q, 1 + r, b"", t + 800_000), Pkt(False, FIN | ACK, 1 + r, 2 + q, b"", t + 900_000),
         Pkt(True, ACK, 2 + q, 2 + r, b"", t + 1_000_000),
     ]
-    return Made(Path(path), _write_template(Path(path), template, n, spacing_ns), {"connections": n})
+    if not own_clients:
+        return Made(Path(path), _write_template(Path(path), template, n, spacing_ns), {"connections": n})
+    with PcapWriter(Path(path)) as w:
+        for pk in replicate(template, n, spacing_ns, client_ip=lambda i: CLIENT_NET + 0x400000 + i):
+            w.write(pk)
+        return Made(Path(path), w.packets, {"connections": n, "clients": n})
+
+
+def many_clients(path: Path, n: int) -> Made:
+    """``tiny_connections`` from ``n`` client addresses, one connection each."""
+    return tiny_connections(path, n, own_clients=True)
 
 
 def huge_header(path: Path, header_bytes: int = 1 << 20) -> Made:
@@ -500,6 +512,7 @@ def pipelined_flood(path: Path, n: int, ack_every: int = 2) -> Made:
 CASES = {
     "syn_flood": syn_flood,
     "tiny_connections": tiny_connections,
+    "many_clients": many_clients,
     "huge_header": huge_header,
     "endless_chunked": endless_chunked,
     "overlap_conflict": overlap_conflict,

@@ -186,6 +186,28 @@ def test_connection_churn_does_not_linger(tmp: Path, monkeypatch: pytest.MonkeyP
     pd.testing.assert_frame_equal(a.transactions, full.transactions)
 
 
+def test_many_clients_keep_the_report_per_pair_rows_bounded(tmp: Path) -> None:
+    """One connection from each of thousands of clients: every (client, server) pair counts in the what-if's
+    totals, but only the pairs with the most requests keep their 24 policy rows (a million clients made 24
+    million rows and 11 GB before), and the report says how many pairs it lists of how many."""
+    from analyzer import metrics
+    from analyzer.metrics.whatif import WHATIF_MAX_REQUESTS, WHATIF_TIMEOUTS_S, WHATIF_TOP_PAIRS
+    from analyzer.report.html import HOSTS_MAX_ROWS, render_report
+
+    n = WHATIF_TOP_PAIRS + 500
+    made = g.many_clients(tmp / "clients.pcap", n)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {}
+    assert a.connections["client_ip"].nunique() == n and len(a.transactions) == n
+    m = metrics.compute_all(a)
+    policies = len(WHATIF_TIMEOUTS_S) * len(WHATIF_MAX_REQUESTS)
+    assert len(m.whatif) == WHATIF_TOP_PAIRS * policies
+    assert set(m.whatif_totals["pairs"]) == {n} and set(m.whatif_totals["transactions"]) == {n}
+    assert len(m.pools) == n  # one pool per client and host: per connection, like the tables
+    page = render_report(a, "many clients")
+    assert f"The {HOSTS_MAX_ROWS} pairs with the most requests of {n:,}." in page
+
+
 # -------------------------------------------------------------------------------------------- huge header
 
 def test_huge_header_block_is_skipped_and_the_request_still_counts(tmp: Path) -> None:
