@@ -65,7 +65,7 @@ import pandas as pd
 from analyzer.flows import overlaps
 from analyzer.flows.packets import ACK, FIN, RST, SYN, DecodedPackets, format_ip
 from analyzer.flows.reassembly import Reassembled, exclusive_group_max, reassemble
-from analyzer.flows.stream import StreamChunk
+from analyzer.flows.stream import StreamChunk, gather_ranges
 from analyzer.flows.tcpanalysis import SegmentLog
 from analyzer.flows.tcpoptions import TcpOptions, no_options, parse_options
 
@@ -1062,21 +1062,7 @@ class ConnectionTracker:
         lens = c["plen"][rows].astype(np.int64)
         new_off = np.zeros(len(rows), dtype=np.int64)
         new_off[1:] = np.cumsum(lens)[:-1]
-        out = np.empty(int(lens.sum()), dtype=np.uint8)
-        src = c["src"][rows]
-        for src_id, buf in enumerate(buffers):  # one vectorized gather per source buffer
-            sel = np.nonzero(src == src_id)[0]
-            if not len(sel) or not len(buf):
-                continue
-            ln = lens[sel]
-            total = int(ln.sum())
-            if not total:
-                continue
-            # byte i of the gathered run comes from buf[start_of_its_row + (i - row's first index)]
-            firsts = np.repeat(np.cumsum(ln) - ln, ln)
-            idx = np.repeat(c["poff"][rows[sel]], ln) + (np.arange(total) - firsts)
-            dst = np.repeat(new_off[sel], ln) + (np.arange(total) - firsts)
-            out[dst] = buf[idx]
+        out = gather_ranges(buffers, c["src"][rows], c["poff"][rows], lens)
         held = {k: v[rows].copy() for k, v in c.items()}
         held["poff"] = new_off
         held["src"] = np.ones(len(rows), dtype=np.int8)

@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from analyzer.flows.stream import gather_ranges
+
 I64 = npt.NDArray[np.int64]
 NO_DATA = np.iinfo(np.int64).min
 
@@ -76,9 +78,8 @@ def count_conflicts(groups: I64, rows: I64, lens: I64, ref_src: I64, ref_at: I64
         base = bounds[a - 1] if a else 0
         b = max(int(np.searchsorted(bounds, base + COMPARE_BYTES, side="right")), a + 1)
         ln = lens[a:b]
-        rel = np.arange(int(ln.sum()), dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)
-        first = _gather(buffers, ref_src[a:b], ref_at[a:b], ln, rel)
-        later = _gather(buffers, copy_src[a:b], copy_at[a:b], ln, rel)
+        first = gather_ranges(buffers, ref_src[a:b], ref_at[a:b], ln)
+        later = gather_ranges(buffers, copy_src[a:b], copy_at[a:b], ln)
         diff_per[a:b] = np.add.reduceat((first != later).astype(np.int64), np.cumsum(ln) - ln)
         a = b
     bad = np.nonzero(diff_per)[0]
@@ -87,20 +88,6 @@ def count_conflicts(groups: I64, rows: I64, lens: I64, ref_src: I64, ref_at: I64
         _, first_of_row = np.unique(rows[bad], return_index=True)  # one count per later segment
         np.add.at(conflicts, groups[bad][first_of_row], 1)
     return conflicts, differing
-
-
-def _gather(buffers: tuple[npt.NDArray[np.uint8], ...], src: I64, at: I64, lens: I64, rel: I64
-            ) -> npt.NDArray[np.uint8]:
-    """The bytes of ranges ``buffers[src[i]][at[i]: at[i] + lens[i]]``, concatenated (``rel``: each output
-    byte's index within its range)."""
-    out = np.zeros(len(rel), dtype=np.uint8)
-    idx = np.repeat(at, lens) + rel
-    owner = np.repeat(src, lens)
-    for sid, buf in enumerate(buffers):
-        sel = np.nonzero(owner == sid)[0]
-        if len(sel) and len(buf):
-            out[sel] = buf[idx[sel]]
-    return out
 
 
 def keep_plan(piece_group: I64, piece_start: I64, piece_end: I64, bounds: I64, acked: I64, kept_from: I64,
@@ -158,6 +145,5 @@ def kept_piece_bytes(lo: I64, first_piece: I64, piece_group: I64, piece_start: I
     starts = np.zeros(n_groups + 1, dtype=np.int64)
     np.add.at(starts, g + 1, lens)
     starts = np.cumsum(starts)
-    rel = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    data = _gather(buffers, piece_src[sel].astype(np.int64), piece_at[sel] + (frm - piece_start[sel]), lens, rel)
+    data = gather_ranges(buffers, piece_src[sel], piece_at[sel] + (frm - piece_start[sel]), lens)
     return data, starts

@@ -180,6 +180,24 @@ class StreamChunk:
         )
 
 
+def gather_ranges(buffers: tuple[npt.NDArray[np.uint8], ...], src: npt.NDArray[np.integer], at: I64, lens: I64
+                  ) -> npt.NDArray[np.uint8]:
+    """The bytes ``buffers[src[i]][at[i]: at[i] + lens[i]]`` of every range ``i``, concatenated in order: one
+    vectorized gather per source buffer (held segments, bytes kept for comparison, compared copies)."""
+    total = int(lens.sum())
+    out = np.zeros(total, dtype=np.uint8)
+    if not total:
+        return out
+    rel = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)  # index within its range
+    idx = np.repeat(at, lens) + rel
+    owner = np.repeat(src, lens)
+    for sid, buf in enumerate(buffers):
+        sel = np.nonzero(owner == sid)[0]
+        if len(sel) and len(buf):
+            out[sel] = buf[idx[sel]]
+    return out
+
+
 def _run_ends_of_lists(starts: list[int], ends: list[int]) -> list[int]:
     """``_run_ends`` of a few pieces given as lists (a loop: no numpy call, whose fixed cost dominates when
     a connection brings one or two pieces per chunk)."""
