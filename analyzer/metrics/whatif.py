@@ -212,7 +212,7 @@ def keepalive_whatif(connections: pd.DataFrame, transactions: pd.DataFrame,
     Sorted by pair, then timeout, then limit (no limit first). ``costs`` is ``handshake_costs``.
     Its size is pairs × policies (24): for many pairs (a million clients), ``keepalive_whatif_top``.
     """
-    return _sorted_pairs(list(_policy_parts(connections, transactions, timeouts_s, max_requests, costs, None)))
+    return _sorted_pairs(list(_policy_parts(connections, transactions, timeouts_s, max_requests, costs)))
 
 
 #: Pairs whose rows ``keepalive_whatif_top`` keeps (the report lists at most 200).
@@ -231,9 +231,12 @@ def keepalive_whatif_top(connections: pd.DataFrame, transactions: pd.DataFrame,
     per-pair rows, 11 GB, in ``analyzer report``)."""
     kept: list[pd.DataFrame] = []
     totals: list[pd.DataFrame] = []
-    for part in _policy_parts(connections, transactions, timeouts_s, max_requests, costs, top_pairs):
-        totals.append(whatif_totals(part.drop(columns="_top")))
-        kept.append(part[part["_top"].to_numpy(dtype=bool)].drop(columns="_top"))
+    top: np.ndarray | None = None
+    for part in _policy_parts(connections, transactions, timeouts_s, max_requests, costs):
+        if top is None:  # every part has the pairs in the same order, with the same request counts
+            top = np.sort(np.argsort(-part["transactions"].to_numpy(dtype=np.int64), kind="stable")[:top_pairs])
+        totals.append(whatif_totals(part))
+        kept.append(part.iloc[top])
     if not totals:
         return _empty(_PAIR_COLUMNS), _empty(_TOTAL_COLUMNS)
     total = pd.concat(totals, ignore_index=True)
@@ -254,11 +257,9 @@ def _sorted_pairs(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeouts_s: Sequence[float],
-                  max_requests: Sequence[int | None], costs: pd.DataFrame | None, top_pairs: int | None
-                  ) -> Iterator[pd.DataFrame]:
+                  max_requests: Sequence[int | None], costs: pd.DataFrame | None) -> Iterator[pd.DataFrame]:
     """One table per policy (timeout, limit), one row per pair in (client IP, server) order, typed
-    ``_PAIR_COLUMNS``; with ``top_pairs``, a column ``_top`` marks the ``top_pairs`` pairs with the most
-    requests (ties in that order)."""
+    ``_PAIR_COLUMNS``."""
     if connections.empty:
         return
     costs = handshake_costs(connections) if costs is None else costs
@@ -294,26 +295,19 @@ def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeout
     setup_rt = mean["rt"].reindex(pair_server).to_numpy(dtype=float)
     client_col = pd.array(pair_client, dtype="string")
     server_col = pd.array(pair_server, dtype="string")
-    top = None
-    if top_pairs is not None:
-        top = np.zeros(n_pairs, dtype=bool)
-        top[np.argsort(-tx_counts, kind="stable")[:top_pairs]] = True
     for timeout in timeouts_s:
         for limit in max_requests:
             needed = _replay(prepared, len(connections), pair_codes, ts_start, ts_end, released,
                              float(timeout), limit)
             replayed = np.bincount(pair_codes, weights=needed, minlength=n_pairs).astype(np.int64)
             delta = replayed - observed
-            part = pd.DataFrame({
+            yield pd.DataFrame({
                 "client_ip": client_col, "server": server_col, "idle_timeout_s": float(timeout),
                 "max_requests": pd.array([limit] * n_pairs, dtype="Int64"), "transactions": tx_counts,
                 "connections_observed": observed, "connections": replayed, "new_connections": delta,
                 "setup_ms_mean": setup_ms, "setup_round_trips_mean": setup_rt,
                 "handshake_time_ms_delta": delta * setup_ms, "handshake_round_trips_delta": delta * setup_rt,
             }).astype(_PAIR_COLUMNS)
-            if top is not None:
-                part["_top"] = top
-            yield part
 
 
 def whatif_totals(per_pair: pd.DataFrame) -> pd.DataFrame:
