@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from analyzer.analysis import Analysis
 from analyzer.capture.batch import PacketBatch, ReaderStats
@@ -35,6 +36,7 @@ from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP, DecodedPackets
 from analyzer.http.sniff import classify_payload
 from analyzer.metrics import SUMMARY_COLUMNS, summary_metrics
+from analyzer.metrics.frames import positions
 from analyzer.records import batch_records
 from analyzer.spill import Spill, SpilledTable
 from analyzer.tables import (
@@ -44,6 +46,7 @@ from analyzer.tables import (
     SEGMENT_COLUMNS,
     TABLES,
     TRANSACTION_COLUMNS,
+    arrow_strings,
     assemble,
     concat_frames,
     empty_frame,
@@ -223,6 +226,7 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+    pa.default_memory_pool().release_unused()
 
 
 @lru_cache(maxsize=1)
@@ -542,6 +546,7 @@ class Session:
         if self.spill is not None:  # every table stays on disk, its order set
             spilled = {name: self.spill.table(name, TABLES[name]) for name in SPILLED_TABLES}
             order_spilled(spilled)
+            release_free_memory()
             connections, transactions, anomalies, flights, segments = (empty_frame(TABLES[name])
                                                                        for name in SPILLED_TABLES)
         else:
@@ -620,13 +625,14 @@ def order_spilled(tables: Mapping[str, SpilledTable]) -> None:
     """Set the table order of every spilled table (that of the tables held in memory: ``order_tables``,
     ``anomaly_order``, ``rows_in_order``), from their key columns only, chunk by chunk."""
     places = order_tables(tables["connections"], tables["transactions"])
-    keys = tables["anomalies"].columns_of(["ts", "uid", "name"])
+    keys = tables["anomalies"].map_chunks(lambda chunk: {
+        "ts": chunk["ts"].to_numpy(dtype=np.float64, na_value=np.nan),
+        "uid": arrow_strings(chunk["uid"]), "name": arrow_strings(chunk["name"])})
     tables["anomalies"].order = anomaly_order(pd.DataFrame({
-        "ts": keys["ts"], "uid": pd.array(keys["uid"], dtype="string"),
-        "name": pd.array(keys["name"], dtype="string")}))
+        "ts": keys["ts"], "uid": pd.arrays.ArrowStringArray(keys["uid"]),
+        "name": pd.arrays.ArrowStringArray(keys["name"])})) if keys else np.arange(0, dtype=np.int64)
     for name in ("flights", "segments"):
-        cols = tables[name].map_chunks(partial(_order_keys, places=places, names=ROW_ORDER[name]))
-        tables[name].order = order_by_place(cols.pop("place"), cols, name) if cols else np.arange(0, dtype=np.int64)
+        tables[name].order = _order_by_keys(tables[name], places, name)
 
 
 class HeldChunks:
@@ -643,7 +649,7 @@ class HeldChunks:
     def __len__(self) -> int:
         return self.rows
 
-    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, Any]]) -> dict[str, Any]:
         return keys_of_chunks(self._chunks, keys)
 
     def columns_of(self, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -660,7 +666,27 @@ class HeldChunks:
         return assemble(handed_over(), self.rows, self.columns, order)
 
 
-def order_tables(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks) -> pd.Index:
+class Places:
+    """The connections' uids in table order (``order_tables``): the rows of the other tables are placed by
+    their connection's uid (``of``).
+
+    The uids are one Arrow string array, looked up with Arrow's hash set (``index_in``, once per table):
+    as Python strings in a ``pd.Index`` (and the other tables' uids as Python strings too) a million
+    connections' ordering peaked 310 MiB above the process's size, as Arrow arrays 50."""
+
+    def __init__(self, uids: pa.Array) -> None:
+        self.uids = uids
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def of(self, uids: pa.Array | pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+        """The place (row in the connection table) of each of ``uids``; -1 for a uid of no connection.
+        The connections' uids are unique."""
+        return positions(self.uids, uids)
+
+
+def order_tables(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunks) -> Places:
     """Set the table order of the connections and transactions (``connection_order``, then
     ``rows_in_order``) from their key columns, chunk by chunk on disk or in memory, and return the
     connections' uids in that order (the places of the other tables' rows). Each table is then built in
@@ -668,13 +694,21 @@ def order_tables(conns: SpilledTable | HeldChunks, txs: SpilledTable | HeldChunk
     read block by block."""
     keys = conns.map_chunks(lambda chunk: {"ts_start": chunk["ts_start"].to_numpy(dtype=np.float64),
                                            "first_frame": chunk["first_frame"].to_numpy(dtype=np.int64),
-                                           "uid": chunk["uid"].to_numpy()})
+                                           "uid": arrow_strings(chunk["uid"])})
     conns.order = connection_order(keys["ts_start"], keys["first_frame"]) if keys \
         else np.arange(0, dtype=np.int64)
-    places = pd.Index(keys["uid"][conns.order] if keys else np.array([], dtype=object))
-    cols = txs.map_chunks(partial(_order_keys, places=places, names=ROW_ORDER["transactions"]))
-    txs.order = order_by_place(cols.pop("place"), cols, "transactions") if cols else np.arange(0, dtype=np.int64)
+    places = Places(keys["uid"].take(pa.array(conns.order)) if keys else pa.array([], type=pa.large_string()))
+    txs.order = _order_by_keys(txs, places, "transactions")
     return places
+
+
+def _order_by_keys(table: SpilledTable | HeldChunks, places: Places, name: str) -> np.ndarray:
+    """The order of the rows of the table ``name`` (``rows_in_order``), from its key columns read chunk by
+    chunk (the uids as Arrow strings, placed in one lookup)."""
+    cols = table.map_chunks(partial(_order_keys, names=ROW_ORDER[name]))
+    if not cols:
+        return np.arange(0, dtype=np.int64)
+    return order_by_place(places.of(cols.pop("uid")), cols, name)
 
 
 def anomaly_counts(anomalies: pd.DataFrame, spilled: Mapping[str, SpilledTable]) -> dict[str, int]:
@@ -692,13 +726,13 @@ def anomaly_order(anomalies: pd.DataFrame) -> np.ndarray:
     return ranked.sort_values(["ts", "uid", "name"], kind="stable").index.to_numpy()
 
 
-def by_place(frame: pd.DataFrame, places: pd.Index, name: str) -> pd.DataFrame:
+def by_place(frame: pd.DataFrame, places: Places, name: str) -> pd.DataFrame:
     """The rows of the table ``name`` held in memory in table order: by their connection's place in
     ``places`` (the connections' uids in table order, ``order_tables``), then ``ROW_ORDER[name]``."""
     if not len(frame):
         return frame
     cols = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ROW_ORDER[name]}
-    return frame.iloc[rows_in_order(frame["uid"].to_numpy(), cols, places, name)].reset_index(drop=True)
+    return frame.iloc[rows_in_order(frame["uid"], cols, places, name)].reset_index(drop=True)
 
 
 #: After the connection's place, the columns that order each table's rows.
@@ -711,9 +745,10 @@ def connection_order(ts_start: np.ndarray, first_frame: np.ndarray) -> np.ndarra
     return np.lexsort((first_frame, ts_start))
 
 
-def rows_in_order(uids: np.ndarray, cols: Mapping[str, np.ndarray], places: pd.Index, name: str) -> np.ndarray:
+def rows_in_order(uids: np.ndarray | pd.Series, cols: Mapping[str, np.ndarray], places: Places,
+                  name: str) -> np.ndarray:
     """The order of a table's rows: by their connection's place in ``places``, then ``ROW_ORDER[name]``."""
-    return order_by_place(places.get_indexer(pd.Index(uids)), cols, name)
+    return order_by_place(places.of(uids), cols, name)
 
 
 def order_by_place(place: np.ndarray, cols: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -722,11 +757,11 @@ def order_by_place(place: np.ndarray, cols: Mapping[str, np.ndarray], name: str)
     return np.lexsort((*keys, place))
 
 
-def _order_keys(chunk: pd.DataFrame, places: pd.Index, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """A spilled chunk's order keys: its rows' connection places, and the columns ``names`` as floats
-    (the uids are looked up chunk by chunk: a table's worth of uid strings at once cost about 170 MiB on a
-    5 GB capture's 583,000 flights)."""
-    keys = {"place": places.get_indexer(pd.Index(chunk["uid"].to_numpy()))}
+def _order_keys(chunk: pd.DataFrame, names: Sequence[str]) -> dict[str, Any]:
+    """A chunk's order keys: its rows' connection uids (Arrow strings, ``arrow_strings``: a table's worth of
+    uids as Python strings cost about 170 MiB on a 5 GB capture's 583,000 flights), and the columns
+    ``names`` as floats."""
+    keys: dict[str, Any] = {"uid": arrow_strings(chunk["uid"])}
     keys.update({c: chunk[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in names})
     return keys
 

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,7 +126,7 @@ class SpilledTable:
             frame["uid"] = renamed.where(renamed.notna(), uids).astype(uids.dtype)
         return frame
 
-    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def map_chunks(self, keys: Callable[[pd.DataFrame], dict[str, Any]]) -> dict[str, Any]:
         """``keys`` of each chunk (arrays of one value per row), concatenated in the order written: one
         chunk in memory at a time."""
         return keys_of_chunks(self.chunks(), keys)
