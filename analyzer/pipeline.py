@@ -671,8 +671,9 @@ class Places:
     their connection's uid (``of``).
 
     The uids are one Arrow string array, looked up with Arrow's hash set (``index_in``, once per table):
-    as Python strings in a ``pd.Index`` (and the other tables' uids as Python strings too) a million
-    connections' ordering peaked 310 MiB above the process's size, as Arrow arrays 50."""
+    as Python strings in a ``pd.Index`` (and the other tables' uids as Python strings too) ordering the
+    spilled tables of a million tiny connections peaked 310 MiB above the process's size and took 2.7 s,
+    as Arrow arrays 211 MiB and 1.7 s."""
 
     def __init__(self, uids: pa.Array) -> None:
         self.uids = uids
