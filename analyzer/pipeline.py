@@ -35,7 +35,7 @@ from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP, DecodedPackets
 from analyzer.http.sniff import classify_payload
-from analyzer.metrics import SUMMARY_COLUMNS, summary_metrics
+from analyzer.metrics import summary_metrics_read
 from analyzer.metrics.frames import positions
 from analyzer.records import batch_records
 from analyzer.spill import Spill, SpilledTable
@@ -611,9 +611,10 @@ SPILLED_TABLES = ("connections", "transactions", "anomalies", "flights", "segmen
 
 def metric_keys(analysis: Analysis) -> dict[str, Any]:
     """The metric keys of ``analysis``'s summary (``analyzer.metrics.summary_metrics``). Connections and
-    transactions left on disk are read back for it with only the columns the summary reads
-    (``SUMMARY_COLUMNS``: about half the tables' memory), and let go of afterwards."""
-    return summary_metrics(analysis.held(SUMMARY_COLUMNS))
+    transactions left on disk are read back for it with only the columns the summary reads, one group of
+    figures at a time (``summary_metrics_read``, ``SUMMARY_GROUPS``: each group's columns let go of before
+    the next group's are read)."""
+    return summary_metrics_read(analysis.held)
 
 
 def count_true(flags: np.ndarray) -> int:

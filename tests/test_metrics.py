@@ -887,6 +887,32 @@ def test_summary_columns_are_table_columns_and_include_the_optional_reads() -> N
     assert {"response_complete", "estimated"} <= set(metrics.SUMMARY_COLUMNS["transactions"])
 
 
+def test_summary_groups_read_summary_columns_and_the_optional_reads() -> None:
+    """Each group of the summary's figures (``SUMMARY_GROUPS``, read one after the other) names summary
+    columns, and the optional reads are in the group that reads them: ``tls_round_trips`` with the
+    handshakes (``rest``), ``response_complete`` and ``estimated`` with the close races (``lifecycle``).
+    A column a group's metric reads unconditionally and the group lacks raises ``KeyError`` in every test
+    of ``summary_metrics``, which reads by group."""
+    for group in metrics.SUMMARY_GROUPS.values():
+        for name, columns in group.items():
+            assert len(set(columns)) == len(columns) and set(columns) <= set(metrics.SUMMARY_COLUMNS[name]), name
+    assert "tls_round_trips" in metrics.SUMMARY_GROUPS["rest"]["connections"]
+    assert {"response_complete", "estimated"} <= set(metrics.SUMMARY_GROUPS["lifecycle"]["transactions"])
+
+
+def test_summary_metrics_read_one_group_at_a_time(sample: Analysis) -> None:
+    """``summary_metrics_read`` asks for each group's columns in turn and gives the figures of all the
+    columns at once (``compute_all``'s)."""
+    asked: list[dict[str, tuple[str, ...]]] = []
+
+    def read(columns: dict[str, tuple[str, ...]]) -> Analysis:
+        asked.append(columns)
+        return metrics._only_columns(sample, columns)
+
+    assert metrics.summary_metrics_read(read) == metrics.compute_all(sample, with_whatif=False).summary
+    assert asked == [metrics.SUMMARY_GROUPS["lifecycle"], metrics.SUMMARY_GROUPS["rest"]]
+
+
 def test_summary_metrics_refuse_tables_left_on_disk(sample: Analysis, tmp_path: Path) -> None:
     """A spilled analysis' DataFrames are empty: its metrics come from ``Analysis.held`` (``pipeline.
     metric_keys`` reads back only ``SUMMARY_COLUMNS``), never silently from the empty frames."""
