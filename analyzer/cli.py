@@ -516,12 +516,19 @@ def live(
 
 
 def _tune_allocator() -> None:
-    """Keep large numpy temporaries on glibc's heap instead of a fresh mmap each time.
+    """Keep large numpy temporaries on glibc's heap instead of a fresh mmap each time, and Arrow's there too.
 
     Chunk-sized arrays (tens of MB) are allocated and freed per chunk; with glibc's default dynamic mmap
     threshold each one costs an mmap/munmap and page faults. Measured on bench/ (1.2 M packets, 1.27 GB):
     system time 3.7 s → 1.5 s, wall 14.4 s → 11.8 s, peak RSS 470 → 478 MiB. A process-wide choice, so it
     is made by the command line, never by the library. No-op where glibc's mallopt is not available.
+
+    Arrow allocates from the same heap (``pyarrow.system_memory_pool``) instead of its own mimalloc pool:
+    memory Arrow frees (the string columns, ``index_in``'s hash tables) is then reused by numpy and Python,
+    where mimalloc's pages were reused by Arrow only and stayed in the RSS. Measured: the summary's metrics
+    over the columns of a million tiny connections peak 471 MiB above them instead of 553–574, in 12.6 s
+    instead of 15.5; ``analyzer export`` of a quarter million, 524–532 MiB instead of 540–545 (the scan),
+    user time within this machine's noise.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -530,6 +537,9 @@ def _tune_allocator() -> None:
         libc.mallopt(m_trim_threshold, 128 << 20)
     except (OSError, AttributeError):
         pass
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _tune_gc() -> None:
