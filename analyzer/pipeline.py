@@ -226,7 +226,9 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-    pa.default_memory_pool().release_unused()
+    pool = pa.default_memory_pool()
+    if pool.backend_name != "system":  # Arrow's own pool (the system one is glibc's heap: trimmed above)
+        pool.release_unused()
 
 
 @lru_cache(maxsize=1)

@@ -196,7 +196,7 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
     ``with_whatif`` the keep-alive what-if (which replays every policy) is left empty: the summary does not
     need it."""
     connections, transactions = analysis.connections, analysis.transactions
-    summary, shared = _summary_and_shared(analysis, with_whatif=with_whatif)
+    summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif)  # all of them
     conn_hosts, events = shared["conn_hosts"], shared["events"]
     return MetricTables(summary=summary,
                         histogram=requests_per_connection_histogram(connections, transactions),
@@ -214,12 +214,12 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables
                         reasons=shared["reasons"], reason_table=shared["reason_table"])
 
 
-def _summary_and_shared(read: Analysis | Callable[[Mapping[str, Sequence[str]]], Analysis], *, with_whatif: bool,
+def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis], *, with_whatif: bool,
                         keep: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
 
-    ``read``: the analysis, or a function giving it with (at least) the columns asked for. The figures
+    ``read``: a function giving the analysis with (at least) the columns asked for. The figures
     are computed in two groups (``SUMMARY_GROUPS``), each from its own columns read just before it and let
     go after it: on a million tiny connections all the columns weigh about 450 MiB, and the
     connection-lifecycle group (reasons, avoidable connections, close races, idle timeouts), where the
@@ -231,7 +231,7 @@ def _summary_and_shared(read: Analysis | Callable[[Mapping[str, Sequence[str]]],
     dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
     peak of ``analyzer export``."""
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        analysis = read(SUMMARY_GROUPS[group]) if callable(read) else read
+        analysis = read(SUMMARY_GROUPS[group])
         if any(name in analysis.spilled for name in SUMMARY_COLUMNS):
             raise ValueError("metrics of tables left on disk: read them back first (Analysis.held)")
         return analysis.connections, analysis.transactions
@@ -320,6 +320,21 @@ def _summary_and_shared(read: Analysis | Callable[[Mapping[str, Sequence[str]]],
 #: about half the tables' memory). Some are read only when present
 #: (``tls_round_trips``, ``response_complete``, ``estimated``). A metric that needs another column adds it
 #: here, or raises ``KeyError`` in every test (``summary_metrics`` and ``summary_tables`` keep only these).
+SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "connections": (
+        "uid", "client_ip", "server_ip", "server_port", "transport", "protocol", "tls", "tls_version", "sni",
+        "tls_resumed", "tls_round_trips", "tls_decrypted", "syn_seen", "ts_start", "ts_end", "handshake_rtt_ms",
+        "tls_handshake_ms", "requests", "max_concurrent_streams", "h2_goaway_by", "idle_after_last_ms",
+        "close_by", "close_reason", "keep_alive_timeout_s", "keep_alive_max",
+    ),
+    "transactions": (
+        "uid", "trans_depth", "method", "host", "target", "http_version", "response_version", "status",
+        "ts_request_start", "ts_response_start", "ts_response_end", "idle_before_ms", "reused", "keep_alive",
+        "request_connection", "response_connection", "response_complete", "server_ip", "server_port",
+        "estimated", "warmth", "rounds", "ttfb_ms", "transfer_ms",
+    ),
+}
+
 #: The columns of each group of the summary's figures (``_summary_and_shared``: one group after the other,
 #: each from its own columns): ``lifecycle`` (avoidable connections, close races, new-connection reasons,
 #: server idle timeouts) and ``rest`` (handshakes, reuse, idle gaps, hosts, pools, warmth, protocols). Each
@@ -349,21 +364,6 @@ SUMMARY_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "warmth", "rounds", "ttfb_ms", "transfer_ms",
         ),
     },
-}
-
-SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "connections": (
-        "uid", "client_ip", "server_ip", "server_port", "transport", "protocol", "tls", "tls_version", "sni",
-        "tls_resumed", "tls_round_trips", "tls_decrypted", "syn_seen", "ts_start", "ts_end", "handshake_rtt_ms",
-        "tls_handshake_ms", "requests", "max_concurrent_streams", "h2_goaway_by", "idle_after_last_ms",
-        "close_by", "close_reason", "keep_alive_timeout_s", "keep_alive_max",
-    ),
-    "transactions": (
-        "uid", "trans_depth", "method", "host", "target", "http_version", "response_version", "status",
-        "ts_request_start", "ts_response_start", "ts_response_end", "idle_before_ms", "reused", "keep_alive",
-        "request_connection", "response_connection", "response_complete", "server_ip", "server_port",
-        "estimated", "warmth", "rounds", "ttfb_ms", "transfer_ms",
-    ),
 }
 
 
@@ -429,7 +429,7 @@ def summary_tables(analysis: Analysis, known: Mapping[str, Any] | None = None) -
     only = _summary_columns(analysis)
     names = metric_key_names()
     summary = {name: known[name] for name in names} if known is not None and all(n in known for n in names) \
-        else _summary_and_shared(only, with_whatif=False, keep=False)[0]
+        else summary_metrics_read(partial(_only_columns, only))
     connections, transactions = only.connections, only.transactions
     timeouts = infer_idle_timeouts(connections, transactions)
     return SummaryTables(summary=summary, hosts=host_table(connections, transactions, timeouts=timeouts),
