@@ -31,6 +31,7 @@ test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: venv
+	./tools/install-system-deps.sh bench
 	$(BIN)/python bench/run.py
 
 # Fuzz every parser layer (fuzz/run.py): FUZZ_SECONDS per target; findings land in tests/fuzz_regressions/.

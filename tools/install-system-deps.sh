@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: real servers and clients for recorded traffic (nginx, curl),
 # nghttp (HTTP/2 client), nghttpx (an h2c server accepting Upgrade: h2c), openssl (certificates), tcpdump to record, tshark/editcap as oracle and converter, iproute2 for network namespaces, chromium to
-# render the HTML report in a real browser.
+# render the HTML report in a real browser. With the argument `bench` (`make bench`): also wrk (the load of
+# bench/record_large.py) and tcptrace (a peer timed by bench/run.py).
 # Installs only what is missing; needs root (skips with a note otherwise: tests that need them then skip).
 set -euo pipefail
 need=()
+if [ "${1:-}" = bench ]; then
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v tcptrace >/dev/null || need+=(tcptrace)
+fi
 command -v tshark >/dev/null || need+=(tshark)
 command -v editcap >/dev/null || need+=(wireshark-common)
 command -v tcpdump >/dev/null || need+=(tcpdump)
@@ -17,7 +22,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
-  echo "install-system-deps: not root; missing ${need[*]} (tests that need them will skip)" >&2
+  echo "install-system-deps: not root; missing ${need[*]} (what needs them will skip)" >&2
   exit 0
 fi
 echo "install-system-deps: installing ${need[*]}"
