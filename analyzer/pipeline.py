@@ -258,7 +258,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def natural_key(name: str) -> list[Any]:
     """Sort key that orders embedded numbers by value (``cap.pcap2`` before ``cap.pcap10``)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    return [int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", name)]  # not isdigit(): "²" is one
 
 
 class Session:

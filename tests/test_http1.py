@@ -111,7 +111,8 @@ def test_repeated_identical_content_length_is_accepted() -> None:
     assert f.anomaly_names == []
 
 
-@pytest.mark.parametrize("value", [b"abc", b"-1", b"3, 4", b"99999999999999999999", b"0x10", b""])
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"3, 4", b"99999999999999999999", b"0x10", b"",
+                                   b"\xb2", b"1\xb9", b"\xb3, \xb3"])  # Latin-1 superscripts: isdigit() but not int()
 def test_bad_content_length_in_a_response_reads_until_close(value: bytes) -> None:
     f = Feed().req(b"GET / HTTP/1.1\r\n\r\n")
     f.resp(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\nhello world").fin(SERVER)

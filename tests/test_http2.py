@@ -593,6 +593,21 @@ def test_upgrade_from_http1_messages() -> None:
     assert (up.ts_request_start_ns, up.ts_request_end_ns) == (7, 8)
 
 
+def test_status_and_length_of_latin1_superscripts_are_not_numbers() -> None:
+    """b"\\xb2" (Latin-1 "²") passes str.isdigit() but not int(): a ":status" or an Upgrade request's
+    Content-Length made of it is not a number (it used to raise ValueError: an ``h2_internal_error``)."""
+    c, s = client_side(), server_side()
+    c.at(1 * MS).headers(1, req_fields("/a"), end_stream=True)
+    s.at(2 * MS).headers(1, [(b":status", b"2\xb20")], end_stream=True)
+    conn, rows, _ = run(c, s)
+    assert col(rows, "status") == [None]
+    assert "h2_internal_error" not in names(conn)  # it was caught as one
+    req = Message(REQUEST, 0, 7, method="POST", target="/u", version="HTTP/1.1",
+                  headers={"host": "h", "content-length": "\xb2"}, header_end=60)
+    resp = Message(RESPONSE, 0, 9, version="HTTP/1.1", status=101, header_end=71)
+    assert H2cUpgrade.from_http1(req, resp).client_offset == 60  # the body's length is not known
+
+
 def test_seal_keeps_the_results() -> None:
     c, s = basic_conversation()
     conn = Http2Connection()

@@ -172,6 +172,16 @@ def test_expand_files_directories_and_globs(tmp_path: Path) -> None:
         expand_captures([tmp_path / "missing.pcap"])
 
 
+def test_files_named_with_digit_like_characters_sort_by_their_numbers(tmp_path: Path) -> None:
+    """A directory's captures sort by the numbers in their names; a character that str.isdigit() takes but
+    int() does not (a superscript: "²") is text, not a number (it used to raise ValueError)."""
+    names = ["cap10.pcap", "cap2².pcap", "cap2.pcap", "cap1²2.pcap"]
+    for name in names:
+        (tmp_path / name).write_bytes((CAPTURES / "pipelining.pcap").read_bytes())
+    assert [p.name for p in expand_captures([tmp_path])] == [
+        "cap1²2.pcap", "cap2.pcap", "cap2².pcap", "cap10.pcap"]
+
+
 def test_cli_directory_jobs_and_partitioned_parquet(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()

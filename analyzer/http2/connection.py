@@ -149,7 +149,7 @@ class H2cUpgrade:
         client_offset, body_bytes = request.end, request.body_bytes
         if client_offset < 0:  # the body is not all in yet: its declared length says where it ends
             length = (request.headers.get("content-length") or "").strip()
-            body_bytes = int(length) if length.isdigit() else body_bytes
+            body_bytes = int(length) if length.isascii() and length.isdigit() else body_bytes
             client_offset = request.header_end + body_bytes
         return cls(
             client_offset=client_offset,
@@ -685,7 +685,7 @@ def _set_request(s: _Stream, fields: dict[str, str]) -> None:
 
 
 def _status(raw: str | None) -> int | None:
-    if raw is None or not (len(raw) == 3 and raw.isdigit()):
+    if raw is None or not (len(raw) == 3 and raw.isascii() and raw.isdigit()):  # not Latin-1's "\xb2"
         return None
     return int(raw)
 
