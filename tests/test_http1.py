@@ -7,13 +7,16 @@ range of stream offsets. Times are integers (ns) chosen by the test.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analyzer.flows.stream import StreamChunk
-from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, keep_alive_params
+from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, header_end, keep_alive_params
 from analyzer.http.transactions import Http1Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
@@ -739,3 +742,49 @@ def test_bare_parser_callbacks_and_messages() -> None:
     r = Http1Parser(RESPONSE, lambda m: "HEAD", lambda m: None)
     r.feed(StreamChunk.from_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", 10, 0, True))
     assert r.anomalies == []
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b" ", b":"]), max_size=24).map(b"".join))
+def test_header_end_is_the_first_match_of_the_blank_line_pattern(data: bytes) -> None:
+    m = _BLANK_LINE.search(data)
+    assert header_end(data) == ((m.start(), m.end()) if m else (-1, -1))
+
+
+def _headers_reference(lines: list[bytes]) -> dict[str, str]:
+    """``Http1Parser._parse_headers`` as it was before its first-byte shortcut: every line split."""
+    kept = {"host", "connection", "keep-alive", "content-length", "transfer-encoding", "user-agent",
+            "content-type", "expect", "upgrade", "proxy-connection"}
+    headers: dict[str, str] = {}
+    last: str | None = None
+    for raw in lines:
+        if not raw or raw == b"\r":
+            continue
+        if raw[0] in (0x20, 0x09) and last is not None:
+            headers[last] = headers[last] + " " + raw.strip().decode("latin-1")
+            continue
+        name, sep, value = raw.partition(b":")
+        if not sep:
+            continue
+        lname = name.strip().lower().decode("ascii", "replace")
+        if lname not in kept:
+            last = None
+            continue
+        val = value.strip().decode("latin-1")
+        headers[lname] = headers[lname] + ", " + val if lname in headers else val
+        last = lname
+    return headers
+
+
+_HEADER_PIECES = [b"Host", b"host", b"HOST", b"Connection", b"Keep-Alive", b"Content-Length", b"Server", b"ETag",
+                  b"Expect", b"X-Kept", b"Date", b":", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b"v", b"close", b"1",
+                  b"\xe9"]
+
+
+@given(st.lists(st.lists(st.sampled_from(_HEADER_PIECES), max_size=6).map(b"".join), max_size=8))
+def test_header_lines_kept_as_by_splitting_every_line(lines: list[bytes]) -> None:
+    msg = Message(REQUEST, 0, 0)
+    Http1Parser._parse_headers(msg, lines)
+    assert msg.headers == _headers_reference(lines)
