@@ -360,13 +360,17 @@ def seeds(target: str) -> list[bytes]:
 
 # ------------------------------------------------------------------------------------------ dictionaries
 
+# Latin-1 bytes that str.isdigit() / isdecimal-like checks may take for digits once decoded (superscripts
+# two, three, one; one quarter, one half) but int() refuses: a Content-Length or :status made of them raised
+_NOT_ASCII_DIGITS = [b"\xb2", b"\xb3", b"\xb9", b"\xbc", b"\xbd"]
 _HTTP_TOKENS = [b"GET ", b"POST ", b"HEAD ", b"CONNECT ", b"OPTIONS * ", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n",
                 b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 100 Continue\r\n", b"HTTP/1.1 101 Switching Protocols\r\n",
                 b"HTTP/1.1 204 \r\n", b"HTTP/1.1 304 \r\n", b"Content-Length: ", b"Transfer-Encoding: chunked\r\n",
                 b"Connection: close\r\n", b"Connection: keep-alive\r\n", b"Connection: Upgrade\r\n",
                 b"Upgrade: h2c\r\n", b"Expect: 100-continue\r\n", b"Keep-Alive: timeout=5, max=100\r\n",
                 b"\r\n\r\n", b"\r\n", b"0\r\n\r\n", b"ffffffff\r\n", b";ext=1", b"-1", b"99999999999999999999",
-                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x16\x03\x01", b"\x16\x03\x03"]
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x16\x03\x01", b"\x16\x03\x03",
+                *_NOT_ASCII_DIGITS, b"Content-Length: \xb2\r\n"]
 _TLS_TOKENS = [b"\x16\x03\x01", b"\x16\x03\x03", b"\x17\x03\x03", b"\x14\x03\x03\x00\x01\x01", b"\x15\x03\x03\x00\x02",
                b"\x01\x00\x00", b"\x02\x00\x00", b"\x00\x00", b"\x00\x10", b"\x00\x2b\x00\x03\x02\x03\x04",
                b"\x00\x29", b"\x00\x2a\x00\x00", b"\x13\x01", b"\x13\x03", b"\xc0\x2f", b"\x02h2", b"\x08http/1.1",
@@ -377,7 +381,8 @@ _H2_TOKENS = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x00\x00\x00\x04\x00\x00\x0
               b"\x00\x00\x08\x07\x00\x00\x00\x00\x00", b"\x00\x00\x04\x03\x00\x00\x00\x00\x01",
               b"\x00\x00\x04\x08\x00\x00\x00\x00\x00", b"\x01\x04\x00\x00\x00\x01", b"\x00\x05\x00\x00\x00\x03",
               b"\x00\x00\x00\x09\x04\x00\x00\x00\x01", b"\x05\x00\x00\x00\x05", b"\x82\x84\x86\x87\x88",
-              b"\x3f\xe1\x1f", b"\x20", b"\x41\x80", b"\x7f\xff\xff\xff\x0f", b"\xff\xff\xff"]
+              b"\x3f\xe1\x1f", b"\x20", b"\x41\x80", b"\x7f\xff\xff\xff\x0f", b"\xff\xff\xff",
+              b"\x08\x032\xb20", *_NOT_ASCII_DIGITS]  # :status (static index 8) as a literal "2\xb20"
 _PCAP_TOKENS = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\x0a\x0d\x0d\x0a",
                 b"\x4d\x3c\x2b\x1a", b"\x01\x00\x00\x00", b"\x06\x00\x00\x00", b"\x03\x00\x00\x00",
                 b"\x05\x00\x00\x00", b"\x0a\x00\x00\x00", b"\x1f\x8b\x08", b"\x08\x00\x45\x00", b"\x86\xdd\x60",
