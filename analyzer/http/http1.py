@@ -761,12 +761,12 @@ def _never() -> bool:
 
 def _content_length(raw: str) -> int | None:
     """Content-Length value, tolerating repeated identical values ("5, 5"); None when invalid."""
-    if raw.isascii() and raw.isdigit() and len(raw) <= 15:  # the common case: one value, no blanks
-        return int(raw)
-    values = {v.strip() for v in raw.split(",")}
-    if len(values) != 1:
-        return None
-    (v,) = values
+    if "," in raw:  # (one value, the common case, is taken without a set)
+        values = {v.strip() for v in raw.split(",")}
+        if len(values) != 1:
+            return None
+        (raw,) = values
+    v = raw.strip()
     # ASCII digits only: str.isdigit() also takes Latin-1's superscripts (b"\xb2"), which int() refuses
     if not (v.isascii() and v.isdigit()) or len(v) > 15:
         return None
