@@ -75,11 +75,23 @@ class Analysis:
         return replace(self, connections=read("connections"), transactions=read("transactions"),
                        spilled={k: v for k, v in self.spilled.items() if k not in HELD_TABLES})
 
-    def in_memory(self) -> Analysis:
-        """This analysis with every table in memory (read back from disk when it was left there)."""
-        if not self.spilled:
+    def in_memory(self, columns: Mapping[str, Sequence[str]] | None = None) -> Analysis:
+        """This analysis with every table in memory (read back from disk when it was left there); only the
+        ``columns`` given for a table, when given (``analyzer report`` reads only what it draws)."""
+        if not self.spilled and columns is None:
             return self
-        tables: dict[str, Any] = {name: table.frame() for name, table in self.spilled.items()}
+
+        def only(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+            if columns is None or name not in columns:
+                return frame
+            kept = set(columns[name])
+            return frame[[c for c in frame.columns if c in kept]]
+
+        tables: dict[str, Any] = {
+            name: self.spilled[name].frame(None if columns is None or name not in columns else
+                                           [c for c in columns[name] if c in self.spilled[name].columns])
+            if name in self.spilled else only(name, getattr(self, name))
+            for name in ("connections", "transactions", "anomalies", "flights", "segments")}
         return replace(self, **tables, spilled={})
 
     def _repr_html_(self) -> str:  # Jupyter

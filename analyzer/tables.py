@@ -380,7 +380,8 @@ def assemble(chunks: Iterable[pd.DataFrame], rows: int, columns: Mapping[str, st
             builders[name].place(chunk[name], placed)
     if start != rows:
         raise ValueError(f"assemble(): the chunks hold {start} rows, not {rows}")
-    return pd.DataFrame({name: builders.pop(name).finish(order) for name in list(columns)}, copy=False)
+    return pd.DataFrame({name: builders.pop(name).finish(order) for name in list(columns)},
+                        index=pd.RangeIndex(rows), copy=False)  # (the index keeps the rows of no columns)
 
 
 _MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)

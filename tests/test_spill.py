@@ -153,6 +153,26 @@ def test_a_spilled_analysis_equals_one_held_in_memory(name: str, tiny_chunks: No
         assert len(held.anomalies) > 10 * pipeline.ROWS_PER_CHUNK
 
 
+def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path) -> None:
+    """``Analysis.in_memory(columns)`` (``analyzer report``: only the columns it reads) gives, for each table
+    named, those columns in the table's order, equal to the held ones; a table not named comes whole. The
+    same for an analysis held in memory."""
+    path = CAPTURES / "keepalive-idle-timeout.pcap"
+    held = analyzer.analyze(str(path))
+    asked = {"connections": ["server_bytes", "uid", "no_such_column"], "transactions": ["status"],
+             "segments": []}
+    for analysis in (_spilled(path, tmp_path / "spill"), held):
+        back = analysis.in_memory(asked)
+        assert not back.spilled and back.summary == held.summary
+        assert list(back.connections.columns) == ["uid", "server_bytes"]
+        pd.testing.assert_frame_equal(back.connections, held.connections[["uid", "server_bytes"]])
+        pd.testing.assert_frame_equal(back.transactions, held.transactions[["status"]])
+        assert back.segments.shape == (len(held.segments), 0) and len(held.segments)
+        for name in ("anomalies", "flights"):
+            pd.testing.assert_frame_equal(back.table(name), held.table(name), obj=name)
+    assert held.in_memory() is held
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "partitioned", "har"])
 def test_export_of_a_spilled_analysis_writes_the_same_files(fmt: str, tiny_chunks: None, tmp_path: Path,
                                                             hostile_capture: Path) -> None:
