@@ -976,3 +976,29 @@ def test_summary_tables_are_compute_alls_from_the_summary_columns_only(sample: A
     pd.testing.assert_frame_equal(tables.protocols, every.protocols)
     pd.testing.assert_frame_equal(tables.timeouts, every.timeouts)
     assert len(tables.hosts) and len(tables.timeouts)
+
+
+def test_compute_all_leaves_out_the_tables_it_is_told_to() -> None:
+    """``compute_all(leave_out=...)``: each table named comes with its columns and no rows; the summary and
+    every other table are those of ``compute_all`` without it. On captures of real traffic (nginx, Python's
+    http.client and ssl) where every table has rows."""
+    import analyzer
+
+    samples = Path(__file__).resolve().parents[1] / "captures"
+    real = analyzer.analyze(*(str(samples / name) for name in ("keepalive-idle-timeout.pcap", "close-race.pcap",
+                                                               "tls.pcap")))
+    every = metrics.compute_all(real)
+    names = [n for n in metrics.MetricTables.__dataclass_fields__ if n != "summary"]
+    assert [n for n in names if not len(getattr(every, n))] == []
+    none = metrics.compute_all(real, leave_out=names)
+    assert none.summary == every.summary
+    for name in names:
+        assert len(getattr(none, name)) == 0, name
+        assert list(getattr(none, name).columns) == list(getattr(every, name).columns), name
+    report = metrics.compute_all(real, leave_out=("reasons", "costs"))
+    assert report.summary == every.summary and len(report.reasons) == len(report.costs) == 0
+    for name in names:
+        if name not in ("reasons", "costs"):
+            pd.testing.assert_frame_equal(getattr(report, name), getattr(every, name), obj=name)
+    with pytest.raises(ValueError, match="summary"):
+        metrics.compute_all(real, leave_out=("summary",))

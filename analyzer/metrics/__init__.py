@@ -19,7 +19,7 @@ server's close of a keep-alive connection, and the client's retry).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
@@ -190,28 +190,60 @@ class MetricTables:
     reasons: pd.DataFrame  # new_connection_reasons, per connection
     reason_table: pd.DataFrame  # reason_table: the reasons counted, with evidence
 
+    def without(self, *names: str) -> MetricTables:
+        """These tables with those ``names`` left with their columns and no rows: their rows' memory is let
+        go once nothing else holds them (``render_report``: each table once drawn)."""
+        emptied: dict[str, Any] = {name: _no_rows(getattr(self, name)) for name in names}
+        return replace(self, **emptied)
 
-def compute_all(analysis: Analysis, *, with_whatif: bool = True) -> MetricTables:
+
+def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Collection[str] = ()) -> MetricTables:
     """All metrics of ``analysis`` with shared intermediate results (each computed once). Without
     ``with_whatif`` the keep-alive what-if (which replays every policy) is left empty: the summary does not
-    need it."""
+    need it.
+
+    ``leave_out``: names of tables (fields of ``MetricTables`` but ``summary``) the caller does not read;
+    they are returned with their columns and no rows. Those the summary's figures are made from are still
+    computed, and let go before the other tables are made; the others are not computed. The report draws
+    neither ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB)."""
+    unknown = set(leave_out) - (set(MetricTables.__dataclass_fields__) - {"summary"})
+    if unknown:
+        raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
     connections, transactions = analysis.connections, analysis.transactions
     summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif)  # all of them
-    conn_hosts, events = shared["conn_hosts"], shared["events"]
-    return MetricTables(summary=summary,
-                        histogram=requests_per_connection_histogram(connections, transactions),
-                        avoidable=shared["avoidable"], idle_after=idle_after_last(connections, transactions),
-                        timeouts=shared["timeouts"], costs=shared["costs"], hosts=shared["hosts"],
-                        conn_hosts=conn_hosts, rounds=flight_rounds(transactions, analysis.flights),
-                        transfers=warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
-                        health=tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
-                        health_totals=tcp_health_totals(connections),
-                        protocols=protocol_mix(connections, transactions),
-                        tls_hosts=tls_by_host(connections, conn_hosts),
-                        whatif=shared["whatif"][0], whatif_totals=shared["whatif"][1],
-                        races=shared["races"], pools=shared["pools"],
-                        pool_steps=pool_timeline(connections, conn_hosts["host"], events=events),
-                        reasons=shared["reasons"], reason_table=shared["reason_table"])
+    conn_hosts, events = shared["conn_hosts"], shared.pop("events")
+    made = {name: shared[name] for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts", "races",
+                                            "pools", "reasons", "reason_table")}
+    made["whatif"], made["whatif_totals"] = shared.pop("whatif")
+    del shared
+    for name in set(leave_out) & set(made):
+        made[name] = _no_rows(made[name])
+
+    Compute = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any, pd.DataFrame], pd.DataFrame]
+
+    def table(name: str, compute: Compute) -> pd.DataFrame:
+        """``compute(connections, transactions, conn_hosts, pool events, flights)``; of no rows when left out."""
+        if name in leave_out:
+            return compute(connections.iloc[:0], transactions.iloc[:0], conn_hosts.iloc[:0], None,
+                           analysis.flights.iloc[:0])
+        return compute(connections, transactions, conn_hosts, events, analysis.flights)
+
+    return MetricTables(
+        summary=summary, **made,
+        histogram=table("histogram", lambda c, t, _h, _e, _f: requests_per_connection_histogram(c, t)),
+        idle_after=table("idle_after", lambda c, t, _h, _e, _f: idle_after_last(c, t)),
+        rounds=table("rounds", lambda _c, t, _h, _e, f: flight_rounds(t, f)),
+        transfers=table("transfers", lambda c, t, h, _e, _f: warmth_transfers(c, t, conn_hosts=h)),
+        health=table("health", lambda c, t, h, _e, _f: tcp_health_table(c, t, conn_hosts=h)),
+        health_totals=table("health_totals", lambda c, _t, _h, _e, _f: tcp_health_totals(c)),
+        protocols=table("protocols", lambda c, t, _h, _e, _f: protocol_mix(c, t)),
+        tls_hosts=table("tls_hosts", lambda c, _t, h, _e, _f: tls_by_host(c, h)),
+        pool_steps=table("pool_steps", lambda c, _t, h, e, _f: pool_timeline(c, h["host"], events=e)))
+
+
+def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s columns and dtypes without its rows, holding none of their memory (a slice would)."""
+    return frame.iloc[:0].copy()
 
 
 def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis], *, with_whatif: bool,
