@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import floats, json_float, object_strings, positions, texts
+from analyzer.metrics.frames import floats, json_float, object_strings, positions
 from analyzer.metrics.hosts import connection_hosts, transaction_hosts
 
 WARMTHS: tuple[str, ...] = ("cold", "warm", "cooled")
@@ -270,12 +270,15 @@ def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, se
     empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in _SERIES_COLUMNS.items()})
     if segments.empty or max_connections <= 0:
         return empty
+    # candidates by position, their uids kept as Arrow strings: 250,000 tiny connections, each a candidate,
+    # took 2.4-3.1 s and a 100 MiB peak as a frame of one ``str`` per uid and host, 0.6-0.8 s so
     from_server = segments["from_server"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     drawable = from_server & segments["bytes_in_flight"].notna().to_numpy(dtype=bool)
     counts = segments["uid"][drawable].astype("string").dropna().value_counts(sort=False)
     if counts.empty:
         return empty
-    uids = [str(u) for u in counts.index]
+    uids = counts.index
+    n = len(uids)
     row = positions(connections["uid"], uids)
     known = row >= 0
     take = np.maximum(row, 0)
@@ -284,44 +287,36 @@ def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, se
         values = floats(connections[name])
         return np.where(known, values[take] if values.size else np.nan, np.nan)
 
-    if conn_hosts is None:
-        conn_hosts = connection_hosts(connections, transactions)
-    host_of = np.array(texts(conn_hosts["host"]), dtype=object)
-    hosts = np.array([None] * len(uids), dtype=object)
-    if host_of.size:
-        hosts[known] = host_of[take[known]]
-    cand = pd.DataFrame({
-        "uid": uids,
-        "order": np.where(known, row, len(connections) + np.arange(len(uids))),
-        "host": hosts,
-        "client_port": conn_column("client_port"),
-        "server_bytes": conn_column("server_bytes"),
-        "retransmissions": conn_column("retransmissions"),
-        "server_segments": counts.to_numpy(dtype=np.int64),
-    })
-    tx = pd.DataFrame({"uid": object_strings(transactions["uid"].astype("string")) if len(transactions)
-                       else np.zeros(0, dtype=object),
-                       "warmth": object_strings(transactions["warmth"].astype("string")) if len(transactions)
-                       else np.zeros(0, dtype=object),
-                       "body": floats(transactions["response_body_bytes"])})
-    tx = tx[tx["warmth"].isin(WARMTHS)]
+    order = np.where(known, row, len(connections) + np.arange(n))
+    server_bytes, retransmissions = conn_column("server_bytes"), conn_column("retransmissions")
+    by_warmth: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # warmth → (responses, largest body or -1)
+    if len(transactions):
+        cand = positions(uids, transactions["uid"].astype("string"))
+        warmth = transactions["warmth"].astype("string")
+        body = floats(transactions["response_body_bytes"])
     for name in WARMTHS:
-        mine = tx[tx["warmth"] == name].groupby("uid")["body"]
-        cand[name] = cand["uid"].map(mine.size()).fillna(0).astype(np.int64)
-        cand[f"_{name}_max"] = cand["uid"].map(mine.max()).fillna(-1.0)
-    cand["_bytes"] = cand["server_bytes"].fillna(-1.0)
-    cand["_retx"] = cand["retransmissions"].fillna(0.0)
-    rankings = [
-        cand.sort_values(["_bytes", "order"], ascending=[False, True], kind="stable"),
-        cand[cand["_retx"] > 0].sort_values(["_retx", "_bytes", "order"], ascending=[False, False, True],
-                                            kind="stable"),
-        cand[cand["cooled"] > 0].sort_values(["_cooled_max", "order"], ascending=[False, True], kind="stable"),
-        cand[cand["cold"] > 0].sort_values(["_cold_max", "order"], ascending=[False, True], kind="stable"),
-    ]
-    queues = [list(r["uid"]) for r in rankings]
-    picked: dict[str, str] = {}
+        responses, largest = np.zeros(n, dtype=np.int64), np.full(n, -1.0)
+        if len(transactions):
+            mine = (warmth == name).fillna(False).to_numpy(dtype=bool) & (cand >= 0)
+            np.add.at(responses, cand[mine], 1)
+            np.fmax.at(largest, cand[mine], body[mine])  # NaN bodies are not sizes
+        by_warmth[name] = (responses, largest)
+    by_bytes = np.nan_to_num(server_bytes, nan=-1.0)
+    by_retx = np.nan_to_num(retransmissions, nan=0.0)
+
+    def ranking(among: np.ndarray, *descending: np.ndarray) -> list[int]:
+        """The candidates of ``among`` by each of ``descending`` in turn, largest first, then by ``order``."""
+        chosen = np.flatnonzero(among)
+        keys = (order[chosen], *(-k[chosen] for k in reversed(descending)))
+        return chosen[np.lexsort(keys)].tolist()
+
+    everyone = np.ones(n, dtype=bool)
+    queues = [ranking(everyone, by_bytes), ranking(by_retx > 0, by_retx, by_bytes),
+              ranking(by_warmth["cooled"][0] > 0, by_warmth["cooled"][1]),
+              ranking(by_warmth["cold"][0] > 0, by_warmth["cold"][1])]
+    picked: dict[int, str] = {}
     cursors = [0] * len(queues)
-    limit = min(max_connections, len(cand))
+    limit = min(max_connections, n)
     while len(picked) < limit and any(c < len(q) for c, q in zip(cursors, queues, strict=True)):
         for k, queue in enumerate(queues):
             while cursors[k] < len(queue) and queue[cursors[k]] in picked:
@@ -329,6 +324,14 @@ def series_connections(connections: pd.DataFrame, transactions: pd.DataFrame, se
             if cursors[k] < len(queue) and len(picked) < limit:
                 picked[queue[cursors[k]]] = SERIES_REASONS[k]
                 cursors[k] += 1
-    result = cand.set_index("uid").loc[list(picked)].reset_index()
-    result["reason"] = [picked[u] for u in result["uid"]]
-    return result[list(_SERIES_COLUMNS)].astype(_SERIES_COLUMNS).reset_index(drop=True)
+    at = np.fromiter(picked, dtype=np.int64, count=len(picked))
+    if conn_hosts is None:
+        conn_hosts = connection_hosts(connections, transactions)
+    host_of = conn_hosts["host"].astype("string")
+    hosts = [host_of.iloc[int(r)] if k else None for r, k in zip(row[at], known[at], strict=True)]
+    result = pd.DataFrame({
+        "uid": uids[at], "reason": list(picked.values()), "host": hosts,
+        "client_port": conn_column("client_port")[at], "server_bytes": server_bytes[at],
+        "retransmissions": retransmissions[at], "server_segments": counts.to_numpy(dtype=np.int64)[at],
+        **{name: by_warmth[name][0][at] for name in WARMTHS}})
+    return result.astype(_SERIES_COLUMNS)
