@@ -77,7 +77,8 @@ class Analysis:
 
     def in_memory(self, columns: Mapping[str, Sequence[str]] | None = None) -> Analysis:
         """This analysis with every table in memory (read back from disk when it was left there); only the
-        ``columns`` given for a table, when given (``analyzer report`` reads only what it draws)."""
+        ``columns`` given for a table, when given, in the table's order (names it lacks are passed over):
+        ``analyzer report`` reads only what it draws."""
         if not self.spilled and columns is None:
             return self
 
