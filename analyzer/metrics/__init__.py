@@ -203,42 +203,36 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Coll
     need it.
 
     ``leave_out``: names of tables (fields of ``MetricTables`` but ``summary``) the caller does not read;
-    they are returned with their columns and no rows. Those the summary's figures are made from are still
-    computed, and let go before the other tables are made; the others are not computed. The report draws
-    neither ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB)."""
+    they are returned with their columns and no rows, each let go as soon as it is made (those the
+    summary's figures are made from, before the other tables are made). The report draws neither
+    ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB)."""
     unknown = set(leave_out) - (set(MetricTables.__dataclass_fields__) - {"summary"})
     if unknown:
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
     connections, transactions = analysis.connections, analysis.transactions
     summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif)  # all of them
     conn_hosts, events = shared["conn_hosts"], shared.pop("events")
-    made = {name: shared[name] for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts", "races",
-                                            "pools", "reasons", "reason_table")}
-    made["whatif"], made["whatif_totals"] = shared.pop("whatif")
-    del shared
-    for name in set(leave_out) & set(made):
-        made[name] = _no_rows(made[name])
 
-    Compute = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any, pd.DataFrame], pd.DataFrame]
+    def kept(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        return _no_rows(frame) if name in leave_out else frame
 
-    def table(name: str, compute: Compute) -> pd.DataFrame:
-        """``compute(connections, transactions, conn_hosts, pool events, flights)``; of no rows when left out."""
-        if name in leave_out:
-            return compute(connections.iloc[:0], transactions.iloc[:0], conn_hosts.iloc[:0], None,
-                           analysis.flights.iloc[:0])
-        return compute(connections, transactions, conn_hosts, events, analysis.flights)
+    made = {name: kept(name, shared[name]) for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts",
+                                                        "races", "pools", "reasons", "reason_table")}
+    made["whatif"], made["whatif_totals"] = (kept(name, frame) for name, frame in
+                                             zip(("whatif", "whatif_totals"), shared.pop("whatif"), strict=True))
+    del shared  # the tables left out are let go here, before the others are made
 
     return MetricTables(
         summary=summary, **made,
-        histogram=table("histogram", lambda c, t, _h, _e, _f: requests_per_connection_histogram(c, t)),
-        idle_after=table("idle_after", lambda c, t, _h, _e, _f: idle_after_last(c, t)),
-        rounds=table("rounds", lambda _c, t, _h, _e, f: flight_rounds(t, f)),
-        transfers=table("transfers", lambda c, t, h, _e, _f: warmth_transfers(c, t, conn_hosts=h)),
-        health=table("health", lambda c, t, h, _e, _f: tcp_health_table(c, t, conn_hosts=h)),
-        health_totals=table("health_totals", lambda c, _t, _h, _e, _f: tcp_health_totals(c)),
-        protocols=table("protocols", lambda c, t, _h, _e, _f: protocol_mix(c, t)),
-        tls_hosts=table("tls_hosts", lambda c, _t, h, _e, _f: tls_by_host(c, h)),
-        pool_steps=table("pool_steps", lambda c, _t, h, e, _f: pool_timeline(c, h["host"], events=e)))
+        histogram=kept("histogram", requests_per_connection_histogram(connections, transactions)),
+        idle_after=kept("idle_after", idle_after_last(connections, transactions)),
+        rounds=kept("rounds", flight_rounds(transactions, analysis.flights)),
+        transfers=kept("transfers", warmth_transfers(connections, transactions, conn_hosts=conn_hosts)),
+        health=kept("health", tcp_health_table(connections, transactions, conn_hosts=conn_hosts)),
+        health_totals=kept("health_totals", tcp_health_totals(connections)),
+        protocols=kept("protocols", protocol_mix(connections, transactions)),
+        tls_hosts=kept("tls_hosts", tls_by_host(connections, conn_hosts)),
+        pool_steps=kept("pool_steps", pool_timeline(connections, conn_hosts["host"], events=events)))
 
 
 def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
