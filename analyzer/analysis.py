@@ -7,13 +7,13 @@ of metrics, report and exports. It holds no packets.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analyzer.tables import FLIGHT_COLUMNS, SEGMENT_COLUMNS, empty_frame
+from analyzer.tables import FLIGHT_COLUMNS, SEGMENT_COLUMNS, TABLES, empty_frame
 
 if TYPE_CHECKING:
     from analyzer.spill import SpilledTable
@@ -82,17 +82,21 @@ class Analysis:
         if not self.spilled and columns is None:
             return self
 
-        def only(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        def wanted(name: str, has: Iterable[str]) -> list[str] | None:
+            """The columns of ``name`` to hold, in its order (None: every one)."""
             if columns is None or name not in columns:
-                return frame
-            kept = set(columns[name])
-            return frame[[c for c in frame.columns if c in kept]]
+                return None
+            asked = set(columns[name])
+            return [c for c in has if c in asked]
 
-        tables: dict[str, Any] = {
-            name: self.spilled[name].frame(None if columns is None or name not in columns else
-                                           [c for c in columns[name] if c in self.spilled[name].columns])
-            if name in self.spilled else only(name, getattr(self, name))
-            for name in ("connections", "transactions", "anomalies", "flights", "segments")}
+        tables: dict[str, Any] = {}
+        for name in TABLES:
+            if name in self.spilled:
+                tables[name] = self.spilled[name].frame(wanted(name, self.spilled[name].columns))
+            else:
+                frame = getattr(self, name)
+                chosen = wanted(name, frame.columns)
+                tables[name] = frame if chosen is None else frame[chosen]
         return replace(self, **tables, spilled={})
 
     def _repr_html_(self) -> str:  # Jupyter
