@@ -88,19 +88,20 @@ def _warn_damage(summary: dict[str, Any]) -> None:
 
 def _analyze(captures: list[Path], quiet: bool = False, keylog: Path | None = None, jobs: int = 1,
              scheduler: str | None = None, stitch: bool = False, series: bool = True,
-             spill_dir: Path | None = None) -> Analysis:
+             spill_dir: Path | None = None, with_metrics: bool = True) -> Analysis:
     """The analysis of the captures (one error line and exit 2 when none can be read). ``series``: keep the
     per-packet series (``Analysis.segments``). Only the report's bytes-in-flight chart and ``export
     --segments`` show it; the other commands leave it out, and with it up to ``MAX_SERIES_ROWS`` rows of
     memory. ``spill_dir``: tables written there as they are made (``analyzer.spill``; export and summary,
-    which do not need every table in memory)."""
-    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series, spill_dir)
+    which do not need every table in memory). ``with_metrics``: the summary's metric keys (the report
+    computes them itself)."""
+    result = _analyze_files(captures, quiet, keylog, jobs, scheduler, stitch, series, spill_dir, with_metrics)
     _warn_damage(result.summary)
     return result
 
 
 def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs: int, scheduler: str | None,
-                   stitch: bool, series: bool, spill_dir: Path | None) -> Analysis:
+                   stitch: bool, series: bool, spill_dir: Path | None, with_metrics: bool) -> Analysis:
     from analyzer.parallel import analyze_captures, expand_captures
     from analyzer.pipeline import MAX_SERIES_ROWS
 
@@ -113,7 +114,8 @@ def _analyze_files(captures: list[Path], quiet: bool, keylog: Path | None, jobs:
         files = expand_captures(captures)
         total = sum(p.stat().st_size for p in files)
         options: dict[str, Any] = {"keylog": keylog, "jobs": jobs, "scheduler": scheduler, "stitch": stitch,
-                                   "series_rows": MAX_SERIES_ROWS if series else 0, "spill_dir": spill_dir}
+                                   "series_rows": MAX_SERIES_ROWS if series else 0, "spill_dir": spill_dir,
+                                   "with_metrics": with_metrics}
         if quiet or not err.is_terminal or total < PROGRESS_MIN_BYTES:
             return analyze_captures(files, **options)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -158,16 +160,18 @@ def report(
 
     # the capture is read in a child process with its tables on disk (``analyzer.pipeline._in_child``), and
     # read back here into a clean heap, only the columns the report reads: a million tiny connections
-    # peaked at 2,807 MiB in one process
+    # peaked at 2,807 MiB in one process. The summary's metric keys are not computed here: the report
+    # computes them with its own tables (the two readings back that ``analyze`` makes for them: 10 s of a
+    # quarter million tiny connections' 92 s)
     with _spill_dir() as spill_dir:
-        result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch,
-                          spill_dir=spill_dir).in_memory(report_columns())
+        result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch, spill_dir=spill_dir,
+                          with_metrics=False).in_memory(report_columns())
     target = output or Path("reports") / (str(result.summary["captures"][0]).split(".")[0] + ".html")
-    write_report(result, target, redact=not no_redact)
+    key = write_report(result, target, redact=not no_redact)
     if not quiet:
         s = result.summary
         typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, "
-                   f"reuse ratio {_fmt(s.get('reuse_ratio'))}")
+                   f"reuse ratio {_fmt(key.get('reuse_ratio'))}")
 
 
 @app.command()

@@ -88,21 +88,24 @@ def analyze_captures(
     series_rows: int = MAX_SERIES_ROWS,
     progress: Progress | None = None,
     spill_dir: str | os.PathLike[str] | None = None,
+    with_metrics: bool = True,
 ) -> Analysis:
     """Analyze capture files, one process (``jobs`` = 1), a pool of ``jobs`` processes, or the
     ``dask.distributed`` cluster whose scheduler is at ``scheduler`` (``tcp://host:8786``). The result does
     not depend on how the work was spread. ``spill_dir``: see ``analyze``; in one process each packet stream
     is then read in a child process (``analyze(scan_in_child=True)``), in a pool each part spills to a
-    directory of its own; the cluster's workers (maybe on other machines) hand their tables back whole."""
+    directory of its own; the cluster's workers (maybe on other machines) hand their tables back whole.
+    ``with_metrics``: compute the summary's metric keys (see ``analyze``); ``analyzer report`` does not ask
+    for them: it computes them with its own tables."""
     paths = [os.fspath(p) for p in captures]
     if not paths:
         raise ValueError("analyze_captures() needs at least one capture file")
     key = os.fspath(keylog) if keylog is not None else None
     if stitch or (jobs <= 1 and scheduler is None):
         return analyze(*paths, keylog=key, series_rows=series_rows, stitch=stitch, progress=progress,
-                       spill_dir=spill_dir, scan_in_child=True)
+                       spill_dir=spill_dir, scan_in_child=True, with_metrics=with_metrics)
     if scheduler is not None:
-        return combine(_on_cluster(scheduler, paths, key, series_rows))
+        return combine(_on_cluster(scheduler, paths, key, series_rows), with_metrics=with_metrics)
     tasks = _tasks(paths, jobs)
     sizes = [Path(p).stat().st_size / shard[1] for p, shard in tasks]
     part_dirs: list[str | None] = [None] * len(tasks)
@@ -122,7 +125,7 @@ def analyze_captures(
             done += size
             if progress is not None:
                 progress(round(done), round(sum(sizes)))
-    return combine(parts)
+    return combine(parts, with_metrics=with_metrics)
 
 
 def _on_cluster(scheduler: str, paths: list[str], keylog: str | None, series_rows: int) -> list[Analysis]:

@@ -19,7 +19,8 @@ import pytest
 
 import analyzer
 from analyzer.errors import AnalyzerError
-from analyzer.parallel import expand_captures
+from analyzer.metrics import metric_key_names
+from analyzer.parallel import analyze_captures, expand_captures
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
@@ -67,6 +68,11 @@ def test_jobs_do_not_change_the_tables() -> None:
     two = analyzer.analyze(*paths, jobs=2)
     _assert_same(one, two)
     assert one.summary == two.summary
+    lean = analyze_captures(paths, jobs=2, with_metrics=False)  # what ``analyzer report`` asks for
+    _assert_same(one, lean)
+    assert all(one.summary[k] == v for k, v in lean.summary.items())
+    counted = {"connections", "transactions"}  # the counts of rows: in every summary
+    assert set(one.summary) - set(lean.summary) == set(metric_key_names()) - counted
 
 
 CORPUS = ROOT.parent / "shared" / "corpus"

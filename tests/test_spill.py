@@ -323,6 +323,26 @@ def test_cli_report_of_a_spilled_analysis_is_the_report_of_one_held(tmp_path: Pa
         assert cli_out.read_bytes() == held_out.read_bytes()
 
 
+
+def test_cli_report_computes_the_summary_metrics_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``analyzer report`` has the capture analyzed without the summary's metric keys (``with_metrics=False``:
+    the report computes them with its own tables) and prints the reuse ratio the report computed."""
+    import analyzer.combine
+
+    made: list[int] = []
+    real = analyzer.combine._with_metrics
+    monkeypatch.setattr(analyzer.combine, "_with_metrics", lambda a: made.append(1) or real(a))
+    path = CAPTURES / "keepalive-idle-timeout.pcap"
+    done = CliRunner().invoke(app, ["report", str(path), "-o", str(tmp_path / "r.html")])
+    assert done.exit_code == 0, done.output
+    assert made == []
+    held = analyzer.analyze(str(path))
+    assert made == [1]  # what the parent no longer does
+    ratio = held.summary["reuse_ratio"]
+    assert isinstance(ratio, float) and 0 < ratio < 1
+    assert done.output.strip().endswith(f"reuse ratio {ratio:.2f}")
+
+
 def _fails_with(error: BaseException) -> pipeline.Session:
     raise error
 

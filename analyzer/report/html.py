@@ -862,6 +862,11 @@ def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
     capture-quality section reads ``analysis.summary``. ``redact`` (the default) hides credentials in
     capture strings first (``redact.redact_analysis``: cookies, authorization values, URL passwords and
     tokens)."""
+    return _render(analysis, title, redact)[0]
+
+
+def _render(analysis: Analysis, title: str, redact: bool) -> tuple[str, dict[str, Any]]:
+    """``render_report``'s document and the key figures it shows (``summary_metrics``' keys)."""
     if redact:
         analysis = redact_analysis(analysis)
     m = compute_all(analysis, leave_out=UNDRAWN_METRICS)
@@ -904,7 +909,7 @@ def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
     ]
     body = "".join(parts)
     return _template().substitute(title=esc(title), version=esc(analyzer.__version__), body=body,
-                                  plotlyjs=_plotly_js())
+                                  plotlyjs=_plotly_js()), key
 
 
 def report_columns() -> dict[str, list[str]]:
@@ -926,12 +931,13 @@ def default_title(analysis: Analysis, path: str | os.PathLike[str] | None = None
 
 
 def write_report(analysis: Analysis, path: str | os.PathLike[str], title: str | None = None,
-                 redact: bool = True) -> None:
+                 redact: bool = True) -> dict[str, Any]:
     """Write ``render_report(analysis, title, redact)`` to ``path`` (UTF-8), creating missing parent
-    folders. The title defaults to ``default_title``."""
+    folders; the key figures it shows are returned (``summary_metrics``' keys: ``analyzer report``
+    computes them only here). The title defaults to ``default_title``."""
     target = Path(path)
-    document = render_report(analysis, title if title is not None else default_title(analysis, target),
-                             redact=redact)
+    document, key = _render(analysis, title if title is not None else default_title(analysis, target), redact)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(document, encoding="utf-8")
+    return key
 
