@@ -7,7 +7,7 @@ of metrics, report and exports. It holds no packets.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -75,11 +75,18 @@ class Analysis:
         return replace(self, connections=read("connections"), transactions=read("transactions"),
                        spilled={k: v for k, v in self.spilled.items() if k not in HELD_TABLES})
 
-    def in_memory(self, columns: Mapping[str, Sequence[str]] | None = None) -> Analysis:
+    def in_memory(self, columns: Mapping[str, Sequence[str]] | None = None,
+                  rows: Mapping[str, Callable[[pd.DataFrame], pd.DataFrame]] | None = None) -> Analysis:
         """This analysis with every table in memory (read back from disk when it was left there); only the
         ``columns`` given for a table, when given, in the table's order (names it lacks are passed over):
-        ``analyzer report`` reads only what it draws."""
-        if not self.spilled and columns is None:
+        ``analyzer report`` reads only what it draws.
+
+        ``rows``: for a table named there, only the rows that function keeps of it. A spilled table is read
+        a block at a time (``SpilledTable.blocks``, in the table's order), the function keeps rows of each
+        block and then of what the blocks kept, so the table is never whole in memory. The function must
+        keep the same rows either way: a test of each row on its own, or the first rows of each value of a
+        column (the report's ``anomaly_examples``). The summary still counts every row."""
+        if not self.spilled and columns is None and not rows:
             return self
 
         def wanted(name: str, has: Iterable[str]) -> list[str] | None:
@@ -89,14 +96,26 @@ class Analysis:
             asked = set(columns[name])
             return [c for c in has if c in asked]
 
+        def read_back(table: SpilledTable, chosen: list[str] | None,
+                      keep: Callable[[pd.DataFrame], pd.DataFrame] | None) -> pd.DataFrame:
+            if keep is None:
+                return table.frame(chosen)
+            if not len(table):
+                return keep(table.frame(chosen))
+            kept = [keep(block if chosen is None else block[chosen]) for block in table.blocks()]
+            return keep(pd.concat(kept, ignore_index=True))
+
         tables: dict[str, Any] = {}
         for name in TABLES:
+            keep = (rows or {}).get(name)
             if name in self.spilled:
-                tables[name] = self.spilled[name].frame(wanted(name, self.spilled[name].columns))
+                table = self.spilled[name]
+                tables[name] = read_back(table, wanted(name, table.columns), keep)
             else:
                 frame = getattr(self, name)
                 chosen = wanted(name, frame.columns)
-                tables[name] = frame if chosen is None else frame[chosen]
+                frame = frame if chosen is None else frame[chosen]
+                tables[name] = frame if keep is None else keep(frame)
         return replace(self, **tables, spilled={})
 
     def _repr_html_(self) -> str:  # Jupyter

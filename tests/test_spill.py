@@ -173,6 +173,34 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
     assert held.in_memory() is held
 
 
+
+def test_in_memory_keeps_the_rows_asked_for_a_block_at_a_time(tiny_chunks: None, tmp_path: Path,
+                                                              hostile_capture: Path) -> None:
+    """``Analysis.in_memory(rows=)`` (``analyzer report``: of the anomalies, only the first examples of each
+    name) reads a spilled table a block at a time (5 rows here) and gives the rows the function keeps of
+    the whole table held in memory; the other tables come whole."""
+    from analyzer.report.html import ANOMALY_EXAMPLES, anomaly_examples, report_rows
+
+    held = analyzer.analyze(str(hostile_capture))
+    names = held.anomalies["name"]
+    per_name = names.value_counts()
+    assert per_name.max() > 5 * ANOMALY_EXAMPLES and len(per_name) > 1  # examples from several blocks
+    examples = anomaly_examples(held.anomalies)
+    assert len(examples) == sum(min(n, ANOMALY_EXAMPLES) for n in per_name)
+    for name in per_name.index:  # the first rows of each name, in the table's order
+        pd.testing.assert_frame_equal(examples[examples["name"] == name].reset_index(drop=True),
+                                      held.anomalies[names == name].head(ANOMALY_EXAMPLES).reset_index(drop=True))
+    one_uid = held.anomalies["uid"].iloc[-1]
+    for analysis in (_spilled(hostile_capture, tmp_path / "spill"), held):
+        back = analysis.in_memory({"anomalies": ["ts", "name", "uid"]}, report_rows())
+        pd.testing.assert_frame_equal(back.anomalies, examples[["uid", "ts", "name"]])
+        pd.testing.assert_frame_equal(back.connections, held.connections)
+        assert back.summary["anomalies"] == per_name.sort_index().to_dict()  # every row counted
+        def of_one(frame: pd.DataFrame) -> pd.DataFrame:  # a test of each row
+            return frame[frame["uid"] == one_uid].reset_index(drop=True)
+
+        pd.testing.assert_frame_equal(analysis.in_memory(rows={"anomalies": of_one}).anomalies, of_one(held.anomalies))
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "partitioned", "har"])
 def test_export_of_a_spilled_analysis_writes_the_same_files(fmt: str, tiny_chunks: None, tmp_path: Path,
                                                             hostile_capture: Path) -> None:
