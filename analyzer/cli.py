@@ -248,7 +248,7 @@ def write_export(result: Analysis, output: Path, fmt: str, segments: bool = Fals
     (``Analysis.spilled``) is read back ``analyzer.spill.BLOCK_ROWS`` rows at a time and redacted block by
     block; a table held in memory is written in slices of as many rows. The files are the same either way.
     HAR and ``partitioned`` Parquet need the connections and transactions whole: they are read back first."""
-    from analyzer.pipeline import release_free_memory
+    from analyzer.heap import release_free_memory
     from analyzer.report.redact import TEXT_COLUMNS, redact_analysis, redact_frame
 
     if fmt == "har" or partitioned:  # both need the connections and transactions whole

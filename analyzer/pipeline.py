@@ -7,7 +7,6 @@ skipped by reason). It reads files only through ``analyzer.capture.pcapfile``; t
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import re
@@ -17,7 +16,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from analyzer.flows.connections import Connection, ConnectionTracker
 from analyzer.flows.datagrams import QuicFlow, QuicTracker, quic_records
 from analyzer.flows.decode import decode_batch
 from analyzer.flows.packets import TCP, UDP, DecodedPackets
+from analyzer.heap import release_free_memory
 from analyzer.http.sniff import classify_payload
 from analyzer.metrics import summary_metrics_read
 from analyzer.metrics.frames import positions
@@ -213,30 +213,6 @@ def _in_child(scan: Callable[[Progress | None], Session], progress: Progress | N
         process.join(timeout=10)
         if process.is_alive():
             process.terminate()
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``): after each chunk, and between
-    the steps that build and write the tables.
-
-    Each chunk allocates and frees tens of MB of numpy temporaries and many small objects; glibc keeps the
-    freed memory (the command line raises its trim threshold to 128 MiB for speed, ``cli._tune_allocator``),
-    so without this the peak RSS carries the garbage of earlier steps on top of what is live. Measured:
-    100,000 tiny connections 852 → 627 MiB at the end of the scan. A no-op where glibc is not available."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-    pool = pa.default_memory_pool()
-    if pool.backend_name != "system":  # Arrow's own pool (the system one is glibc's heap: trimmed above)
-        pool.release_unused()
-
-
-@lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def flow_shard(packets: DecodedPackets, n: int) -> np.ndarray:

@@ -4,7 +4,8 @@ This package owns the definitions of every metric (each module's ``DEFINITIONS``
 ``glossary()``; docs/metrics.md is generated from it by ``python -m analyzer.metrics > docs/metrics.md``)
 and the metric keys of ``Analysis.summary`` (``summary_metrics``). It reads DataFrames with the columns of
 ``analyzer.tables`` and returns DataFrames or JSON-safe dicts. It performs no I/O and reads no clock; it
-knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are presented.
+knows nothing of packets, TCP reassembly or HTTP parsing, nor of how results are presented. Between its
+steps it hands the C heap's free pages back to the system (``analyzer.heap``; no I/O).
 
 Modules: ``reuse`` (requests per connection, reuse ratio, avoidable connections), ``reasons`` (why each new
 connection was opened, and the biggest reason), ``idle`` (idle gaps,
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from analyzer.heap import release_free_memory
 from analyzer.metrics import (
     closerace,
     handshake,
@@ -221,18 +223,21 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Coll
     made["whatif"], made["whatif_totals"] = (kept(name, frame) for name, frame in
                                              zip(("whatif", "whatif_totals"), shared.pop("whatif"), strict=True))
     del shared  # the tables left out are let go here, before the others are made
-
-    return MetricTables(
-        summary=summary, **made,
-        histogram=kept("histogram", requests_per_connection_histogram(connections, transactions)),
-        idle_after=kept("idle_after", idle_after_last(connections, transactions)),
-        rounds=kept("rounds", flight_rounds(transactions, analysis.flights)),
-        transfers=kept("transfers", warmth_transfers(connections, transactions, conn_hosts=conn_hosts)),
-        health=kept("health", tcp_health_table(connections, transactions, conn_hosts=conn_hosts)),
-        health_totals=kept("health_totals", tcp_health_totals(connections)),
-        protocols=kept("protocols", protocol_mix(connections, transactions)),
-        tls_hosts=kept("tls_hosts", tls_by_host(connections, conn_hosts)),
-        pool_steps=kept("pool_steps", pool_timeline(connections, conn_hosts["host"], events=events)))
+    later: dict[str, Callable[[], pd.DataFrame]] = {
+        "histogram": lambda: requests_per_connection_histogram(connections, transactions),
+        "idle_after": lambda: idle_after_last(connections, transactions),
+        "rounds": lambda: flight_rounds(transactions, analysis.flights),
+        "transfers": lambda: warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
+        "health": lambda: tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
+        "health_totals": lambda: tcp_health_totals(connections),
+        "protocols": lambda: protocol_mix(connections, transactions),
+        "tls_hosts": lambda: tls_by_host(connections, conn_hosts),
+        "pool_steps": lambda: pool_timeline(connections, conn_hosts["host"], events=events),
+    }
+    for name, make in later.items():  # one after the other, each one's garbage handed back before the next
+        release_free_memory()
+        made[name] = kept(name, make())
+    return MetricTables(summary=summary, **made)
 
 
 def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -266,9 +271,11 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
     figures: dict[str, Any] = {}  # the summary's figures, put in their documented order at the end
 
     def done(*names: str) -> None:
+        """A step is over: without ``keep`` the tables named are let go; the heap's free pages go back."""
         if not keep:
             for name in names:
                 shared.pop(name, None)
+        release_free_memory()
 
     connections, transactions = tables("lifecycle")
     shared["avoidable"] = avoidable_connections(connections, transactions)

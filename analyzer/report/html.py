@@ -37,6 +37,7 @@ import plotly.offline
 
 import analyzer
 from analyzer.analysis import Analysis
+from analyzer.heap import release_free_memory
 from analyzer.metrics import BROWSER_PER_HOST_LIMIT, MetricTables, compute_all, glossary, series_connections
 from analyzer.metrics.reasons import NOT_A_MISS, REASON_LABELS
 from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
@@ -900,15 +901,18 @@ def _render(analysis: Analysis, title: str, redact: bool) -> tuple[str, dict[str
         "tables.</p></noscript>",
         '<section id="headline"><h2>Headline</h2>', _headline(key, timeouts, m.reason_table), "</section>",
         _reuse_section(m, chart)]
-    m = m.without("histogram", "avoidable")  # each table let go once drawn (those of one row per connection,
-    parts += [_timeline_section(analysis, chart),  # pool or change: 70-140 MiB each at a million)
-              _idle_section(analysis, m, chart)]
+    # each table let go once drawn (those of one row per connection, pool or change: 70-140 MiB each at a
+    # million), and the heap's free pages handed back before the sections that make large temporaries
+    m = m.without("histogram", "avoidable")
+    release_free_memory()
+    parts += [_timeline_section(analysis, chart), _idle_section(analysis, m, chart)]
     m = m.without("idle_after")
     parts += [_close_race_section(m), _handshake_section(key, hosts, chart), _whatif_section(m, chart),
               _hosts_section(hosts), _pools_section(analysis, m, chart)]
     m = m.without("pools", "pool_steps")
+    parts.append(_protocols_section(key, m, chart))
+    release_free_memory()
     parts += [
-        _protocols_section(key, m, chart),
         _tcp_section(analysis, m, chart),
         _tcp_health_section(m),
         _anomalies_section(analysis),
