@@ -30,8 +30,12 @@ test: venv
 	$(MAKE) lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The analyzer's modules are compiled first: an editable install leaves them uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set every run would compile them again (0.7 s a run), which an installed
+# package never does.
 bench: venv
 	./tools/install-system-deps.sh bench
+	$(BIN)/python -m compileall -q analyzer
 	$(BIN)/python bench/run.py
 
 # Fuzz every parser layer (fuzz/run.py): FUZZ_SECONDS per target; findings land in tests/fuzz_regressions/.

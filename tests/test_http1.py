@@ -600,6 +600,41 @@ def test_message_times_within_one_chunk_follow_the_pieces() -> None:
     assert rows[0]["ts_request_end"] == pytest.approx(200 / 1e9)
 
 
+
+def _pieces(parts: list[bytes], ts: int) -> StreamChunk:
+    """One chunk whose pieces are ``parts``, back to back (as the packets of one keep-alive connection)."""
+    ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
+    starts = ends - np.array([len(p) for p in parts], dtype=np.int64)
+    times = np.arange(ts, ts + len(parts), dtype=np.int64)
+    return StreamChunk(starts, ends, np.zeros(len(parts), np.int8), starts.copy(), times, times.copy(),
+                       (np.frombuffer(b"".join(parts), dtype=np.uint8),))
+
+
+@pytest.mark.parametrize("split", ["whole", "blank_line", "tiny", "folded"])
+def test_later_heads_read_from_their_piece_give_what_one_read_gives(split: str) -> None:
+    """A later message's head is first looked for in the piece it starts in (``StreamChunk.read_piece``);
+    a head cut across pieces (its blank line split, a piece of 3 bytes, a folded header line split) is read
+    on as before. The transactions are those of the same bytes in one piece."""
+    heads = [b"GET /%d HTTP/1.1\r\nHost: a.example\r\nX-Long: %s\r\n\r\n" % (i, b"y" * (300 * i))
+             for i in range(6)]
+    heads[3] = b"GET /3 HTTP/1.1\r\nHost: a.example\r\nCookie: a=1\r\n b=2\r\n\r\n"
+    cut = {"whole": [], "blank_line": [(4, -1)], "tiny": [(2, 3)], "folded": [(3, 43)]}[split]
+    parts = list(heads)
+    for i, at in reversed(cut):
+        parts[i:i + 1] = [heads[i][:at], heads[i][at:]]
+    responses = b"".join(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx" for _ in heads)
+    results = []
+    for chunk in (_pieces(parts, 100), _pieces([b"".join(heads)], 100)):
+        conn = Http1Connection()
+        conn.feed(CLIENT, chunk)
+        conn.feed(SERVER, StreamChunk.from_bytes(responses, 10_000, 0, False))
+        for d in (CLIENT, SERVER):
+            conn.feed(d, StreamChunk.empty(final=True))
+        rows, _ = rows_of(conn)
+        results.append([(r["target"], r["host"], r["status"], r["trans_depth"]) for r in rows])
+    assert results[0] == results[1] == [(f"/{i}", "a.example", 200, i + 1) for i in range(6)]
+
+
 # --------------------------------------------------------------------------------- not HTTP/1
 
 H2_SETTINGS = bytes.fromhex("000012040000000000" "000300000064" "00040000ffff" "000500004000")
