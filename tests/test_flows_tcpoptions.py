@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.flows.tcpoptions import parse_options
 
@@ -54,3 +56,61 @@ def test_timestamps_and_window_scale_come_from_the_same_walk() -> None:
     assert opts.tsecr.tolist() == [0, 9, -1, -1]
     assert opts.wscale.tolist() == [7, -1, 2, -1]
     assert opts.sack_count.tolist() == [0, 0, 0, 0]
+
+
+def _walk_one(opts: bytes) -> tuple[list[tuple[int, int]], int, int, int]:
+    """The options of one packet, walked byte by byte as RFC 9293 lays them out: the reference."""
+    sacks: list[tuple[int, int]] = []
+    tsval = tsecr = wscale = -1
+    at = 0
+    while at < len(opts):
+        kind = opts[at]
+        if kind == 0:
+            break
+        if kind == 1:
+            at += 1
+            continue
+        if at + 1 >= len(opts) or opts[at + 1] < 2 or at + opts[at + 1] > len(opts):
+            break  # malformed: the walk ends
+        length = opts[at + 1]
+        if kind == 5 and not sacks:  # the first SACK option with a block
+            blocks = min((length - 2) // 8, 4)
+            sacks = [struct.unpack_from(">II", opts, at + 2 + 8 * j) for j in range(blocks)]
+        elif kind == 8 and length == 10 and tsval < 0:
+            tsval, tsecr = struct.unpack_from(">II", opts, at + 2)
+        elif kind == 3 and length == 3 and wscale < 0:
+            wscale = min(opts[at + 2], 14)  # RFC 7323 §2.3: a larger shift is used as 14
+        at += length
+    return sacks, tsval, tsecr, wscale
+
+
+_COMMON = b"\x01\x01\x08\x0a"  # NOP NOP timestamps: the options of most packets
+_one_option = st.one_of(
+    st.just(b"\x01"), st.just(b"\x00"), st.just(b"\x02\x04\x05\xb4"),
+    st.builds(lambda v: b"\x08\x0a" + v, st.binary(min_size=8, max_size=8)),
+    st.builds(lambda v: b"\x03\x03" + v, st.binary(min_size=1, max_size=1)),
+    st.builds(lambda n, v: bytes([5, 2 + 8 * n]) + v[: 8 * n], st.integers(0, 4), st.binary(min_size=32, max_size=32)),
+)
+_option_areas = st.one_of(
+    st.binary(max_size=40),
+    st.lists(_one_option, max_size=8).map(lambda options: b"".join(options)[:40]),
+    st.builds(lambda ts, tail: _COMMON + ts + tail, st.binary(min_size=8, max_size=8), st.binary(max_size=28)),
+    st.builds(lambda head, ts: head + ts, st.sampled_from([_COMMON, b"\x01\x01\x08\x09", b"\x01\x08\x0a\x01"]),
+              st.binary(min_size=8, max_size=8)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_option_areas, min_size=1, max_size=12))
+def test_the_vectorized_walk_reads_what_a_walk_of_each_packet_reads(areas: list[bytes]) -> None:
+    """Packets of any option bytes, those of nearly every packet (NOP, NOP, timestamps) among them, read at
+    once or walked: the same SACK blocks, timestamps and window scale as a byte-by-byte walk of each."""
+    packets = [bytes(12) + bytes([(20 + len(a) + 3) // 4 << 4]) + bytes(7) + a + bytes(-len(a) % 4) for a in areas]
+    buf = np.frombuffer(b"".join(packets), dtype=np.uint8)
+    offs = np.cumsum([0] + [len(p) for p in packets[:-1]]).astype(np.int64)
+    opts = parse_options(buf, offs, np.array([len(p) for p in packets], dtype=np.int64))
+    for i, packet in enumerate(packets):
+        sacks, tsval, tsecr, wscale = _walk_one(packet[20:])
+        assert opts.sack_count[i] == len(sacks)
+        assert [(int(opts.sack_left[i, j]), int(opts.sack_right[i, j])) for j in range(len(sacks))] == sacks
+        assert (opts.tsval[i], opts.tsecr[i], opts.wscale[i]) == (tsval, tsecr, wscale)

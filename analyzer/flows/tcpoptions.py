@@ -17,7 +17,9 @@ WSCALE = 3
 SACK = 5
 TIMESTAMPS = 8
 MAX_SACK_BLOCKS = 4
+MAX_WINDOW_SHIFT = 14
 _MAX_STEPS = 40  # options occupy at most 40 bytes
+_NOP_NOP_TIMESTAMPS = 0x0101080A  # the first four option bytes: NOP, NOP, kind 8, length 10
 
 I64 = npt.NDArray[np.int64]
 
@@ -56,6 +58,15 @@ def parse_options(buf: npt.NDArray[np.uint8], l4_off: I64, l4_hdr_len: I64) -> T
     pos = l4_off + 20
     end = np.minimum(l4_off + l4_hdr_len, len(buf))
     active = pos < end
+    # the options of nearly every packet of an established connection (Linux, BSD): NOP, NOP, timestamps,
+    # and nothing after: read at once, where the walk takes three steps (30,000 such packets: 9.1-13.3 →
+    # 6.4-8.0 ms, measured alternately)
+    common = np.flatnonzero(active & (end - pos == 12))
+    if len(common):
+        common = common[_u32be(buf, pos[common]) == _NOP_NOP_TIMESTAMPS]
+        out.tsval[common] = _u32be(buf, pos[common] + 4)
+        out.tsecr[common] = _u32be(buf, pos[common] + 8)
+        active[common] = False
     for _ in range(_MAX_STEPS):
         idx = np.nonzero(active)[0]
         if not len(idx):
@@ -81,13 +92,13 @@ def parse_options(buf: npt.NDArray[np.uint8], l4_off: I64, l4_hdr_len: I64) -> T
                 at = p[is_sack][have] + 2 + 8 * j
                 out.sack_left[rows, j] = _u32be(buf, at)
                 out.sack_right[rows, j] = _u32be(buf, at + 4)
-        is_ts = ok & (kind == TIMESTAMPS) & (ln == 10)
+        is_ts = ok & (kind == TIMESTAMPS) & (ln == 10) & (out.tsval[idx] < 0)  # the first one only
         if is_ts.any():
             out.tsval[idx[is_ts]] = _u32be(buf, p[is_ts] + 2)
             out.tsecr[idx[is_ts]] = _u32be(buf, p[is_ts] + 6)
-        is_ws = ok & (kind == WSCALE) & (ln == 3)
+        is_ws = ok & (kind == WSCALE) & (ln == 3) & (out.wscale[idx] < 0)
         if is_ws.any():
-            out.wscale[idx[is_ws]] = buf[p[is_ws] + 2].astype(np.int8)
+            out.wscale[idx[is_ws]] = np.minimum(buf[p[is_ws] + 2], MAX_WINDOW_SHIFT).astype(np.int8)
         pos[idx] = p + np.where(nop, 1, ln)
         active[idx] = ~(eol | bad) & (pos[idx] < end[idx])
     return out
