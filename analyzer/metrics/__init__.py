@@ -212,7 +212,8 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Coll
     if unknown:
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
     connections, transactions = analysis.connections, analysis.transactions
-    summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif)  # all of them
+    summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif,  # all of them
+                                          leave_out=leave_out)
     conn_hosts, events = shared["conn_hosts"], shared.pop("events")
 
     def kept(name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -246,7 +247,7 @@ def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis], *, with_whatif: bool,
-                        keep: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+                        keep: bool = True, leave_out: Collection[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
 
@@ -260,7 +261,10 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
     Without ``keep`` the per-host table is not made (only its row count, ``host_count``), each
     intermediate table is let go as soon as the last figure that needs it is computed, and the returned
     dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
-    peak of ``analyzer export``."""
+    peak of ``analyzer export``. With ``keep``, the tables named in ``leave_out`` (``compute_all``'s) and the
+    per-transaction handshake costs are let go after their last use all the same, so that the steps after
+    it (pools, the keep-alive what-if) do not run on top of them (a million tiny connections: 226 MiB).
+    """
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         analysis = read(SUMMARY_GROUPS[group])
         if any(name in analysis.spilled for name in SUMMARY_COLUMNS):
@@ -277,6 +281,14 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
                 shared.pop(name, None)
         release_free_memory()
 
+    def spent(*names: str) -> None:
+        """With ``keep``: the tables named have no later use; those left out become columns without rows."""
+        if keep:
+            for name in names:
+                if name in leave_out:
+                    shared[name] = _no_rows(shared[name])
+            release_free_memory()
+
     connections, transactions = tables("lifecycle")
     shared["avoidable"] = avoidable_connections(connections, transactions)
     figures["new_connections_avoidable"] = len(shared["avoidable"])
@@ -288,6 +300,7 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
     shared["timeouts"] = infer_idle_timeouts(connections, transactions)
     figures["timeouts"] = timeouts_for_summary(shared["timeouts"])
     shared["reason_table"] = reason_table(shared["reasons"], shared["timeouts"])
+    spent("reasons")
     done("reasons", "timeouts")
     figures["reason"] = reason_stats(shared["reason_table"])
     done("reason_table")
@@ -307,6 +320,8 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
                                      per_transaction=shared["per_transaction"], avoidable=shared["avoidable"],
                                      timeouts=shared["timeouts"], conn_hosts=conn_hosts)
         figures["hosts"] = len(shared["hosts"])
+        del shared["per_transaction"]  # its last use
+        spent("avoidable", "timeouts", *(() if with_whatif else ("costs",)))
     else:
         figures["hosts"] = host_count(connections, transactions, conn_hosts)
     if keep:
@@ -323,6 +338,7 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
     done("conn_hosts")
     shared["whatif"] = keepalive_whatif_top(connections, transactions, costs=shared["costs"]) if with_whatif \
         else keepalive_whatif_top(connections.iloc[:0], transactions.iloc[:0])
+    spent("costs")
     done("costs", "whatif")
     close_by = connections["close_by"]
     summary: dict[str, Any] = {
