@@ -22,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyzer.metrics.frames import endpoints, floats, texts
+from analyzer.metrics.frames import endpoints, floats, positions, texts
 from analyzer.report.redact import printable
 
 TIMELINE_MAX_CONNECTIONS = 300  # rows of the timeline; more are sampled evenly by start time
@@ -459,8 +459,12 @@ def bytes_in_flight_figure(segments: pd.DataFrame, picks: pd.DataFrame, connecti
     uids = [str(u) for u in texts(picks["uid"])]
     seg = segments[segments["from_server"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
     seg = seg[seg["uid"].isin(uids)]
-    start_of = dict(zip(texts(connections["uid"]), floats(connections["ts_start"]), strict=True))
-    rtt_of = dict(zip(texts(connections["uid"]), floats(connections["handshake_rtt_ms"]), strict=True))
+    # the picks' start and RTT, looked up by their uids only (a dict of every connection's: a million
+    # ``str`` keys, 100-200 MiB, for at most 20 picks)
+    row = positions(connections["uid"], uids)
+    starts, rtts = floats(connections["ts_start"]), floats(connections["handshake_rtt_ms"])
+    start_of = {uid: float(starts[r]) for uid, r in zip(uids, row.tolist(), strict=True) if r >= 0}
+    rtt_of = {uid: float(rtts[r]) for uid, r in zip(uids, row.tolist(), strict=True) if r >= 0}
     groups = {str(uid): part for uid, part in seg.groupby(seg["uid"].astype(str), sort=False)}
     fig = go.Figure()
     labels: list[str] = []
