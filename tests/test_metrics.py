@@ -858,6 +858,44 @@ def test_pair_codes_of_series_equal_those_of_lists(first: list[str | None], data
 
 
 @settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.sampled_from(["", "a", "b", "10.0.0.1", "10.0.0.10", "::1", "ü", "€", "𝄞"]),
+                                 st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=6)),
+                       max_size=40))
+def test_sorted_codes_rank_as_python_sorts_str(values: list[str]) -> None:
+    """``sorted_codes`` (Arrow, no ``str`` per row): the codes and names of ``pd.factorize(sort=True)``,
+    ranked in the order Python sorts ``str`` (code points: an address before its longer namesakes,
+    characters beyond the BMP after the others)."""
+    import pyarrow as pa
+
+    from analyzer.metrics.frames import sorted_codes
+
+    codes, names = sorted_codes(pa.array(values, type=pa.large_string()))
+    expected_codes, expected_names = pd.factorize(np.array(values, dtype=object), sort=True)
+    assert codes.dtype == np.int64 and codes.tolist() == expected_codes.tolist()
+    assert names.to_pylist() == sorted(set(values)) == list(expected_names)
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.lists(st.lists(st.sampled_from([math.nan, 0.0, -1.5, 2.0, 7.25]), min_size=1, max_size=5),
+                     max_size=8))
+def test_first_and_last_valid_of_runs_are_groupby_first_and_last(runs: list[list[float]]) -> None:
+    """``first_valid`` and ``last_valid`` over runs of rows give what pandas' ``groupby`` ``first`` and
+    ``last`` give (NaN skipped; NaN for a run of NaN only); ``np.fmax.reduceat`` its ``max``: the keep-alive
+    what-if reduces its segments so."""
+    from analyzer.metrics.frames import first_valid, last_valid
+
+    values = np.array([v for run in runs for v in run], dtype=float)
+    starts = np.cumsum([0, *(len(run) for run in runs)])[:-1].astype(np.int64)
+    groups = pd.Series(values).groupby(np.repeat(np.arange(len(runs)), [len(run) for run in runs]))
+    expected_first = groups.first().to_numpy(dtype=float) if runs else np.zeros(0)
+    expected_last = groups.last().to_numpy(dtype=float) if runs else np.zeros(0)
+    np.testing.assert_array_equal(first_valid(values, starts), expected_first)
+    np.testing.assert_array_equal(last_valid(values, starts), expected_last)
+    if runs:
+        np.testing.assert_array_equal(np.fmax.reduceat(values, starts), groups.max().to_numpy(dtype=float))
+
+
+@settings(max_examples=200, deadline=None)
 @given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([math.nan, 0.0, 1.0, 2.0]),
                                st.sampled_from([math.nan, -1.0, 5.0])), max_size=30),
        nan_first=st.booleans())

@@ -158,6 +158,42 @@ def test_announced_closes_request_vs_server() -> None:
     assert _needed(conns, txs, 10.0) == 3  # x continues on a; y needs its own
 
 
+def test_pairs_are_named_and_ordered_as_python_orders_their_names() -> None:
+    """One row per (client IP, server IP:port) pair, in the order Python sorts the two names (a missing or
+    empty client IP is ``?``; ``10.0.0.1`` before ``10.0.0.10``; IPv6 servers in brackets), with each pair's
+    own counts and its server's mean setup cost: the pairs are numbered by Arrow, not by Python strings."""
+    from analyzer.metrics.frames import endpoint
+    from analyzer.metrics.handshake import handshake_costs
+
+    clients = ["10.0.0.10", "10.0.0.1", None, "", "::1", "10.0.0.1", "fe80::1", "10.0.0.10", "10.0.0.2"]
+    servers = [("192.0.2.1", 80), ("192.0.2.1", 8080), ("2001:db8::2", 443), ("192.0.2.1", 80),
+               ("192.0.2.1", None), ("192.0.2.1", 80), ("2001:db8::2", 443), ("192.0.2.1", 8080),
+               ("198.51.100.7", 80)]
+    conns, txs = [], []
+    for i, (client, (server_ip, port)) in enumerate(zip(clients, servers, strict=True)):
+        uid = f"c{i}"
+        conns.append({**_conn(uid, 1000 + i, float(i), float(i) + 0.5, "client", rtt=5.0 + i),
+                      "client_ip": client, "server_ip": server_ip, "server_port": port})
+        txs += [_tx(uid, d, i + 0.01 * d, i + 0.01 * d + 0.005, None if d == 1 else 5.0) for d in range(1, i % 3 + 2)]
+    connections, transactions = _frames(conns, txs)
+    per_pair = keepalive_whatif(connections, transactions, timeouts_s=(5.0,), max_requests=(None,))
+
+    key = [(c or "?", endpoint(ip, port)) for c, (ip, port) in zip(clients, servers, strict=True)]
+    setup = handshake_costs(connections)["setup_ms"].to_numpy(dtype=float)
+    expected = []
+    for pair in sorted(set(key)):
+        mine = [i for i, k in enumerate(key) if k == pair]
+        same_server = [setup[i] for i, k in enumerate(key) if k[1] == pair[1]]
+        expected.append((*pair, len(mine), sum(i % 3 + 1 for i in mine), sum(same_server) / len(same_server)))
+    got = list(zip(per_pair["client_ip"], per_pair["server"], per_pair["connections_observed"],
+                   per_pair["transactions"], per_pair["setup_ms_mean"], strict=True))
+    assert [g[:4] for g in got] == [e[:4] for e in expected]
+    assert [g[4] for g in got] == pytest.approx([e[4] for e in expected])
+    assert [g[:2] for g in got[:3]] == [("10.0.0.1", "192.0.2.1:80"), ("10.0.0.1", "192.0.2.1:8080"),
+                                        ("10.0.0.10", "192.0.2.1:80")]
+    assert got[-4][:2] == ("::1", "192.0.2.1:?") and [g[0] for g in got[-3:]] == ["?", "?", "fe80::1"]
+
+
 def test_empty_and_missing_values() -> None:
     empty_c, empty_t = _frames([], [])
     assert keepalive_whatif(empty_c, empty_t).empty and whatif_totals(keepalive_whatif(empty_c, empty_t)).empty

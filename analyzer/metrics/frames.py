@@ -105,6 +105,42 @@ def positions(keys: pd.Series | pa.Array | Sequence[str | None],
     return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Per row of a string column without nulls, the rank of its value among the distinct values in sorted
+    order (code point order, as Python compares ``str``), and those values in that order:
+    ``pd.factorize(values, sort=True)`` without a ``str`` object per row or per value (a million client
+    addresses as Python strings: about 60 MiB, and as many again for each table of them)."""
+    encoded = pc.dictionary_encode(values)
+    order = np.asarray(pc.array_sort_indices(encoded.dictionary), dtype=np.int64)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[np.asarray(encoded.indices, dtype=np.int64)], encoded.dictionary.take(pa.array(order))
+
+
+def first_valid(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For the runs of ``values`` that begin at ``starts`` (strictly ascending, the first 0; each run goes on
+    to the next start), each run's first value that is not NaN, NaN when it has none: what a ``groupby``'s
+    ``first`` gives over contiguous groups, without building the groups."""
+    n = len(values)
+    valid_at_or_after = np.minimum.accumulate(np.where(np.isnan(values), n, np.arange(n))[::-1])[::-1]
+    found = valid_at_or_after[starts] if n else np.zeros(0, dtype=np.int64)
+    ok = found < np.append(starts[1:], n)
+    out = np.full(len(starts), np.nan)
+    out[ok] = values[found[ok]]
+    return out
+
+
+def last_valid(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``first_valid``'s twin: each run's last value that is not NaN (a ``groupby``'s ``last``)."""
+    n = len(values)
+    valid_at_or_before = np.maximum.accumulate(np.where(np.isnan(values), -1, np.arange(n)))
+    found = valid_at_or_before[np.append(starts[1:], n) - 1] if n else np.zeros(0, dtype=np.int64)
+    ok = found >= starts
+    out = np.full(len(starts), np.nan)
+    out[ok] = values[found[ok]]
+    return out
+
+
 def grouped_order(groups: np.ndarray, *keys: np.ndarray, nan_first: bool = True) -> np.ndarray:
     """The stable order of rows by ``groups`` (integers), then by each of ``keys`` in turn (floats, NaN
     first or last): what ``sort_values([group, *keys], kind="stable", na_position=...)`` gives."""

@@ -15,18 +15,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer.metrics.frames import (
     endpoints,
     equals,
+    first_valid,
     floats,
     grouped_order,
     known_false,
     last_of_group,
+    last_valid,
     positions,
-    texts,
+    sorted_codes,
 )
 from analyzer.metrics.handshake import handshake_costs
+from analyzer.tables import arrow_strings
 
 WHATIF_TIMEOUTS_S: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 75.0, 300.0)  # nginx 75 s, Apache 5 s, ...
 WHATIF_MAX_REQUESTS: tuple[int | None, ...] = (None, 1000, 100, 10)  # None: no limit; nginx 1000, Apache 100
@@ -141,36 +146,35 @@ def _replay(prepared: pd.DataFrame, n_connections: int, pair_codes: np.ndarray, 
     if prepared.empty:
         return needed
     limit = max_requests if max_requests is not None else np.iinfo(np.int64).max
-    gap = prepared["gap_ms"].to_numpy(dtype=float)
+    conn = prepared["conn"].to_numpy(dtype=np.int64)
     first = prepared["first"].to_numpy(dtype=bool)
     with np.errstate(invalid="ignore"):
-        breaks = first | (gap > timeout_s * 1000.0)
-    segment = np.cumsum(breaks)  # segment ids (a run of requests on one connection without a timeout)
-    seg = pd.DataFrame({"segment": segment, "conn": prepared["conn"].to_numpy(),
-                        "end": prepared["end"].to_numpy(dtype=float), "req": prepared["req"].to_numpy(dtype=float)})
-    per_segment = seg.groupby("segment", sort=True).agg(conn=("conn", "first"), length=("conn", "size"),
-                                                         first_req=("req", "first"), last_end=("end", "max"))
-    lengths = per_segment["length"].to_numpy(dtype=np.int64)
-    per_segment["needed"] = -(-lengths // limit)  # ceil(length / M)
-    by_conn = per_segment.groupby("conn", sort=True).agg(
-        needed=("needed", "sum"), first_length=("length", "first"), last_length=("length", "last"),
-        segments=("length", "size"), first_req=("first_req", "first"), last_end=("last_end", "last"))
-    conn_pos = by_conn.index.to_numpy(dtype=np.int64)
-    needed[conn_pos] = by_conn["needed"].to_numpy(dtype=np.int64)
+        breaks = first | (prepared["gap_ms"].to_numpy(dtype=float) > timeout_s * 1000.0)
+    # segments: runs of requests on one connection without a timeout between them. The rows are in
+    # connection order, so segments and connections are runs of rows, reduced by position (pandas'
+    # ``groupby`` of the same made 100-200 MiB of temporaries per policy for a million requests)
+    seg_start = np.flatnonzero(breaks)
+    seg_length = np.diff(np.append(seg_start, len(conn)))
+    seg_needed = -(-seg_length // limit)  # ceil(length / M)
+    seg_first_req = first_valid(prepared["req"].to_numpy(dtype=float), seg_start)
+    seg_last_end = np.fmax.reduceat(prepared["end"].to_numpy(dtype=float), seg_start)  # max, NaN ignored
+    conn_start = np.flatnonzero(first[seg_start])  # the first segment of each connection
+    conn_end = np.append(conn_start[1:], len(seg_start))
+    conn_pos = conn[seg_start[conn_start]]
+    needed[conn_pos] = np.add.reduceat(seg_needed, conn_start)
 
     # Merges: a reconnect after a server-side close continues on the replayed connection that is still open.
-    pairs_with_release = set(pair_codes[released].tolist())
-    if not pairs_with_release:
+    pair_has_release = np.zeros(int(pair_codes.max(initial=-1)) + 1, dtype=bool)
+    pair_has_release[pair_codes[released]] = True
+    if not pair_has_release.any():
         return needed
-    candidates = by_conn[np.isin(pair_codes[conn_pos], list(pairs_with_release))]
-    order = np.lexsort((candidates.index.to_numpy(), ts_start[candidates.index.to_numpy()]))
+    candidate = np.flatnonzero(pair_has_release[pair_codes[conn_pos]])
+    candidate = candidate[np.lexsort((conn_pos[candidate], ts_start[conn_pos[candidate]]))]
+    columns = zip(conn_pos[candidate].tolist(), first_valid(seg_first_req, conn_start)[candidate].tolist(),
+                  seg_length[conn_start[candidate]].tolist(), seg_length[conn_end[candidate] - 1].tolist(),
+                  (conn_end - conn_start)[candidate].tolist(),
+                  last_valid(seg_last_end, conn_start)[candidate].tolist(), strict=True)
     open_tails: dict[int, list[tuple[float, int, float]]] = {}  # pair -> (last_end, requests, real end)
-    picked = candidates.iloc[order]
-    columns = zip(picked.index.to_numpy(dtype=np.int64).tolist(), picked["first_req"].to_numpy(dtype=float).tolist(),
-                  picked["first_length"].to_numpy(dtype=np.int64).tolist(),
-                  picked["last_length"].to_numpy(dtype=np.int64).tolist(),
-                  picked["segments"].to_numpy(dtype=np.int64).tolist(),
-                  picked["last_end"].to_numpy(dtype=float).tolist(), strict=True)
     for pos, first_req, first_length, last_length, segments, conn_last_end in columns:
         pair = int(pair_codes[pos])
         tails = open_tails.setdefault(pair, [])
@@ -263,12 +267,19 @@ def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeout
     if connections.empty:
         return
     costs = handshake_costs(connections) if costs is None else costs
-    clients = texts(connections["client_ip"])
-    servers = endpoints(connections["server_ip"], connections["server_port"])
-    keys = [f"{c or '?'}|{s}" for c, s in zip(clients, servers, strict=True)]
-    pair_codes, pair_keys = pd.factorize(pd.Series(keys, dtype=object), sort=True)
-    del keys
-    pair_codes = np.asarray(pair_codes, dtype=np.int64)
+    # the pairs by code, not by name: a pair's client and server ranks among the sorted distinct names, so
+    # that the pairs in code order are in (client IP, server) order, the order of the finished table (a
+    # million clients named as Python strings, once per connection, pair and column: about 300 MiB)
+    clients = arrow_strings(connections["client_ip"])
+    clients = pc.if_else(pc.fill_null(pc.equal(clients, ""), True), pa.scalar("?", pa.large_string()), clients)
+    client_code, client_names = sorted_codes(clients)  # a missing or empty client IP: "?"
+    del clients
+    server_code, server_names = sorted_codes(arrow_strings(endpoints(connections["server_ip"],
+                                                                     connections["server_port"])))
+    pair_ids, pair_codes = np.unique(client_code * len(server_names) + server_code, return_inverse=True)
+    pair_codes = np.asarray(pair_codes, dtype=np.int64).reshape(-1)
+    pair_client, pair_server = np.divmod(pair_ids, len(server_names))
+    del client_code, pair_ids
     ts_start = floats(connections["ts_start"])
     ts_end = floats(connections["ts_end"])
     ts_end = np.where(np.isnan(ts_end), math.inf, ts_end)
@@ -276,25 +287,15 @@ def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeout
     prepared = _prepare(connections, transactions)
     tx_per_conn = np.bincount(prepared["conn"].to_numpy(dtype=np.int64), minlength=len(connections)) \
         if len(prepared) else np.zeros(len(connections), dtype=np.int64)
-    mean = pd.DataFrame({"server": servers, "ms": costs["setup_ms"].to_numpy(dtype=float),
+    mean = pd.DataFrame({"server": server_code, "ms": costs["setup_ms"].to_numpy(dtype=float),
                          "rt": costs["setup_round_trips"].to_numpy(dtype=float)}).groupby("server").mean()
-    n_pairs = len(pair_keys)
+    n_pairs = len(pair_client)
     observed = np.bincount(pair_codes, minlength=n_pairs)
     tx_counts = np.bincount(pair_codes, weights=tx_per_conn, minlength=n_pairs).astype(np.int64)
-    pair_client = np.array([str(k).split("|", 1)[0] for k in pair_keys], dtype=object)
-    pair_server = np.array([str(k).split("|", 1)[1] for k in pair_keys], dtype=object)
-    del pair_keys
-    # the pairs in (client IP, server) order, the order of the finished table
-    in_order = np.lexsort((pair_server, pair_client))
-    pair_client, pair_server, observed, tx_counts = (x[in_order] for x in (pair_client, pair_server, observed,
-                                                                             tx_counts))
-    place = np.empty(n_pairs, dtype=np.int64)
-    place[in_order] = np.arange(n_pairs)
-    pair_codes = place[pair_codes]
     setup_ms = mean["ms"].reindex(pair_server).to_numpy(dtype=float)
     setup_rt = mean["rt"].reindex(pair_server).to_numpy(dtype=float)
-    client_col = pd.array(pair_client, dtype="string")
-    server_col = pd.array(pair_server, dtype="string")
+    client_col = pd.array(client_names.take(pa.array(pair_client)), dtype="string")
+    server_col = pd.array(server_names.take(pa.array(pair_server)), dtype="string")
     for timeout in timeouts_s:
         for limit in max_requests:
             needed = _replay(prepared, len(connections), pair_codes, ts_start, ts_end, released,
