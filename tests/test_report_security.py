@@ -144,3 +144,23 @@ def test_redact_text_skips_no_match(head: list[str], tail: list[str]) -> None:
     expected = r._USERINFO_RE.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", expected)
     expected = r._PARAM_RE.sub(r._param, expected)
     assert redact_text(text) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(_FRAGMENTS), max_size=6).map("".join)), max_size=20),
+       st.sampled_from(["string", "object"]))
+def test_redacting_a_column_redacts_each_value(values: list[str | None], dtype: str) -> None:
+    """A column is redacted value by value (missing values stay missing, its dtype stays), and a column
+    with nothing to hide is handed back as it is, not copied (a million rows a column)."""
+    import pandas as pd
+
+    from analyzer.report.redact import _redact_column, redact_frame
+
+    frame = pd.DataFrame({"target": pd.Series(values, dtype=dtype), "n": range(len(values))})
+    out = redact_frame(frame, ["target", "absent"])
+    expected = [None if v is None else redact_text(v) for v in values]
+    assert [None if pd.isna(v) else v for v in out["target"]] == expected
+    assert out["target"].dtype == frame["target"].dtype and out["n"].tolist() == frame["n"].tolist()
+    column = frame["target"]
+    if expected == values:
+        assert _redact_column(column) is column
