@@ -108,8 +108,8 @@ def positions(keys: pd.Series | pa.Array | Sequence[str | None],
 def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Per row of a string column without nulls, the rank of its value among the distinct values in sorted
     order (code point order, as Python compares ``str``), and those values in that order:
-    ``pd.factorize(values, sort=True)`` without a ``str`` object per row or per value (a million client
-    addresses as Python strings: about 60 MiB, and as many again for each table of them)."""
+    ``pd.factorize(values, sort=True)`` without a ``str`` object per row or per value (for the keep-alive
+    what-if, whose pairs of a million client addresses were named by Python strings)."""
     encoded = pc.dictionary_encode(values)
     order = np.asarray(pc.array_sort_indices(encoded.dictionary), dtype=np.int64)
     rank = np.empty(len(order), dtype=np.int64)

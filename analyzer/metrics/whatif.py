@@ -151,8 +151,9 @@ def _replay(prepared: pd.DataFrame, n_connections: int, pair_codes: np.ndarray, 
     with np.errstate(invalid="ignore"):
         breaks = first | (prepared["gap_ms"].to_numpy(dtype=float) > timeout_s * 1000.0)
     # segments: runs of requests on one connection without a timeout between them. The rows are in
-    # connection order, so segments and connections are runs of rows, reduced by position (pandas'
-    # ``groupby`` of the same made 100-200 MiB of temporaries per policy for a million requests)
+    # connection order, so segments and connections are runs of rows, reduced by position instead of by two
+    # pandas ``groupby``s per policy (with the pairs numbered by code, below: the what-if over a million
+    # clients peaked 734 -> 454 MiB above its input, 13.9 -> 6.6 s)
     seg_start = np.flatnonzero(breaks)
     seg_length = np.diff(np.append(seg_start, len(conn)))
     seg_needed = -(-seg_length // limit)  # ceil(length / M)
@@ -268,8 +269,9 @@ def _policy_parts(connections: pd.DataFrame, transactions: pd.DataFrame, timeout
         return
     costs = handshake_costs(connections) if costs is None else costs
     # the pairs by code, not by name: a pair's client and server ranks among the sorted distinct names, so
-    # that the pairs in code order are in (client IP, server) order, the order of the finished table (a
-    # million clients named as Python strings, once per connection, pair and column: about 300 MiB)
+    # that the pairs in code order are in (client IP, server) order, the order of the finished table (named
+    # by Python strings, once per connection, per pair and per column: a quarter million clients' what-if
+    # peaked 183 MiB above its input, 136 now)
     clients = arrow_strings(connections["client_ip"])
     clients = pc.if_else(pc.fill_null(pc.equal(clients, ""), True), pa.scalar("?", pa.large_string()), clients)
     client_code, client_names = sorted_codes(clients)  # a missing or empty client IP: "?"
