@@ -600,7 +600,6 @@ def test_message_times_within_one_chunk_follow_the_pieces() -> None:
     assert rows[0]["ts_request_end"] == pytest.approx(200 / 1e9)
 
 
-
 def _pieces(parts: list[bytes], ts: int) -> StreamChunk:
     """One chunk whose pieces are ``parts``, back to back (as the packets of one keep-alive connection)."""
     ends = np.cumsum([len(p) for p in parts], dtype=np.int64)

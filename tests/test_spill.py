@@ -173,7 +173,6 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
     assert held.in_memory() is held
 
 
-
 def test_in_memory_keeps_the_rows_asked_for_a_block_at_a_time(tiny_chunks: None, tmp_path: Path,
                                                               hostile_capture: Path) -> None:
     """``Analysis.in_memory(rows=)`` (``analyzer report``: of the anomalies, only the first examples of each
@@ -191,15 +190,17 @@ def test_in_memory_keeps_the_rows_asked_for_a_block_at_a_time(tiny_chunks: None,
         pd.testing.assert_frame_equal(examples[examples["name"] == name].reset_index(drop=True),
                                       held.anomalies[names == name].head(ANOMALY_EXAMPLES).reset_index(drop=True))
     one_uid = held.anomalies["uid"].iloc[-1]
+
+    def of_one(frame: pd.DataFrame) -> pd.DataFrame:  # a test of each row
+        return frame[frame["uid"] == one_uid].reset_index(drop=True)
+
     for analysis in (_spilled(hostile_capture, tmp_path / "spill"), held):
         back = analysis.in_memory({"anomalies": ["ts", "name", "uid"]}, report_rows())
         pd.testing.assert_frame_equal(back.anomalies, examples[["uid", "ts", "name"]])
         pd.testing.assert_frame_equal(back.connections, held.connections)
         assert back.summary["anomalies"] == per_name.sort_index().to_dict()  # every row counted
-        def of_one(frame: pd.DataFrame) -> pd.DataFrame:  # a test of each row
-            return frame[frame["uid"] == one_uid].reset_index(drop=True)
-
         pd.testing.assert_frame_equal(analysis.in_memory(rows={"anomalies": of_one}).anomalies, of_one(held.anomalies))
+
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "partitioned", "har"])
 def test_export_of_a_spilled_analysis_writes_the_same_files(fmt: str, tiny_chunks: None, tmp_path: Path,
@@ -349,7 +350,6 @@ def test_cli_report_of_a_spilled_analysis_is_the_report_of_one_held(tmp_path: Pa
         assert len(held.segments) > pipeline.SPILL_ROWS  # the bytes-in-flight chart has its series
         write_report(held, held_out)
         assert cli_out.read_bytes() == held_out.read_bytes()
-
 
 
 def test_cli_report_computes_the_summary_metrics_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
