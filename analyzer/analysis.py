@@ -98,6 +98,8 @@ class Analysis:
 
         def read_back(table: SpilledTable, chosen: list[str] | None,
                       keep: Callable[[pd.DataFrame], pd.DataFrame] | None) -> pd.DataFrame:
+            if chosen == [] and keep is None:  # its rows without columns: nothing to read
+                return pd.DataFrame(index=pd.RangeIndex(len(table)))
             if keep is None:
                 return table.frame(chosen)
             if not len(table):

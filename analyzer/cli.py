@@ -156,18 +156,19 @@ def report(
     stitch: Stitch = False,
 ) -> None:
     """Write a self-contained interactive HTML report (works offline)."""
-    from analyzer.report.html import report_columns, report_rows, write_report
+    from analyzer.report.html import write_report
 
-    # the capture is read in a child process with its tables on disk (``analyzer.pipeline._in_child``), and
-    # read back here into a clean heap, only the columns the report reads (and of the anomalies only the
-    # examples it shows): a million tiny connections peaked at 2,807 MiB in one process. The summary's
-    # metric keys are not computed here: the report computes them with its own tables (the two readings
-    # back that ``analyze`` makes for them: 10 s of a quarter million tiny connections' 92 s)
+    # the capture is read in a child process with its tables on disk (``analyzer.pipeline._in_child``): a
+    # million tiny connections peaked at 2,807 MiB in one process. The report reads them back here, into a
+    # clean heap, a step at a time: each metric and section the columns it reads (``report_reader``), and
+    # of the anomalies only the examples it shows. The summary's metric keys are not computed in the child:
+    # the report computes them with its own tables (the two readings back that ``analyze`` makes for them:
+    # 10 s of a quarter million tiny connections' 92 s)
     with _spill_dir() as spill_dir:
         result = _analyze(captures, quiet, keylog, jobs, scheduler, stitch, spill_dir=spill_dir,
-                          with_metrics=False).in_memory(report_columns(), report_rows())
-    target = output or Path("reports") / (str(result.summary["captures"][0]).split(".")[0] + ".html")
-    key = write_report(result, target, redact=not no_redact)
+                          with_metrics=False)
+        target = output or Path("reports") / (str(result.summary["captures"][0]).split(".")[0] + ".html")
+        key = write_report(result, target, redact=not no_redact)
     if not quiet:
         s = result.summary
         typer.echo(f"{target}: {s['connections']} connections, {s['transactions']} transactions, "

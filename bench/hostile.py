@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--export", action="store_true", help="run `analyzer export --format parquet` (tables spilled "
                     "to disk, the capture read in a child process) instead of `analyzer.analyze()`")
     ap.add_argument("--report", action="store_true", help="run `analyzer report` (the capture read in a child "
-                    "process, every table read back for the report)")
+                    "process, its tables read back a step at a time for the report)")
     ap.add_argument("-o", "--output", type=Path, default=None,
                     help="default bench/results/hostile.md (hostile-export.md with --export, hostile-report.md "
                     "with --report)")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1040,3 +1041,32 @@ def test_compute_all_leaves_out_the_tables_it_is_told_to() -> None:
             pd.testing.assert_frame_equal(getattr(report, name), getattr(every, name), obj=name)
     with pytest.raises(ValueError, match="summary"):
         metrics.compute_all(real, leave_out=("summary",))
+
+
+def test_compute_all_from_the_listed_columns_is_compute_all_from_every_column() -> None:
+    """``compute_all`` hands each step only the columns it is listed with (``SUMMARY_GROUPS``,
+    ``KEPT_COLUMNS``, ``TABLE_COLUMNS``): every table and the summary are those of every column at each step,
+    on captures of real traffic (nginx, Python's http.client and ssl, curl over h2c, a mid-stream start),
+    and the steps ask in that order."""
+    import analyzer
+
+    samples = Path(__file__).resolve().parents[1] / "captures"
+    real = analyzer.analyze(*(str(samples / name) for name in (
+        "keepalive-idle-timeout.pcap", "close-race.pcap", "tls.pcap", "h2c.pcap", "midstream.pcap",
+        "shaped-bulk.pcap.gz")))
+    asked: list[Mapping[str, Sequence[str]]] = []
+
+    def every_column(columns: Mapping[str, Sequence[str]]) -> Analysis:
+        asked.append(columns)
+        return real
+
+    whole = metrics.compute_all_read(every_column)
+    listed = metrics.compute_all(real)
+    assert listed.summary == whole.summary
+    for name in metrics.MetricTables.__dataclass_fields__:
+        if name != "summary":
+            assert len(getattr(whole, name)), name
+            pd.testing.assert_frame_equal(getattr(listed, name), getattr(whole, name), obj=name)
+    rest = {name: (*columns, *metrics.KEPT_COLUMNS["rest"].get(name, ()))
+            for name, columns in metrics.SUMMARY_GROUPS["rest"].items()}
+    assert asked == [metrics.SUMMARY_GROUPS["lifecycle"], rest, *metrics.TABLE_COLUMNS.values()]

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import analyzer
 from analyzer import pipeline, spill
 from analyzer.cli import _clean, _clean_tree, _json_default, app, write_export
-from analyzer.spill import Spill
+from analyzer.spill import Spill, SpilledTable
 from analyzer.tables import ANOMALY_COLUMNS, FLIGHT_COLUMNS, TABLES, empty_frame, frame_from_rows
 from tests.hostile import generate
 
@@ -153,15 +153,26 @@ def test_a_spilled_analysis_equals_one_held_in_memory(name: str, tiny_chunks: No
         assert len(held.anomalies) > 10 * pipeline.ROWS_PER_CHUNK
 
 
-def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path) -> None:
-    """``Analysis.in_memory(columns)`` (``analyzer report``: only the columns it reads) gives, for each table
-    named, those columns in the table's order, equal to the held ones; a table not named comes whole. The
+def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Analysis.in_memory(columns)`` (``analyzer report``: each step only the columns it reads) gives, for
+    each table named, those columns in the table's order, equal to the held ones; a table not named comes
+    whole. One named with no columns comes as its rows without columns, without reading a chunk of it. The
     same for an analysis held in memory."""
     path = CAPTURES / "keepalive-idle-timeout.pcap"
     held = analyzer.analyze(str(path))
     asked = {"connections": ["server_bytes", "uid", "no_such_column"], "transactions": ["status"],
              "segments": []}
-    for analysis in (_spilled(path, tmp_path / "spill"), held):
+    spilled = _spilled(path, tmp_path / "spill")
+    chunks_read: list[str] = []
+    real_chunk = SpilledTable._chunk
+
+    def counted(self: SpilledTable, i: int) -> pd.DataFrame:
+        chunks_read.append(self.path.stem)
+        return real_chunk(self, i)
+
+    monkeypatch.setattr(SpilledTable, "_chunk", counted)
+    for analysis in (spilled, held):
         back = analysis.in_memory(asked)
         assert not back.spilled and back.summary == held.summary
         assert list(back.connections.columns) == ["uid", "server_bytes"]
@@ -170,6 +181,8 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
         assert back.segments.shape == (len(held.segments), 0) and len(held.segments)
         for name in ("anomalies", "flights"):
             pd.testing.assert_frame_equal(back.table(name), held.table(name), obj=name)
+    assert {"connections", "transactions", "flights"} <= set(chunks_read)
+    assert "segments" not in chunks_read and spilled.spilled["segments"]._chunks
     assert held.in_memory() is held
 
 

@@ -80,16 +80,23 @@ from analyzer.tables import ANOMALY_COLUMNS, CONNECTION_COLUMNS, TRANSACTION_COL
 if TYPE_CHECKING:
     from analyzer.analysis import Analysis
 
+#: A function giving the analysis with (at least) the columns asked for, by table (``summary_metrics_read``,
+#: ``compute_all_read``): an analysis held in memory, or its tables read back from a spill
+Read = Callable[[Mapping[str, Sequence[str]]], "Analysis"]
+
 __all__ = [
     "BROWSER_PER_HOST_LIMIT",
     "SUMMARY_COLUMNS",
     "SUMMARY_GROUPS",
+    "TABLE_COLUMNS",
     "MetricTables",
+    "Read",
     "SummaryTables",
     "avoidable_connections",
     "close_race_stats",
     "close_races",
     "compute_all",
+    "compute_all_read",
     "connection_hosts",
     "connection_pools",
     "connection_requests",
@@ -207,13 +214,22 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Coll
     ``leave_out``: names of tables (fields of ``MetricTables`` but ``summary``) the caller does not read;
     they are returned with their columns and no rows, each let go as soon as it is made (those the
     summary's figures are made from, before the other tables are made). The report draws neither
-    ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB)."""
+    ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB).
+
+    Each step sees only the columns it is listed with (``SUMMARY_GROUPS``, ``TABLE_COLUMNS``): a metric
+    that reads another raises ``KeyError`` (``compute_all_read`` reads just these back from a spill)."""
+    return compute_all_read(partial(_only_columns, analysis), with_whatif=with_whatif, leave_out=leave_out)
+
+
+def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collection[str] = ()) -> MetricTables:
+    """``compute_all`` of the analysis that ``read(columns)`` gives with (at least) those columns of its
+    tables. Each step asks for its own columns just before it and lets them go after it
+    (``SUMMARY_GROUPS``, then ``TABLE_COLUMNS`` table by table), so that the whole tables are never held:
+    ``analyzer report`` reads them back from its spill step by step."""
     unknown = set(leave_out) - (set(MetricTables.__dataclass_fields__) - {"summary"})
     if unknown:
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
-    connections, transactions = analysis.connections, analysis.transactions
-    summary, shared = _summary_and_shared(lambda _columns: analysis, with_whatif=with_whatif,  # all of them
-                                          leave_out=leave_out)
+    summary, shared = _summary_and_shared(read, with_whatif=with_whatif, leave_out=leave_out)
     conn_hosts = shared["conn_hosts"]
 
     def kept(name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -224,19 +240,20 @@ def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Coll
     made["whatif"], made["whatif_totals"] = (kept(name, frame) for name, frame in
                                              zip(("whatif", "whatif_totals"), shared.pop("whatif"), strict=True))
     del shared  # the tables left out are let go here, before the others are made
-    later: dict[str, Callable[[], pd.DataFrame]] = {
-        "histogram": lambda: requests_per_connection_histogram(connections, transactions),
-        "idle_after": lambda: idle_after_last(connections, transactions),
-        "rounds": lambda: flight_rounds(transactions, analysis.flights),
-        "transfers": lambda: warmth_transfers(connections, transactions, conn_hosts=conn_hosts),
-        "health": lambda: tcp_health_table(connections, transactions, conn_hosts=conn_hosts),
-        "health_totals": lambda: tcp_health_totals(connections),
-        "protocols": lambda: protocol_mix(connections, transactions),
-        "tls_hosts": lambda: tls_by_host(connections, conn_hosts),
+    later: dict[str, Callable[[Analysis], pd.DataFrame]] = {
+        "histogram": lambda a: requests_per_connection_histogram(a.connections, a.transactions),
+        "idle_after": lambda a: idle_after_last(a.connections, a.transactions),
+        "rounds": lambda a: flight_rounds(a.transactions, a.flights),
+        "transfers": lambda a: warmth_transfers(a.connections, a.transactions, conn_hosts=conn_hosts),
+        "health": lambda a: tcp_health_table(a.connections, a.transactions, conn_hosts=conn_hosts),
+        "health_totals": lambda a: tcp_health_totals(a.connections),
+        "protocols": lambda a: protocol_mix(a.connections, a.transactions),
+        "tls_hosts": lambda a: tls_by_host(a.connections, conn_hosts),
     }
-    for name, make in later.items():  # one after the other, each one's garbage handed back before the next
+    for name, make in later.items():  # one after the other, each one's columns and garbage let go before the next
         release_free_memory()
-        made[name] = kept(name, make())
+        made[name] = kept(name, make(read(TABLE_COLUMNS[name])))
+    release_free_memory()
     return MetricTables(summary=summary, **made)
 
 
@@ -245,7 +262,7 @@ def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[:0].copy()
 
 
-def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis], *, with_whatif: bool,
+def _summary_and_shared(read: Read, *, with_whatif: bool,
                         keep: bool = True, leave_out: Collection[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
@@ -265,7 +282,10 @@ def _summary_and_shared(read: Callable[[Mapping[str, Sequence[str]]], Analysis],
     it (pools, the keep-alive what-if) do not run on top of them (a million tiny connections: 226 MiB).
     """
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        analysis = read(SUMMARY_GROUPS[group])
+        columns = SUMMARY_GROUPS[group]
+        if keep and group in KEPT_COLUMNS:
+            columns = {name: (*names, *KEPT_COLUMNS[group].get(name, ())) for name, names in columns.items()}
+        analysis = read(columns)
         if any(name in analysis.spilled for name in SUMMARY_COLUMNS):
             raise ValueError("metrics of tables left on disk: read them back first (Analysis.held)")
         return analysis.connections, analysis.transactions
@@ -420,6 +440,41 @@ SUMMARY_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: The columns the tables ``compute_all`` keeps from the summary's steps read beyond their group's
+#: (``_summary_and_shared`` with ``keep``: the per-host table's HTTP versions and statuses, the pools' and
+#: the keep-alive what-if's request times and connection headers), by group.
+KEPT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "rest": {"transactions": ("http_version", "status", "ts_request_start", "ts_response_start", "ts_response_end",
+                              "keep_alive", "request_connection", "response_connection")},
+}
+
+#: The columns each table of ``compute_all`` after the summary's (``_summary_and_shared``) is computed from,
+#: by table of ``Analysis``. ``compute_all`` hands each step these only (``tests/test_metrics.py`` checks
+#: that its tables are those of every column), and ``compute_all_read`` reads back just these for the step.
+#: ``health``, ``transfers`` and ``tls_hosts`` line up ``conn_hosts`` with the connections by position; a
+#: transaction without a known connection is put under its own server and Host header (``transfers``).
+_HEALTH_COLUMNS = (
+    "handshake_rtt_ms", "client_packets", "server_packets", "retransmissions", "fast_retransmissions",
+    "spurious_retransmissions", "out_of_order", "dup_acks", "zero_window", "window_full", "keep_alives",
+    "rtt_min_ms", "rtt_median_ms", "rtt_samples", "capture_point",
+)
+TABLE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "histogram": {"connections": ("uid", "tls", "tls_decrypted", "requests"), "transactions": ("uid",)},
+    "idle_after": {
+        "connections": ("uid", "server_ip", "server_port", "idle_after_last_ms", "close_by", "close_reason"),
+        "transactions": ("uid", "trans_depth", "ts_request_start", "keep_alive"),
+    },
+    "rounds": {"transactions": ("uid", "trans_depth", "response_body_bytes"),
+               "flights": ("uid", "trans_depth", "warmth", "round", "bytes")},
+    "transfers": {"connections": (), "transactions": ("uid", "host", "response_body_bytes", "warmth", "rounds",
+                                                      "ttfb_ms", "transfer_ms", "server_ip", "server_port")},
+    "health": {"connections": _HEALTH_COLUMNS, "transactions": ()},
+    "health_totals": {"connections": _HEALTH_COLUMNS},
+    "protocols": {"connections": ("uid", "protocol"), "transactions": ("uid", "estimated")},
+    "tls_hosts": {"connections": ("tls", "tls_version", "tls_resumed", "tls_handshake_ms")},
+}
+
+
 def summary_metrics(analysis: Analysis) -> dict[str, Any]:
     """The key figures of ``analysis`` as a flat, JSON-serialisable dict (ints, floats, str, None, and
     one list of dicts), for the pipeline to merge into ``Analysis.summary``.
@@ -454,7 +509,7 @@ def summary_metrics(analysis: Analysis) -> dict[str, Any]:
     return summary_metrics_read(partial(_only_columns, analysis))
 
 
-def summary_metrics_read(read: Callable[[Mapping[str, Sequence[str]]], Analysis]) -> dict[str, Any]:
+def summary_metrics_read(read: Read) -> dict[str, Any]:
     """``summary_metrics`` of the analysis that ``read(columns)`` gives with those columns of its
     connections and transactions (``SUMMARY_GROUPS``: each group of figures asks for its own, and lets
     them go before the next group asks): ``analyzer.pipeline`` reads them back from a spill."""
@@ -505,10 +560,10 @@ def _summary_columns(analysis: Analysis) -> Analysis:
 
 
 def _only_columns(analysis: Analysis, columns: Mapping[str, Sequence[str]]) -> Analysis:
-    """``analysis`` with only the ``columns`` of its connections and transactions (a metric that reads
-    another raises ``KeyError``)."""
-    return replace(analysis, connections=_only(analysis.connections, columns["connections"]),
-                   transactions=_only(analysis.transactions, columns["transactions"]))
+    """``analysis`` with only the ``columns`` of each table named there (a metric that reads another
+    raises ``KeyError``); the tables not named are left as they are."""
+    only: dict[str, Any] = {name: _only(getattr(analysis, name), names) for name, names in columns.items()}
+    return replace(analysis, **only)
 
 
 def _only(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -38,7 +38,14 @@ import plotly.offline
 import analyzer
 from analyzer.analysis import Analysis
 from analyzer.heap import release_free_memory
-from analyzer.metrics import BROWSER_PER_HOST_LIMIT, MetricTables, compute_all, glossary, series_connections
+from analyzer.metrics import (
+    BROWSER_PER_HOST_LIMIT,
+    MetricTables,
+    Read,
+    compute_all_read,
+    glossary,
+    series_connections,
+)
 from analyzer.metrics.reasons import NOT_A_MISS, REASON_LABELS
 from analyzer.metrics.warmth import ROUNDS_SHOWN, SIZE_BUCKETS, WARMTHS
 from analyzer.report import figures
@@ -52,23 +59,25 @@ DETAIL_MAX = 300  # characters of an anomaly detail shown
 CELL_MAX = 400  # characters of any capture string in a table cell (longer ones end with "…")
 WARMTH_MAX_ROWS = 300  # rows of the warm/cold transfer table
 
-#: Columns neither the report's sections nor its metrics (``compute_all``) read, by table: ``analyzer
-#: report`` reads the others back from its spill (``report_columns``): a quarter million tiny connections
-#: held 491 MiB once read back, 452 MiB so. ``tests/test_report.py`` checks that the report of the sample
-#: captures is the same without them. A column added to a table is read until it is named here.
-UNREAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "connections": (
-        "capture", "client_from", "alpn", "alpn_offered", "tls_cipher_suite", "quic_version", "syn_to_synack_ms",
-        "synack_to_ack_ms", "pipelined_max", "h2_max_streams_setting", "h2_goaway_error", "h2_goaway_last_stream",
-        "h2_pushed_streams", "h2_reset_streams", "idle_max_ms", "client_bytes", "max_bytes_in_flight",
-        "max_bytes_in_flight_client", "initial_window_bytes", "rtt_max_ms", "gap_bytes", "first_frame",
-    ),
-    "transactions": (
-        "stream_id", "ts_request_end", "request_body_bytes", "pipelined", "interim_responses", "request_complete",
-        "peak_bytes_in_flight", "sender_idle_ms",
-    ),
-    "flights": ("peak_bytes_in_flight",),
-    "segments": ("frame", "seq_end"),
+#: The columns each section that draws from the tables reads, by table (the metrics read theirs:
+#: ``analyzer.metrics.SUMMARY_GROUPS`` and ``TABLE_COLUMNS``). The report asks for each step's columns just
+#: before it and lets them go after it (``_render``): ``analyzer report`` reads them back from its spill
+#: step by step and never holds the whole tables (a million tiny connections held 770 MiB of them through
+#: the report). Every section sees only these (a section that reads another column raises ``KeyError``).
+SECTION_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "timeline": {
+        "connections": ("uid", "client_port", "server_ip", "server_port", "protocol", "ts_start", "ts_end",
+                        "requests", "idle_after_last_ms", "close_by"),
+        "transactions": ("uid", "trans_depth", "method", "host", "target", "status", "ts_request_start",
+                         "ts_response_end", "idle_before_ms"),
+    },
+    "idle": {"transactions": ("idle_before_ms",)},
+    "tcp": {
+        "connections": ("uid", "client_port", "ts_start", "handshake_rtt_ms", "server_bytes", "retransmissions"),
+        "transactions": ("uid", "response_body_bytes", "warmth"),
+        "segments": ("uid", "from_server", "ts", "payload_bytes", "bytes_in_flight", "retransmission", "round"),
+    },
+    "anomalies": {"anomalies": ("uid", "ts", "name", "detail")},
 }
 #: ``MetricTables`` the report does not draw (``compute_all``'s ``leave_out``)
 UNDRAWN_METRICS = ("reasons", "costs")
@@ -548,11 +557,11 @@ def _whatif_section(m: MetricTables, chart: _Charts) -> str:
     return "".join(parts)
 
 
-def _pools_section(analysis: Analysis, m: MetricTables, chart: _Charts) -> str:
+def _pools_section(summary: Mapping[str, Any], m: MetricTables, chart: _Charts) -> str:
     pools, key = m.pools, m.summary
     parts = ['<section id="pools"><h2>Connection pools</h2>',
              chart(figures.pool_figure(pools, m.pool_steps, BROWSER_PER_HOST_LIMIT,
-                                       (analysis.summary or {}).get("ts_first")),
+                                       summary.get("ts_first")),
                    "Connections each client had open to each host at once, over time, for the pools of largest "
                    f"peak (at most {figures.POOLS_SHOWN}); the dashed line is a browser's limit of "
                    f"{BROWSER_PER_HOST_LIMIT} per host.")]
@@ -876,14 +885,14 @@ def render_report(analysis: Analysis, title: str, redact: bool = True) -> str:
     return _render(analysis, title, redact)[0]
 
 
-def _render(analysis: Analysis, title: str, redact: bool) -> tuple[str, dict[str, Any]]:
-    """``render_report``'s document and the key figures it shows (``summary_metrics``' keys)."""
-    if redact:
-        analysis = redact_analysis(analysis)
-    m = compute_all(analysis, leave_out=UNDRAWN_METRICS)
+def _render(source: Analysis, title: str, redact: bool) -> tuple[str, dict[str, Any]]:
+    """``render_report``'s document and the key figures it shows (``summary_metrics``' keys). The tables are
+    read from ``source`` a step at a time (``report_reader``), each step's columns let go after it."""
+    read = report_reader(source, redact)
+    m = compute_all_read(read, leave_out=UNDRAWN_METRICS)
     key, timeouts, hosts = m.summary, m.timeouts, m.hosts
     chart = _Charts()
-    summary = analysis.summary or {}
+    summary = source.summary or {}
     captures = summary.get("captures") or []
     listed = captures if isinstance(captures, (list, tuple)) else [captures]
     captures_text = ", ".join(str(x) for x in listed)
@@ -905,17 +914,18 @@ def _render(analysis: Analysis, title: str, redact: bool) -> tuple[str, dict[str
     # million), and the heap's free pages handed back before the sections that make large temporaries
     m = m.without("histogram", "avoidable")
     release_free_memory()
-    parts += [_timeline_section(analysis, chart), _idle_section(analysis, m, chart)]
+    parts += [_timeline_section(read(SECTION_COLUMNS["timeline"]), chart),
+              _idle_section(read(SECTION_COLUMNS["idle"]), m, chart)]
     m = m.without("idle_after")
     parts += [_close_race_section(m), _handshake_section(key, hosts, chart), _whatif_section(m, chart),
-              _hosts_section(hosts), _pools_section(analysis, m, chart)]
+              _hosts_section(hosts), _pools_section(summary, m, chart)]
     m = m.without("pools", "pool_steps")
     parts.append(_protocols_section(key, m, chart))
     release_free_memory()
     parts += [
-        _tcp_section(analysis, m, chart),
+        _tcp_section(read(SECTION_COLUMNS["tcp"]), m, chart),
         _tcp_health_section(m),
-        _anomalies_section(analysis),
+        _anomalies_section(read(SECTION_COLUMNS["anomalies"])),
         _quality_section(summary, set(key)),
         '<section id="glossary"><h2>Glossary</h2>', _glossary_html(glossary()), "</section>",
         f"<footer>Generated by analyzer {esc(analyzer.__version__)} · self-contained: works offline."
@@ -926,10 +936,19 @@ def _render(analysis: Analysis, title: str, redact: bool) -> tuple[str, dict[str
                                   plotlyjs=_plotly_js()), key
 
 
-def report_columns() -> dict[str, list[str]]:
-    """The columns of each table the report reads (all but ``UNREAD_COLUMNS``), in table order: for
-    ``Analysis.in_memory``."""
-    return {name: [c for c in columns if c not in UNREAD_COLUMNS.get(name, ())] for name, columns in TABLES.items()}
+def report_reader(source: Analysis, redact: bool = True) -> Read:
+    """The report's ``Read``: ``source`` with only the columns asked for, by table (a table not named comes
+    as its rows without columns). Each call reads its tables back from ``source``'s spill, if it has one,
+    and of a spilled anomaly table only the rows the report shows (``report_rows``; the summary counts them
+    all). ``redact`` hides credentials in the capture strings it gives (``redact.redact_analysis``)."""
+    examples = {name: keep for name, keep in report_rows().items() if name in source.spilled}
+
+    def read(columns: Mapping[str, Sequence[str]]) -> Analysis:
+        asked = {name: tuple(columns.get(name, ())) for name in TABLES}
+        tables = source.in_memory(asked, {name: keep for name, keep in examples.items() if asked[name]})
+        return redact_analysis(tables) if redact else tables
+
+    return read
 
 
 def report_rows() -> dict[str, Callable[[pd.DataFrame], pd.DataFrame]]:
