@@ -359,8 +359,9 @@ def arrow_strings(values: pd.Series | pd.Index | pd.api.extensions.ExtensionArra
 
 def assemble(chunks: Iterable[pd.DataFrame], rows: int, columns: Mapping[str, str],
              order: np.ndarray) -> pd.DataFrame:
-    """One table from its ``chunks`` (``rows`` rows in all, the ``columns`` in order), its row ``i`` being
-    row ``order[i]`` of the chunks one after the other, with the declared dtypes.
+    """One table from its ``chunks`` (``rows`` rows in all, the ``columns`` in order; a chunk may hold
+    others, which are passed over), its row ``i`` being row ``order[i]`` of the chunks one after the other,
+    with the declared dtypes.
 
     Built column by column as the chunks come (the caller lets go of each chunk once it is read): numbers
     and flags go straight to their final rows (arrays made once, at full size), and the
@@ -376,8 +377,8 @@ def assemble(chunks: Iterable[pd.DataFrame], rows: int, columns: Mapping[str, st
     for chunk in chunks:
         placed = destination[start:start + len(chunk)]
         start += len(chunk)
-        for name in chunk.columns:
-            builders[name].place(chunk[name], placed)
+        for name, builder in builders.items():  # the chunk may hold more columns: only these are read
+            builder.place(chunk[name], placed)
     if start != rows:
         raise ValueError(f"assemble(): the chunks hold {start} rows, not {rows}")
     return pd.DataFrame({name: builders.pop(name).finish(order) for name in list(columns)},
