@@ -864,7 +864,8 @@ def test_the_report_reads_only_what_it_says(names: tuple[str, ...], monkeypatch:
 
 def test_a_section_that_reads_a_column_it_does_not_list_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """A section sees only its ``SECTION_COLUMNS`` (and a metric only its ``TABLE_COLUMNS``): one that reads
-    another column raises ``KeyError`` in every test, on tables held in memory as read back from a spill."""
+    another column raises ``KeyError`` in every test (here on tables held in memory; read back from a spill,
+    ``SpilledTable.frame`` gives the columns asked for only, ``tests/test_spill.py``)."""
     from analyzer import metrics
     from analyzer.report import html as page
 
