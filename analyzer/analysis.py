@@ -78,8 +78,9 @@ class Analysis:
     def in_memory(self, columns: Mapping[str, Sequence[str]] | None = None,
                   rows: Mapping[str, Callable[[pd.DataFrame], pd.DataFrame]] | None = None) -> Analysis:
         """This analysis with every table in memory (read back from disk when it was left there); only the
-        ``columns`` given for a table, when given, in the table's order (names it lacks are passed over):
-        ``analyzer report`` reads only what it draws.
+        ``columns`` given for a table, when given, in the table's order (names it lacks are passed over; a
+        table given none comes as its rows without columns, a spilled one without reading it): ``analyzer
+        report`` reads for each step only what it draws.
 
         ``rows``: for a table named there, only the rows that function keeps of it. A spilled table is read
         a block at a time (``SpilledTable.blocks``, in the table's order), the function keeps rows of each

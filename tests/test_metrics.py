@@ -1067,6 +1067,5 @@ def test_compute_all_from_the_listed_columns_is_compute_all_from_every_column() 
         if name != "summary":
             assert len(getattr(whole, name)), name
             pd.testing.assert_frame_equal(getattr(listed, name), getattr(whole, name), obj=name)
-    rest = {name: (*columns, *metrics.KEPT_COLUMNS["rest"].get(name, ()))
-            for name, columns in metrics.SUMMARY_GROUPS["rest"].items()}
-    assert asked == [metrics.SUMMARY_GROUPS["lifecycle"], rest, *metrics.TABLE_COLUMNS.values()]
+    assert asked == [metrics.SUMMARY_GROUPS["lifecycle"], metrics.group_columns("rest", keep=True),
+                     *metrics.TABLE_COLUMNS.values()]

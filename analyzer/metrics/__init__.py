@@ -86,6 +86,7 @@ Read = Callable[[Mapping[str, Sequence[str]]], "Analysis"]
 
 __all__ = [
     "BROWSER_PER_HOST_LIMIT",
+    "KEPT_COLUMNS",
     "SUMMARY_COLUMNS",
     "SUMMARY_GROUPS",
     "TABLE_COLUMNS",
@@ -103,6 +104,7 @@ __all__ = [
     "flight_rounds",
     "glossary",
     "glossary_markdown",
+    "group_columns",
     "handshake_costs",
     "handshake_overhead",
     "handshake_totals",
@@ -282,10 +284,7 @@ def _summary_and_shared(read: Read, *, with_whatif: bool,
     it (pools, the keep-alive what-if) do not run on top of them (a million tiny connections: 226 MiB).
     """
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        columns = SUMMARY_GROUPS[group]
-        if keep and group in KEPT_COLUMNS:
-            columns = {name: (*names, *KEPT_COLUMNS[group].get(name, ())) for name, names in columns.items()}
-        analysis = read(columns)
+        analysis = read(group_columns(group, keep=keep))
         if any(name in analysis.spilled for name in SUMMARY_COLUMNS):
             raise ValueError("metrics of tables left on disk: read them back first (Analysis.held)")
         return analysis.connections, analysis.transactions
@@ -450,6 +449,13 @@ KEPT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "rest": {"transactions": ("http_version", "status", "ts_request_start", "ts_response_start", "ts_response_end",
                               "keep_alive", "request_connection", "response_connection")},
 }
+
+def group_columns(group: str, *, keep: bool) -> dict[str, tuple[str, ...]]:
+    """The columns one group of the summary's figures asks for (``SUMMARY_GROUPS``), with those of the
+    tables kept beside them (``KEPT_COLUMNS``) when ``keep`` (``compute_all``)."""
+    extra = KEPT_COLUMNS.get(group, {}) if keep else {}
+    return {name: (*names, *extra.get(name, ())) for name, names in SUMMARY_GROUPS[group].items()}
+
 
 #: The columns each table of ``compute_all`` after the summary's (``_summary_and_shared``) is computed from,
 #: by table of ``Analysis``. ``compute_all`` hands each step these only (``tests/test_metrics.py`` checks
