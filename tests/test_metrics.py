@@ -1027,7 +1027,7 @@ def test_compute_all_leaves_out_the_tables_it_is_told_to() -> None:
     real = analyzer.analyze(*(str(samples / name) for name in ("keepalive-idle-timeout.pcap", "close-race.pcap",
                                                                "tls.pcap")))
     every = metrics.compute_all(real)
-    names = [n for n in metrics.MetricTables.__dataclass_fields__ if n != "summary"]
+    names = list(metrics.METRIC_TABLES)
     assert [n for n in names if not len(getattr(every, n))] == []
     none = metrics.compute_all(real, leave_out=names)
     assert none.summary == every.summary
@@ -1041,6 +1041,37 @@ def test_compute_all_leaves_out_the_tables_it_is_told_to() -> None:
             pd.testing.assert_frame_equal(getattr(report, name), getattr(every, name), obj=name)
     with pytest.raises(ValueError, match="summary"):
         metrics.compute_all(real, leave_out=("summary",))
+
+
+def test_compute_all_keeps_what_the_caller_draws_of_a_table() -> None:
+    """``compute_all(drawn=...)``: each table named comes as its cut of the whole table (a cut sees the tables
+    made so far: the pools whole when their steps are cut), every other table and the summary as without it,
+    and ``rows`` counts every table's rows as made. On captures of real traffic where every table has rows."""
+    import analyzer
+
+    samples = Path(__file__).resolve().parents[1] / "captures"
+    real = analyzer.analyze(*(str(samples / name) for name in ("keepalive-idle-timeout.pcap", "close-race.pcap",
+                                                               "tls.pcap")))
+    every = metrics.compute_all(real)
+    seen: dict[str, int] = {}
+
+    def first_row(name: str) -> metrics.Cut:
+        def cut(frame: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+            seen[name] = len(tables["pools"]) if name == "pool_steps" else len(frame)
+            return frame.take([0])
+        return cut
+
+    drawn = ("avoidable", "pools", "pool_steps", "idle_after", "whatif")
+    cut = metrics.compute_all(real, drawn={name: first_row(name) for name in drawn})
+    assert cut.summary == every.summary
+    assert cut.rows == every.rows == {name: len(getattr(every, name)) for name in metrics.METRIC_TABLES}
+    assert seen == {**{name: len(getattr(every, name)) for name in drawn}, "pool_steps": len(every.pools)}
+    for name in metrics.METRIC_TABLES:
+        expected = getattr(every, name).take([0]) if name in drawn else getattr(every, name)
+        pd.testing.assert_frame_equal(getattr(cut, name), expected, obj=name)
+    assert all(len(getattr(every, name)) > 1 for name in drawn)
+    with pytest.raises(ValueError, match="rows"):
+        metrics.compute_all(real, drawn={"rows": first_row("rows")})
 
 
 def test_compute_all_from_the_listed_columns_is_compute_all_from_every_column() -> None:
@@ -1063,9 +1094,9 @@ def test_compute_all_from_the_listed_columns_is_compute_all_from_every_column() 
     whole = metrics.compute_all_read(every_column)
     listed = metrics.compute_all(real)
     assert listed.summary == whole.summary
-    for name in metrics.MetricTables.__dataclass_fields__:
-        if name != "summary":
-            assert len(getattr(whole, name)), name
-            pd.testing.assert_frame_equal(getattr(listed, name), getattr(whole, name), obj=name)
+    assert listed.rows == whole.rows == {name: len(getattr(whole, name)) for name in metrics.METRIC_TABLES}
+    for name in metrics.METRIC_TABLES:
+        assert len(getattr(whole, name)), name
+        pd.testing.assert_frame_equal(getattr(listed, name), getattr(whole, name), obj=name)
     assert asked == [metrics.SUMMARY_GROUPS["lifecycle"], metrics.group_columns("rest", keep=True),
                      *metrics.TABLE_COLUMNS.values()]

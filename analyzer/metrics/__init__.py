@@ -21,7 +21,7 @@ server's close of a keep-alive connection, and the client's retry).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
@@ -84,12 +84,19 @@ if TYPE_CHECKING:
 #: ``compute_all_read``): an analysis held in memory, or its tables read back from a spill
 Read = Callable[[Mapping[str, Sequence[str]]], "Analysis"]
 
+#: What a caller of ``compute_all`` keeps of one metric table (``drawn``): the table as made, and the tables
+#: made so far by name (``pool_steps``' cut reads ``pools``) → the rows kept, in new memory (``DataFrame.take``
+#: or a boolean mask: a slice of Arrow strings holds the whole column's buffers)
+Cut = Callable[[pd.DataFrame, Mapping[str, pd.DataFrame]], pd.DataFrame]
+
 __all__ = [
     "BROWSER_PER_HOST_LIMIT",
     "KEPT_COLUMNS",
+    "METRIC_TABLES",
     "SUMMARY_COLUMNS",
     "SUMMARY_GROUPS",
     "TABLE_COLUMNS",
+    "Cut",
     "MetricTables",
     "Read",
     "SummaryTables",
@@ -200,6 +207,8 @@ class MetricTables:
     pool_steps: pd.DataFrame  # pool_timeline
     reasons: pd.DataFrame  # new_connection_reasons, per connection
     reason_table: pd.DataFrame  # reason_table: the reasons counted, with evidence
+    #: the rows each table had as made, before the caller's cuts (``compute_all``'s ``leave_out``, ``drawn``)
+    rows: Mapping[str, int] = field(default_factory=dict)
 
     def without(self, *names: str) -> MetricTables:
         """These tables with those ``names`` left with their columns and no rows: their rows' memory is let
@@ -208,38 +217,48 @@ class MetricTables:
         return replace(self, **emptied)
 
 
-def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Collection[str] = ()) -> MetricTables:
+#: The names of ``MetricTables``' tables (every field but ``summary`` and ``rows``)
+METRIC_TABLES: tuple[str, ...] = tuple(name for name in MetricTables.__dataclass_fields__
+                                       if name not in ("summary", "rows"))
+
+
+def compute_all(analysis: Analysis, *, with_whatif: bool = True, leave_out: Collection[str] = (),
+                drawn: Mapping[str, Cut] | None = None) -> MetricTables:
     """All metrics of ``analysis`` with shared intermediate results (each computed once). Without
     ``with_whatif`` the keep-alive what-if (which replays every policy) is left empty: the summary does not
     need it.
 
-    ``leave_out``: names of tables (fields of ``MetricTables`` but ``summary``) the caller does not read;
-    they are returned with their columns and no rows, each let go as soon as it is made (those the
-    summary's figures are made from, before the other tables are made). The report draws neither
-    ``reasons`` nor ``costs`` (one row per connection each; a million tiny connections: 250 MiB).
+    ``leave_out``: names of tables (``METRIC_TABLES``) the caller does not read; they are returned with their
+    columns and no rows, each let go as soon as it is made (those the summary's figures are made from, before
+    the other tables are made). The report draws neither ``reasons`` nor ``costs`` (one row per connection
+    each; a million tiny connections: 250 MiB). ``drawn``: for some tables, the part the caller reads
+    (``Cut``), kept instead of the whole as soon as the metrics are done with it (the report draws the first
+    avoidable connections and pools; a million tiny connections: 98 MiB of avoidable connections, 67 of pool
+    steps). ``MetricTables.rows`` counts each table's rows as made.
 
     Each step sees only the columns it is listed with (``SUMMARY_GROUPS``, ``TABLE_COLUMNS``): a metric
     that reads another raises ``KeyError`` (``compute_all_read`` reads just these back from a spill)."""
-    return compute_all_read(partial(_only_columns, analysis), with_whatif=with_whatif, leave_out=leave_out)
+    return compute_all_read(partial(_only_columns, analysis), with_whatif=with_whatif, leave_out=leave_out,
+                            drawn=drawn)
 
 
-def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collection[str] = ()) -> MetricTables:
+def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collection[str] = (),
+                     drawn: Mapping[str, Cut] | None = None) -> MetricTables:
     """``compute_all`` of the analysis that ``read(columns)`` gives with (at least) those columns of its
     tables. Each step asks for its own columns just before it and lets them go after it
     (``SUMMARY_GROUPS``, then ``TABLE_COLUMNS`` table by table), so that the whole tables are never held:
     ``analyzer report`` reads them back from its spill step by step."""
-    unknown = set(leave_out) - (set(MetricTables.__dataclass_fields__) - {"summary"})
+    drawn = drawn or {}
+    unknown = (set(leave_out) | set(drawn)) - set(METRIC_TABLES)
     if unknown:
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
-    summary, shared = _summary_and_shared(read, with_whatif=with_whatif, leave_out=leave_out)
+    cuts = _Cuts({**drawn, **{name: _leave_out for name in leave_out}})
+    summary, shared = _summary_and_shared(read, with_whatif=with_whatif, cuts=cuts)
     conn_hosts = shared["conn_hosts"]
-
-    def kept(name: str, frame: pd.DataFrame) -> pd.DataFrame:
-        return _no_rows(frame) if name in leave_out else frame
-
-    made = {name: kept(name, shared[name]) for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts",
-                                                        "races", "pools", "pool_steps", "reasons", "reason_table")}
-    made["whatif"], made["whatif_totals"] = (kept(name, frame) for name, frame in
+    made = {name: cuts.cut(name, shared[name], shared)
+            for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts", "races", "pool_steps", "pools",
+                         "reasons", "reason_table")}
+    made["whatif"], made["whatif_totals"] = (cuts.cut(name, frame, made) for name, frame in
                                              zip(("whatif", "whatif_totals"), shared.pop("whatif"), strict=True))
     del shared  # the tables left out are let go here, before the others are made
     later: dict[str, Callable[[Analysis], pd.DataFrame]] = {
@@ -254,9 +273,31 @@ def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collect
     }
     for name, make in later.items():  # one after the other, each one's columns and garbage let go before the next
         release_free_memory()
-        made[name] = kept(name, make(read(TABLE_COLUMNS[name])))
+        made[name] = cuts.cut(name, make(read(TABLE_COLUMNS[name])), made)
     release_free_memory()
-    return MetricTables(summary=summary, **made)
+    return MetricTables(summary=summary, **made, rows=dict(cuts.rows))
+
+
+@dataclass(slots=True)
+class _Cuts:
+    """The caller's cuts of ``compute_all``'s tables (``leave_out``, ``drawn``), each made once, and the rows
+    of every table as made (``MetricTables.rows``)."""
+
+    how: Mapping[str, Cut]
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def cut(self, name: str, frame: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+        """``frame`` (table ``name``) as the caller keeps it; a table already cut comes back as it is."""
+        if name in self.rows:
+            return frame
+        self.rows[name] = len(frame)
+        how = self.how.get(name)
+        return how(frame, tables) if how is not None else frame
+
+
+def _leave_out(frame: pd.DataFrame, _tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The cut of a table left out (``compute_all``'s ``leave_out``): its columns without rows."""
+    return _no_rows(frame)
 
 
 def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -264,8 +305,8 @@ def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[:0].copy()
 
 
-def _summary_and_shared(read: Read, *, with_whatif: bool,
-                        keep: bool = True, leave_out: Collection[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
+                        cuts: _Cuts | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
 
@@ -279,9 +320,10 @@ def _summary_and_shared(read: Read, *, with_whatif: bool,
     Without ``keep`` the per-host table is not made (only its row count, ``host_count``), each
     intermediate table is let go as soon as the last figure that needs it is computed, and the returned
     dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
-    peak of ``analyzer export``. With ``keep``, the tables named in ``leave_out`` (``compute_all``'s) and the
-    per-transaction handshake costs are let go after their last use all the same, so that the steps after
-    it (pools, the keep-alive what-if) do not run on top of them (a million tiny connections: 226 MiB).
+    peak of ``analyzer export``. With ``keep``, the tables are cut as the caller asks (``cuts``: ``compute_all``'s
+    ``leave_out`` and ``drawn``) after their last use here, and the per-transaction handshake costs are let go
+    after theirs, so that the steps after it (pools, the keep-alive what-if) do not run on top of them (a
+    million tiny connections: 226 MiB).
     """
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         analysis = read(group_columns(group, keep=keep))
@@ -299,12 +341,13 @@ def _summary_and_shared(read: Read, *, with_whatif: bool,
                 shared.pop(name, None)
         release_free_memory()
 
+    cuts = cuts if cuts is not None else _Cuts({})
+
     def spent(*names: str) -> None:
-        """With ``keep``: the tables named have no later use; those left out become columns without rows."""
+        """With ``keep``: the tables named have no later use here; each is cut as the caller asks."""
         if keep:
             for name in names:
-                if name in leave_out:
-                    shared[name] = _no_rows(shared[name])
+                shared[name] = cuts.cut(name, shared[name], shared)
             release_free_memory()
 
     connections, transactions = tables("lifecycle")
@@ -356,11 +399,11 @@ def _summary_and_shared(read: Read, *, with_whatif: bool,
         shared["pools"] = pool_rows = connection_pools(connections, conn_hosts["host"], events=events)
         shared["pool_steps"] = pool_timeline(connections, conn_hosts["host"], events=events)
         del events
-        spent("pool_steps")
         figures["max_parallel_connections"] = int(pool_rows["max_parallel"].max()) if len(pool_rows) else 0
         figures["pools_over_browser_limit"] = int((pool_rows["max_parallel"] > BROWSER_PER_HOST_LIMIT).sum()) \
             if len(pool_rows) else 0
         del pool_rows
+        spent("pool_steps", "pools")  # the steps' cut may read every pool: before the pools are cut
     else:  # the two figures only, without the pools' names or table
         figures["max_parallel_connections"], figures["pools_over_browser_limit"] = \
             pool_peaks(connections, conn_hosts["host"]) if len(connections) else (0, 0)

@@ -237,6 +237,12 @@ def _ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([values[:1], values]), np.concatenate([[0.0], y])
 
 
+def drawn_idle_after(idle_after: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``idle_after`` (``metrics.idle_after_last``) that ``idle_gap_figure`` reads: the timeout
+    samples, in new memory (the report keeps only these: ``html.DRAWN_METRICS``)."""
+    return idle_after[idle_after["timeout_sample"].to_numpy(dtype=bool)]
+
+
 def idle_gap_figure(transactions: pd.DataFrame, idle_after: pd.DataFrame, timeouts: pd.DataFrame
                     ) -> go.Figure:
     """Cumulative distribution of idle gaps: ``idle_before_ms`` between requests (non-pipelined), and the
@@ -363,6 +369,21 @@ POOLS_SHOWN = 8  # pools drawn in the parallel-connections chart (largest peak f
 POOL_COLORS: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                                 "#17becf")
 POOL_MAX_STEPS = 4_000  # steps drawn per pool; a longer history is thinned (its peak kept)
+
+
+def drawn_pool_steps(pools: pd.DataFrame, steps: pd.DataFrame, shown: int = POOLS_SHOWN) -> pd.DataFrame:
+    """The rows of ``steps`` (``metrics.pool_timeline``) that ``pool_figure`` reads: those of the first
+    ``shown`` pools, and the earliest step of all (the chart's time origin when the capture's first packet
+    time is not given), in new memory (the report keeps only these: ``html.DRAWN_METRICS``)."""
+    keep = np.zeros(len(steps), dtype=bool)
+    if pools.empty or steps.empty:
+        return steps[keep]
+    for client, host in zip(pools["client_ip"].head(shown), pools["host"].head(shown), strict=True):
+        keep |= ((steps["client_ip"] == client) & (steps["host"] == host)).to_numpy(dtype=bool)
+    ts = floats(steps["ts"])
+    if not np.isnan(ts).all():
+        keep[int(np.nanargmin(ts))] = True
+    return steps[keep]
 
 
 def pool_figure(pools: pd.DataFrame, steps: pd.DataFrame, limit: int, ts_origin: float | None,
