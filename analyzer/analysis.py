@@ -60,8 +60,8 @@ class Analysis:
 
     def held(self, columns: Mapping[str, Sequence[str]] | None = None) -> Analysis:
         """This analysis with its connections and transactions in memory: read back from disk when they
-        were left there (only the ``columns`` given for each, when given); the other tables stay where
-        they are."""
+        were left there (only the ``columns`` given for each, when given: one given none, or not named, comes
+        as its rows without columns, without reading it); the other tables stay where they are."""
         if not any(name in self.spilled for name in HELD_TABLES):
             return self
 
@@ -70,6 +70,8 @@ class Analysis:
                 frame = getattr(self, name)
                 assert isinstance(frame, pd.DataFrame)
                 return frame
+            if columns is not None and not columns.get(name):  # its rows without columns: nothing to read
+                return pd.DataFrame(index=pd.RangeIndex(len(self.spilled[name])))
             return self.spilled[name].frame(None if columns is None else columns[name])
 
         return replace(self, connections=read("connections"), transactions=read("transactions"),

@@ -186,6 +186,30 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
     assert held.in_memory() is held
 
 
+def test_held_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Analysis.held(columns)`` (the summary's figures, a group at a time) gives the connections and
+    transactions with those columns; one not named, or named with none, comes as its rows without columns,
+    without reading a chunk of it (the pools' group names connections only). The other tables stay on disk."""
+    path = CAPTURES / "keepalive-idle-timeout.pcap"
+    held = analyzer.analyze(str(path))
+    spilled = _spilled(path, tmp_path / "spill")
+    chunks_read: list[str] = []
+    real_chunk = SpilledTable._chunk
+
+    def counted(self: SpilledTable, i: int) -> pd.DataFrame:
+        chunks_read.append(self.path.stem)
+        return real_chunk(self, i)
+
+    monkeypatch.setattr(SpilledTable, "_chunk", counted)
+    for asked in ({"connections": ["uid", "ts_start"]}, {"connections": ["uid", "ts_start"], "transactions": []}):
+        chunks_read.clear()
+        back = spilled.held(asked)
+        pd.testing.assert_frame_equal(back.connections, held.connections[["uid", "ts_start"]])
+        assert back.transactions.shape == (len(held.transactions), 0) and len(held.transactions)
+        assert set(chunks_read) == {"connections"} and set(back.spilled) == {"anomalies", "flights", "segments"}
+
+
 def test_in_memory_keeps_the_rows_asked_for_a_block_at_a_time(tiny_chunks: None, tmp_path: Path,
                                                               hostile_capture: Path) -> None:
     """``Analysis.in_memory(rows=)`` (``analyzer report``: of the anomalies, only the first examples of each

@@ -311,11 +311,11 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
 
     ``read``: a function giving the analysis with (at least) the columns asked for. The figures
-    are computed in two groups (``SUMMARY_GROUPS``), each from its own columns read just before it and let
+    are computed in groups (``SUMMARY_GROUPS``), each from its own columns read just before it and let
     go after it: on a million tiny connections all the columns weigh about 450 MiB, and the
-    connection-lifecycle group (reasons, avoidable connections, close races, idle timeouts), where the
-    peak is, does its work without a third of them. ``analyzer export``'s metrics there: peak 1,218 →
-    972 MiB (one reading back more: 14.4 → 17.8 s).
+    connection-lifecycle group (reasons, avoidable connections, close races, idle timeouts) does its work
+    without a third of them (``analyzer export``'s metrics: peak 1,218 → 972 MiB; one reading back more:
+    14.4 → 17.8 s); the pools, the last group, read three columns instead of the rest group's 32.
 
     Without ``keep`` the per-host table is not made (only its row count, ``host_count``), each
     intermediate table is let go as soon as the last figure that needs it is computed, and the returned
@@ -392,6 +392,21 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
         else keepalive_whatif_top(connections.iloc[:0], transactions.iloc[:0])
     spent("costs")
     done("costs", "whatif")
+    close_by = connections["close_by"]
+    figures["closes"] = {
+        "closes_by_server": int(equals(close_by, "server").sum()),
+        "closes_by_client": int(equals(close_by, "client").sum()),
+        "closes_unknown": int(equals(close_by, "unknown").sum()),
+        "connections_open_at_end": int(equals(close_by, "open").sum()),
+    }
+    figures["warmth"] = warmth_stats(transactions)
+    figures["protocols"] = protocol_stats(connections, transactions)
+    del connections, transactions, close_by
+    done()
+
+    # the pools from their own three columns, once the rest's are let go (a million tiny connections: those
+    # weighed 370 MiB, held under the pools' events before)
+    connections, _ = tables("pools")
     if keep:
         # the pools' events made once for the pools and their steps, and let go after them (a million tiny
         # connections: 165 MiB of events, 67 of steps)
@@ -407,17 +422,13 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
     else:  # the two figures only, without the pools' names or table
         figures["max_parallel_connections"], figures["pools_over_browser_limit"] = \
             pool_peaks(connections, conn_hosts["host"]) if len(connections) else (0, 0)
-    del conn_hosts
+    del conn_hosts, connections
     done("conn_hosts")
-    close_by = connections["close_by"]
     summary: dict[str, Any] = {
         **figures["reuse"],
         "new_connections_avoidable": figures["new_connections_avoidable"],
         **figures["idle"],
-        "closes_by_server": int(equals(close_by, "server").sum()),
-        "closes_by_client": int(equals(close_by, "client").sum()),
-        "closes_unknown": int(equals(close_by, "unknown").sum()),
-        "connections_open_at_end": int(equals(close_by, "open").sum()),
+        **figures["closes"],
         **figures["handshake"],
         "inferred_server_idle_timeouts": figures["timeouts"],
         "hosts": figures["hosts"],
@@ -425,8 +436,8 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
         **figures["reason"],
         "max_parallel_connections": figures["max_parallel_connections"],
         "pools_over_browser_limit": figures["pools_over_browser_limit"],
-        **warmth_stats(transactions),
-        **protocol_stats(connections, transactions),
+        **figures["warmth"],
+        **figures["protocols"],
     }
     shared.pop("per_transaction", None)  # not one of compute_all's tables
     return summary, shared
@@ -455,9 +466,10 @@ SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
 
 #: The columns of each group of the summary's figures (``_summary_and_shared``: one group after the other,
 #: each from its own columns): ``lifecycle`` (avoidable connections, close races, new-connection reasons,
-#: server idle timeouts) and ``rest`` (handshakes, reuse, idle gaps, hosts, pools, warmth, protocols). Each
-#: is a subset of ``SUMMARY_COLUMNS`` (``tests/test_metrics.py`` checks it, and that the figures are those
-#: of all the columns at once).
+#: server idle timeouts), ``rest`` (handshakes, reuse, idle gaps, hosts, closes, warmth, protocols, and the
+#: hosts of the connections the pools are made with) and ``pools`` (connections open at once per client and
+#: host). Each is a subset of ``SUMMARY_COLUMNS`` (``tests/test_metrics.py`` checks it, and that the figures
+#: are those of all the columns at once); a table a group does not name comes as its rows only.
 SUMMARY_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "lifecycle": {
         "connections": (
@@ -482,6 +494,7 @@ SUMMARY_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "warmth", "rounds", "ttfb_ms", "transfer_ms",
         ),
     },
+    "pools": {"connections": ("client_ip", "ts_start", "ts_end")},
 }
 
 
