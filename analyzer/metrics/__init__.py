@@ -253,14 +253,19 @@ def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collect
     if unknown:
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
     cuts = _Cuts({**drawn, **{name: _leave_out for name in leave_out}})
-    summary, shared = _summary_and_shared(read, with_whatif=with_whatif, cuts=cuts)
+    summary, shared = _summary_and_shared(read, cuts=cuts)
     conn_hosts = shared["conn_hosts"]
     made = {name: cuts.cut(name, shared[name], shared)
             for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts", "races", "pool_steps", "pools",
                          "reasons", "reason_table")}
-    made["whatif"], made["whatif_totals"] = (cuts.cut(name, frame, made) for name, frame in
-                                             zip(("whatif", "whatif_totals"), shared.pop("whatif"), strict=True))
     del shared  # the tables left out are let go here, before the others are made
+    # the keep-alive what-if from its own columns (with the handshake costs of its connections, made again:
+    # the summary's group let them go), after the pools and before the other tables
+    release_free_memory()
+    whatif = _whatif(read(TABLE_COLUMNS["whatif"])) if with_whatif else _whatif(None)
+    made["whatif"], made["whatif_totals"] = (cuts.cut(name, frame, made) for name, frame in
+                                             zip(("whatif", "whatif_totals"), whatif, strict=True))
+    del whatif
     later: dict[str, Callable[[Analysis], pd.DataFrame]] = {
         "histogram": lambda a: requests_per_connection_histogram(a.connections, a.transactions),
         "idle_after": lambda a: idle_after_last(a.connections, a.transactions),
@@ -300,12 +305,21 @@ def _leave_out(frame: pd.DataFrame, _tables: Mapping[str, pd.DataFrame]) -> pd.D
     return _no_rows(frame)
 
 
+def _whatif(analysis: Analysis | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The keep-alive what-if of ``analysis`` (``keepalive_whatif_top``: its top pairs and its totals), with
+    the handshake costs of its connections; its two tables without rows for None."""
+    if analysis is None:
+        return keepalive_whatif_top(empty_frame(CONNECTION_COLUMNS), empty_frame(TRANSACTION_COLUMNS))
+    connections, transactions = analysis.connections, analysis.transactions
+    return keepalive_whatif_top(connections, transactions, costs=handshake_costs(connections))
+
+
 def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame``'s columns and dtypes without its rows, holding none of their memory (a slice would)."""
     return frame.iloc[:0].copy()
 
 
-def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
+def _summary_and_shared(read: Read, *, keep: bool = True,
                         cuts: _Cuts | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary's key figures, and the intermediate tables they were computed from (``compute_all``
     keeps them; ``summary_metrics`` drops them, and computes none of the report-only tables).
@@ -372,7 +386,7 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
     shared["per_transaction"] = transaction_costs(connections, transactions, shared["costs"])
     figures["handshake"] = handshake_totals(connections, transactions, costs=shared["costs"],
                                             per_transaction=shared["per_transaction"])
-    done("per_transaction", *(() if with_whatif else ("costs",)))
+    done("per_transaction")
     figures["reuse"] = reuse_stats(connections, transactions)
     figures["idle"] = idle_before_stats(transactions)
     shared["conn_hosts"] = conn_hosts = connection_hosts(connections, transactions)
@@ -382,16 +396,10 @@ def _summary_and_shared(read: Read, *, with_whatif: bool, keep: bool = True,
                                      timeouts=shared["timeouts"], conn_hosts=conn_hosts)
         figures["hosts"] = len(shared["hosts"])
         del shared["per_transaction"]  # its last use
-        spent("avoidable", "timeouts", *(() if with_whatif else ("costs",)))
+        spent("avoidable", "timeouts", "costs")
     else:
         figures["hosts"] = host_count(connections, transactions, conn_hosts)
-    # the keep-alive what-if before the pools, so that neither runs on top of the other's tables (the pools
-    # of a million client addresses: 233 MiB with their steps), and the handshake costs it reads are let go
-    # before the pools are made
-    shared["whatif"] = keepalive_whatif_top(connections, transactions, costs=shared["costs"]) if with_whatif \
-        else keepalive_whatif_top(connections.iloc[:0], transactions.iloc[:0])
-    spent("costs")
-    done("costs", "whatif")
+    done("costs")
     close_by = connections["close_by"]
     figures["closes"] = {
         "closes_by_server": int(equals(close_by, "server").sum()),
@@ -499,11 +507,9 @@ SUMMARY_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 #: The columns the tables ``compute_all`` keeps from the summary's steps read beyond their group's
-#: (``_summary_and_shared`` with ``keep``: the per-host table's HTTP versions and statuses, the pools' and
-#: the keep-alive what-if's request times and connection headers), by group.
+#: (``_summary_and_shared`` with ``keep``: the per-host table's HTTP versions), by group.
 KEPT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "rest": {"transactions": ("http_version", "status", "ts_request_start", "ts_response_start", "ts_response_end",
-                              "keep_alive", "request_connection", "response_connection")},
+    "rest": {"transactions": ("http_version",)},
 }
 
 def group_columns(group: str, *, keep: bool) -> dict[str, tuple[str, ...]]:
@@ -514,8 +520,9 @@ def group_columns(group: str, *, keep: bool) -> dict[str, tuple[str, ...]]:
 
 
 #: The columns each table of ``compute_all`` after the summary's (``_summary_and_shared``) is computed from,
-#: by table of ``Analysis``. ``compute_all`` hands each step these only (``tests/test_metrics.py`` checks
-#: that its tables are those of every column), and ``compute_all_read`` reads back just these for the step.
+#: by table of ``Analysis`` (``whatif`` gives ``whatif_totals`` too). ``compute_all`` hands each step these
+#: only (``tests/test_metrics.py`` checks that its tables are those of every column), and
+#: ``compute_all_read`` reads back just these for the step.
 #: ``health``, ``transfers`` and ``tls_hosts`` line up ``conn_hosts`` with the connections by position; a
 #: transaction without a known connection is put under its own server and Host header (``transfers``).
 _HEALTH_COLUMNS = (
@@ -524,6 +531,14 @@ _HEALTH_COLUMNS = (
     "rtt_min_ms", "rtt_median_ms", "rtt_samples", "capture_point",
 )
 TABLE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "whatif": {  # and whatif_totals: the keep-alive what-if, with its connections' handshake costs
+        "connections": ("uid", "client_ip", "server_ip", "server_port", "transport", "tls", "tls_version",
+                        "tls_resumed", "tls_round_trips", "syn_seen", "ts_start", "ts_end", "handshake_rtt_ms",
+                        "tls_handshake_ms", "close_by"),
+        "transactions": ("uid", "trans_depth", "http_version", "status", "ts_request_start", "ts_response_start",
+                         "ts_response_end", "idle_before_ms", "keep_alive", "request_connection",
+                         "response_connection"),
+    },
     "histogram": {"connections": ("uid", "tls", "tls_decrypted", "requests"), "transactions": ("uid",)},
     "idle_after": {
         "connections": ("uid", "server_ip", "server_port", "idle_after_last_ms", "close_by", "close_reason"),
@@ -578,7 +593,7 @@ def summary_metrics_read(read: Read) -> dict[str, Any]:
     """``summary_metrics`` of the analysis that ``read(columns)`` gives with those columns of its
     connections and transactions (``SUMMARY_GROUPS``: each group of figures asks for its own, and lets
     them go before the next group asks): ``analyzer.pipeline`` reads them back from a spill."""
-    return _summary_and_shared(read, with_whatif=False, keep=False)[0]
+    return _summary_and_shared(read, keep=False)[0]
 
 
 @dataclass(frozen=True, slots=True)
