@@ -254,15 +254,16 @@ def compute_all_read(read: Read, *, with_whatif: bool = True, leave_out: Collect
         raise ValueError(f"not tables of MetricTables: {sorted(unknown)}")
     cuts = _Cuts({**drawn, **{name: _leave_out for name in leave_out}})
     summary, shared = _summary_and_shared(read, cuts=cuts)
-    conn_hosts = shared["conn_hosts"]
+    conn_hosts, setup_costs = shared["conn_hosts"], shared.pop("setup_costs")
     made = {name: cuts.cut(name, shared[name], shared)
             for name in ("avoidable", "timeouts", "costs", "hosts", "conn_hosts", "races", "pool_steps", "pools",
                          "reasons", "reason_table")}
     del shared  # the tables left out are let go here, before the others are made
-    # the keep-alive what-if from its own columns (with the handshake costs of its connections, made again:
-    # the summary's group let them go), after the pools and before the other tables
+    # the keep-alive what-if from its own columns and its connections' setup costs (the summary's group made
+    # them), after the pools and before the other tables
     release_free_memory()
-    whatif = _whatif(read(TABLE_COLUMNS["whatif"])) if with_whatif else _whatif(None)
+    whatif = _whatif(read(TABLE_COLUMNS["whatif"]), setup_costs) if with_whatif else _whatif(None, setup_costs)
+    del setup_costs
     made["whatif"], made["whatif_totals"] = (cuts.cut(name, frame, made) for name, frame in
                                              zip(("whatif", "whatif_totals"), whatif, strict=True))
     del whatif
@@ -305,13 +306,13 @@ def _leave_out(frame: pd.DataFrame, _tables: Mapping[str, pd.DataFrame]) -> pd.D
     return _no_rows(frame)
 
 
-def _whatif(analysis: Analysis | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _whatif(analysis: Analysis | None, setup_costs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The keep-alive what-if of ``analysis`` (``keepalive_whatif_top``: its top pairs and its totals), with
-    the handshake costs of its connections; its two tables without rows for None."""
+    ``setup_costs`` (``handshake_costs``' ``setup_ms`` and ``setup_round_trips``, a row per connection in
+    table order); its two tables without rows for None."""
     if analysis is None:
         return keepalive_whatif_top(empty_frame(CONNECTION_COLUMNS), empty_frame(TRANSACTION_COLUMNS))
-    connections, transactions = analysis.connections, analysis.transactions
-    return keepalive_whatif_top(connections, transactions, costs=handshake_costs(connections))
+    return keepalive_whatif_top(analysis.connections, analysis.transactions, costs=setup_costs)
 
 
 def _no_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -383,6 +384,9 @@ def _summary_and_shared(read: Read, *, keep: bool = True,
 
     connections, transactions = tables("rest")
     shared["costs"] = handshake_costs(connections)
+    if keep:  # what the keep-alive what-if reads of them, in memory of its own (compute_all_read)
+        shared["setup_costs"] = pd.DataFrame({name: shared["costs"][name].to_numpy(dtype=float, copy=True)
+                                              for name in ("setup_ms", "setup_round_trips")})
     shared["per_transaction"] = transaction_costs(connections, transactions, shared["costs"])
     figures["handshake"] = handshake_totals(connections, transactions, costs=shared["costs"],
                                             per_transaction=shared["per_transaction"])
@@ -531,10 +535,8 @@ _HEALTH_COLUMNS = (
     "rtt_min_ms", "rtt_median_ms", "rtt_samples", "capture_point",
 )
 TABLE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "whatif": {  # and whatif_totals: the keep-alive what-if, with its connections' handshake costs
-        "connections": ("uid", "client_ip", "server_ip", "server_port", "transport", "tls", "tls_version",
-                        "tls_resumed", "tls_round_trips", "syn_seen", "ts_start", "ts_end", "handshake_rtt_ms",
-                        "tls_handshake_ms", "close_by"),
+    "whatif": {  # and whatif_totals (the setup costs of its connections come from the summary's rest group)
+        "connections": ("uid", "client_ip", "server_ip", "server_port", "ts_start", "ts_end", "close_by"),
         "transactions": ("uid", "trans_depth", "http_version", "status", "ts_request_start", "ts_response_start",
                          "ts_response_end", "idle_before_ms", "keep_alive", "request_connection",
                          "response_connection"),

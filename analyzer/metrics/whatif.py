@@ -214,7 +214,8 @@ def keepalive_whatif(connections: pd.DataFrame, transactions: pd.DataFrame,
     (replayed − observed: negative when fewer would be opened), ``setup_ms_mean`` and
     ``setup_round_trips_mean`` (the server's mean connection setup cost, NaN when unknown),
     ``handshake_time_ms_delta`` and ``handshake_round_trips_delta`` (new connections × that cost).
-    Sorted by pair, then timeout, then limit (no limit first). ``costs`` is ``handshake_costs``.
+    Sorted by pair, then timeout, then limit (no limit first). ``costs`` is ``handshake_costs`` (of
+    which only ``setup_ms`` and ``setup_round_trips`` are read, by position).
     Its size is pairs × policies (24): for many pairs (a million clients), ``keepalive_whatif_top``.
     """
     return _sorted_pairs(list(_policy_parts(connections, transactions, timeouts_s, max_requests, costs)))
