@@ -49,7 +49,7 @@ from analyzer.metrics.handshake import (
     handshake_totals,
     transaction_costs,
 )
-from analyzer.metrics.hosts import connection_hosts, host_count, host_table, transaction_hosts
+from analyzer.metrics.hosts import connection_hosts, flag_avoidable, host_count, host_table, transaction_hosts
 from analyzer.metrics.idle import (
     idle_after_last,
     idle_before_stats,
@@ -108,6 +108,7 @@ __all__ = [
     "connection_hosts",
     "connection_pools",
     "connection_requests",
+    "flag_avoidable",
     "flight_rounds",
     "glossary",
     "glossary_markdown",
@@ -372,6 +373,10 @@ def _summary_and_shared(read: Read, *, keep: bool = True,
     figures["races"] = close_race_stats(shared["races"])
     shared["reasons"] = new_connection_reasons(connections, transactions, avoidable=shared["avoidable"],
                                                races=shared["races"])
+    if keep:  # what the per-host table reads of them (by position: the rest group has the same rows), so that
+        # they are cut before the rest group (a million tiny connections: 98 MiB)
+        shared["avoidable_flags"] = flag_avoidable(connections, shared["avoidable"])
+        spent("avoidable")
     done("avoidable", "races")
     shared["timeouts"] = infer_idle_timeouts(connections, transactions)
     figures["timeouts"] = timeouts_for_summary(shared["timeouts"])
@@ -396,11 +401,12 @@ def _summary_and_shared(read: Read, *, keep: bool = True,
     shared["conn_hosts"] = conn_hosts = connection_hosts(connections, transactions)
     if keep:
         shared["hosts"] = host_table(connections, transactions, costs=shared["costs"],
-                                     per_transaction=shared["per_transaction"], avoidable=shared["avoidable"],
-                                     timeouts=shared["timeouts"], conn_hosts=conn_hosts)
+                                     per_transaction=shared["per_transaction"],
+                                     avoidable_flags=shared.pop("avoidable_flags"), timeouts=shared["timeouts"],
+                                     conn_hosts=conn_hosts)
         figures["hosts"] = len(shared["hosts"])
         del shared["per_transaction"]  # its last use
-        spent("avoidable", "timeouts", "costs")
+        spent("timeouts", "costs")
     else:
         figures["hosts"] = host_count(connections, transactions, conn_hosts)
     done("costs")

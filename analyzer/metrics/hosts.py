@@ -203,10 +203,19 @@ def host_count(connections: pd.DataFrame, transactions: pd.DataFrame,
     return len(_host_labels(hosts, transactions)[2])
 
 
+def flag_avoidable(connections: pd.DataFrame, avoidable: pd.DataFrame) -> np.ndarray:
+    """Per connection (in table order): 1 when it is one of ``avoidable`` (``avoidable_connections``), else
+    0: what ``host_table`` reads of them."""
+    rows = positions(connections["uid"], avoidable["uid"])
+    flags = np.zeros(len(connections), dtype=int)
+    flags[rows[rows >= 0]] = 1
+    return flags
+
+
 def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
                costs: pd.DataFrame | None = None, per_transaction: pd.DataFrame | None = None,
                avoidable: pd.DataFrame | None = None, timeouts: pd.DataFrame | None = None,
-               conn_hosts: pd.DataFrame | None = None) -> pd.DataFrame:
+               conn_hosts: pd.DataFrame | None = None, avoidable_flags: np.ndarray | None = None) -> pd.DataFrame:
     """The per-host table (``DEFINITIONS['per_host_table']``; hosts as ``DEFINITIONS['host']``).
 
     Columns: ``host`` (label), ``host_header``, ``server``, ``connections``, ``requests`` (transactions),
@@ -219,8 +228,8 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
     comma-separated). Sorted by requests, then connections (both descending), then host.
 
     ``costs`` (``handshake_costs``), ``per_transaction`` (``transaction_costs``), ``avoidable``
-    (``avoidable_connections``), ``timeouts`` (``infer_idle_timeouts``) and ``conn_hosts``
-    (``connection_hosts``) are computed when not given.
+    (``avoidable_connections``; or instead ``avoidable_flags``, its ``flag_avoidable``), ``timeouts``
+    (``infer_idle_timeouts``) and ``conn_hosts`` (``connection_hosts``) are computed when not given.
     """
     hosts = connection_hosts(connections, transactions) if conn_hosts is None else conn_hosts
     conn_host, trans_host, info = _host_labels(hosts, transactions)
@@ -233,16 +242,14 @@ def host_table(connections: pd.DataFrame, transactions: pd.DataFrame, *,
     overhead = overhead_by(costs, conn_host, per_transaction, trans_host, "host").set_index("host")
 
     requests = floats(connection_requests(connections, transactions))
-    if avoidable is None:
-        avoidable = avoidable_connections(connections, transactions)
-    avoidable_rows = positions(connections["uid"], avoidable["uid"])
-    is_avoidable = np.zeros(len(connections), dtype=int)
-    is_avoidable[avoidable_rows[avoidable_rows >= 0]] = 1
+    if avoidable_flags is None:
+        avoidable_flags = flag_avoidable(connections, avoidable if avoidable is not None
+                                         else avoidable_connections(connections, transactions))
     conn_frame = pd.DataFrame({
         "host": np.array(conn_host, dtype=object),
         "carrying": np.where(requests >= 1, requests, math.nan),
         "reused": (requests > 1).astype(int),
-        "avoidable": is_avoidable,
+        "avoidable": avoidable_flags,
         "by_server": equals(connections["close_by"], "server").astype(int),
         "by_client": equals(connections["close_by"], "client").astype(int),
     })
