@@ -153,8 +153,22 @@ def test_a_spilled_analysis_equals_one_held_in_memory(name: str, tiny_chunks: No
         assert len(held.anomalies) > 10 * pipeline.ROWS_PER_CHUNK
 
 
+@pytest.fixture
+def chunks_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the spilled tables whose chunks are read (one entry per chunk read), from now on."""
+    read: list[str] = []
+    real_chunk = SpilledTable._chunk
+
+    def counted(self: SpilledTable, i: int) -> pd.DataFrame:
+        read.append(self.path.stem)
+        return real_chunk(self, i)
+
+    monkeypatch.setattr(SpilledTable, "_chunk", counted)
+    return read
+
+
 def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          chunks_read: list[str]) -> None:
     """``Analysis.in_memory(columns)`` (``analyzer report``: each step only the columns it reads) gives, for
     each table named, those columns in the table's order, equal to the held ones; a table not named comes
     whole. One named with no columns comes as its rows without columns, without reading a chunk of it. The
@@ -164,14 +178,7 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
     asked = {"connections": ["server_bytes", "uid", "no_such_column"], "transactions": ["status"],
              "segments": []}
     spilled = _spilled(path, tmp_path / "spill")
-    chunks_read: list[str] = []
-    real_chunk = SpilledTable._chunk
-
-    def counted(self: SpilledTable, i: int) -> pd.DataFrame:
-        chunks_read.append(self.path.stem)
-        return real_chunk(self, i)
-
-    monkeypatch.setattr(SpilledTable, "_chunk", counted)
+    chunks_read.clear()  # (spilling read some, to put the tables in order)
     for analysis in (spilled, held):
         back = analysis.in_memory(asked)
         assert not back.spilled and back.summary == held.summary
@@ -187,21 +194,13 @@ def test_in_memory_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_
 
 
 def test_held_reads_back_only_the_columns_asked_for(tiny_chunks: None, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    chunks_read: list[str]) -> None:
     """``Analysis.held(columns)`` (the summary's figures, a group at a time) gives the connections and
     transactions with those columns; one not named, or named with none, comes as its rows without columns,
     without reading a chunk of it (the pools' group names connections only). The other tables stay on disk."""
     path = CAPTURES / "keepalive-idle-timeout.pcap"
     held = analyzer.analyze(str(path))
     spilled = _spilled(path, tmp_path / "spill")
-    chunks_read: list[str] = []
-    real_chunk = SpilledTable._chunk
-
-    def counted(self: SpilledTable, i: int) -> pd.DataFrame:
-        chunks_read.append(self.path.stem)
-        return real_chunk(self, i)
-
-    monkeypatch.setattr(SpilledTable, "_chunk", counted)
     for asked in ({"connections": ["uid", "ts_start"]}, {"connections": ["uid", "ts_start"], "transactions": []}):
         chunks_read.clear()
         back = spilled.held(asked)
