@@ -338,8 +338,10 @@ def _summary_and_shared(read: Read, *, keep: bool = True,
     dict is empty: on a million connections each weighs 100–300 MiB, and holding them all at once set the
     peak of ``analyzer export``. With ``keep``, the tables are cut as the caller asks (``cuts``: ``compute_all``'s
     ``leave_out`` and ``drawn``) after their last use here, and the per-transaction handshake costs are let go
-    after theirs, so that the steps after it (pools, the keep-alive what-if) do not run on top of them (a
-    million tiny connections: 226 MiB).
+    after theirs, so that the steps after it (the pools, ``compute_all``'s other tables) do not run on top of
+    them (a million tiny connections: 226 MiB). The keep-alive what-if is one of those other tables: this
+    keeps for it only its connections' setup costs (``setup_costs``), and for the per-host table only a flag
+    per avoidable connection (``avoidable_flags``), both let go by the tables that read them.
     """
     def tables(group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         analysis = read(group_columns(group, keep=keep))
