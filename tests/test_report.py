@@ -860,6 +860,30 @@ def test_the_report_reads_only_what_it_says(names: tuple[str, ...], monkeypatch:
     assert render_report(analysis, "same") == made
 
 
+@pytest.mark.parametrize("own_clients", [False, True])
+def test_the_report_draws_the_same_from_the_cut_tables(own_clients: bool, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's cuts (``DRAWN_METRICS``: the first avoidable connections and pools, the drawn pools'
+    steps, the idle-after timeout samples) change nothing it draws, where they cut: 300 tiny connections
+    (299 avoidable) from one client, or each from its own (300 pools), against the report made from the
+    whole tables."""
+    import analyzer
+    from analyzer import metrics
+    from analyzer.report import html as page
+    from tests.hostile.generate import tiny_connections
+
+    path = tmp_path / "tiny.pcap"
+    tiny_connections(path, 300, own_clients=own_clients)
+    analysis = analyzer.analyze(str(path))
+    cut = metrics.compute_all(analysis, drawn=page.DRAWN_METRICS)
+    name = "pools" if own_clients else "avoidable"
+    assert len(getattr(cut, name)) < cut.rows[name] == len(getattr(metrics.compute_all(analysis), name))
+    made = render_report(analysis, "cut")
+    keep_all = page.compute_all_read
+    monkeypatch.setattr(page, "compute_all_read", lambda read, **_cuts: keep_all(read))
+    assert render_report(analysis, "cut") == made
+
+
 def test_a_section_that_reads_a_column_it_does_not_list_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """A section sees only its ``SECTION_COLUMNS`` (and a metric only its ``TABLE_COLUMNS``): one that reads
     another column raises ``KeyError`` in every test (here on tables held in memory; read back from a spill,
