@@ -934,9 +934,9 @@ def _render(source: Analysis, title: str, redact: bool) -> tuple[str, dict[str, 
         "tables.</p></noscript>",
         '<section id="headline"><h2>Headline</h2>', _headline(key, timeouts, m.reason_table), "</section>",
         _reuse_section(m, chart)]
-    # each table let go once drawn (those of one row per connection, pool or change: 70-140 MiB each at a
-    # million), and the heap's free pages handed back before the sections that make large temporaries
-    m = m.without("histogram", "avoidable")
+    # the heap's free pages handed back before the sections that make large temporaries, and each table that
+    # can still be large once cut (DRAWN_METRICS) let go once drawn: the idle-after timeout samples and the
+    # drawn pools' steps can be a row per connection (a million tiny connections: 67 MiB of pool steps)
     release_free_memory()
     parts += [_timeline_section(read(SECTION_COLUMNS["timeline"]), chart),
               _idle_section(read(SECTION_COLUMNS["idle"]), m, chart)]
