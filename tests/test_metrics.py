@@ -952,6 +952,31 @@ def test_summary_metrics_read_one_group_at_a_time(sample: Analysis) -> None:
     assert asked == [metrics.group_columns(group, keep=False) for group in metrics.SUMMARY_GROUPS]
 
 
+def test_summary_tables_read_one_group_at_a_time(sample: Analysis) -> None:
+    """``summary_tables_read`` (``analyzer summary``) asks for the connection-lifecycle group's columns, then
+    the rest group's, then the protocol mix's (after the summary's groups when it computes the figures), and
+    its tables are ``compute_all``'s."""
+    asked: list[dict[str, tuple[str, ...]]] = []
+
+    def read(columns: dict[str, tuple[str, ...]]) -> Analysis:
+        asked.append(columns)
+        return metrics._only_columns(sample, columns)
+
+    every = metrics.compute_all(sample, with_whatif=False)
+    tables_of = [metrics.group_columns("lifecycle", keep=True), metrics.group_columns("rest", keep=True),
+                 metrics.TABLE_COLUMNS["protocols"]]
+    for known in ({"packets_read": 3, **every.summary}, None):
+        asked.clear()
+        tables = metrics.summary_tables_read(read, known=known)
+        figures_of = [] if known else [metrics.group_columns(group, keep=False) for group in metrics.SUMMARY_GROUPS]
+        assert asked == figures_of + tables_of
+        assert tables.summary == every.summary
+        pd.testing.assert_frame_equal(tables.hosts, every.hosts)
+        pd.testing.assert_frame_equal(tables.protocols, every.protocols)
+        pd.testing.assert_frame_equal(tables.timeouts, every.timeouts)
+    assert len(every.hosts) and len(every.timeouts) and len(every.protocols)
+
+
 def test_summary_metrics_refuse_tables_left_on_disk(sample: Analysis, tmp_path: Path) -> None:
     """A spilled analysis' DataFrames are empty: its metrics come from ``Analysis.held`` (``pipeline.
     metric_keys`` reads back only ``SUMMARY_COLUMNS``), never silently from the empty frames."""

@@ -138,6 +138,7 @@ __all__ = [
     "summary_metrics",
     "summary_metrics_read",
     "summary_tables",
+    "summary_tables_read",
     "tcp_health_table",
     "tcp_health_totals",
     "tls_by_host",
@@ -618,20 +619,39 @@ class SummaryTables:
 
 def summary_tables(analysis: Analysis, known: Mapping[str, Any] | None = None) -> SummaryTables:
     """The summary's figures (``summary_metrics``) and the per-host, protocol-mix and server idle-timeout
-    tables, from the ``SUMMARY_COLUMNS`` only and one after the other (each intermediate let go before the
-    next): the terminal summary without ``compute_all``'s report tables, and without the whole tables.
+    tables, from the ``SUMMARY_COLUMNS`` only (``summary_tables_read``): the terminal summary without
+    ``compute_all``'s report tables.
 
     ``known``: a summary that already holds the figures (every key of ``metric_key_names``: what
     ``analyzer.analyze`` gives in ``Analysis.summary``); they are taken from it instead of computed again
     (``analyzer summary`` on a million connections: 7-14 s)."""
-    only = _summary_columns(analysis)
+    return summary_tables_read(partial(_only_columns, _summary_columns(analysis)), known=known)
+
+
+def summary_tables_read(read: Read, known: Mapping[str, Any] | None = None) -> SummaryTables:
+    """``summary_tables`` of the analysis that ``read(columns)`` gives with those columns of its connections
+    and transactions: ``analyzer summary`` reads them back from its spill a group at a time, as the report
+    does (``compute_all_read``). The idle timeouts and the avoidable connections (a flag per connection,
+    all the per-host table reads of them) come from the connection-lifecycle group's columns, the per-host
+    table from the rest group's (``SUMMARY_GROUPS``), the protocol mix from its own (``TABLE_COLUMNS``); each
+    group's columns are let go before the next is read. On a million tiny connections the command's peak
+    was the per-host table made on top of every summary column at once (1,276 MiB)."""
     names = metric_key_names()
     summary = {name: known[name] for name in names} if known is not None and all(n in known for n in names) \
-        else summary_metrics_read(partial(_only_columns, only))
-    connections, transactions = only.connections, only.transactions
-    timeouts = infer_idle_timeouts(connections, transactions)
-    return SummaryTables(summary=summary, hosts=host_table(connections, transactions, timeouts=timeouts),
-                         protocols=protocol_mix(connections, transactions), timeouts=timeouts)
+        else summary_metrics_read(read)
+    lifecycle = read(group_columns("lifecycle", keep=True))
+    timeouts = infer_idle_timeouts(lifecycle.connections, lifecycle.transactions)
+    avoidable_flags = flag_avoidable(lifecycle.connections,
+                                     avoidable_connections(lifecycle.connections, lifecycle.transactions))
+    del lifecycle
+    release_free_memory()
+    rest = read(group_columns("rest", keep=True))
+    hosts = host_table(rest.connections, rest.transactions, timeouts=timeouts, avoidable_flags=avoidable_flags)
+    del rest, avoidable_flags
+    release_free_memory()
+    mix = read(TABLE_COLUMNS["protocols"])
+    return SummaryTables(summary=summary, hosts=hosts, protocols=protocol_mix(mix.connections, mix.transactions),
+                         timeouts=timeouts)
 
 
 @cache

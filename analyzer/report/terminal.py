@@ -9,6 +9,7 @@ parsed as rich markup.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -17,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzer.analysis import Analysis
-from analyzer.metrics import SUMMARY_COLUMNS, summary_tables
+from analyzer.metrics import summary_tables_read
 from analyzer.metrics.warmth import WARMTHS
 from analyzer.report.html import fmt_int, fmt_ms, fmt_num, fmt_ratio, fmt_s, fmt_ts
 from analyzer.report.redact import printable, redact_analysis
@@ -185,9 +186,12 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     skip reasons, the top hosts, the protocol mix, warm vs cold responses when any response's warmth is
     known, anomalies by name, and server idle timeouts when any were inferred or advertised. Credentials in
     capture strings are redacted (``redact.redact_analysis``); control characters are shown as escapes."""
-    analysis = redact_analysis(analysis.held(SUMMARY_COLUMNS))
-    # the figures ``analyze`` computed (from the tables before redaction, as ``analyzer export`` writes them)
-    m = summary_tables(analysis, known=analysis.summary)
+    def read(columns: Mapping[str, Sequence[str]]) -> Analysis:  # only these, read back from a spill
+        return redact_analysis(analysis.held(columns))
+
+    # the figures ``analyze`` computed (from the tables before redaction, as ``analyzer export`` writes them);
+    # the tables a group of columns at a time (``summary_tables_read``)
+    m = summary_tables_read(read, known=analysis.summary)
     console.print(headline_table(m.summary))
     console.print(quality_table(analysis.summary or {}))
     console.print(hosts_table(m.hosts))
