@@ -7,10 +7,14 @@ is reported. The commands:
 * analyzer: ``analyzer export CAPTURE --format parquet -o /tmp/bench-out`` (output dir emptied
   before every run);
 * tcptrace: ``tcptrace -n CAPTURE`` (stdout to /dev/null);
-* tshark:   ``tshark -r CAPTURE -q -z http,tree`` (stdout to /dev/null).
+* tshark:   ``tshark -r CAPTURE -q -z http,tree`` (stdout to /dev/null);
+* the floor of any Python implementation, in two commands: ``python -c "import numpy, pandas,
+  pyarrow.parquet"`` (what the export writes its tables with) and ``python bench/walk.py CAPTURE`` (one
+  interpreted step per packet record, nothing else).
 
 Prints a table (tool, wall s, packets/s, peak RSS MiB), the speed ratios analyzer-vs-peer (how
-many times faster), the targets, and writes ``bench/results/latest.json`` and
+many times faster), the targets, the reach of each speed target (the wall time it allows on this
+capture against the floor), and writes ``bench/results/latest.json`` and
 ``bench/results/latest.md``. If the analyzer fails, the peers are still measured and reported and
 the analyzer's error is printed.
 
@@ -27,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -52,6 +57,10 @@ TARGET_PACKETS_PER_S = 1_000_000
 TARGET_VS_TCPTRACE = 5.0
 TARGET_VS_TSHARK = 20.0
 TARGET_PEAK_RSS_MIB = 512.0
+
+#: The floor of a Python implementation (``reach_rows``): what the export cannot do without, timed alone.
+FLOOR_IMPORTS = "floor: imports"  # numpy, pandas and pyarrow's Parquet writer, which the export writes with
+FLOOR_WALK = "floor: record walk"  # bench/walk.py: one interpreted step per packet record, nothing else
 
 
 @dataclass
@@ -212,7 +221,7 @@ def bench_tool(
         result.wall_s = statistics.median(r.wall_s for r in result.runs)
         result.peak_rss_mib = statistics.median(r.peak_rss_kib for r in result.runs) / 1024
         result.cpu_s = statistics.median(r.user_s + r.sys_s for r in result.runs)
-        result.packets_per_s = packets / result.wall_s if result.wall_s > 0 else None
+        result.packets_per_s = packets / result.wall_s if packets and result.wall_s > 0 else None
     elif not result.ok:
         log(f"  {result.tool} FAILED: {result.error}")
     return result
@@ -270,6 +279,31 @@ def verdict(value: float | None, target: float, *, below: bool = False) -> str:
     return "met" if (value < target if below else value >= target) else "not met"
 
 
+def reach_rows(by_tool: dict[str, ToolResult], packets: int) -> list[list[str]]:
+    """Per speed target, the wall time it allows the export on this capture, the floor of any Python
+    implementation (the imports the export needs plus the walk over the file's records, ``bench/walk.py``),
+    and whether the floor rules the target out: rows of the reach table, none without the floor runs."""
+    imports, walk = by_tool.get(FLOOR_IMPORTS), by_tool.get(FLOOR_WALK)
+    if imports is None or walk is None or imports.wall_s is None or walk.wall_s is None:
+        return []
+    floor_s = imports.wall_s + walk.wall_s
+    allowed: list[tuple[str, float | None]] = [(f"{TARGET_PACKETS_PER_S:,} packets/s", packets / TARGET_PACKETS_PER_S)]
+    for peer, times in (("tcptrace", TARGET_VS_TCPTRACE), ("tshark", TARGET_VS_TSHARK)):
+        wall = by_tool[peer].wall_s if peer in by_tool else None
+        allowed.append((f"{times:g}× faster than {peer}", wall / times if wall else None))
+    rows = []
+    for target, allowed_s in allowed:
+        if allowed_s is None:
+            continue
+        within = ("not ruled out" if floor_s < allowed_s
+                  else f"no: the floor alone takes {floor_s / allowed_s:.1f}× that")
+        rows.append([target, f"{allowed_s:.2f}", f"{floor_s:.2f}", within])
+    return rows
+
+
+REACH_HEADER = ["target", "wall s it allows", "floor s (imports + record walk)", "within reach of Python"]
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -323,7 +357,8 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict[str, object], results: list[ToolResult], targets: list[list[str]]) -> str:
+def markdown(report: dict[str, object], results: list[ToolResult], targets: list[list[str]],
+             reach: list[list[str]]) -> str:
     """The README snippet."""
     cap = report["capture"]
     assert isinstance(cap, dict)
@@ -340,11 +375,15 @@ def markdown(report: dict[str, object], results: list[ToolResult], targets: list
         "|---|---|---:|---:|---:|---:|",
     ]
     for r, row in zip(results, table_rows(results), strict=True):
-        cmd = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(r.command))
+        cmd = " ".join(Path(c).name if i == 0 else shlex.quote(c.removeprefix(f"{REPO}/"))
+                       for i, c in enumerate(r.command))
         cmd = cmd.replace(str(cap["path"]), "CAPTURE")
         lines.append(f"| {row[0]} | `{cmd}` | {' | '.join(row[1:])} |")
     lines += ["", "| target | wanted | measured | verdict |", "|---|---|---|---|"]
     lines += [f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} |" for t in targets]
+    if reach:
+        lines += ["", "| " + " | ".join(REACH_HEADER) + " |", "|---|---:|---:|---|"]
+        lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in reach]
     return "\n".join(lines) + "\n"
 
 
@@ -377,7 +416,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_EXPORT_DIR,
         help="analyzer export output dir, emptied before each run (default %(default)s)",
     )
-    p.add_argument("--tools", default="analyzer,tcptrace,tshark", help="comma-separated subset to run")
+    p.add_argument("--tools", default="analyzer,tcptrace,tshark,floor",
+                   help="comma-separated subset to run (floor: the imports and the record walk, bench/walk.py)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per run")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where latest.json/.md go")
     p.add_argument("--no-record", action="store_true", help="never record a missing capture")
@@ -429,8 +469,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 None,
             )
         )
+    if "floor" in wanted:
+        python = args.analyzer.parent / "python"
+        python_cmd = str(python) if python.exists() else sys.executable
+        plan.append((ToolResult(FLOOR_IMPORTS, [python_cmd, "-c", "import numpy, pandas, pyarrow.parquet"]), None))
+        plan.append((ToolResult(FLOOR_WALK, [python_cmd, str(BENCH_DIR / "walk.py"), str(capture)]), None))
 
-    results = [bench_tool(r, repeat=args.repeat, timeout=args.timeout, packets=packets, before_each=d) for r, d in plan]
+    results = [bench_tool(r, repeat=args.repeat, timeout=args.timeout, before_each=d,
+                          packets=0 if r.tool == FLOOR_IMPORTS else packets)  # imports read no packet
+               for r, d in plan]
     by_tool = {r.tool: r for r in results}
     an = by_tool.get("analyzer")
     export_bytes = None
@@ -468,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     ]
 
+    reach = reach_rows(by_tool, packets)
+
     report: dict[str, object] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "capture": {
@@ -486,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "analyzer_export_bytes": export_bytes,
         "ratios": {"analyzer_vs_tcptrace": vs_tcptrace, "analyzer_vs_tshark": vs_tshark},
         "targets": {t[0]: {"wanted": t[1], "measured": t[2], "verdict": t[3]} for t in targets},
+        "reach": {r[0]: {"allowed_s": r[1], "floor_s": r[2], "within_reach": r[3]} for r in reach},
     }
 
     print()
@@ -494,13 +544,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"analyzer vs tcptrace: {times_faster(vs_tcptrace)}    analyzer vs tshark: {times_faster(vs_tshark)}")
     print(text_table(["target", "wanted", "measured", "verdict"], targets))
+    if reach:
+        print()
+        print(text_table(REACH_HEADER, reach))
     for r in results:
         if not r.ok:
             print(f"\n{r.tool} failed:\n{r.error}", file=sys.stderr)
 
     args.results.mkdir(parents=True, exist_ok=True)
     write_atomic(args.results / "latest.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(args.results / "latest.md", markdown(report, results, targets))
+    write_atomic(args.results / "latest.md", markdown(report, results, targets, reach))
     log(f"wrote {args.results / 'latest.json'} and {args.results / 'latest.md'}")
     peers_ok = all(r.ok for r in results if r.tool != "analyzer")
     return 0 if peers_ok else 1
