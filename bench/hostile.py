@@ -8,7 +8,7 @@ Growth: the SYN flood and the tiny connections also run at a quarter of their si
 time and memory ratios (about 4 means linear). Figures go to stdout and ``bench/results/hostile.md``.
 
     .venv/bin/python bench/hostile.py [--scale 1.0] [--cases syn_flood,tiny_connections] [--no-growth]
-                                      [--export | --report]
+                                      [--export | --report | --summary]
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ def run_child(path: Path) -> dict[str, Any]:
     """Analyze ``path`` in a fresh process: its report plus wall, CPU seconds and peak RSS (MiB). With
     ``--export`` the process is ``analyzer export PATH --format parquet`` (its peak RSS and CPU time
     include those of the child process it reads the capture in); with ``--report``, ``analyzer report PATH``
-    (the same, and the figures are read from the line it prints: connections and transactions only)."""
+    (the same, and the figures are read from the line it prints: connections and transactions only); with
+    ``--summary``, ``analyzer summary PATH`` (the same, the figures read from its headline table)."""
     t0 = time.perf_counter()
     out_dir = path.with_suffix(".out")
     cmd = {"export": [sys.executable, "-m", "analyzer", "export", str(path), "--format", "parquet", "-o", str(out_dir)],
            "report": [sys.executable, "-m", "analyzer", "report", str(path), "-o", str(out_dir) + ".html"],
+           "summary": [sys.executable, "-m", "analyzer", "summary", str(path)],
            }.get(MODE[0], [sys.executable, "-c", CHILD, str(path)])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
@@ -92,6 +94,13 @@ def run_child(path: Path) -> dict[str, Any]:
         assert said is not None, out
         result = {"analyze_s": wall, "connections": int(said[1]), "transactions": int(said[2]), "anomalies": None,
                   "accounted": None}
+    elif MODE[0] == "summary":
+        text = out.decode()
+        figures = {name: re.search(rf"│ {name} +│ +([\d,]+) │", text) for name in ("Connections", "Requests")}
+        assert all(figures.values()), text[:2000]
+        result = {"analyze_s": wall, "anomalies": None, "accounted": None,
+                  **{key: int(figures[name][1].replace(",", ""))  # type: ignore[index]
+                     for key, name in (("connections", "Connections"), ("transactions", "Requests"))}}
     else:
         result = json.loads(out.decode().strip().splitlines()[-1])
     result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_mib=usage.ru_maxrss / 1024)
@@ -152,7 +161,7 @@ def growth_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 
 BASELINE_MIB = [0.0]
-MODE = ["analyze"]  # or "export" (--export), "report" (--report)
+MODE = ["analyze"]  # or "export" (--export), "report" (--report), "summary" (--summary)
 
 
 def main() -> None:
@@ -164,13 +173,15 @@ def main() -> None:
                     "to disk, the capture read in a child process) instead of `analyzer.analyze()`")
     ap.add_argument("--report", action="store_true", help="run `analyzer report` (the capture read in a child "
                     "process, its tables read back a step at a time for the report)")
+    ap.add_argument("--summary", action="store_true", help="run `analyzer summary` (the capture read in a child "
+                    "process, its columns read back a group at a time for the terminal tables)")
     ap.add_argument("-o", "--output", type=Path, default=None,
                     help="default bench/results/hostile.md (hostile-export.md with --export, hostile-report.md "
-                    "with --report)")
+                    "with --report, hostile-summary.md with --summary)")
     args = ap.parse_args()
-    if args.export and args.report:
-        ap.error("--export or --report, not both")
-    MODE[0] = "export" if args.export else "report" if args.report else "analyze"
+    if args.export + args.report + args.summary > 1:
+        ap.error("one of --export, --report and --summary")
+    MODE[0] = "export" if args.export else "report" if args.report else "summary" if args.summary else "analyze"
     output = args.output or ROOT / "bench" / "results" / (f"hostile-{MODE[0]}.md" if MODE[0] != "analyze"
                                                           else "hostile.md")
     names = [c for c in args.cases.split(",") if c]
@@ -194,6 +205,8 @@ def main() -> None:
                          "peak RSS of the larger of the two",
                "report": "`analyzer report PATH`, which reads the capture in a child process: peak RSS of the "
                          "larger of the two; anomalies and accounting are not read from a report",
+               "summary": "`analyzer summary PATH`, which reads the capture in a child process: peak RSS of the "
+                          "larger of the two; anomalies and accounting are not read from the terminal tables",
                }.get(MODE[0], "`analyzer.analyze(path)`")
             + "; peak RSS and CPU time from `os.wait4`). Wall time depends on the machine's load (shared); CPU "
             "time less so.", "", table(rows, baseline)]
