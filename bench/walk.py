@@ -41,7 +41,7 @@ def _walk_pcap(data: bytes | mmap.mmap, order: str) -> int:
             records += 1
     except struct.error:
         pass
-    return records - (pos > len(data))  # only the last record counted can be cut short
+    return records - (records > 0 and pos > len(data))  # only the last record counted can be cut short
 
 
 def _walk_pcapng(data: bytes | mmap.mmap) -> int:

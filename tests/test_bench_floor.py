@@ -68,6 +68,7 @@ def test_the_walk_reads_both_byte_orders_and_stops_at_a_cut_record() -> None:
     for order in "<>":
         assert walk(pcap(order, [60, 1500, 0, 54])) == 4
         assert walk(pcap(order, [60, 1500])[:-1]) == 1  # the last record is cut short
+        assert walk(pcap(order, [])) == walk(pcap(order, [])[:10]) == 0  # a file header, whole or cut
     with pytest.raises(ValueError):
         walk(b"GET / HTTP/1.1\r\n")
 
