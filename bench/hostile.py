@@ -95,12 +95,11 @@ def run_child(path: Path) -> dict[str, Any]:
         result = {"analyze_s": wall, "connections": int(said[1]), "transactions": int(said[2]), "anomalies": None,
                   "accounted": None}
     elif MODE[0] == "summary":
-        text = out.decode()
-        figures = {name: re.search(rf"│ {name} +│ +([\d,]+) │", text) for name in ("Connections", "Requests")}
-        assert all(figures.values()), text[:2000]
-        result = {"analyze_s": wall, "anomalies": None, "accounted": None,
-                  **{key: int(figures[name][1].replace(",", ""))  # type: ignore[index]
-                     for key, name in (("connections", "Connections"), ("transactions", "Requests"))}}
+        result = {"analyze_s": wall, "anomalies": None, "accounted": None}
+        for key, name in (("connections", "Connections"), ("transactions", "Requests")):  # the headline's rows
+            said = re.search(rf"│ {name} +│ +([\d,]+) │", out.decode())
+            assert said is not None, out[:2000]
+            result[key] = int(said[1].replace(",", ""))
     else:
         result = json.loads(out.decode().strip().splitlines()[-1])
     result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_mib=usage.ru_maxrss / 1024)
