@@ -65,6 +65,10 @@ def _nan_if_negative(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, v, np.nan)
 
 
+_DONE: tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]] = ({}, [], [])
+_DONE_TX: tuple[Any, ...] = ()
+
+
 def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_segments: int = 0) -> BatchRecords:
     """Records of connections finished together, with their per-packet ``rows`` (``SegmentLog.pop``).
     ``keep_segments``: how many per-packet series rows the caller still wants (0: none)."""
@@ -75,7 +79,7 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     span_conn: list[int] = []
     span_start: list[int] = []
     span_end: list[int] = []
-    span_tx: list[tuple[int, int]] = []  # (connection, row) of each span
+    span_row: list[int] = []  # the transaction row (in its connection) of each span; spans in row order
     for i, conn in enumerate(conns):
         row, txs, anomalies, facts = _connection_records(conn)
         uids.append(row["uid"])
@@ -86,7 +90,8 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
                 span_conn.append(i)
                 span_start.append(sp[0])
                 span_end.append(sp[1])
-                span_tx.append((i, j))
+                span_row.append(j)
+        facts = {}  # its spans let go (a connection with a million responses)
 
     def ns(v: int | None) -> int:
         return v if v is not None else -1
@@ -116,18 +121,28 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     rounds_l = [r if r > 0 else None for r in res.rounds.tolist()]
     peak_l = [v if v >= 0 else None for v in res.peak_bytes_in_flight.tolist()]
     idle_l = [None if v != v else v for v in res.sender_idle_ms.tolist()]
-    tcp_cols: dict[tuple[int, int], tuple[Any, ...]] = dict(zip(
-        span_tx, zip(res.warmth.tolist(), rounds_l, peak_l, idle_l, strict=True), strict=True))
-    for i, (row, txs, anomalies) in enumerate(per_conn):
+    warmth_l = res.warmth.tolist()
+    n_spans = len(span_row)
+    k = 0  # the next span: spans follow the transactions' order
+    for i in range(n):
+        row, txs, anomalies = per_conn[i]
+        per_conn[i] = _DONE  # each connection's HTTP rows let go once extended (a million on one connection)
         out.connections.append(row)
         out.anomalies.extend(anomalies)
-        for j, tx in enumerate(txs):
-            warmth, rounds, peak, idle = tcp_cols.get((i, j), (None, None, None, None))
+        for j in range(len(txs)):
+            tx = txs[j]
+            txs[j] = _DONE_TX  # let go as it is extended
+            if k < n_spans and span_row[k] == j and span_conn[k] == i:
+                warmth, rounds, peak, idle = warmth_l[k], rounds_l[k], peak_l[k], idle_l[k]
+                k += 1
+            else:
+                warmth = rounds = peak = idle = None
             out.transactions.append((*tx[:_TX_BASE], warmth, rounds, peak, *_ttfb_transfer(tx), idle))
+        del txs
     # flights
     f_span = res.flight_span
     f_conn = spans.conn[f_span] if len(f_span) else f_span
-    depth = np.array([j + 1 for _, j in span_tx], dtype=np.int64)
+    depth = np.array(span_row, dtype=np.int64) + 1
     out.flights = {
         "uid": np.array(uids, dtype=object)[f_conn] if n else np.zeros(0, dtype=object),
         "trans_depth": depth[f_span] if len(f_span) else f_span,

@@ -56,6 +56,8 @@ FULL: dict[str, tuple[str, dict[str, Any], str]] = {
     "absurd_content_length": ("absurd_content_length", {"repeat": 5_000},
                               "45,000 connections, absurd Content-Length values"),
     "pipelined_flood": ("pipelined_flood", {"n": 1_000_000}, "1,000,000 pipelined GETs, no response"),
+    "keepalive_marathon": ("keepalive_marathon", {"n": 1_000_000},
+                           "1,000,000 GET/200 exchanges on one keep-alive connection"),
 }
 GROWTH = ("syn_flood", "tiny_connections", "many_clients")
 SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")

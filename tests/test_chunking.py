@@ -7,6 +7,7 @@ captured chunks apart must all end up exactly as with one chunk.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -59,3 +60,32 @@ def test_tables_do_not_depend_on_row_compaction(path: str, monkeypatch: pytest.M
     for name in ("connections", "transactions", "anomalies", "flights", "segments"):
         pd.testing.assert_frame_equal(getattr(whole, name), getattr(compacted, name), obj=name)
     assert whole.summary == compacted.summary
+
+
+_MANIFEST = CORPUS / "manifest.json"
+EVERY_CAPTURE = [
+    *sorted(str(p) for p in (ROOT / "captures").glob("*.pcap*")),
+    *(str(CORPUS / e["file"]) for e in (json.loads(_MANIFEST.read_text()) if _MANIFEST.exists() else [])),
+]
+
+
+@pytest.mark.parametrize("path", EVERY_CAPTURE, ids=["/".join(Path(f).parts[-2:]) for f in EVERY_CAPTURE])
+def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), into
+    blocks of two, read back with one block decoded at a time, gives the same tables and summary as
+    exchanges kept as parsed messages until their connection ends (the sample and corpus captures have
+    fewer than ``PACK_EVERY`` exchanges per connection)."""
+    from analyzer.errors import CaptureFormatError
+    from analyzer.http import transactions
+
+    try:
+        whole = analyzer.analyze(path)
+    except CaptureFormatError:
+        pytest.skip("nothing readable")  # the empty corpus file
+    monkeypatch.setattr(transactions, "PACK_EVERY", 1)
+    monkeypatch.setattr(transactions, "PACK_BLOCK", 2)
+    monkeypatch.setattr(transactions, "_DECODED_BLOCKS", 1)
+    packed = analyzer.analyze(path)
+    for name in ("connections", "transactions", "anomalies", "flights", "segments"):
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(packed, name), obj=name)
+    assert packed.summary == whole.summary

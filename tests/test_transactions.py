@@ -335,3 +335,149 @@ def test_a_used_connection_is_freed_without_the_cycle_collector() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+# ------------------------------------------------------------------------ packing and the pending limit
+def _mixed_timeline() -> Timeline:
+    """A long connection with every kind of exchange: plain, with headers the rows read, 100-continue,
+    a response split over two feeds, a pipelined burst, an orphan response, HTTP/1.0 keep-alive, and
+    requests still waiting at the end."""
+    t = Timeline()
+    ms = 0
+    for i in range(40):
+        ms += 10
+        if i % 10 == 3:  # pipelined burst of three, answered together
+            t.at(ms * MS, CLIENT, _get(f"/p{i}a") + _get(f"/p{i}b") + _get(f"/p{i}c"))
+            t.at((ms + 1) * MS, SERVER, OK + OK + OK)
+        elif i % 10 == 5:  # 100-continue, then a body and the final response in two feeds
+            t.at(ms * MS, CLIENT, b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            t.at((ms + 1) * MS, SERVER, b"HTTP/1.1 100 Continue\r\n\r\n")
+            t.at((ms + 2) * MS, CLIENT, b"abc")
+            t.at((ms + 3) * MS, SERVER, OK_HEAD)
+            t.at((ms + 4) * MS, SERVER, OK_BODY)
+        elif i % 10 == 7:  # an orphan response, then an HTTP/1.0 exchange, kept alive or not (the server says)
+            t.at(ms * MS, SERVER, b"HTTP/1.1 204 No Content\r\n\r\n")
+            t.at((ms + 1) * MS, CLIENT, b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            agreed = b"Connection: keep-alive\r\n" if i < 20 else b""
+            t.at((ms + 2) * MS, SERVER, b"HTTP/1.0 200 OK\r\n" + agreed + b"Content-Length: 0\r\n\r\n")
+        elif i % 10 == 9:  # a request fed before an orphan response sent earlier (as a chunk feeds them)
+            t.at((ms + 1) * MS, CLIENT, _get(f"/{i}"))
+            t.at(ms * MS, SERVER, b"HTTP/1.1 204 No Content\r\n\r\n")
+            t.at((ms + 2) * MS, SERVER, OK)
+        else:
+            t.at(ms * MS, CLIENT, _get(f"/{i}", b"User-Agent: ua/" + str(i % 3).encode() + b"\r\n"))
+            t.at((ms + 1) * MS, SERVER, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+    t.at((ms + 10) * MS, CLIENT, _get("/never") + _get("/answered"))
+    return t
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Rows equal, NaN equal to NaN."""
+    def norm(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [tuple("nan" if isinstance(v, float) and v != v else v for v in r.values()) for r in rows]
+    return norm(a) == norm(b)
+
+
+@pytest.mark.parametrize("block,decoded", [(3, 4), (2, 1), (1024, 4)])
+def test_packed_exchanges_give_the_rows_of_the_messages(monkeypatch: pytest.MonkeyPatch, block: int,
+                                                        decoded: int) -> None:
+    """Finished exchanges packed after every exchange (``PACK_EVERY = 1``) into blocks of ``block``, and
+    read back with ``decoded`` blocks kept decoded (the orphan responses are read back out of packing
+    order), give the same rows, facts and anomalies as exchanges kept as parsed messages to the end."""
+    import analyzer.http.transactions as transactions
+
+    kept = _mixed_timeline()
+    rows, facts = _rows(kept.conn)
+    # bursts of 3, two kinds of orphans, the last two requests
+    assert kept.conn.exchanges_seen == len(rows) == 40 + 2 * 4 + 4 + 4 + 2
+    before = rows[[r["target"] for r in rows].index("/9") - 1]  # made after it, sent before it
+    assert (before["status"], before["method"]) == (204, None)
+    monkeypatch.setattr(transactions, "PACK_EVERY", 1)
+    monkeypatch.setattr(transactions, "PACK_BLOCK", block)
+    monkeypatch.setattr(transactions, "_DECODED_BLOCKS", decoded)
+    t = _mixed_timeline()
+    packed = t.conn.packed
+    assert packed is not None and len(packed) >= len(rows) - 5  # all but those still open
+    assert len(t.conn.exchanges) <= 3  # the requests still waiting, and the last one made
+    packed_rows, packed_facts = _rows(t.conn)
+    assert _same(packed_rows, rows)
+    assert {k: v for k, v in packed_facts.items()} == facts
+    assert t.conn.anomalies() == kept.conn.anomalies()
+    assert {r["status"] for r in rows} == {200, 204, None} and any(r["interim_responses"] for r in rows)
+    assert {r["keep_alive"] for r in rows} == {True, False, None}
+    assert _rows(t.conn)[0] == []  # consumed
+
+
+def test_a_long_keep_alive_connection_holds_its_exchanges_packed() -> None:
+    """20,000 exchanges with browser-like headers: at most ``2 * PACK_EVERY`` held as parsed messages at any
+    time, the rest packed at under 0.5 KB each (0.25 KB; parsed messages hold 1.2 KB an exchange)."""
+    import tracemalloc
+
+    from analyzer.http.transactions import PACK_EVERY
+
+    headers = b"".join(b"X-Header-%d: %s\r\n" % (k, b"v" * 40) for k in range(10))
+    t = Timeline()
+    n = 20_000
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            t.at(i * MS, CLIENT, _get(f"/{i}", b"User-Agent: test\r\n" + headers))
+            t.at(i * MS + MS // 2, SERVER, OK)
+            assert len(t.conn.exchanges) <= 2 * PACK_EVERY
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held / n < 500, f"{held / n:.0f} B per exchange"
+    rows, facts = _rows(t.conn)
+    assert len(rows) == facts["requests"] == t.conn.exchanges_seen == n
+    assert [r["target"] for r in rows[:2]] == ["/0", "/1"] and rows[-1]["trans_depth"] == n
+
+
+def test_requests_of_one_chunk_wait_for_its_responses_whatever_their_number(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """A chunk feeds all its requests before any of its responses: more than ``MAX_PENDING_REQUESTS`` in
+    one chunk, all answered in the same chunk, is no flood (it was: the rest became orphan responses)."""
+    import analyzer.http.transactions as transactions
+
+    monkeypatch.setattr(transactions, "MAX_PENDING_REQUESTS", 50)
+    t = Timeline()
+    t.at(0, CLIENT, b"".join(_get(f"/{i}") for i in range(200)))
+    t.at(MS, SERVER, OK * 200)
+    rows, _ = _rows(t.conn)
+    assert len(rows) == 200 and all(r["status"] == 200 for r in rows)
+    assert [r["target"] for r in rows] == [f"/{i}" for i in range(200)]
+    assert t.conn.anomalies() == []
+
+
+def test_requests_still_waiting_after_a_chunk_beyond_the_limit_are_a_flood(monkeypatch: pytest.MonkeyPatch
+                                                                          ) -> None:
+    """Still waiting once the responses of their chunk were fed: the newest beyond the limit are no longer
+    waited for (one ``excessive_pipelining``, at the first of them); the oldest get the responses."""
+    import analyzer.http.transactions as transactions
+
+    monkeypatch.setattr(transactions, "MAX_PENDING_REQUESTS", 50)
+    t = Timeline()
+    t.at(0, CLIENT, b"".join(_get(f"/{i}") for i in range(80)))  # chunk 1: no response
+    t.at(10 * MS, CLIENT, _get("/late"))  # chunk 2
+    t.at(20 * MS, SERVER, OK * 51)
+    rows, _ = _rows(t.conn)
+    anomalies = t.conn.anomalies()
+    assert [(name, ts) for ts, name, _ in anomalies] == [("excessive_pipelining", 0)]
+    assert "50" in anomalies[0][2]
+    answered = [r["target"] for r in rows if r["status"] == 200]
+    assert answered == [*(f"/{i}" for i in range(50)), "/late"]
+    assert len(rows) == 81
+
+
+def test_the_live_dashboard_counts_packed_exchanges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live view's requests of an open connection count the packed exchanges too."""
+    import analyzer.http.transactions as transactions
+    from analyzer.report.live_dashboard import requests_so_far
+
+    monkeypatch.setattr(transactions, "PACK_EVERY", 2)
+    t = Timeline()
+    for i in range(7):
+        t.at(i * MS, CLIENT, _get(f"/{i}")).at(i * MS + MS // 2, SERVER, OK)
+    assert t.conn.packed is not None and len(t.conn.packed) >= 5
+    assert requests_so_far(t.conn) == 7

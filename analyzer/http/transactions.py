@@ -5,14 +5,26 @@ response answers the n-th request; 1xx responses are interim), the transaction r
 (``trans_depth``, ``pipelined``, ``idle_before_ms``, ``keep_alive``, ...), the per-connection HTTP facts
 (protocol, ``pipelined_max``, advertised ``Keep-Alive``), and **the one place that decides whether a
 connection may carry another request** (``connection_persists``). It knows streams and times, never packets.
+
+A connection's finished exchanges are packed as it goes (``_Packed``: the fields its rows are made of, in
+numpy columns by blocks, strings shared) once ``PACK_EVERY`` of them accumulate, so that a long keep-alive
+connection (a load test's: a million exchanges) holds 0.25 KB per exchange until it ends instead of its
+parsed messages (1.2 KB; ``tests/test_transactions.py``, ``bench/hostile.py --cases keepalive_marathon``).
+Packing costs about 2 µs per exchange packed (5 % of a keep-alive exchange's time); a connection with fewer
+than ``PACK_EVERY`` exchanges is never packed. Columns built by hand rather than with a pandas or Arrow
+builder: a block is made from tuples with ``zip`` and ``numpy.array``, which is what such a builder does,
+without its per-connection cost.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, keep_alive_params
@@ -20,7 +32,13 @@ from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, 
 CLIENT = 0
 SERVER = 1
 
-MAX_PENDING_REQUESTS = 10_000  # requests waiting for a response before we call it a flood (and stop queueing)
+#: Requests still waiting for a response once a chunk of packets was fed (both directions) before we call it
+#: a flood and stop waiting for the newest (``_trim_pending``). Counted at that point, not as requests are
+#: parsed: a chunk feeds all of a direction's bytes before the other's, so a busy keep-alive connection has
+#: every request of the chunk waiting until its responses are fed.
+MAX_PENDING_REQUESTS = 10_000
+#: Exchanges a connection holds as parsed messages before its finished ones are packed (``_Packed``).
+PACK_EVERY = 256
 
 
 def connection_persists(request: Message | None, response: Message | None) -> bool | None:
@@ -57,14 +75,155 @@ class Exchange:
     request: Message | None
     response: Message | None = None
     interim: int = 0
+    queued: bool = False  # waiting in ``pending`` for its response
+    order: int = 0  # creation order on the connection: the tie-break of equal start times
+
+    def finished(self) -> bool:
+        """Nothing of it can change any more: not waiting for a response, and its messages read to their end."""
+        return not self.queued and (self.request is None or self.request.end >= 0) and (
+            self.response is None or self.response.end >= 0)
+
+
+# The fields of one exchange that its transaction row is made of (``_flat``), by position.
+(_F_START, _F_ORDER, _F_REQ_START, _F_REQ_END, _F_RESP_START, _F_RESP_END, _F_METHOD, _F_HOST, _F_TARGET,
+ _F_VERSION, _F_RESP_VERSION, _F_STATUS, _F_REASON, _F_REQ_CONN, _F_RESP_CONN, _F_UA, _F_CTYPE, _F_REQ_BODY,
+ _F_RESP_BODY, _F_REQ_COMPLETE, _F_RESP_COMPLETE, _F_KEEP_ALIVE, _F_INTERIM, _F_SPAN_START, _F_SPAN_END) = range(25)
+_FIELDS = 25
+_INT_FIELDS = frozenset((_F_START, _F_ORDER, _F_REQ_START, _F_REQ_END, _F_RESP_START, _F_RESP_END, _F_STATUS,
+                         _F_REQ_BODY, _F_RESP_BODY, _F_INTERIM, _F_SPAN_START, _F_SPAN_END))
+_BOOL_FIELDS = frozenset((_F_REQ_COMPLETE, _F_RESP_COMPLETE, _F_KEEP_ALIVE))
+_NO_INT = -(1 << 63)  # None in an int column (no time, size or offset takes it)
+_BOOLS: tuple[bool | None, ...] = (False, True, None)  # a bool column's codes 0, 1, -1
+PACK_BLOCK = 1024  # exchanges packed into columns at once
+_DECODED_BLOCKS = 4  # blocks kept decoded while rows are made in an order other than packed (orphan responses)
+
+
+def _flat(ex: Exchange) -> tuple[Any, ...]:
+    """The fields of ``ex`` its transaction row is made of (``_F_*``): message fields as read now, the
+    Connection, User-Agent and Content-Type headers, and the reuse decision. Without a request, the request
+    version is the response's (as the row shows it)."""
+    req, resp = ex.request, ex.response
+    start = req.ts_start_ns if req is not None else resp.ts_start_ns if resp is not None else 0
+    if req is not None:
+        rh = req.headers
+        req_times: tuple[Any, ...] = (req.ts_start_ns, req.ts_end_ns)
+        req_text: tuple[Any, ...] = (req.method, rh.get("host"), req.target, req.version)
+        req_more: tuple[Any, ...] = (rh.get("connection", "").lower() or None, rh.get("user-agent"),
+                                     req.body_bytes, req.complete)
+    else:
+        req_times = (None, None)
+        req_text = (None, None, None, resp.version if resp is not None else None)
+        req_more = (None, None, None, None)
+    if resp is not None:
+        sh = resp.headers
+        resp_times: tuple[Any, ...] = (resp.ts_start_ns, resp.ts_end_ns)
+        resp_text: tuple[Any, ...] = (resp.version, resp.status, resp.reason)
+        resp_more: tuple[Any, ...] = (sh.get("connection", "").lower() or None, sh.get("content-type"),
+                                      resp.body_bytes, resp.complete)
+        span: tuple[Any, ...] = (resp.start, resp.end)
+    else:
+        resp_times, resp_text, resp_more, span = (None, None), (None, None, None), (None, None, None, None), (
+            None, None)
+    return (start, ex.order, *req_times, *resp_times, *req_text, *resp_text, req_more[0], resp_more[0],
+            req_more[1], resp_more[1], req_more[2], resp_more[2], req_more[3], resp_more[3],
+            connection_persists(req, resp), ex.interim, *span)
+
+
+class _Packed:
+    """Finished exchanges of one connection, by blocks of ``PACK_BLOCK``: each block one numpy column per
+    ``_flat`` field, ints as int64 (``_NO_INT`` for None), booleans as int8 (-1 for None), strings as object
+    arrays of one shared instance per distinct value (a target is nearly always distinct: its own). About
+    0.25 KB per exchange. The fields of the newest exchanges wait as tuples until their block is full."""
+
+    __slots__ = ("blocks", "count", "decoded", "fresh", "shared", "versions")
+
+    def __init__(self) -> None:
+        self.blocks: list[list[np.ndarray]] = []
+        self.fresh: list[tuple[Any, ...]] = []  # ``_flat`` tuples not in a block yet
+        self.shared: dict[str | None, str | None] = {}  # the one instance of each distinct string
+        self.versions: set[str] = set()  # the HTTP versions of the packed messages (``protocol``)
+        self.decoded: dict[int, list[tuple[Any, ...]]] = {}  # blocks decoded for ``flats``, most recent last
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, ex: Exchange) -> None:
+        for msg in (ex.request, ex.response):
+            if msg is not None and msg.version:
+                self.versions.add(msg.version)
+        self.fresh.append(_flat(ex))
+        self.count += 1
+        if len(self.fresh) >= PACK_BLOCK:
+            self._close_block()
+
+    def _close_block(self) -> None:
+        columns = list(zip(*self.fresh, strict=True))
+        self.fresh = []
+        shared = self.shared
+        block: list[np.ndarray] = []
+        for k, values in enumerate(columns):
+            if k in _INT_FIELDS:
+                try:
+                    block.append(np.array(values, dtype=np.int64))
+                except TypeError:  # a None among them
+                    block.append(np.array([_NO_INT if v is None else v for v in values], dtype=np.int64))
+            elif k in _BOOL_FIELDS:
+                block.append(np.array([-1 if v is None else v for v in values], dtype=np.int8))
+            elif k == _F_TARGET:
+                block.append(np.array(values, dtype=object))
+            else:
+                block.append(np.array([shared.setdefault(v, v) for v in values], dtype=object))
+        self.blocks.append(block)
+
+    def _decode(self, b: int) -> list[tuple[Any, ...]]:
+        columns: list[list[Any]] = []
+        for k, column in enumerate(self.blocks[b]):
+            values = column.tolist()
+            if k in _INT_FIELDS:
+                if (column == _NO_INT).any():
+                    values = [None if v == _NO_INT else v for v in values]
+            elif k in _BOOL_FIELDS:
+                values = [_BOOLS[v] for v in values]
+            columns.append(values)
+        return list(zip(*columns, strict=True))
+
+    def flats(self) -> Iterator[tuple[Any, ...]]:
+        """The ``_flat`` fields of every exchange packed, by start time, then creation order; consumes it."""
+        if self.fresh:
+            self._close_block()
+        if not self.blocks:
+            return
+        start = np.concatenate([block[_F_START] for block in self.blocks])
+        order = np.concatenate([block[_F_ORDER] for block in self.blocks])
+        ranked = np.lexsort((order, start))
+        left = np.bincount(ranked // PACK_BLOCK).tolist()  # per block: exchanges not given yet
+        decoded = self.decoded
+        for i in ranked.tolist():
+            b, j = divmod(i, PACK_BLOCK)
+            rows = decoded.get(b)
+            if rows is None:
+                if len(decoded) >= _DECODED_BLOCKS:
+                    del decoded[next(iter(decoded))]
+                rows = decoded[b] = self._decode(b)
+            yield rows[j]
+            left[b] -= 1
+            if not left[b]:  # the block is given whole: let it go
+                self.blocks[b] = []
+                decoded.pop(b, None)
+        self.blocks = []
+        decoded.clear()
 
 
 @dataclass(slots=True, weakref_slot=True)
 class Http1Connection:
     """Both directions of one connection. Feed chunks with ``feed(direction, chunk)``; then ``finish()``."""
 
-    exchanges: list[Exchange] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)  # not packed yet, in creation order
     pending: deque[Exchange] = field(default_factory=deque)
+    packed: _Packed | None = None  # finished exchanges packed (``_pack``)
+    exchanges_seen: int = 0  # exchanges made so far, packed or not
+    pack_at: int = 0  # pack when this many exchanges are held unpacked (``PACK_EVERY`` at first)
     keep_alive_timeout_s: float | None = None
     keep_alive_max: int | None = None
     parsers: tuple[Http1Parser, Http1Parser] = field(init=False)
@@ -79,6 +238,7 @@ class Http1Connection:
         # the parsers call back through a weak proxy: no reference cycle, so a finished connection is freed
         # at once by reference counting instead of waiting for (and costing) the cyclic garbage collector
         me = weakref.proxy(self)
+        self.pack_at = PACK_EVERY
         self.parsers = (
             Http1Parser(REQUEST, lambda msg: me._on_request_head(msg), _ignore),
             Http1Parser(RESPONSE, lambda msg: me._on_response_head(msg), _ignore),
@@ -90,6 +250,8 @@ class Http1Connection:
             self.pending[0].request.version == "HTTP/0.9")
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
+        if direction == REQUEST and len(self.pending) > MAX_PENDING_REQUESTS:
+            self._trim_pending()  # the responses of the chunk before were fed: these are still waiting
         parser = self.parsers[direction]
         parser.feed(chunk)
         other = self.parsers[1 - direction]
@@ -129,14 +291,9 @@ class Http1Connection:
     def _on_request_head(self, msg: Message) -> str | None:
         if msg.method == "CONNECT" or "h2c" in (msg.headers.get("upgrade") or "").lower():
             self.switch_request = msg
-        ex = Exchange(msg)
-        self.exchanges.append(ex)
-        if len(self.pending) < MAX_PENDING_REQUESTS:
-            self.pending.append(ex)
-        elif not self.flood_reported:
-            self.flood_reported = True
-            self.parsers[REQUEST].anomalies.append(
-                (msg.ts_start_ns, "excessive_pipelining", f"more than {MAX_PENDING_REQUESTS} requests pending"))
+        ex = Exchange(msg, queued=True)
+        self.pending.append(ex)
+        self._add(ex)
         return None
 
     def _on_response_head(self, msg: Message) -> str | None:
@@ -148,10 +305,11 @@ class Http1Connection:
         if self.pending and self.pending[0].request is not None and (
                 self.pending[0].request.ts_start_ns <= msg.ts_start_ns):
             ex = self.pending.popleft()
+            ex.queued = False
             ex.response = msg
         else:
             ex = Exchange(None, msg)
-            self.exchanges.append(ex)
+            self._add(ex)
             self.parsers[RESPONSE].anomalies.append(
                 (msg.ts_start_ns, "response_before_request",
                  f"status {msg.status} with no outstanding request"))
@@ -174,6 +332,48 @@ class Http1Connection:
                 self.tunnel = (ex.request, msg)
         return method
 
+    def _trim_pending(self) -> None:
+        """More than ``MAX_PENDING_REQUESTS`` requests wait for a response after a chunk's responses were fed: a
+        flood (one ``excessive_pipelining``, the first time). The newest beyond the limit are no longer waited
+        for: responses pair with the oldest waiting, then with requests sent after this point. All keep their
+        rows."""
+        first_over: Exchange | None = None
+        while len(self.pending) > MAX_PENDING_REQUESTS:
+            first_over = self.pending.pop()
+            first_over.queued = False
+        if first_over is not None and not self.flood_reported and first_over.request is not None:
+            self.flood_reported = True
+            self.parsers[REQUEST].anomalies.append(
+                (first_over.request.ts_start_ns, "excessive_pipelining",
+                 f"more than {MAX_PENDING_REQUESTS} requests pending"))
+
+    def _add(self, ex: Exchange) -> None:
+        ex.order = self.exchanges_seen
+        self.exchanges_seen += 1
+        self.exchanges.append(ex)
+        if len(self.exchanges) >= self.pack_at:
+            self._pack()
+
+    def _pack(self, everything: bool = False) -> None:
+        """Pack the finished exchanges (``everything``: all of them, as they are). The next pass comes when the
+        exchanges held have doubled (at least ``PACK_EVERY``), so that those still waiting (up to
+        ``MAX_PENDING_REQUESTS``) are looked at a bounded number of times per exchange."""
+        if self.packed is None:
+            self.packed = _Packed()
+        keep = []
+        held: list[Exchange | None] = list(self.exchanges)
+        self.exchanges = []
+        for i, ex in enumerate(held):
+            held[i] = None  # each packed exchange's messages let go at once (all of them: a million, at the end)
+            assert ex is not None
+            if everything or ex.finished():
+                self.packed.add(ex)
+            else:
+                keep.append(ex)
+            del ex
+        self.exchanges = keep
+        self.pack_at = max(PACK_EVERY, 2 * len(keep))
+
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         """Both directions ended (FIN reached in sequence): finish parsing and keep only the results."""
         for parser in self.parsers:
@@ -189,15 +389,18 @@ class Http1Connection:
         for parser in self.parsers:
             if parser.protocol:
                 return parser.protocol
-        versions = [ex.request.version for ex in self.exchanges if ex.request is not None and ex.request.version]
-        versions += [ex.response.version for ex in self.exchanges if ex.response is not None and ex.response.version]
+        versions = set(self.packed.versions) if self.packed is not None else set()
+        for ex in self.exchanges:
+            for msg in (ex.request, ex.response):
+                if msg is not None and msg.version:
+                    versions.add(msg.version)
         if not versions:
             return "unknown"
-        if any(v == "HTTP/1.1" for v in versions):
+        if "HTTP/1.1" in versions:
             return "http/1.1"
-        if any(v == "HTTP/1.0" for v in versions):
+        if "HTTP/1.0" in versions:
             return "http/1.0"
-        return "http/0.9" if all(v == "HTTP/0.9" for v in versions) else "unknown"
+        return "http/0.9" if versions == {"HTTP/0.9"} else "unknown"
 
     def anomalies(self) -> list[tuple[int, str, str]]:
         return self.parsers[REQUEST].anomalies + self.parsers[RESPONSE].anomalies
@@ -205,14 +408,24 @@ class Http1Connection:
     def transaction_rows(self, uid: str, server_ip: str, server_port: int
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         """Rows for the transactions table (tuples in ``HTTP_TRANSACTION_COLUMNS`` order), and connection-level
-        HTTP facts. Called when the connection is done: it consumes the exchanges (each one's messages are
-        freed as its row is made, so that a connection with a million requests does not hold both), so a
-        second call gives no rows (the tracker's one handler of connections without a byte has none)."""
+        HTTP facts. Called when the connection is done: it consumes the exchanges (the messages of those not
+        packed yet are freed as they are packed, a packed block as its rows are made, so that a connection
+        with a million requests does not hold both), so a second call gives no rows (the tracker's one
+        handler of connections without a byte has none)."""
+        if len(self.pending) > MAX_PENDING_REQUESTS:
+            self._trim_pending()  # still waiting at the end of the data
         protocol = self.protocol
-        # in capture-time order (processing order depends on how packets were chunked)
-        exchanges: list[Exchange | None] = sorted(self.exchanges, key=_exchange_start)  # type: ignore[arg-type]
-        self.exchanges = []
+        # in capture-time order (processing order depends on how packets were chunked); ties in creation order
+        flats: list[tuple[Any, ...] | None]
         self.pending.clear()
+        packed = self.packed
+        if packed is None:  # never packed (fewer than PACK_EVERY exchanges): made from the messages directly
+            flats = [_flat(ex) for ex in sorted(self.exchanges, key=_exchange_start)]
+        else:
+            self._pack(everything=True)
+            flats = []
+        self.exchanges = []
+        self.packed = None
         requests = 0
         req_start: list[float] = []
         resp_end: list[float] = []
@@ -221,66 +434,45 @@ class Http1Connection:
         prev_end: float | None = None
         idle_max: float | None = None
         nan = float("nan")
-        for i, ex in enumerate(exchanges):
-            assert ex is not None
-            exchanges[i] = None
-            req, resp = ex.request, ex.response
-            requests += req is not None
-            r_end = resp.ts_end_ns if resp is not None and resp.ts_end_ns is not None else None
-            req_start.append(req.ts_start_ns if req is not None else nan)
+        for i, f in enumerate(packed.flats() if packed is not None else _each_once(flats)):
+            start_ns = f[_F_REQ_START]
+            has_request = start_ns is not None
+            has_response = f[_F_RESP_START] is not None
+            requests += has_request
+            r_end = f[_F_RESP_END] if has_response else None
+            req_start.append(start_ns if has_request else nan)
             resp_end.append(r_end if r_end is not None else nan)
             idle_ms: float | None = None
             pipelined: bool | None = None
-            if req is not None:
+            if has_request:
                 if i == 0:
                     pipelined = False
                 elif prev_end is not None:
-                    delta = (req.ts_start_ns - prev_end) / 1e6
+                    delta = (start_ns - prev_end) / 1e6
                     pipelined = delta < 0
                     idle_ms = delta  # negative: pipelined (sent before the previous response ended)
                     if delta >= 0 and (idle_max is None or delta > idle_max):
                         idle_max = delta
             prev_end = r_end
-            req_part: tuple[Any, ...]
-            req_times: tuple[float | None, float | None]
-            resp_part: tuple[Any, ...]
-            resp_times: tuple[float | None, float | None]
-            req_conn: str | None
-            resp_conn: str | None
-            ua: str | None
-            ctype: str | None
-            req_body: int | None
-            resp_body: int | None
-            req_complete: bool | None
-            resp_complete: bool | None
-            if req is not None:
-                rh = req.headers
-                req_part = (req.method, rh.get("host"), req.target, req.version)
-                req_times = (req.ts_start_ns / 1e9, req.ts_end_ns / 1e9 if req.ts_end_ns is not None else None)
-                req_conn = rh.get("connection", "").lower() or None
-                ua = rh.get("user-agent")
-                req_body, req_complete = req.body_bytes, req.complete
+            if has_request:
+                req_end = f[_F_REQ_END]
+                req_times: tuple[float | None, float | None] = (
+                    start_ns / 1e9, req_end / 1e9 if req_end is not None else None)
             else:
-                req_part = (None, None, None, resp.version if resp is not None else None)
                 req_times = (None, None)
-                req_conn = ua = req_body = req_complete = None
-            if resp is not None:
-                sh = resp.headers
-                resp_part = (resp.version, resp.status, resp.reason)
-                resp_times = (resp.ts_start_ns / 1e9, r_end / 1e9 if r_end is not None else None)
-                resp_conn = sh.get("connection", "").lower() or None
-                ctype = sh.get("content-type")
-                resp_body, resp_complete = resp.body_bytes, resp.complete
-                spans.append((resp.start, resp.end))
+            if has_response:
+                resp_times: tuple[float | None, float | None] = (
+                    f[_F_RESP_START] / 1e9, r_end / 1e9 if r_end is not None else None)
+                spans.append((f[_F_SPAN_START], f[_F_SPAN_END]))
             else:
-                spans.append(None)
-                resp_part = (None, None, None)
                 resp_times = (None, None)
-                resp_conn = ctype = resp_body = resp_complete = None
+                spans.append(None)
             rows.append((
-                uid, i + 1, None, *req_part, *resp_part, *req_times, *resp_times, req_body, resp_body,
-                idle_ms, pipelined, i > 0, connection_persists(req, resp), req_conn, resp_conn, ua, ctype,
-                ex.interim, req_complete, resp_complete, server_ip, server_port, False,
+                uid, i + 1, None, f[_F_METHOD], f[_F_HOST], f[_F_TARGET], f[_F_VERSION], f[_F_RESP_VERSION],
+                f[_F_STATUS], f[_F_REASON], *req_times, *resp_times, f[_F_REQ_BODY], f[_F_RESP_BODY],
+                idle_ms, pipelined, i > 0, f[_F_KEEP_ALIVE], f[_F_REQ_CONN], f[_F_RESP_CONN], f[_F_UA],
+                f[_F_CTYPE], f[_F_INTERIM], f[_F_REQ_COMPLETE], f[_F_RESP_COMPLETE], server_ip, server_port,
+                False,
             ))
         known_ends = [e for e in resp_end if e == e]
         facts = {
@@ -360,6 +552,14 @@ def pipelined_max(req_start_ns: list[float], resp_end_ns: list[float]) -> int:
         if outstanding > best:
             best = outstanding
     return best
+
+
+def _each_once(items: list[tuple[Any, ...] | None]) -> Iterator[tuple[Any, ...]]:
+    """The items in order, each let go from the list as it is given."""
+    for i, item in enumerate(items):
+        items[i] = None
+        assert item is not None
+        yield item
 
 
 def _exchange_start(ex: Exchange) -> int:

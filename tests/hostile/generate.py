@@ -19,6 +19,8 @@ the benchmark needs to know). Sizes are parameters: tests use small ones, ``benc
 - ``absurd_content_length``: requests and responses with Content-Length values that are huge, negative or
   garbage.
 - ``pipelined_flood``: one connection carrying N pipelined requests and no response.
+- ``keepalive_marathon``: one keep-alive connection carrying N request/response exchanges one after the
+  other (a load test's connection), still open when the capture ends.
 """
 
 from __future__ import annotations
@@ -509,6 +511,51 @@ def pipelined_flood(path: Path, n: int, ack_every: int = 2) -> Made:
     return Made(Path(path), _one([first, rest], Path(path)), {"requests": n, "stream_bytes": len(stream)})
 
 
+def keepalive_marathon(path: Path, n: int, gap_ns: int = 100_000, block: int = 100_000) -> Made:
+    """One keep-alive connection: ``n`` GETs each answered before the next is sent (request ``i`` asks for
+    ``/i``, padded to one width), one segment each way per exchange (the next request ACKs the response),
+    and the capture ends with the connection open. Written ``block`` exchanges at a time."""
+    width = len(str(max(n - 1, 0)))
+    q, r = len(_marathon_request(0, width)), len(RESPONSE)
+    setup = [Pkt(True, SYN, 0, None, b"", 0), Pkt(False, SYN | ACK, 0, 1, b"", 100_000),
+             Pkt(True, ACK, 1, 1, b"", 200_000)]
+    first = _single(setup, 0, T0_NS)
+    c_ip, c_port = int(first.src[0]), int(first.sport[0])
+    c_isn, s_isn = int(first.seq[0]), int(first.seq[1])
+    t0 = T0_NS + 300_000
+
+    def blocks() -> Iterator[Packets]:
+        yield first
+        for a in range(0, n, block):
+            i = np.arange(a, min(a + block, n), dtype=np.int64)
+            m = len(i)
+            requests = np.frombuffer(b"".join(_marathon_request(k, width) for k in i.tolist()), dtype=np.uint8)
+            data = np.concatenate([requests, np.frombuffer(RESPONSE, dtype=np.uint8)])
+            ts = np.empty(2 * m, dtype=np.int64)
+            ts[0::2] = t0 + i * gap_ns
+            ts[1::2] = ts[0::2] + gap_ns // 2
+            client = np.arange(2 * m) % 2 == 0
+            seq = np.empty(2 * m, dtype=np.int64)
+            ack = np.empty(2 * m, dtype=np.int64)
+            seq[0::2], ack[0::2] = c_isn + 1 + i * q, s_isn + 1 + i * r
+            seq[1::2], ack[1::2] = s_isn + 1 + i * r, c_isn + 1 + (i + 1) * q
+            poff = np.empty(2 * m, dtype=np.int64)
+            poff[0::2], poff[1::2] = (i - a) * q, len(requests)
+            plen = np.where(client, q, r).astype(np.int64)
+            yield Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
+                          np.where(client, SERVER_IP, c_ip).astype(np.uint32),
+                          np.where(client, c_port, SERVER_PORT).astype(np.uint16),
+                          np.where(client, SERVER_PORT, c_port).astype(np.uint16),
+                          (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
+                          np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
+
+    return Made(Path(path), _one(blocks(), Path(path)), {"requests": n})
+
+
+def _marathon_request(i: int, width: int) -> bytes:
+    return f"GET /{i:0{width}d} HTTP/1.1\r\nHost: hostile.test\r\n\r\n".encode()
+
+
 CASES = {
     "syn_flood": syn_flood,
     "tiny_connections": tiny_connections,
@@ -518,4 +565,5 @@ CASES = {
     "overlap_conflict": overlap_conflict,
     "absurd_content_length": absurd_content_length,
     "pipelined_flood": pipelined_flood,
+    "keepalive_marathon": keepalive_marathon,
 }

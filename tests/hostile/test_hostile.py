@@ -376,3 +376,32 @@ def test_pipelined_flood_stops_queueing_and_keeps_counting(tmp: Path) -> None:
     assert len(t) == n and t["status"].isna().all()
     assert list(t["target"].iloc[:3]) == ["/0", "/1", "/2"]
     assert np.array_equal(t["trans_depth"].to_numpy(), np.arange(1, n + 1))
+
+
+# ------------------------------------------------------------------------------- long keep-alive connection
+
+def test_keepalive_marathon_pairs_every_exchange_whatever_the_chunks(tmp: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """One keep-alive connection, exchanges one after the other: every request paired with its response,
+    whether a chunk feeds ten times ``MAX_PENDING_REQUESTS`` requests before their responses (one chunk) or
+    a few; packed as they finish (``PACK_EVERY``), with the rows of exchanges kept whole."""
+    from analyzer.http import transactions
+
+    monkeypatch.setattr(transactions, "MAX_PENDING_REQUESTS", 100)
+    monkeypatch.setattr(transactions, "PACK_BLOCK", 64)
+    n = 1_000
+    made = g.keepalive_marathon(tmp / "marathon.pcap", n)
+    a = analyzer.analyze(made.path)  # one chunk
+    assert accounted(a, made) == {}
+    t = a.transactions
+    assert len(t) == n and (t["status"] == 200).all() and t["response_complete"].all()
+    assert list(t["target"]) == [f"/{i:03d}" for i in range(n)]
+    assert np.array_equal(t["trans_depth"].to_numpy(), np.arange(1, n + 1))
+    assert int(t["reused"].sum()) == n - 1 and (t["idle_before_ms"].iloc[1:].round(6) == 0.05).all()
+    c = a.connections.iloc[0]
+    assert (c["requests"], c["pipelined_max"], c["close_by"]) == (n, 1, "open")
+    for chunk_packets in (64, 2001):
+        cut = analyzer.analyze(made.path, chunk_packets=chunk_packets)
+        pd.testing.assert_frame_equal(cut.transactions, t, obj=f"transactions @ {chunk_packets}")
+    monkeypatch.setattr(transactions, "PACK_EVERY", 1_000_000)  # never packed: the same rows
+    pd.testing.assert_frame_equal(analyzer.analyze(made.path).transactions, t)
