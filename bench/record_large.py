@@ -232,8 +232,9 @@ def stop(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout:
 # --------------------------------------------------------------------------- servers and clients
 
 
-def prepare_site(tmp: Path, *, port: int, workers: int) -> Path:
-    """Write the static files, nginx.conf and the wrk Lua script; return the nginx.conf path."""
+def prepare_site(tmp: Path, *, port: int, workers: int, mix: Sequence[str] = MIX) -> Path:
+    """Write the static files, nginx.conf and the wrk Lua script (each connection cycles through ``mix``);
+    return the nginx.conf path."""
     tmp.chmod(0o755)  # nginx workers run as nobody and must read www/
     www = tmp / "www"
     www.mkdir(mode=0o755)
@@ -243,7 +244,7 @@ def prepare_site(tmp: Path, *, port: int, workers: int) -> Path:
         (www / name).chmod(0o644)
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, workers=workers))
-    paths = ", ".join(f'"{p}"' for p in MIX)
+    paths = ", ".join(f'"{p}"' for p in mix)
     (tmp / "mix.lua").write_text(WRK_LUA.format(paths=paths, marker=QUOTA_MARKER))
     return conf
 
@@ -388,7 +389,7 @@ def record_once(
     ):
         tmp = Path(tmp_name)
         try:
-            conf = prepare_site(tmp, port=args.port, workers=args.nginx_workers)
+            conf = prepare_site(tmp, port=args.port, workers=args.nginx_workers, mix=args.paths.split(","))
             nginx_log = tmp / "nginx.stderr"
             with nginx_log.open("wb") as err:
                 nginx = subprocess.Popen(
@@ -480,6 +481,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--close-requests", type=int, default=20_000, help="Connection: close phase quota (0: duration only)"
     )
     p.add_argument("--keepalive-duration", type=float, default=30.0, help="upper bound, seconds")
+    p.add_argument("--paths", default=",".join(MIX),
+                   help=f"the paths each connection cycles through, comma-separated (files: {', '.join(FILES)})")
     p.add_argument("--close-duration", type=float, default=30.0, help="upper bound, seconds")
     p.add_argument("-t", "--threads", type=int, default=2, help="wrk threads")
     p.add_argument("-c", "--connections", type=int, default=50, help="wrk connections")

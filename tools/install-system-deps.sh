@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: real servers and clients for recorded traffic (nginx, curl),
 # nghttp (HTTP/2 client), nghttpx (an h2c server accepting Upgrade: h2c), openssl (certificates), tcpdump to record, tshark/editcap as oracle and converter, iproute2 for network namespaces, chromium to
-# render the HTML report in a real browser. With the argument `bench` (`make bench`): also wrk (the load of
-# bench/record_large.py) and tcptrace (a peer timed by bench/run.py).
+# render the HTML report in a real browser, wrk (the load of bench/record_large.py, which a test also runs).
+# With the argument `bench` (`make bench`): also tcptrace (a peer timed by bench/run.py).
 # Installs only what is missing; needs root (skips with a note otherwise: tests that need them then skip).
 set -euo pipefail
 need=()
 if [ "${1:-}" = bench ]; then
-  command -v wrk >/dev/null || need+=(wrk)
   command -v tcptrace >/dev/null || need+=(tcptrace)
 fi
+command -v wrk >/dev/null || need+=(wrk)
 command -v tshark >/dev/null || need+=(tshark)
 command -v editcap >/dev/null || need+=(wireshark-common)
 command -v tcpdump >/dev/null || need+=(tcpdump)
