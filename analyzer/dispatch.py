@@ -18,9 +18,13 @@ when the HTTP/1 layer reports another protocol (``Http1Connection.detected``):
 To switch, the bytes already fed must be fed again to the new handler. So while a switch is still possible
 (``Http1Connection.may_switch``: nothing parsed yet, or an Upgrade request awaiting its response) the
 chunks fed are kept, as compact copies that do not pin packet buffers, at most ``MAX_KEPT_BYTES`` per
-connection. Past that limit the switch still happens, from the bytes that follow, with the anomaly
-``protocol_switch_partial``. HTTP/1 transactions before an Upgrade on the same connection are not kept
-when it switches (clients upgrade on their first request).
+connection once the other direction had its turn: the tracker feeds a chunk's client bytes before its
+server bytes, so a client that sends more than that right after its ``CONNECT`` or ``Upgrade`` (an
+upload through a proxy's tunnel) has it all kept until the chunk's response is fed (at most a chunk's
+bytes more: where the switch comes within one chunk, where chunks end does not matter). Past that limit
+the switch still happens, from the bytes that follow, with the anomaly ``protocol_switch_partial``.
+HTTP/1 transactions before an Upgrade on the same connection are not kept when it switches (clients
+upgrade on their first request).
 
 It knows handlers and stream chunks, never packets or TCP.
 """
@@ -46,7 +50,7 @@ class ConnectionHandler:
     """Both directions of one connection: ``feed(direction, chunk)``; then ``transaction_rows`` and
     ``anomalies`` (or ``seal``), as ``Http1Connection``."""
 
-    __slots__ = ("inner", "kept", "kept_bytes", "keylog", "overflow_ts")
+    __slots__ = ("inner", "kept", "kept_bytes", "keylog", "last_fed", "over_ts", "overflow_ts")
 
     def __init__(self, keylog: KeyLog | None = None) -> None:
         self.keylog = keylog
@@ -54,12 +58,18 @@ class ConnectionHandler:
         self.kept: list[tuple[int, StreamChunk]] = []
         self.kept_bytes = 0
         self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
+        self.over_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES, before the other side's turn
+        self.last_fed = 1  # the direction fed last: a client feed, or a second server feed, starts a new chunk
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
         inner = self.inner
         if not isinstance(inner, Http1Connection):
             inner.feed(direction, chunk)
             return
+        new_round = direction == 0 or self.last_fed == 1
+        self.last_fed = direction
+        if new_round and self.kept_bytes > MAX_KEPT_BYTES:  # both sides had their turn and no switch came
+            self.overflow_ts, self.kept, self.kept_bytes, self.over_ts = self.over_ts, [], 0, None
         could = inner.may_switch()
         inner.feed(direction, chunk)
         found = inner.detected()
@@ -73,7 +83,7 @@ class ConnectionHandler:
         elif self.kept or self.overflow_ts is not None:  # the window closed without a switch: start afresh
             self.kept = []
             self.kept_bytes = 0
-            self.overflow_ts = None
+            self.overflow_ts = self.over_ts = None
 
     def _keep(self, direction: int, chunk: StreamChunk) -> None:
         if self.overflow_ts is not None or not len(chunk):
@@ -81,11 +91,8 @@ class ConnectionHandler:
                 self.kept.append((direction, StreamChunk.empty(chunk.eof, chunk.final)))
             return
         size = chunk.nbytes
-        if self.kept_bytes + size > MAX_KEPT_BYTES:
-            self.overflow_ts = int(chunk.ts_ns[0])
-            self.kept = []
-            self.kept_bytes = 0
-            return
+        if self.kept_bytes <= MAX_KEPT_BYTES < self.kept_bytes + size:
+            self.over_ts = int(chunk.ts_ns[0])
         self.kept.append((direction, chunk.compact()))
         self.kept_bytes += size
 
@@ -100,7 +107,7 @@ class ConnectionHandler:
         else:
             new = Http2Connection()
         self.inner = new
-        kept, self.kept, self.kept_bytes = self.kept, [], 0
+        kept, self.kept, self.kept_bytes, self.over_ts = self.kept, [], 0, None
         for d, ch in kept:
             new.feed(d, ch)
 

@@ -288,3 +288,41 @@ def test_a_closed_switch_window_does_not_spoil_a_later_switch() -> None:
     assert isinstance(h.inner, TunnelConnection) and "protocol_switch_partial" not in anomalies
     assert [r[COL["method"]] for r in rows] == ["POST", "GET", "CONNECT", None, None]
     assert facts["tls"]["sni"] == "example.com"
+
+
+def h2_upgrade_then_upload(size: int) -> tuple[Conversation, Conversation]:
+    """An Upgrade: h2c GET answered by 101, then, over HTTP/2, a POST of ``size`` bytes on stream 3 (DATA
+    frames of 16 KiB) sent right after the preface."""
+    c = Side().at(1 * MS).send(b"GET /up HTTP/1.1\r\nHost: example.org\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+    c.at(3 * MS).send(PREFACE + SettingsFrame(0, settings={3: 100}).serialize())
+    c.headers(3, req_fields("/upload", "POST"))
+    for start in range(0, size, 16384):
+        c.data_frame(3, b"u" * min(16384, size - start), end_stream=start + 16384 >= size)
+    s = Side().at(2 * MS).send(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    s.send(SettingsFrame(0, settings={3: 128}).serialize())
+    s.at(4 * MS).headers(1, resp_fields(200)).data_frame(1, b"y" * 300, end_stream=True)
+    s.at(5 * MS).headers(3, resp_fields(201)).data_frame(3, b"", end_stream=True)
+    return _from_sides(c, s)
+
+
+def test_a_client_upload_right_after_the_switch_in_one_chunk_is_kept_whole() -> None:
+    """A chunk feeds the client's bytes before the server's: the upload sent after the 101 is fed before it.
+    More than ``MAX_KEPT_BYTES`` of it are kept until the server's side of the chunk is fed, so the
+    connection switches whole, as when the 101 is fed first (before, the preface was dropped with the rest:
+    ``protocol_switch_partial`` and no HTTP/2 rows). Past the server's turn the limit holds."""
+    size = MAX_KEPT_BYTES + 200_000
+    sides = h2_upgrade_then_upload(size)
+    in_order = result(feed(ConnectionHandler(), sides))  # the 101 before the preface
+    rows, facts, anomalies = in_order
+    assert anomalies == [] and facts["protocol"] == "h2c" and facts["requests"] == 2
+    assert [(r[COL["method"]], r[COL["status"]], r[COL["request_body_bytes"]]) for r in rows] == [
+        ("GET", 200, 0), ("POST", 201, size)]
+    for chunk_cuts in ([], [1], [2], [3]):  # every piece in one chunk, or the request alone first, ...
+        h = feed_like_the_tracker(ConnectionHandler(), sides, ([], []), chunk_cuts)
+        assert result(h) == in_order, chunk_cuts
+    # the client's bytes fed in chunks of 100 kB before the server's first: past the limit, it holds
+    cuts = list(range(100_000, len(sides[0][0]), 100_000))
+    h = feed(ConnectionHandler(), sides, cuts=(cuts, []), order=[0] * (len(cuts) + 1))
+    rows, facts, anomalies = result(h)
+    assert "protocol_switch_partial" in anomalies and isinstance(h.inner, Http2Connection)
