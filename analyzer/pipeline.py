@@ -387,6 +387,10 @@ class Session:
         self.conn_rows.extend(rec.connections)
         self.tx_rows.extend(rec.transactions)
         self.an_rows.extend(rec.anomalies)
+        # held by the session's lists only, so that _compact frees each slice it converts
+        rec.connections.clear()
+        rec.transactions.clear()
+        rec.anomalies.clear()
         if len(rec.flights.get("round", ())):
             self._flight_parts.append(rec.flights)
         if rec.segments:
