@@ -89,8 +89,9 @@ HALF_OPEN_IDLE_NS = 180_000_000_000  # a handshake that never completed, quiet t
 IDLE_SCAN_NS = 10_000_000_000  # how often (capture time) connections are checked for HALF_OPEN_IDLE_NS
 MAX_BATCH_ROWS = 65_536  # packet rows analyzed at once when connections finish (bounds that memory)
 #: Packets of one connection kept in the segment log for the sequence analysis (about 100 bytes each, so
-#: one endless connection costs at most ~100 MiB). Beyond it the connection's later packets still drive
-#: reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
+#: one endless connection costs at most ~100 MiB while it lasts, and about 350 MiB more while that analysis
+#: runs when it ends: ``bench/hostile.py --cases keepalive_marathon``). Beyond it the connection's later
+#: packets still drive reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
 MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
 NO_DATA = np.iinfo(np.int64).min
 PREFIX_BYTES = 16
