@@ -317,7 +317,7 @@ def _connection_records(conn: Connection
                                     "it was declared a gap"})
     if conn.log_limit_ns is not None:
         anomalies.append({"uid": uid, "ts": conn.log_limit_ns / 1e9, "name": "tcp_analysis_limit",
-                          "detail": f"MAX_LOG_ROWS_PER_CONNECTION reached ({conn.log_rows} packets logged): "
+                          "detail": f"{conn.log_limit} ({conn.log_rows} packets of this connection logged): "
                                     "the TCP analysis (retransmissions, RTT, flights, warmth, series) "
                                     "covers the packets before this time only"})
     if conn.evicted_ns is not None:

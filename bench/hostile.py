@@ -58,6 +58,8 @@ FULL: dict[str, tuple[str, dict[str, Any], str]] = {
     "pipelined_flood": ("pipelined_flood", {"n": 1_000_000}, "1,000,000 pipelined GETs, no response"),
     "keepalive_marathon": ("keepalive_marathon", {"n": 1_000_000},
                            "1,000,000 GET/200 exchanges on one keep-alive connection"),
+    "keepalive_crowd": ("keepalive_crowd", {"connections": 20, "n": 250_000},
+                        "20 keep-alive connections side by side, 250,000 GET/200 exchanges each"),
 }
 GROWTH = ("syn_flood", "tiny_connections", "many_clients")
 SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")

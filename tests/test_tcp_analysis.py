@@ -266,3 +266,62 @@ def test_one_endless_connection_keeps_a_bounded_segment_log(monkeypatch: pytest.
     other = whole.connections.uid != uid
     assert capped.connections.loc[other].reset_index(drop=True).equals(
         whole.connections.loc[other].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("chunk_packets", [64, 262_144])
+def test_the_segment_log_over_all_open_connections_is_bounded(monkeypatch: pytest.MonkeyPatch,
+                                                              chunk_packets: int) -> None:
+    """Past MAX_LOG_ROWS packets held in the segment log over all open connections, a chunk's packets are
+    logged in capture order while there is room; a connection that loses one loses its later ones (anomaly
+    ``tcp_analysis_limit``, saying which limit). The log never holds more; HTTP is untouched; what was
+    computed before a connection's limit stays exact; the other connections are as before."""
+    from analyzer.flows import connections, tcpanalysis
+
+    path = str(ROOT / "captures" / "shaped-bulk.pcap.gz")
+    logged: list[np.ndarray] = []
+    held: list[int] = []
+    append = tcpanalysis.SegmentLog.append
+
+    def watched(self: tcpanalysis.SegmentLog, cols: dict[str, np.ndarray]) -> None:
+        append(self, cols)
+        logged.append(np.asarray(cols["frame"]))
+        held.append(self.rows)
+
+    monkeypatch.setattr(tcpanalysis.SegmentLog, "append", watched)
+    whole = analyzer.analyze(path, chunk_packets=chunk_packets)
+    all_frames = np.sort(np.concatenate(logged))
+    cap = 1000  # the capture's two connections overlap, with 870 and 459 packets
+    monkeypatch.setattr(connections, "MAX_LOG_ROWS", cap)
+    logged.clear()
+    held.clear()
+    capped = analyzer.analyze(path, chunk_packets=chunk_packets)
+
+    assert max(held) == cap
+    kept_frames = np.sort(np.concatenate(logged))
+    assert set(kept_frames.tolist()) <= set(all_frames.tolist())
+    if chunk_packets > len(all_frames):  # one chunk: exactly the first packets in capture order
+        assert kept_frames.tolist() == all_frames[:cap].tolist()
+    hits = capped.anomalies[capped.anomalies.name == "tcp_analysis_limit"]
+    assert len(hits) == 1
+    assert hits.detail.iloc[0].startswith("MAX_LOG_ROWS (1,000 packets of all open connections) reached (")
+    uid, limit_s = hits.uid.iloc[0], float(hits.ts.iloc[0])
+    assert capped.summary["packets_analyzed"] == whole.summary["packets_analyzed"]
+    http_cols = ["uid", "trans_depth", "method", "target", "status", "ts_request_start", "ts_response_end",
+                 "response_body_bytes", "ttfb_ms", "transfer_ms"]
+    assert capped.transactions[http_cols].equals(whole.transactions[http_cols])
+    tcp_cols = ["warmth", "rounds", "peak_bytes_in_flight"]
+    cut = 0
+    for (_, before), (_, after) in zip(whole.transactions.iterrows(), capped.transactions.iterrows(), strict=True):
+        if before.uid == uid and before.ts_response_end >= limit_s:
+            assert after[tcp_cols].isna().all(), after
+            cut += 1
+        else:
+            assert after[tcp_cols].equals(before[tcp_cols]), (before, after)
+    assert cut > 0
+    series = capped.segments[capped.segments.uid == uid]
+    full = whole.segments[(whole.segments.uid == uid) & (whole.segments.ts < limit_s)]
+    same = [c for c in series.columns if c != "round"]
+    assert series[same].reset_index(drop=True).equals(full[same].reset_index(drop=True))
+    other = whole.connections.uid != uid
+    assert capped.connections.loc[other].reset_index(drop=True).equals(
+        whole.connections.loc[other].reset_index(drop=True))

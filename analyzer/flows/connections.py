@@ -28,6 +28,10 @@ Bounds on what a hostile capture can make it hold (``tests/hostile``):
   least recently active first. Recently active
   connections carrying data are never finished early. An open connection finished this way gets the
   anomaly ``tracked_connections_limit``; a later packet of its 4-tuple starts a new (mid-stream) connection.
+- the segment log (``tcpanalysis.SegmentLog``, one row per packet for the TCP analysis at a connection's end)
+  keeps at most ``MAX_LOG_ROWS_PER_CONNECTION`` rows of one connection and ``MAX_LOG_ROWS`` over all open
+  connections (checked per chunk, in capture order); a connection that loses a row to either keeps the
+  prefix it had (anomaly ``tcp_analysis_limit``);
 - each direction keeps its delivered bytes not yet acknowledged at a chunk's end, to compare later copies
   with them (``overlaps``): at most ``overlaps.MAX_KEPT_BYTES_PER_STREAM`` per direction and
   ``overlaps.MAX_KEPT_BYTES`` in all (anomaly ``overlap_check_limit``).
@@ -93,6 +97,11 @@ MAX_BATCH_ROWS = 65_536  # packet rows analyzed at once when connections finish 
 #: runs when it ends: ``bench/hostile.py --cases keepalive_marathon``). Beyond it the connection's later
 #: packets still drive reassembly and HTTP, but not the TCP analysis (anomaly ``tcp_analysis_limit``).
 MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
+#: Packets kept in the segment log over all open connections (92 bytes each: at most ~700 MiB, per
+#: process). A chunk's packets are logged in capture order while the log holds fewer; a connection that
+#: loses a packet to it loses its later ones too (the same anomaly ``tcp_analysis_limit``). Rows leave the
+#: log when their connections finish.
+MAX_LOG_ROWS = 8_000_000
 NO_DATA = np.iinfo(np.int64).min
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
@@ -160,7 +169,8 @@ class Connection:
     role_final: bool = True  # False while the client is only guessed from ports and no payload was seen
     serial: int = -1  # tracker-wide number, the key of this connection's rows in the segment log
     log_rows: int = 0  # rows of this connection put in the segment log
-    log_limit_ns: int | None = None  # time of the first packet left out of the log (MAX_LOG_ROWS_PER_CONNECTION)
+    log_limit_ns: int | None = None  # time of the first packet left out of the segment log (its later ones too)
+    log_limit: str = ""  # which limit left it out (MAX_LOG_ROWS_PER_CONNECTION or MAX_LOG_ROWS), in words
     evicted_ns: int | None = None  # finished early, while open, because of MAX_TRACKED_CONNECTIONS (capture time)
     evicted_state: str = ""  # what it was then: "half-open" (no data) or "idle"
 
@@ -965,7 +975,7 @@ class ConnectionTracker:
         rows = np.nonzero(keep)[0]
         if not len(rows):
             return
-        rows = self._within_log_limit(rows, inst, conns, c["ts"])
+        rows = self._within_log_limit(rows, inst, conns, c["ts"], c["frame"])
         serial = np.fromiter((cn.serial for cn in conns), dtype=np.int64, count=len(conns))
         flags = c["flags"][rows]
         self.log.append({
@@ -977,15 +987,23 @@ class ConnectionTracker:
             "tsval": opts.tsval[rows], "tsecr": opts.tsecr[rows],
         })
 
-    @staticmethod
-    def _within_log_limit(rows: np.ndarray, inst: np.ndarray, conns: list[Connection], ts: np.ndarray
-                          ) -> np.ndarray:
-        """``rows`` (sorted) without those beyond a connection's ``MAX_LOG_ROWS_PER_CONNECTION``; counts the
-        rows kept per connection and notes when the first row was left out."""
+    def _within_log_limit(self, rows: np.ndarray, inst: np.ndarray, conns: list[Connection], ts: np.ndarray,
+                          frame: np.ndarray) -> np.ndarray:
+        """``rows`` (grouped by connection, capture order within) without those left out of the segment log:
+        a connection's rows beyond ``MAX_LOG_ROWS_PER_CONNECTION``; the rows that would take the log past
+        ``MAX_LOG_ROWS`` over all open connections (in capture order, against what the log holds when the
+        chunk comes: rows leave it when their connections finish, after the chunk); and every row of a
+        connection that already lost one, so that each connection's log stays a prefix of its packets.
+        Counts the rows kept per connection and notes when the first row was left out, and why."""
+        assert self.log is not None
         owner = inst[rows]
-        per_conn = np.bincount(owner, minlength=len(conns))
-        logged = np.fromiter((cn.log_rows for cn in conns), dtype=np.int64, count=len(conns))
-        if not np.any(logged + per_conn > MAX_LOG_ROWS_PER_CONNECTION):
+        n_conn = len(conns)
+        per_conn = np.bincount(owner, minlength=n_conn)
+        logged = np.fromiter((cn.log_rows for cn in conns), dtype=np.int64, count=n_conn)
+        was_cut = np.fromiter((cn.log_limit_ns is not None for cn in conns), dtype=bool, count=n_conn)
+        room = max(MAX_LOG_ROWS - self.log.rows, 0)
+        if (len(rows) <= room and not was_cut[owner].any()
+                and not np.any(logged + per_conn > MAX_LOG_ROWS_PER_CONNECTION)):
             for i in np.nonzero(per_conn)[0].tolist():
                 conns[i].log_rows += int(per_conn[i])
             return rows
@@ -993,11 +1011,26 @@ class ConnectionTracker:
         first = np.searchsorted(owner[order], owner[order])
         rank = np.empty(len(rows), dtype=np.int64)
         rank[order] = np.arange(len(rows)) - first
-        keep = logged[owner] + rank < MAX_LOG_ROWS_PER_CONNECTION
-        for i in np.unique(owner[~keep]).tolist():
-            if conns[i].log_limit_ns is None:
-                conns[i].log_limit_ns = int(ts[rows[~keep & (owner == i)][0]])
-        kept = np.bincount(owner[keep], minlength=len(conns))
+        keep = ~was_cut[owner]
+        own_limit = keep & (logged[owner] + rank >= MAX_LOG_ROWS_PER_CONNECTION)
+        keep &= ~own_limit
+        kept_at = np.nonzero(keep)[0]
+        total_limit = np.zeros(len(rows), dtype=bool)
+        if len(kept_at) > room:  # the rows after the first ``room`` in capture order
+            total_limit[kept_at[np.argsort(frame[rows[kept_at]], kind="stable")[room:]]] = True
+            keep &= ~total_limit
+        left_out = ~keep
+        # the first row left out of each connection (rows are in capture order within a connection): it and
+        # every later row of that connection in the chunk stay out
+        first_out = np.full(n_conn, len(rows), dtype=np.int64)
+        np.minimum.at(first_out, owner[left_out], np.nonzero(left_out)[0])
+        keep &= np.arange(len(rows)) < first_out[owner]
+        for i in np.nonzero((first_out < len(rows)) & ~was_cut)[0].tolist():
+            at = int(first_out[i])
+            conns[i].log_limit_ns = int(ts[rows[at]])
+            conns[i].log_limit = (f"MAX_LOG_ROWS ({MAX_LOG_ROWS:,} packets of all open connections) reached"
+                                  if total_limit[at] else "MAX_LOG_ROWS_PER_CONNECTION reached")
+        kept = np.bincount(owner[keep], minlength=n_conn)
         for i in np.nonzero(kept)[0].tolist():
             conns[i].log_rows += int(kept[i])
         return rows[keep]

@@ -21,6 +21,7 @@ the benchmark needs to know). Sizes are parameters: tests use small ones, ``benc
 - ``pipelined_flood``: one connection carrying N pipelined requests and no response.
 - ``keepalive_marathon``: one keep-alive connection carrying N request/response exchanges one after the
   other (a load test's connection), still open when the capture ends.
+- ``keepalive_crowd``: C such connections side by side (a load test), all open when the capture ends.
 """
 
 from __future__ import annotations
@@ -343,20 +344,24 @@ def tiny_connections(path: Path, n: int, spacing_ns: int = 20_000, own_clients: 
     FIN/ACK from the client, FIN/ACK from the server, the last ACK. 7 packets each; a new one every
     ``spacing_ns`` (about 50 open at once at the default). Clients: 50,000 connections per address, or with
     ``own_clients`` one address per connection (10.64.0.0 + i)."""
-    t = 0
-    q, r = len(REQUEST), len(RESPONSE)
-    template = [
-        Pkt(True, SYN, 0, None, b"", t), Pkt(False, SYN | ACK, 0, 1, b"", t + 200_000),
-        Pkt(True, ACK | PSH, 1, 1, REQUEST, t + 400_000), Pkt(False, ACK | PSH, 1, 1 + q, RESPONSE, t + 600_000),
-        Pkt(True, FIN | ACK, 1 + q, 1 + r, b"", t + 800_000), Pkt(False, FIN | ACK, 1 + r, 2 + q, b"", t + 900_000),
-        Pkt(True, ACK, 2 + q, 2 + r, b"", t + 1_000_000),
-    ]
+    template = tiny_template()
     if not own_clients:
         return Made(Path(path), _write_template(Path(path), template, n, spacing_ns), {"connections": n})
     with PcapWriter(Path(path)) as w:
         for pk in replicate(template, n, spacing_ns, client_ip=lambda i: CLIENT_NET + 0x400000 + i):
             w.write(pk)
         return Made(Path(path), w.packets, {"connections": n, "clients": n})
+
+
+def tiny_template() -> list[Pkt]:
+    """One ``tiny_connections`` connection (1 ms long)."""
+    q, r = len(REQUEST), len(RESPONSE)
+    return [
+        Pkt(True, SYN, 0, None, b"", 0), Pkt(False, SYN | ACK, 0, 1, b"", 200_000),
+        Pkt(True, ACK | PSH, 1, 1, REQUEST, 400_000), Pkt(False, ACK | PSH, 1, 1 + q, RESPONSE, 600_000),
+        Pkt(True, FIN | ACK, 1 + q, 1 + r, b"", 800_000), Pkt(False, FIN | ACK, 1 + r, 2 + q, b"", 900_000),
+        Pkt(True, ACK, 2 + q, 2 + r, b"", 1_000_000),
+    ]
 
 
 def many_clients(path: Path, n: int) -> Made:
@@ -515,41 +520,62 @@ def keepalive_marathon(path: Path, n: int, gap_ns: int = 100_000, block: int = 1
     """One keep-alive connection: ``n`` GETs each answered before the next is sent (request ``i`` asks for
     ``/i``, padded to one width), one segment each way per exchange (the next request ACKs the response),
     and the capture ends with the connection open. Written ``block`` exchanges at a time."""
+    return Made(Path(path), _one(marathon_packets(0, n, gap_ns, T0_NS, block), Path(path)), {"requests": n})
+
+
+def keepalive_crowd(path: Path, connections: int, n: int, gap_ns: int = 100_000, block: int = 20_000) -> Made:
+    """``connections`` keep-alive connections, each a ``keepalive_marathon`` of ``n`` exchanges, side by
+    side (a load test: connection ``j`` starts ``j * gap_ns / (2 * connections)`` after the first), all open
+    when the capture ends. Written ``block`` exchanges of every connection at a time."""
+    def merged() -> Iterator[Packets]:
+        parts = [marathon_packets(j, n, gap_ns, T0_NS + j * gap_ns // (2 * connections), block)
+                 for j in range(connections)]
+        for step in zip(*parts, strict=True):  # the same exchanges of every connection: one time range
+            pk = _concat(step)
+            yield _take(pk, np.argsort(pk.ts, kind="stable"))
+
+    return Made(Path(path), _one(merged(), Path(path)), {"connections": connections, "requests": connections * n})
+
+
+def marathon_packets(index: int, n: int, gap_ns: int, t0_ns: int, block: int) -> Iterator[Packets]:
+    """The packets of ``keepalive_marathon``'s connection from client number ``index``, starting at
+    ``t0_ns``: its handshake, then ``block`` exchanges at a time (the handshake with the first block)."""
     width = len(str(max(n - 1, 0)))
     q, r = len(_marathon_request(0, width)), len(RESPONSE)
     setup = [Pkt(True, SYN, 0, None, b"", 0), Pkt(False, SYN | ACK, 0, 1, b"", 100_000),
              Pkt(True, ACK, 1, 1, b"", 200_000)]
-    first = _single(setup, 0, T0_NS)
+    first = _single(setup, index, t0_ns)
     c_ip, c_port = int(first.src[0]), int(first.sport[0])
     c_isn, s_isn = int(first.seq[0]), int(first.seq[1])
-    t0 = T0_NS + 300_000
-
-    def blocks() -> Iterator[Packets]:
-        yield first
-        for a in range(0, n, block):
-            i = np.arange(a, min(a + block, n), dtype=np.int64)
-            m = len(i)
-            requests = np.frombuffer(b"".join(_marathon_request(k, width) for k in i.tolist()), dtype=np.uint8)
-            data = np.concatenate([requests, np.frombuffer(RESPONSE, dtype=np.uint8)])
-            ts = np.empty(2 * m, dtype=np.int64)
-            ts[0::2] = t0 + i * gap_ns
-            ts[1::2] = ts[0::2] + gap_ns // 2
-            client = np.arange(2 * m) % 2 == 0
-            seq = np.empty(2 * m, dtype=np.int64)
-            ack = np.empty(2 * m, dtype=np.int64)
-            seq[0::2], ack[0::2] = c_isn + 1 + i * q, s_isn + 1 + i * r
-            seq[1::2], ack[1::2] = s_isn + 1 + i * r, c_isn + 1 + (i + 1) * q
-            poff = np.empty(2 * m, dtype=np.int64)
-            poff[0::2], poff[1::2] = (i - a) * q, len(requests)
-            plen = np.where(client, q, r).astype(np.int64)
-            yield Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
-                          np.where(client, SERVER_IP, c_ip).astype(np.uint32),
-                          np.where(client, c_port, SERVER_PORT).astype(np.uint16),
-                          np.where(client, SERVER_PORT, c_port).astype(np.uint16),
-                          (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
-                          np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
-
-    return Made(Path(path), _one(blocks(), Path(path)), {"requests": n})
+    t0 = t0_ns + 300_000
+    handshake: Packets | None = first
+    for a in range(0, n, block):
+        i = np.arange(a, min(a + block, n), dtype=np.int64)
+        m = len(i)
+        requests = np.frombuffer(b"".join(_marathon_request(k, width) for k in i.tolist()), dtype=np.uint8)
+        data = np.concatenate([requests, np.frombuffer(RESPONSE, dtype=np.uint8)])
+        ts = np.empty(2 * m, dtype=np.int64)
+        ts[0::2] = t0 + i * gap_ns
+        ts[1::2] = ts[0::2] + gap_ns // 2
+        client = np.arange(2 * m) % 2 == 0
+        seq = np.empty(2 * m, dtype=np.int64)
+        ack = np.empty(2 * m, dtype=np.int64)
+        seq[0::2], ack[0::2] = c_isn + 1 + i * q, s_isn + 1 + i * r
+        seq[1::2], ack[1::2] = s_isn + 1 + i * r, c_isn + 1 + (i + 1) * q
+        poff = np.empty(2 * m, dtype=np.int64)
+        poff[0::2], poff[1::2] = (i - a) * q, len(requests)
+        plen = np.where(client, q, r).astype(np.int64)
+        pk = Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
+                     np.where(client, SERVER_IP, c_ip).astype(np.uint32),
+                     np.where(client, c_port, SERVER_PORT).astype(np.uint16),
+                     np.where(client, SERVER_PORT, c_port).astype(np.uint16),
+                     (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
+                     np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
+        if handshake is not None:
+            pk, handshake = _concat([handshake, pk]), None
+        yield pk
+    if handshake is not None:  # no exchange
+        yield handshake
 
 
 def _marathon_request(i: int, width: int) -> bytes:
@@ -566,4 +592,5 @@ CASES = {
     "absurd_content_length": absurd_content_length,
     "pipelined_flood": pipelined_flood,
     "keepalive_marathon": keepalive_marathon,
+    "keepalive_crowd": keepalive_crowd,
 }

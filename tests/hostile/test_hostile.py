@@ -405,3 +405,86 @@ def test_keepalive_marathon_pairs_every_exchange_whatever_the_chunks(tmp: Path,
         pd.testing.assert_frame_equal(cut.transactions, t, obj=f"transactions @ {chunk_packets}")
     monkeypatch.setattr(transactions, "PACK_EVERY", 1_000_000)  # never packed: the same rows
     pd.testing.assert_frame_equal(analyzer.analyze(made.path).transactions, t)
+
+
+# ----------------------------------------------------------------------------------- the segment log in all
+
+class LogWatch:
+    """What the segment log is given: the most rows it held after any append, and each connection's frames
+    (by tracker serial, in the order logged)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from analyzer.flows import tcpanalysis
+
+        self.most = 0
+        self.frames: dict[int, list[int]] = {}
+        append = tcpanalysis.SegmentLog.append
+
+        def watched(log: tcpanalysis.SegmentLog, cols: dict[str, np.ndarray]) -> None:
+            append(log, cols)
+            self.most = max(self.most, log.rows)
+            for serial, frame in zip(np.asarray(cols["serial"]).tolist(), np.asarray(cols["frame"]).tolist(),
+                                     strict=True):
+                self.frames.setdefault(serial, []).append(frame)
+
+        monkeypatch.setattr(tcpanalysis.SegmentLog, "append", watched)
+
+    def clear(self) -> None:
+        self.most = 0
+        self.frames = {}
+
+
+def test_keepalive_crowd_keeps_a_bounded_segment_log(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight load-test connections side by side, more packets than MAX_LOG_ROWS: the log never holds more;
+    every connection keeps a prefix of its packets for the TCP analysis and says where it stops; HTTP is
+    untouched, whatever the chunks."""
+    made = g.keepalive_crowd(tmp / "crowd.pcap", 8, 500)
+    watch = LogWatch(monkeypatch)
+    whole = analyzer.analyze(made.path)
+    assert accounted(whole, made) == {}
+    every = watch.frames
+    cap = 2_000
+    monkeypatch.setattr(connections, "MAX_LOG_ROWS", cap)
+    for chunk_packets in (256, 1 << 20):
+        watch.clear()
+        a = analyzer.analyze(made.path, chunk_packets=chunk_packets)
+        assert accounted(a, made) == {"tcp_analysis_limit": 8}
+        assert watch.most == cap
+        for serial, frames in watch.frames.items():
+            assert frames == every[serial][:len(frames)]
+        http = ["uid", "trans_depth", "method", "target", "status", "ts_request_start", "ts_response_end"]
+        pd.testing.assert_frame_equal(a.transactions[http], whole.transactions[http])
+        known = a.transactions["warmth"].notna().groupby(a.transactions["uid"]).sum()
+        assert (known > 0).all() and (known < 500).all()
+        limit = a.anomalies[a.anomalies["name"] == "tcp_analysis_limit"]
+        assert limit["detail"].str.startswith("MAX_LOG_ROWS (2,000 packets of all open connections)").all()
+
+
+def test_a_connection_cut_from_the_segment_log_stays_cut_when_room_comes_back(
+        tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long connection loses its later packets to MAX_LOG_ROWS while short connections come and go; as
+    they finish the log has room again, and later short connections are logged whole, but the long one's
+    log stays the prefix it had (a log with a hole would give wrong retransmissions and flights)."""
+    marathon = list(g.marathon_packets(0, 600, 1_000_000, g.T0_NS, 1_000))  # 0.6 s, 1 ms apart
+    tiny = list(g.replicate(g.tiny_template(), 300, 2_000_000, first=1))
+    merged = g._concat([*marathon, *tiny])
+    path = tmp / "mixed.pcap"
+    made = g.Made(path, g._one([g._take(merged, np.argsort(merged.ts, kind="stable"))], path))
+    monkeypatch.setattr(connections, "LINGER_NS", 10_000_000)  # closed connections leave the log soon
+    watch = LogWatch(monkeypatch)
+    whole = analyzer.analyze(path, chunk_packets=64)
+    every = watch.frames
+    assert accounted(whole, made) == {}
+    monkeypatch.setattr(connections, "MAX_LOG_ROWS", 200)
+    watch.clear()
+    a = analyzer.analyze(path, chunk_packets=64)
+    assert watch.most <= 200
+    cut = {s for s, frames in watch.frames.items() if len(frames) < len(every[s])}
+    for serial, frames in watch.frames.items():
+        assert frames == every[serial][:len(frames)]
+    long_serial = max(every, key=lambda s: len(every[s]))
+    assert long_serial in cut and len(watch.frames[long_serial]) < 200
+    # short connections that started after the long one was cut, logged whole
+    cut_at = every[long_serial][len(watch.frames[long_serial])]
+    assert any(frames[0] > cut_at and s not in cut for s, frames in every.items())
+    assert accounted(a, made) == {"tcp_analysis_limit": len(cut) + sum(s not in watch.frames for s in every)}
