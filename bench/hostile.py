@@ -60,6 +60,9 @@ FULL: dict[str, tuple[str, dict[str, Any], str]] = {
                            "1,000,000 GET/200 exchanges on one keep-alive connection"),
     "keepalive_crowd": ("keepalive_crowd", {"connections": 20, "n": 250_000},
                         "20 keep-alive connections side by side, 250,000 GET/200 exchanges each"),
+    "h2_marathon": ("h2_marathon", {"n": 1_000_000}, "1,000,000 HTTP/2 streams on one connection, one at a time"),
+    "h2_load": ("h2_marathon", {"n": 1_000_000, "per_packet": 100},
+                "1,000,000 HTTP/2 streams on one connection, 100 at a time"),
 }
 GROWTH = ("syn_flood", "tiny_connections", "many_clients")
 SIZE_KEYS = ("n", "header_bytes", "body_bytes", "repeat")

@@ -22,6 +22,7 @@ the benchmark needs to know). Sizes are parameters: tests use small ones, ``benc
 - ``keepalive_marathon``: one keep-alive connection carrying N request/response exchanges one after the
   other (a load test's connection), still open when the capture ends.
 - ``keepalive_crowd``: C such connections side by side (a load test), all open when the capture ends.
+- ``h2_marathon``: one HTTP/2 connection carrying N streams, one or several per packet, still open at the end.
 """
 
 from __future__ import annotations
@@ -578,6 +579,85 @@ def marathon_packets(index: int, n: int, gap_ns: int, t0_ns: int, block: int) ->
         yield handshake
 
 
+def h2_marathon(path: Path, n: int, per_packet: int = 1, gap_ns: int = 100_000, block: int = 50_000) -> Made:
+    """One HTTP/2 connection (prior knowledge, h2c on port 80) carrying ``n`` streams: GET with END_STREAM,
+    answered by HEADERS (200) and a DATA frame of 2 bytes with END_STREAM. ``per_packet`` streams per
+    packet each way (1: one after the other, as a browser on a quiet page; more: an h2load-style client
+    keeping that many streams open), still open when the capture ends. The header blocks use no dynamic
+    table (literals never indexed, static entries), so every stream's frames are the same bytes but for the
+    stream id."""
+    from hpack import Encoder, NeverIndexedHeaderTuple
+    from hyperframe.frame import DataFrame, HeadersFrame, SettingsFrame
+
+    enc = Encoder()
+    request = enc.encode([NeverIndexedHeaderTuple(k, v) for k, v in (
+        (":method", "GET"), (":scheme", "http"), (":path", "/x"), (":authority", "hostile.test"))])
+    response = enc.encode([NeverIndexedHeaderTuple(k, v) for k, v in ((":status", "200"), ("content-length", "2"))])
+    client_frame = np.frombuffer(HeadersFrame(1, request, flags=["END_HEADERS", "END_STREAM"]).serialize(), np.uint8)
+    server_frames = np.frombuffer(HeadersFrame(1, response, flags=["END_HEADERS"]).serialize()
+                                  + DataFrame(1, b"ok", flags=["END_STREAM"]).serialize(), np.uint8)
+    server_sid_at = (5, 9 + len(response) + 5)  # the stream id of each of the server's two frames
+    preface = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+    server_hello = SettingsFrame(0).serialize() + SettingsFrame(0, flags=["ACK"]).serialize()
+    client_ack = SettingsFrame(0, flags=["ACK"]).serialize()
+    rounds = -(-n // per_packet)
+    setup = [Pkt(True, SYN, 0, None, b"", 0), Pkt(False, SYN | ACK, 0, 1, b"", 100_000),
+             Pkt(True, ACK, 1, 1, b"", 200_000), Pkt(True, ACK | PSH, 1, 1, preface, 250_000),
+             Pkt(False, ACK | PSH, 1, 1 + len(preface), server_hello, 300_000),
+             Pkt(True, ACK | PSH, 1 + len(preface), 1 + len(server_hello), client_ack, 350_000)]
+    first = _single(setup, 0, T0_NS)
+    c_ip, c_port = int(first.src[0]), int(first.sport[0])
+    c_isn, s_isn = int(first.seq[0]) + len(preface) + len(client_ack), int(first.seq[1]) + len(server_hello)
+    t0 = T0_NS + 400_000
+
+    def frames(template: npt.NDArray[np.uint8], sid_at: Sequence[int], sids: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.uint8]:
+        out = np.tile(template, (len(sids), 1))
+        sid_bytes = sids.astype(">u4").view(np.uint8).reshape(-1, 4)
+        for at in sid_at:
+            out[:, at:at + 4] = sid_bytes
+        return out.ravel()
+
+    def blocks() -> Iterator[Packets]:
+        yield first
+        for a in range(0, rounds, block):
+            i = np.arange(a, min(a + block, rounds), dtype=np.int64)
+            m = len(i)
+            # round i carries streams i * per_packet .. (the last round may carry fewer)
+            stream = np.arange(i[0] * per_packet, min((i[-1] + 1) * per_packet, n), dtype=np.int64)
+            per_round = np.bincount(stream // per_packet - i[0], minlength=m)
+            sids = 2 * stream + 1
+            q = per_round * len(client_frame)
+            r = per_round * len(server_frames)
+            requests = frames(client_frame, (5,), sids)
+            responses = frames(server_frames, server_sid_at, sids)
+            data = np.concatenate([requests, responses])
+            q_before = np.concatenate([[0], np.cumsum(q)[:-1]])
+            r_before = np.concatenate([[0], np.cumsum(r)[:-1]])
+            q_sent = (i[0] * per_packet) * len(client_frame) + q_before  # client stream offset of round i
+            r_sent = (i[0] * per_packet) * len(server_frames) + r_before
+            ts = np.empty(2 * m, dtype=np.int64)
+            ts[0::2] = t0 + i * gap_ns
+            ts[1::2] = ts[0::2] + gap_ns // 2
+            client = np.arange(2 * m) % 2 == 0
+            seq = np.empty(2 * m, dtype=np.int64)
+            ack = np.empty(2 * m, dtype=np.int64)
+            seq[0::2], ack[0::2] = c_isn + 1 + q_sent, s_isn + 1 + r_sent
+            seq[1::2], ack[1::2] = s_isn + 1 + r_sent, c_isn + 1 + q_sent + q
+            poff = np.empty(2 * m, dtype=np.int64)
+            poff[0::2], poff[1::2] = q_before, len(requests) + r_before
+            plen = np.empty(2 * m, dtype=np.int64)
+            plen[0::2], plen[1::2] = q, r
+            yield Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
+                          np.where(client, SERVER_IP, c_ip).astype(np.uint32),
+                          np.where(client, c_port, SERVER_PORT).astype(np.uint16),
+                          np.where(client, SERVER_PORT, c_port).astype(np.uint16),
+                          (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
+                          np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
+
+    return Made(Path(path), _one(blocks(), Path(path)), {"streams": n})
+
+
 def _marathon_request(i: int, width: int) -> bytes:
     return f"GET /{i:0{width}d} HTTP/1.1\r\nHost: hostile.test\r\n\r\n".encode()
 
@@ -593,4 +673,5 @@ CASES = {
     "pipelined_flood": pipelined_flood,
     "keepalive_marathon": keepalive_marathon,
     "keepalive_crowd": keepalive_crowd,
+    "h2_marathon": h2_marathon,
 }

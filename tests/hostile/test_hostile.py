@@ -488,3 +488,25 @@ def test_a_connection_cut_from_the_segment_log_stays_cut_when_room_comes_back(
     cut_at = every[long_serial][len(watch.frames[long_serial])]
     assert any(frames[0] > cut_at and s not in cut for s, frames in every.items())
     assert accounted(a, made) == {"tcp_analysis_limit": len(cut) + sum(s not in watch.frames for s in every)}
+
+
+@pytest.mark.parametrize("per_packet", [1, 100])
+def test_h2_marathon_gives_every_stream_its_row_whatever_the_chunks(tmp: Path, per_packet: int) -> None:
+    """One HTTP/2 connection with thousands of streams, one after the other or a hundred at a time: one
+    transaction per stream, all answered and complete, concurrency as sent, and the same rows for any
+    chunking."""
+    n = 3_000
+    made = g.h2_marathon(tmp / "h2.pcap", n, per_packet=per_packet)
+    a = analyzer.analyze(made.path)
+    assert accounted(a, made) == {}
+    t = a.transactions
+    assert len(t) == n and (t["status"] == 200).all()
+    assert t["request_complete"].all() and t["response_complete"].all() and (t["response_body_bytes"] == 2).all()
+    assert np.array_equal(t["trans_depth"].to_numpy(), np.arange(1, n + 1))
+    assert int(t["pipelined"].sum()) == n - n // per_packet
+    c = a.connections.iloc[0]
+    assert (c["protocol"], c["requests"], c["max_concurrent_streams"], c["close_by"]) == ("h2c", n, per_packet, "open")
+    for chunk_packets in (64, 1_001):
+        cut = analyzer.analyze(made.path, chunk_packets=chunk_packets)
+        pd.testing.assert_frame_equal(cut.transactions, t, obj=f"transactions @ {chunk_packets}")
+        pd.testing.assert_frame_equal(cut.connections, a.connections, obj=f"connections @ {chunk_packets}")
