@@ -1153,3 +1153,41 @@ def test_a_long_connection_shares_the_values_its_streams_repeat() -> None:
     assert held / (n - per_chunk) < 800, f"{held / (n - per_chunk):.0f} B per stream"
     rows = conn.transaction_rows("C1", "10.0.0.1", 80)[0]
     assert len(rows) == n and col(rows, "host")[-1] == "example.org" and col(rows, "target")[-1] == f"/{n - 1}"
+
+
+def test_header_blocks_decoded_again_only_while_the_table_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header block that leaves the dynamic table as it was is not decoded again for the same bytes
+    (a load test's requests); one that changes the table makes the same bytes read other entries, so what
+    was kept is forgotten: the fields are hpack's every time."""
+    from hpack import Decoder
+
+    calls = [0]
+    decode = Decoder.decode
+
+    def counted(self: Decoder, data: bytes, raw: bool = False) -> Any:
+        calls[0] += 1
+        return decode(self, data, raw=raw)
+
+    monkeypatch.setattr(Decoder, "decode", counted)
+    get = bytes([0x82, 0x86, 0x84])  # :method GET, :scheme http, :path / (static table)
+    blocks = [
+        get + bytes([0x7A, 0x01]) + b"A",  # user-agent "A", indexed: the table is [A]
+        get + bytes([0xBE]),  # index 62: A (the table unchanged)
+        get + bytes([0xBE]),  # the same bytes: not decoded again
+        get + bytes([0x7A, 0x01]) + b"B",  # user-agent "B", indexed: the table is [B, A]
+        get + bytes([0xBE]),  # the same bytes as before, now B
+        get + bytes([0xBF]),  # index 63: A
+        get + bytes([0xBE]),  # B again, from what was kept
+    ]
+    c, s = client_side(), server_side()
+    for k, block in enumerate(blocks):
+        sid = 2 * k + 1
+        c.at(k * MS).send(HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        s.at(k * MS + MS // 2).headers(sid, resp_fields(200), end_stream=True)
+    calls[0] = 0
+    _conn, rows, _facts = run(c, s)
+    assert col(rows, "user_agent") == ["A", "A", "A", "B", "B", "A", "B"]
+    assert col(rows, "method") == ["GET"] * len(blocks)
+    # client blocks decoded: all but the two repeated while the table stood still; server blocks: the
+    # first and the one after it changed the table (the encoder indexes content-type once)
+    assert calls[0] == (len(blocks) - 2) + 2

@@ -96,6 +96,13 @@ MAX_HEADER_LIST_SIZE = 1 << 22
 # be read after the header blocks they govern, so a generous constant replaces them.
 MAX_HPACK_TABLE_SIZE = 1 << 20
 MAX_ANOMALIES_PER_NAME = 100  # per connection; the rest are counted in one ``h2_anomalies_suppressed``
+# Header blocks decoded again without hpack: a block that left the decoder's dynamic table as it was (only
+# indexed fields and literals not indexed: every request of a load test after the first few) gives the same
+# fields for the same bytes while the table stays so. hpack's decode was a third of a long h2 connection's
+# time (``bench/hostile.py --cases h2_marathon``). Per direction, at most this many blocks of at most this
+# many bytes; forgotten when the table changes.
+DECODED_BLOCKS_KEPT = 8
+DECODED_BLOCK_MAX_BYTES = 512
 
 ERROR_CODES = {
     0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
@@ -235,6 +242,7 @@ class Http2Connection:
         self.upgrade = upgrade
         self.streams: dict[int, _Stream] = {}
         self.decoders: list[Decoder | None] = [_decoder(), _decoder()]
+        self.decoded: tuple[dict[bytes, dict[str, str]], dict[bytes, dict[str, str]]] = ({}, {})  # by direction
         self.blocks: list[_Block | None] = [None, None]
         self.settings: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self.max_frame_size = [DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE]  # largest advertised, per side
@@ -417,7 +425,7 @@ class Http2Connection:
             self._lost_block(d, end_ns, f"header block of stream {blk.sid} not captured whole")
         elif dec is not None:
             try:
-                fields = _kept_fields(dec.decode(b"".join(blk.fragments), raw=True))
+                fields = self._decode(d, dec, b"".join(blk.fragments))
             except _HPACK_ERRORS as exc:
                 self.decoders[d] = None
                 self._anomaly(end_ns, "h2_hpack_error", f"{SIDES[d]}, stream {blk.sid}: {_short(exc)}; header "
@@ -428,6 +436,27 @@ class Http2Connection:
             self._request_head(blk, fields, end_ns, end_off)
         else:
             self._response_head(blk, fields, end_ns, end_off)
+
+    def _decode(self, d: int, dec: Decoder, block: bytes) -> dict[str, str]:
+        """The kept fields of a header block: from ``decoded`` when the same bytes were decoded before with
+        the dynamic table as it is now (``DECODED_BLOCKS_KEPT``), else with hpack. The fields are shared, never
+        changed by their users."""
+        kept = self.decoded[d]
+        fields = kept.get(block)
+        if fields is not None:
+            return fields
+        entries = dec.header_table.dynamic_entries
+        # an entry is added at the left, evicted at the right: the length, the leftmost entry and the size
+        # limit tell whether the block changed the table
+        count, newest, size = len(entries), entries[0] if entries else None, dec.header_table_size
+        fields = _kept_fields(dec.decode(block, raw=True))
+        if len(entries) != count or (entries and entries[0] is not newest) or dec.header_table_size != size:
+            kept.clear()  # the table changed: what was kept may read other entries now
+        elif len(block) <= DECODED_BLOCK_MAX_BYTES:
+            if len(kept) >= DECODED_BLOCKS_KEPT:
+                kept.clear()
+            kept[block] = fields
+        return fields
 
     def _request_head(self, blk: _Block, fields: dict[str, str] | None, end_ns: int, end_off: int) -> None:
         s = self._stream(blk.sid, blk.first_ns)
