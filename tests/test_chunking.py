@@ -71,21 +71,28 @@ EVERY_CAPTURE = [
 
 @pytest.mark.parametrize("path", EVERY_CAPTURE, ids=["/".join(Path(f).parts[-2:]) for f in EVERY_CAPTURE])
 def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), into
-    blocks of two, read back with one block decoded at a time, gives the same tables and summary as
-    exchanges kept as parsed messages until their connection ends (the sample and corpus captures have
-    fewer than ``PACK_EVERY`` exchanges per connection)."""
+    """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), and every
+    closed HTTP/2 stream (``STREAM_PACK_EVERY = 1``), into blocks of two, read back with one block decoded
+    at a time, gives the same tables and summary as exchanges kept as parsed messages and streams as objects
+    until their connection ends (the sample and corpus captures have fewer than ``PACK_EVERY`` exchanges
+    and ``STREAM_PACK_EVERY`` streams per connection)."""
     from analyzer.errors import CaptureFormatError
     from analyzer.http import transactions
+    from analyzer.http2 import connection
 
+    keylog = Path(path).with_suffix(".keylog")  # decrypted, for HTTP/2 inside TLS
+    keys = str(keylog) if keylog.exists() else None
     try:
-        whole = analyzer.analyze(path)
+        whole = analyzer.analyze(path, keylog=keys)
     except CaptureFormatError:
         pytest.skip("nothing readable")  # the empty corpus file
     monkeypatch.setattr(transactions, "PACK_EVERY", 1)
     monkeypatch.setattr(transactions, "PACK_BLOCK", 2)
     monkeypatch.setattr(transactions, "_DECODED_BLOCKS", 1)
-    packed = analyzer.analyze(path)
+    monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1)
+    monkeypatch.setattr(connection, "STREAM_PACK_BLOCK", 2)
+    monkeypatch.setattr(connection, "_DECODED_STREAM_BLOCKS", 1)
+    packed = analyzer.analyze(path, keylog=keys)
     for name in ("connections", "transactions", "anomalies", "flights", "segments"):
         pd.testing.assert_frame_equal(getattr(whole, name), getattr(packed, name), obj=name)
     assert packed.summary == whole.summary

@@ -1114,12 +1114,18 @@ def test_fresh_nghttp_recording(tmp_path: Path) -> None:
     assert big["response_body_bytes"] == 204_800
 
 
-def test_a_long_connection_shares_the_values_its_streams_repeat() -> None:
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_long_connection_shares_the_values_its_streams_repeat(monkeypatch: pytest.MonkeyPatch,
+                                                                packed: bool) -> None:
     """Method, authority, user agent and content type: one object per distinct value, not one per stream
-    (HPACK decodes a new string each time). 5,000 streams held at under 800 B each (about 690; 920 with a
-    string per stream)."""
+    (HPACK decodes a new string each time). 5,000 streams held as objects at under 800 B each (about 690;
+    920 with a string per stream); packed as they close (the default), at under 350 B each."""
     import tracemalloc
 
+    from analyzer.http2 import connection
+
+    if not packed:
+        monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1 << 30)
     n, per_chunk = 5_000, 500
     c, s = client_side(), server_side()
     cuts: list[tuple[int, int]] = []
@@ -1147,10 +1153,13 @@ def test_a_long_connection_shares_the_values_its_streams_repeat() -> None:
         held = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    first, last = conn.streams[1], conn.streams[2 * n - 1]
+    print(f"{held / (n - per_chunk):.0f} B per stream")
+    assert held / (n - per_chunk) < (350 if packed else 800), f"{held / (n - per_chunk):.0f} B per stream"
+    assert len(conn.streams) <= (2 * connection.STREAM_PACK_EVERY if packed else n)
+    first, last = conn._known(1), conn._known(2 * n - 1)  # (taken back out when packed)
+    assert first is not None and last is not None
     for name in ("method", "host", "user_agent", "content_type"):
         assert getattr(first, name) is getattr(last, name) is not None, name
-    assert held / (n - per_chunk) < 800, f"{held / (n - per_chunk):.0f} B per stream"
     rows = conn.transaction_rows("C1", "10.0.0.1", 80)[0]
     assert len(rows) == n and col(rows, "host")[-1] == "example.org" and col(rows, "target")[-1] == f"/{n - 1}"
 
@@ -1191,3 +1200,76 @@ def test_header_blocks_decoded_again_only_while_the_table_is_unchanged(monkeypat
     # client blocks decoded: all but the two repeated while the table stood still; server blocks: the
     # first and the one after it changed the table (the encoder indexes content-type once)
     assert calls[0] == (len(blocks) - 2) + 2
+
+
+def late_frames_conversation() -> tuple[Side, Side]:
+    """Streams that close and are then touched again (a late RST_STREAM, DATA after END_STREAM, a
+    PUSH_PROMISE of a closed pushed stream's id), a stream without a request, one that never ends, two
+    opened in the same frame time, and a reset of a stream never seen."""
+    c, s = client_side(), server_side()
+    for k in range(12):
+        sid = 2 * k + 1
+        c.at(k * MS).headers(sid, req_fields(f"/{k}"), end_stream=True)
+        s.at(k * MS + MS // 2).headers(sid, resp_fields(200)).data_frame(sid, b"ok", end_stream=True)
+    pp = PushPromiseFrame(1, promised_stream_id=2, data=s.encoder.encode(req_fields("/pushed")), flags=["END_HEADERS"])
+    s.at(13 * MS).send(pp.serialize())
+    s.at(13 * MS).headers(2, resp_fields(200, "text/css")).data_frame(2, b"x", end_stream=True)
+    s.at(14 * MS).headers(101, resp_fields(204), end_stream=True)  # no request seen: an orphan
+    c.at(15 * MS).headers(25, req_fields("/a"), end_stream=True)
+    c.at(15 * MS).headers(27, req_fields("/b"), end_stream=True)  # the same time: by stream id
+    s.at(16 * MS).headers(27, resp_fields(200)).data_frame(27, b"b", end_stream=True)
+    s.at(16 * MS).headers(25, resp_fields(200)).data_frame(25, b"a", end_stream=True)
+    c.at(17 * MS).headers(29, req_fields("/never"), end_stream=True)  # never answered
+    c.at(30 * MS).send(RstStreamFrame(3, error_code=8).serialize())  # CANCEL, long after stream 3 ended
+    s.at(31 * MS).data_frame(5, b"late", end_stream=True)  # DATA on a closed stream
+    s.at(32 * MS).send(pp.serialize())  # promises stream 2 again: in use
+    c.at(33 * MS).send(RstStreamFrame(4, error_code=0).serialize())  # never seen
+    c.at(34 * MS).send(RstStreamFrame(23, error_code=0).serialize())  # NO_ERROR after the end: harmless
+    return c, s
+
+
+@pytest.mark.parametrize(("every", "block", "decoded"), [(1, 1, 1), (1, 2, 1), (2, 3, 2), (4, 1024, 4)])
+def test_packed_streams_give_the_rows_of_the_streams(monkeypatch: pytest.MonkeyPatch, every: int, block: int,
+                                                     decoded: int) -> None:
+    """Closed streams packed as they close, into blocks of ``block``, read back ``decoded`` blocks at a time:
+    the same rows, facts and anomalies as streams kept as objects, also when a frame comes for a stream
+    already packed (it is taken back out first), fed whole or in pieces."""
+    from analyzer.http2 import connection
+
+    c, s = late_frames_conversation()
+
+    def fed(cuts: list[int], parts: int) -> tuple[Http2Connection, list[tuple[Any, ...]], dict[str, Any], Any]:
+        conn = Http2Connection()
+        for client, server in itertools.zip_longest(_cut(c.pieces(cuts), parts), _cut(s.pieces(cuts), parts),
+                                                    fillvalue=[]):
+            conn.feed(0, chunk_of(client))
+            conn.feed(1, chunk_of(server))
+        seen = conn.exchanges_seen
+        conn.feed(0, StreamChunk.empty(final=True))
+        conn.feed(1, StreamChunk.empty(final=True))
+        rows, facts = conn.transaction_rows("C1", "10.0.0.1", 80)
+        assert seen == len(rows)
+        return conn, rows, facts, conn.anomalies()
+
+    for cuts, parts in (([], 1), ([], 5), (list(range(0, max(len(c.data), len(s.data)), 97)), 7)):
+        monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1 << 30)
+        kept_conn, kept_rows, kept_facts, kept_anomalies = fed(cuts, parts)
+        assert kept_conn.packed is None
+        assert kept_facts["reset_streams"] == 2 and kept_facts["pushed_streams"] == 1
+        assert col(kept_rows, "response_body_bytes")[2] == 6  # stream 5: "ok" then "late"
+        assert {a[1] for a in kept_anomalies} >= {"h2_stream_reset", "h2_frame_error", "h2_stream_without_request",
+                                                  "h2_unfinished_streams"}
+        monkeypatch.setattr(connection, "STREAM_PACK_EVERY", every)
+        monkeypatch.setattr(connection, "STREAM_PACK_BLOCK", block)
+        monkeypatch.setattr(connection, "_DECODED_STREAM_BLOCKS", decoded)
+        conn, rows, facts, anomalies = fed(cuts, parts)
+        assert conn.packed is None and conn._stream_notes is not None  # it was packed, and consumed
+        assert rows == kept_rows
+        assert facts == kept_facts
+        assert anomalies == kept_anomalies
+        assert conn.transaction_rows("C1", "10.0.0.1", 80)[0] == []
+
+
+def _cut(pieces: list[tuple[int, bytes, int]], parts: int) -> list[list[tuple[int, bytes, int]]]:
+    size = -(-len(pieces) // parts)
+    return [pieces[i:i + size] for i in range(0, len(pieces), size)]

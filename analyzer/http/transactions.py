@@ -6,15 +6,14 @@ response answers the n-th request; 1xx responses are interim), the transaction r
 (protocol, ``pipelined_max``, advertised ``Keep-Alive``), and **the one place that decides whether a
 connection may carry another request** (``connection_persists``). It knows streams and times, never packets.
 
-A connection's finished exchanges are packed as it goes (``_Packed``: the fields its rows are made of, in
-numpy columns by blocks, strings shared) once ``PACK_EVERY`` of them accumulate, so that a long keep-alive
-connection (a load test's: a million exchanges) holds 0.15 KB per exchange until it ends instead of its
-parsed messages (1.2 KB; ``tests/test_transactions.py``, ``bench/hostile.py --cases keepalive_marathon``).
-Packing costs about 2 µs per exchange packed (5 % of a keep-alive exchange's time); a connection with fewer
-than ``PACK_EVERY`` exchanges is never packed (packing every one of 20,000 one-request connections took their
-scan from 2.97 to 4.7 s of CPU). Columns built by hand rather than with a pandas or Arrow
-builder: a block is made from tuples with ``zip`` and ``numpy.array``, which is what such a builder does,
-without its per-connection cost.
+A connection's finished exchanges are packed as it goes (``_Packed``, ``analyzer.http.packing``: the fields
+its rows are made of, in numpy columns by blocks, strings shared) once ``PACK_EVERY`` of them accumulate, so
+that a long keep-alive connection (a load test's: a million exchanges) holds 0.15 KB per exchange until it
+ends instead of its parsed messages (1.2 KB; ``tests/test_transactions.py``, ``bench/hostile.py --cases
+keepalive_marathon``). Packing costs about 2 µs per exchange packed (5 % of a keep-alive exchange's time); a
+connection with fewer than ``PACK_EVERY`` exchanges is never packed (packing every one of 20,000 one-request
+connections took their
+scan from 2.97 to 4.7 s of CPU).
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from sys import intern
 from typing import Any
-
-import numpy as np
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, keep_alive_params
+from analyzer.http.packing import Kinds, PackedRecords
 
 CLIENT = 0
 SERVER = 1
@@ -91,11 +88,9 @@ class Exchange:
  _F_VERSION, _F_RESP_VERSION, _F_STATUS, _F_REASON, _F_REQ_CONN, _F_RESP_CONN, _F_UA, _F_CTYPE, _F_REQ_BODY,
  _F_RESP_BODY, _F_REQ_COMPLETE, _F_RESP_COMPLETE, _F_KEEP_ALIVE, _F_INTERIM, _F_SPAN_START, _F_SPAN_END) = range(25)
 _FIELDS = 25
-_INT_FIELDS = frozenset((_F_START, _F_ORDER, _F_REQ_START, _F_REQ_END, _F_RESP_START, _F_RESP_END, _F_STATUS,
-                         _F_REQ_BODY, _F_RESP_BODY, _F_INTERIM, _F_SPAN_START, _F_SPAN_END))
-_BOOL_FIELDS = frozenset((_F_REQ_COMPLETE, _F_RESP_COMPLETE, _F_KEEP_ALIVE))
-_NO_INT = -(1 << 63)  # None in an int column (no time, size or offset takes it)
-_BOOLS: tuple[bool | None, ...] = (False, True, None)  # a bool column's codes 0, 1, -1
+_KINDS = Kinds(ints=frozenset((_F_START, _F_ORDER, _F_REQ_START, _F_REQ_END, _F_RESP_START, _F_RESP_END, _F_STATUS,
+                                _F_REQ_BODY, _F_RESP_BODY, _F_INTERIM, _F_SPAN_START, _F_SPAN_END)),
+               bools=frozenset((_F_REQ_COMPLETE, _F_RESP_COMPLETE, _F_KEEP_ALIVE)), distinct=frozenset((_F_TARGET,)))
 PACK_BLOCK = 1024  # exchanges packed into columns at once
 _DECODED_BLOCKS = 4  # blocks kept decoded while rows are made in an order other than packed (orphan responses)
 
@@ -128,98 +123,21 @@ def _flat(ex: Exchange) -> tuple[Any, ...]:
             connection_persists(req, resp), ex.interim, span_start, span_end)
 
 
-class _Packed:
-    """Finished exchanges of one connection, by blocks of ``PACK_BLOCK``: each block one numpy column per
-    ``_flat`` field, ints as int64 (``_NO_INT`` for None), booleans as int8 (-1 for None), strings as object
-    arrays of one instance per distinct value (interned, as the parser does methods and versions; a target is
-    nearly always distinct: its own). A column whose block holds one value (a load test's method, host,
-    status, sizes...) keeps it once, read as many times (``numpy.broadcast_to``). About 0.15 KB per exchange
-    (0.25 KB with every column stored whole). The fields of the newest exchanges wait as tuples until their
-    block is full."""
+class _Packed(PackedRecords):
+    """Finished exchanges of one connection (``analyzer.http.packing``): their ``_flat`` fields, by blocks of
+    ``PACK_BLOCK``, and the HTTP versions of their messages (``protocol``)."""
 
-    __slots__ = ("blocks", "count", "decoded", "fresh", "versions")
+    __slots__ = ("versions",)
 
     def __init__(self) -> None:
-        self.blocks: list[list[np.ndarray]] = []
-        self.fresh: list[tuple[Any, ...]] = []  # ``_flat`` tuples not in a block yet
-        self.versions: set[str] = set()  # the HTTP versions of the packed messages (``protocol``)
-        self.decoded: dict[int, list[tuple[Any, ...]]] = {}  # blocks decoded for ``flats``, most recent last
-        self.count = 0
+        super().__init__(_KINDS, PACK_BLOCK, _DECODED_BLOCKS)
+        self.versions: set[str] = set()
 
-    def __len__(self) -> int:
-        return self.count
-
-    def add(self, ex: Exchange) -> None:
+    def add_exchange(self, ex: Exchange) -> None:
         for msg in (ex.request, ex.response):
             if msg is not None and msg.version:
                 self.versions.add(msg.version)
-        self.fresh.append(_flat(ex))
-        self.count += 1
-        if len(self.fresh) >= PACK_BLOCK:
-            self._close_block()
-
-    def _close_block(self) -> None:
-        columns = list(zip(*self.fresh, strict=True))
-        self.fresh = []
-        block: list[np.ndarray] = []
-        for k, values in enumerate(columns):
-            if values.count(values[0]) == len(values):  # one value (a load test's method, host, status...)
-                column = np.empty(1, dtype=np.int64 if k in _INT_FIELDS else np.int8 if k in _BOOL_FIELDS
-                                  else object)
-                first = values[0]
-                column[0] = (_NO_INT if first is None else first) if k in _INT_FIELDS else (
-                    -1 if first is None else first) if k in _BOOL_FIELDS else first
-                block.append(np.broadcast_to(column, (len(values),)))  # the one value, read as many times
-            elif k in _INT_FIELDS:
-                try:
-                    block.append(np.array(values, dtype=np.int64))
-                except TypeError:  # a None among them
-                    block.append(np.array([_NO_INT if v is None else v for v in values], dtype=np.int64))
-            elif k in _BOOL_FIELDS:
-                block.append(np.array([-1 if v is None else v for v in values], dtype=np.int8))
-            elif k == _F_TARGET:
-                block.append(np.array(values, dtype=object))
-            else:
-                block.append(np.array([intern(v) if v is not None else None for v in values], dtype=object))
-        self.blocks.append(block)
-
-    def _decode(self, b: int) -> list[tuple[Any, ...]]:
-        columns: list[list[Any]] = []
-        for k, column in enumerate(self.blocks[b]):
-            values = column.tolist()
-            if k in _INT_FIELDS:
-                if (column == _NO_INT).any():
-                    values = [None if v == _NO_INT else v for v in values]
-            elif k in _BOOL_FIELDS:
-                values = [_BOOLS[v] for v in values]
-            columns.append(values)
-        return list(zip(*columns, strict=True))
-
-    def flats(self) -> Iterator[tuple[Any, ...]]:
-        """The ``_flat`` fields of every exchange packed, by start time, then creation order; consumes it."""
-        if self.fresh:
-            self._close_block()
-        if not self.blocks:
-            return
-        start = np.concatenate([block[_F_START] for block in self.blocks])
-        order = np.concatenate([block[_F_ORDER] for block in self.blocks])
-        ranked = np.lexsort((order, start))
-        left = np.bincount(ranked // PACK_BLOCK).tolist()  # per block: exchanges not given yet
-        decoded = self.decoded
-        for i in ranked.tolist():
-            b, j = divmod(i, PACK_BLOCK)
-            rows = decoded.get(b)
-            if rows is None:
-                if len(decoded) >= _DECODED_BLOCKS:
-                    del decoded[next(iter(decoded))]
-                rows = decoded[b] = self._decode(b)
-            yield rows[j]
-            left[b] -= 1
-            if not left[b]:  # the block is given whole: let it go
-                self.blocks[b] = []
-                decoded.pop(b, None)
-        self.blocks = []
-        decoded.clear()
+        self.add(_flat(ex))
 
 
 @dataclass(slots=True, weakref_slot=True)
@@ -374,7 +292,7 @@ class Http1Connection:
             held[i] = None  # each packed exchange's messages let go at once (all of them: a million, at the end)
             assert ex is not None
             if everything or ex.finished():
-                self.packed.add(ex)
+                self.packed.add_exchange(ex)
             else:
                 keep.append(ex)
             del ex
@@ -441,7 +359,7 @@ class Http1Connection:
         prev_end: float | None = None
         idle_max: float | None = None
         nan = float("nan")
-        for i, f in enumerate(packed.flats() if packed is not None else _each_once(flats)):
+        for i, f in enumerate(packed.flats(_F_START, _F_ORDER) if packed is not None else _each_once(flats)):
             start_ns = f[_F_REQ_START]
             has_request = start_ns is not None
             has_response = f[_F_RESP_START] is not None

@@ -54,16 +54,19 @@ import base64
 import binascii
 import struct
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
+import numpy as np
 from hpack import Decoder, HPACKError
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame, SettingsFrame
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import Message
+from analyzer.http.packing import NO_INT, Kinds, PackedRecords
 from analyzer.http.transactions import SealedHttp1
 from analyzer.http2.frames import (
     CONTINUATION,
@@ -103,6 +106,12 @@ MAX_ANOMALIES_PER_NAME = 100  # per connection; the rest are counted in one ``h2
 # many bytes; forgotten when the table changes.
 DECODED_BLOCKS_KEPT = 8
 DECODED_BLOCK_MAX_BYTES = 512
+# A long connection's closed streams are packed (``analyzer.http.packing``) once this many streams are held
+# as objects (about 0.7 KB each; packed, 0.2 KB), by blocks of ``STREAM_PACK_BLOCK``. A frame on a packed
+# stream (a late RST_STREAM, DATA after the end) takes it back out first, so the rows are the same.
+STREAM_PACK_EVERY = 256
+STREAM_PACK_BLOCK = 1024
+_DECODED_STREAM_BLOCKS = 4  # blocks kept decoded while the rows are made (streams opened out of order)
 
 ERROR_CODES = {
     0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
@@ -234,13 +243,47 @@ class _Block:
     first_off: int = -1
 
 
+# A stream as a packed record (``_stream_flat``): its fields by position, each half's seven in ``_Half`` order.
+(_S_OPEN, _S_SID, _S_PUSHED, _S_UPGRADED, _S_REQUEST_SEEN, _S_FINAL_SEEN, _S_METHOD, _S_HOST, _S_TARGET, _S_STATUS,
+ _S_UA, _S_CTYPE, _S_INTERIM) = range(13)
+_S_REQ, _S_RESP = 13, 20  # head_ns, end_ns, head_off, end_off, body_bytes, missing, seen
+_S_RESET_NS, _S_RESET_BY, _S_RESET_CODE = 27, 28, 29
+_STREAM_KINDS = Kinds(
+    ints=frozenset((_S_OPEN, _S_SID, _S_STATUS, _S_INTERIM, *range(_S_REQ, _S_REQ + 6), *range(_S_RESP, _S_RESP + 6),
+                    _S_RESET_NS, _S_RESET_BY, _S_RESET_CODE)),
+    bools=frozenset((_S_PUSHED, _S_UPGRADED, _S_REQUEST_SEEN, _S_FINAL_SEEN, _S_REQ + 6, _S_RESP + 6)),
+    distinct=frozenset((_S_TARGET,)))
+
+
+def _half_flat(h: _Half) -> tuple[Any, ...]:
+    return h.head_ns, h.end_ns, h.head_off, h.end_off, h.body_bytes, h.missing, h.seen
+
+
+def _stream_flat(s: _Stream) -> tuple[Any, ...]:
+    return (s.open_ns, s.sid, s.pushed, s.upgraded, s.request_seen, s.final_seen, s.method, s.host, s.target,
+            s.status, s.user_agent, s.content_type, s.interim, *_half_flat(s.req), *_half_flat(s.resp),
+            s.reset_ns, s.reset_by, s.reset_code)
+
+
+def _stream_of(f: tuple[Any, ...]) -> _Stream:
+    """The stream a packed record was made of."""
+    return _Stream(f[_S_SID], f[_S_OPEN], f[_S_PUSHED], f[_S_UPGRADED], f[_S_REQUEST_SEEN], f[_S_FINAL_SEEN],
+                   f[_S_METHOD], f[_S_HOST], f[_S_TARGET], f[_S_STATUS], f[_S_UA], f[_S_CTYPE], f[_S_INTERIM],
+                   _Half(*f[_S_REQ:_S_REQ + 7]), _Half(*f[_S_RESP:_S_RESP + 7]), f[_S_RESET_NS], f[_S_RESET_BY],
+                   f[_S_RESET_CODE])
+
+
 class Http2Connection:
     """Both directions of one HTTP/2 connection. ``feed(direction, chunk)``; then the results."""
 
     def __init__(self, upgrade: H2cUpgrade | None = None, protocol: str = "h2c") -> None:
         self.protocol = protocol
         self.upgrade = upgrade
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, _Stream] = {}  # not packed
+        self.packed: PackedRecords | None = None  # closed streams packed (``_pack``)
+        self.packed_top = -1  # the highest stream id packed so far
+        self.pack_at = STREAM_PACK_EVERY  # pack when this many streams are held as objects
+        self._stream_notes: tuple[list[int], int | None, list[int]] | None = None  # kept by transaction_rows
         self.decoders: list[Decoder | None] = [_decoder(), _decoder()]
         self.decoded: tuple[dict[bytes, dict[str, str]], dict[bytes, dict[str, str]]] = ({}, {})  # by direction
         self.blocks: list[_Block | None] = [None, None]
@@ -275,6 +318,38 @@ class Http2Connection:
             reader.stop()
             self._anomaly(self.last_ts, "h2_internal_error", f"{SIDES[direction]}: {type(exc).__name__}: "
                                                              f"{str(exc)[:200]}")
+        if len(self.streams) >= self.pack_at:
+            self._pack()
+
+    @property
+    def exchanges_seen(self) -> int:
+        """Streams so far, packed or not (the live view's count)."""
+        return len(self.streams) + (len(self.packed) if self.packed is not None else 0)
+
+    def _pack(self, everything: bool = False) -> None:
+        """Pack the closed streams (``everything``: all of them, as they are). The next pass comes when the
+        streams held have doubled (at least ``STREAM_PACK_EVERY``), so that open ones are looked at a bounded
+        number of times per stream."""
+        if self.packed is None:
+            self.packed = PackedRecords(_STREAM_KINDS, STREAM_PACK_BLOCK, _DECODED_STREAM_BLOCKS, index=_S_SID)
+        keep: dict[int, _Stream] = {}
+        for sid, s in self.streams.items():
+            if everything or s.end_ns is not None:
+                self.packed.add(_stream_flat(s))
+                self.packed_top = max(self.packed_top, sid)
+            else:
+                keep[sid] = s
+        self.streams = keep
+        self.pack_at = max(STREAM_PACK_EVERY, 2 * len(keep))
+
+    def _known(self, sid: int) -> _Stream | None:
+        """The stream ``sid`` if seen, taken back out of the packed ones when it is there (a frame on it)."""
+        s = self.streams.get(sid)
+        if s is None and self.packed is not None and sid <= self.packed_top:
+            flat = self.packed.take(sid)
+            if flat is not None:
+                s = self.streams[sid] = _stream_of(flat)
+        return s
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         """Both directions ended: finish and keep only the results (as ``Http1Connection.seal``)."""
@@ -494,7 +569,7 @@ class Http2Connection:
         pid = blk.promised
         if pid is None or pid == 0:
             return
-        if pid in self.streams:
+        if self._known(pid) is not None:
             self._anomaly(end_ns, "h2_frame_error", f"PUSH_PROMISE of stream {pid}, which is already in use")
             return
         s = _Stream(pid, blk.first_ns, pushed=True, request_seen=True)
@@ -508,7 +583,7 @@ class Http2Connection:
     def _rst_stream(self, d: int, ev: FrameEvent) -> None:
         frame = self._parse(ev) if ev.payload is not None else None
         code = frame.error_code if isinstance(frame, RstStreamFrame) else None
-        s = self.streams.get(ev.stream_id)
+        s = self._known(ev.stream_id)
         who = SIDES[d]
         if s is None:
             self._anomaly(ev.ts_ns, "h2_stream_reset", f"stream {ev.stream_id} (not seen open) reset by {who}: "
@@ -554,7 +629,7 @@ class Http2Connection:
 
     # --------------------------------------------------------------------------------------- bookkeeping
     def _stream(self, sid: int, ts: int) -> _Stream:
-        s = self.streams.get(sid)
+        s = self._known(sid)
         if s is None:
             s = self.streams[sid] = _Stream(sid, ts)
         return s
@@ -597,24 +672,45 @@ class Http2Connection:
                 out.append((reader.largest_ts, "h2_oversize_frame",
                             f"{SIDES[d]} sent a {reader.largest}-byte frame; the {SIDES[1 - d]}'s "
                             f"SETTINGS_MAX_FRAME_SIZE is {limit}"))
-        orphans = sorted(s.sid for s in self.streams.values() if not s.request_seen)
-        if orphans:
-            first = min(self.streams[sid].open_ns for sid in orphans)
+        orphans, first, unfinished = self._stream_notes or self._notes()
+        if orphans and first is not None:
             out.append((first, "h2_stream_without_request",
                         f"{len(orphans)} stream(s) without a request seen (opened before the capture or lost "
                         f"in a gap): {_ids(orphans)}"))
-        if all(r.ended for r in self.readers):
-            unfinished = sorted(s.sid for s in self.streams.values() if s.end_ns is None)
-            if unfinished:
-                out.append((self.last_ts, "h2_unfinished_streams",
-                            f"{len(unfinished)} stream(s) still open at the end of the data: {_ids(unfinished)}"))
+        if all(r.ended for r in self.readers) and unfinished:
+            out.append((self.last_ts, "h2_unfinished_streams",
+                        f"{len(unfinished)} stream(s) still open at the end of the data: {_ids(unfinished)}"))
         return out
+
+    def _notes(self) -> tuple[list[int], int | None, list[int]]:
+        """The ids of the streams without a request and the time the first of them opened; the ids of the
+        streams that never ended; packed ones included."""
+        held = self.streams.values()
+        orphans = [s.sid for s in held if not s.request_seen]
+        opened = [s.open_ns for s in held if not s.request_seen]
+        unfinished = [s.sid for s in held if s.end_ns is None]
+        if self.packed is not None and len(self.packed):
+            sid = self.packed.values(_S_SID)
+            no_request = self.packed.values(_S_REQUEST_SEEN) != 1
+            orphans += sid[no_request].tolist()
+            opened += self.packed.values(_S_OPEN)[no_request].tolist()
+            never = (self.packed.values(_S_RESP + 1) == NO_INT) & (self.packed.values(_S_RESET_NS) == NO_INT)
+            unfinished += sid[never].tolist()  # (only when packed at the end: closed streams are packed)
+        return sorted(orphans), min(opened) if opened else None, sorted(unfinished)
 
     def transaction_rows(self, uid: str, server_ip: str, server_port: int
                          ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         """Rows for the transactions table (tuples in ``TRANSACTION_COLUMNS`` order), one per stream, and
         the connection's HTTP facts (the keys of ``Http1Connection.transaction_rows`` and more)."""
-        streams = sorted(self.streams.values(), key=lambda st: (st.open_ns, st.sid))
+        streams: Iterable[_Stream]
+        if self.packed is None:  # never packed (fewer than STREAM_PACK_EVERY streams at once)
+            streams = sorted(self.streams.values(), key=lambda st: (st.open_ns, st.sid))
+        else:  # made from the packed records one at a time, each block let go once its rows are made
+            self._stream_notes = self._notes()
+            self._pack(everything=True)
+            packed, self.packed, self.streams = self.packed, None, {}
+            assert packed is not None
+            streams = (_stream_of(f) for f in packed.flats(_S_OPEN, _S_SID))
         rows: list[tuple[Any, ...]] = []
         goaway = self.goaway_ns
         max_end: int | None = None  # latest end among earlier streams
@@ -622,9 +718,18 @@ class Http2Connection:
         idle_max: float | None = None
         resp_ends: list[int] = []
         spans: list[tuple[int, int] | None] = []  # per row: the response's [start, end) in the server stream
+        starts: list[int] = []  # per stream, for the most open at once
+        ends: list[int] = []  # (NO_INT: never ended)
+        pushed: list[bool] = []
+        requests = resets = 0
         for i, s in enumerate(streams):
             start = s.start_ns
             end = s.end_ns
+            starts.append(start)
+            ends.append(NO_INT if end is None else end)
+            pushed.append(s.pushed)
+            requests += s.request_seen and not s.pushed
+            resets += s.reset_ns is not None
             idle_ms: float | None = None
             pipelined: bool | None = None
             if s.request_seen:
@@ -665,20 +770,21 @@ class Http2Connection:
                 idle_ms, pipelined, i > 0, keep_alive, None, None, s.user_agent, s.content_type,
                 s.interim, req_complete, resp_complete, server_ip, server_port, False,
             ))
-        requests = [s for s in streams if s.request_seen and not s.pushed]
+        start_at, end_at, is_pushed = (np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
+                                       np.array(pushed, dtype=bool))
         facts: dict[str, Any] = {
-            "requests": len(requests),
-            "pipelined_max": _max_open([s for s in streams if not s.pushed]),
+            "requests": requests,
+            "pipelined_max": _max_open(start_at[~is_pushed], end_at[~is_pushed]),
             "protocol": self.protocol,
             "keep_alive_timeout_s": None,
             "keep_alive_max": None,
             "last_response_end_ns": max(resp_ends) if resp_ends else None,
             "idle_max_ms": idle_max,
-            "max_concurrent_streams": _max_open(streams),
+            "max_concurrent_streams": _max_open(start_at, end_at),
             "settings": {"client": dict(self.settings[CLIENT]), "server": dict(self.settings[SERVER])},
             "goaway": dict(self.goaways[0]) if self.goaways else None,
-            "pushed_streams": sum(1 for s in streams if s.pushed),
-            "reset_streams": sum(1 for s in streams if s.reset_ns is not None),
+            "pushed_streams": int(is_pushed.sum()),
+            "reset_streams": resets,
             "response_spans": spans,
         }
         return rows, facts
@@ -734,20 +840,15 @@ def _reset_before(s: _Stream) -> Any:
     return before
 
 
-def _max_open(streams: list[_Stream]) -> int:
-    """Most streams open at once (an end at the same instant as a start closes first)."""
-    events: list[tuple[int, int]] = []
-    for s in streams:
-        events.append((s.start_ns, 1))
-        end = s.end_ns
-        if end is not None:
-            events.append((end, -1))
-    events.sort()
-    best = cur = 0
-    for _, step in events:
-        cur += step
-        best = max(best, cur)
-    return best
+def _max_open(start_ns: np.ndarray, end_ns: np.ndarray) -> int:
+    """Most streams open at once (``end_ns`` NO_INT: never ended; an end at the same instant as a start closes
+    first)."""
+    ended = end_ns != NO_INT
+    times = np.concatenate([start_ns, end_ns[ended]])
+    steps = np.concatenate([np.ones(len(start_ns), dtype=np.int64), np.full(int(ended.sum()), -1, dtype=np.int64)])
+    if not len(times):
+        return 0
+    return max(int(np.cumsum(steps[np.lexsort((steps, times))]).max()), 0)
 
 
 def _frame_end(ev: FrameEvent) -> int:
