@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable
@@ -864,8 +865,13 @@ def _name(ftype: int) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    """The error in at most 160 characters, without object addresses (hpack names the memoryview it read:
+    ``<memory at 0x7f...>``), so that the same capture always gives the same anomaly detail."""
+    text = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _ids(ids: list[int], limit: int = 20) -> str:
