@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hpack import Encoder
 from hyperframe.frame import (
@@ -44,6 +45,7 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import analyzer
 from analyzer.capture.pcapfile import open_capture
 from analyzer.flows.connections import Connection, ConnectionTracker
 from analyzer.flows.decode import decode_batch
@@ -1002,6 +1004,7 @@ error_log {tmp}/error.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
+    keepalive_requests 100000;
     client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
     server {{
@@ -1041,9 +1044,9 @@ def _nghttp_truth(log: str) -> list[tuple[int, str | None, str | None, int | Non
                   if "method" in v)
 
 
-@pytest.mark.netns
-@pytest.mark.skipif(any(shutil.which(t) is None for t in RECORD_TOOLS), reason="needs ip, nginx, tcpdump, nghttp")
-def test_fresh_nghttp_recording(tmp_path: Path) -> None:
+def _record_h2c(tmp_path: Path, clients: list[list[str]]) -> tuple[Path, list[str]]:
+    """nginx serving h2c (prior knowledge) on 127.0.0.1:8080 in a network namespace of its own, each client
+    command run in it in turn while tcpdump records lo: the capture and each client's output."""
     import os
     import signal
     import time
@@ -1058,11 +1061,6 @@ def test_fresh_nghttp_recording(tmp_path: Path) -> None:
     (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp_path))
     ns = f"anz-h2-{os.getpid()}"
     pcap = tmp_path / "h2c.pcap"
-    base = "http://127.0.0.1:8080"
-    runs = [  # one nghttp process = one connection
-        [f"{base}/index.html", f"{base}/big.bin", f"{base}/small.txt", f"{base}/missing", f"{base}/api/x"],
-        ["-m", "3", f"{base}/small.txt"],
-    ]
     logs: list[str] = []
     procs: list[subprocess.Popen[bytes]] = []
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -1080,9 +1078,8 @@ def test_fresh_nghttp_recording(tmp_path: Path) -> None:
         procs.append(tcpdump)
         assert tcpdump.stderr is not None
         tcpdump.stderr.readline()  # "listening on lo ..."
-        for args in runs:
-            out = subprocess.run(["ip", "netns", "exec", ns, "nghttp", "-v", "-n", *args],
-                                 capture_output=True, text=True, timeout=30)
+        for args in clients:
+            out = subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=60)
             logs.append(out.stdout)
             time.sleep(0.2)
         time.sleep(1.3)  # tcpdump on lo hands packets over on a ~1 s timer
@@ -1098,6 +1095,18 @@ def test_fresh_nghttp_recording(tmp_path: Path) -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
         subprocess.run(["ip", "netns", "del", ns], check=False)
+    return pcap, logs
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(any(shutil.which(t) is None for t in RECORD_TOOLS), reason="needs ip, nginx, tcpdump, nghttp")
+def test_fresh_nghttp_recording(tmp_path: Path) -> None:
+    base = "http://127.0.0.1:8080"
+    runs = [  # one nghttp process = one connection
+        [f"{base}/index.html", f"{base}/big.bin", f"{base}/small.txt", f"{base}/missing", f"{base}/api/x"],
+        ["-m", "3", f"{base}/small.txt"],
+    ]
+    pcap, logs = _record_h2c(tmp_path, [["nghttp", "-v", "-n", *args] for args in runs])
     truths = [_nghttp_truth(log) for log in logs]
     assert [len(t) for t in truths] == [5, 3], logs
     assert truths[0][3][3] == 404 and truths[0][1][3] == 200
@@ -1118,6 +1127,42 @@ def test_fresh_nghttp_recording(tmp_path: Path) -> None:
         assert handler.anomalies() == []
     big = next(r for r in _rows(finished[0].handler, finished[0].endpoint(1)) if r["target"] == "/big.bin")
     assert big["response_body_bytes"] == 204_800
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(any(shutil.which(t) is None for t in (*RECORD_TOOLS, "h2load", "tshark")),
+                    reason="needs ip, nginx, tcpdump, h2load, tshark")
+def test_fresh_h2load_recording_packs_its_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """h2load makes 3,000 requests on one h2c connection, ten streams at a time: the connection's closed
+    streams are packed as it goes (``STREAM_PACK_EVERY``), and every stream still gets its row, as tshark
+    sees the responses, the same as with streams kept as objects."""
+    from analyzer.http2 import connection
+
+    n = 3_000
+    pcap, logs = _record_h2c(tmp_path, [["h2load", "-n", str(n), "-c", "1", "-m", "10",
+                                         "http://127.0.0.1:8080/small.txt"]])
+    assert f"{n} succeeded" in logs[0], logs[0][-1000:]
+    a = analyzer.analyze(pcap)
+    assert a.anomalies.empty, a.anomalies["name"].value_counts().to_dict()
+    (c,) = [row for _, row in a.connections.iterrows() if row["requests"] > 0]
+    assert (c["protocol"], c["requests"]) == ("h2c", n) and 1 < c["max_concurrent_streams"] <= 10
+    t = a.transactions
+    assert len(t) == n and (t["status"] == 200).all() and (t["response_body_bytes"] == 6).all()
+    assert t["request_complete"].all() and t["response_complete"].all()
+    assert sorted(t["stream_id"]) == list(range(1, 2 * n, 2))
+    oracle = subprocess.run(["tshark", "-r", str(pcap), "-d", "tcp.port==8080,http2", "-Y", "http2.headers.status",
+                             "-T", "fields", "-e", "http2.streamid", "-e", "http2.headers.status"],
+                            capture_output=True, text=True, check=True).stdout
+    answered = {}
+    for line in oracle.splitlines():
+        sids, statuses = (part.split(",") for part in line.split("\t"))
+        for sid, status in zip(sids[-len(statuses):], statuses, strict=True):  # one per HEADERS frame
+            answered[int(sid)] = int(status)
+    assert answered == dict.fromkeys(range(1, 2 * n, 2), 200)
+    monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1 << 30)  # never packed: the same tables
+    kept = analyzer.analyze(pcap)
+    pd.testing.assert_frame_equal(kept.transactions, t)
+    pd.testing.assert_frame_equal(kept.connections, a.connections)
 
 
 @pytest.mark.parametrize("packed", [False, True])
