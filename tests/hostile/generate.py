@@ -555,23 +555,8 @@ def marathon_packets(index: int, n: int, gap_ns: int, t0_ns: int, block: int) ->
         m = len(i)
         requests = np.frombuffer(b"".join(_marathon_request(k, width) for k in i.tolist()), dtype=np.uint8)
         data = np.concatenate([requests, np.frombuffer(RESPONSE, dtype=np.uint8)])
-        ts = np.empty(2 * m, dtype=np.int64)
-        ts[0::2] = t0 + i * gap_ns
-        ts[1::2] = ts[0::2] + gap_ns // 2
-        client = np.arange(2 * m) % 2 == 0
-        seq = np.empty(2 * m, dtype=np.int64)
-        ack = np.empty(2 * m, dtype=np.int64)
-        seq[0::2], ack[0::2] = c_isn + 1 + i * q, s_isn + 1 + i * r
-        seq[1::2], ack[1::2] = s_isn + 1 + i * r, c_isn + 1 + (i + 1) * q
-        poff = np.empty(2 * m, dtype=np.int64)
-        poff[0::2], poff[1::2] = (i - a) * q, len(requests)
-        plen = np.where(client, q, r).astype(np.int64)
-        pk = Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
-                     np.where(client, SERVER_IP, c_ip).astype(np.uint32),
-                     np.where(client, c_port, SERVER_PORT).astype(np.uint16),
-                     np.where(client, SERVER_PORT, c_port).astype(np.uint16),
-                     (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
-                     np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
+        pk = _turns(t0 + i * gap_ns, gap_ns // 2, c_ip, c_port, c_isn + 1 + i * q, np.full(m, q),
+                    s_isn + 1 + i * r, np.full(m, r), (i - a) * q, np.full(m, len(requests)), data)
         if handshake is not None:
             pk, handshake = _concat([handshake, pk]), None
         yield pk
@@ -636,26 +621,31 @@ def h2_marathon(path: Path, n: int, per_packet: int = 1, gap_ns: int = 100_000, 
             r_before = np.concatenate([[0], np.cumsum(r)[:-1]])
             q_sent = (i[0] * per_packet) * len(client_frame) + q_before  # client stream offset of round i
             r_sent = (i[0] * per_packet) * len(server_frames) + r_before
-            ts = np.empty(2 * m, dtype=np.int64)
-            ts[0::2] = t0 + i * gap_ns
-            ts[1::2] = ts[0::2] + gap_ns // 2
-            client = np.arange(2 * m) % 2 == 0
-            seq = np.empty(2 * m, dtype=np.int64)
-            ack = np.empty(2 * m, dtype=np.int64)
-            seq[0::2], ack[0::2] = c_isn + 1 + q_sent, s_isn + 1 + r_sent
-            seq[1::2], ack[1::2] = s_isn + 1 + r_sent, c_isn + 1 + q_sent + q
-            poff = np.empty(2 * m, dtype=np.int64)
-            poff[0::2], poff[1::2] = q_before, len(requests) + r_before
-            plen = np.empty(2 * m, dtype=np.int64)
-            plen[0::2], plen[1::2] = q, r
-            yield Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
-                          np.where(client, SERVER_IP, c_ip).astype(np.uint32),
-                          np.where(client, c_port, SERVER_PORT).astype(np.uint16),
-                          np.where(client, SERVER_PORT, c_port).astype(np.uint16),
-                          (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
-                          np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
+            yield _turns(t0 + i * gap_ns, gap_ns // 2, c_ip, c_port, c_isn + 1 + q_sent, q, s_isn + 1 + r_sent, r,
+                         q_before, len(requests) + r_before, data)
 
     return Made(Path(path), _one(blocks(), Path(path)), {"streams": n})
+
+
+def _turns(t_ns: npt.NDArray[np.int64], answer_ns: int, c_ip: int, c_port: int, c_seq: npt.NDArray[np.int64],
+           c_len: npt.NDArray[np.int64], s_seq: npt.NDArray[np.int64], s_len: npt.NDArray[np.int64],
+           c_off: npt.NDArray[np.int64], s_off: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]) -> Packets:
+    """One connection's exchanges, one packet each way: the client's at ``t_ns`` (``c_len`` bytes from
+    sequence number ``c_seq``, ``data[c_off:]``), the server's ``answer_ns`` later; each acknowledges all the
+    other side sent before it."""
+    m = len(t_ns)
+    ts = np.empty(2 * m, dtype=np.int64)
+    ts[0::2], ts[1::2] = t_ns, t_ns + answer_ns
+    client = np.arange(2 * m) % 2 == 0
+    seq, ack, poff, plen = (np.empty(2 * m, dtype=np.int64) for _ in range(4))
+    seq[0::2], ack[0::2], poff[0::2], plen[0::2] = c_seq, s_seq, c_off, c_len
+    seq[1::2], ack[1::2], poff[1::2], plen[1::2] = s_seq, c_seq + c_len, s_off, s_len
+    return Packets(ts, np.where(client, c_ip, SERVER_IP).astype(np.uint32),
+                   np.where(client, SERVER_IP, c_ip).astype(np.uint32),
+                   np.where(client, c_port, SERVER_PORT).astype(np.uint16),
+                   np.where(client, SERVER_PORT, c_port).astype(np.uint16),
+                   (seq & 0xFFFFFFFF).astype(np.uint32), (ack & 0xFFFFFFFF).astype(np.uint32),
+                   np.full(2 * m, ACK | PSH, np.uint8), poff, plen, data)
 
 
 def _marathon_request(i: int, width: int) -> bytes:
