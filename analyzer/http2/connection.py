@@ -16,7 +16,10 @@ chunk)`` with the reassembled pieces of each direction (0 client → server, 1 s
   open nothing (nghttp2 sends them for idle streams it never uses). After an HTTP/1.1 ``Upgrade: h2c``,
   stream 1 is the upgraded request (``H2cUpgrade``);
 - the transaction rows of DESIGN.md §3 and the connection facts (``pipelined_max``,
-  ``max_concurrent_streams``, SETTINGS, GOAWAY).
+  ``max_concurrent_streams``, SETTINGS, GOAWAY);
+- what a long connection keeps of its history: closed streams packed into columns
+  (``STREAM_PACK_EVERY``, ``analyzer.http.packing``), taken back out when a frame still comes for one;
+  header blocks that left the HPACK table unchanged kept decoded (``DECODED_BLOCKS_KEPT``).
 
 Definitions (where they differ from HTTP/1, ``analyzer.http.transactions``):
 
