@@ -75,6 +75,15 @@ def unpack(block: list[np.ndarray], kinds: Kinds) -> list[tuple[Any, ...]]:
     return list(zip(*columns, strict=True))
 
 
+def _row(block: list[np.ndarray], j: int, kinds: Kinds) -> tuple[Any, ...]:
+    """Record ``j`` of a block made by ``pack``, as it was (``unpack`` of one row)."""
+    values: list[Any] = []
+    for k, column in enumerate(block):
+        v = column[j].item() if k in kinds.ints or k in kinds.bools else column[j]
+        values.append((None if v == NO_INT else v) if k in kinds.ints else _BOOLS[v] if k in kinds.bools else v)
+    return tuple(values)
+
+
 class PackedRecords:
     """Records of one connection, by blocks of ``block_rows``; the newest wait as tuples until their block
     is full. ``decoded_blocks``: blocks kept decoded while ``flats`` gives them in an order other than packed."""
@@ -143,8 +152,7 @@ class PackedRecords:
                 if pos not in self.taken:
                     self.taken.add(pos)
                     self.count -= 1
-                    self.decoded.pop(b, None)
-                    return unpack(self.blocks[b], self.kinds)[j]
+                    return _row(self.blocks[b], j, self.kinds)
         return None
 
     def values(self, field: int) -> np.ndarray:

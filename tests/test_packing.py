@@ -1,0 +1,53 @@
+"""``analyzer.http.packing``: records packed into columns come back as they were, in key order, without
+those taken back out; ``values`` gives a field of the records held."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyzer.http.packing import NO_INT, Kinds, PackedRecords, pack, unpack
+
+KINDS = Kinds(ints=frozenset((0, 1, 2)), bools=frozenset((3,)), distinct=frozenset((5,)))
+# (key, id, size or None, flag or None, shared string or None, distinct string)
+records = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**12), st.none() | st.integers(-5, 5),
+                             st.none() | st.booleans(), st.none() | st.sampled_from(["GET", "POST"]),
+                             st.text(max_size=5)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=records, block=st.integers(1, 7), decoded=st.integers(1, 3), take=st.lists(st.integers(0, 60), max_size=8))
+def test_records_come_back_in_key_order_without_those_taken(rows: list[tuple[Any, ...]], block: int, decoded: int,
+                                                            take: list[int]) -> None:
+    rows = [(k, i, *rest) for i, (k, _, *rest) in enumerate(rows)]  # ids unique, as stream ids are
+    packed = PackedRecords(KINDS, block, decoded, index=1)
+    taken: list[tuple[Any, ...]] = []
+    for n, row in enumerate(rows):
+        packed.add(row)
+        if take and n == len(rows) // 2:  # some taken back from blocks, some from the fresh ones
+            for t in take:
+                got = packed.take(t)
+                if t < n + 1 and t not in {r[1] for r in taken}:
+                    assert got == rows[t]
+                    taken.append(rows[t])
+                else:
+                    assert got is None
+    left = [r for r in rows if r not in taken]
+    assert len(packed) == len(left)
+    assert sorted(packed.values(1).tolist()) == [r[1] for r in left]
+    assert sorted(packed.values(2).tolist()) == sorted(NO_INT if r[2] is None else r[2] for r in left)
+    assert sorted(packed.values(3).tolist()) == sorted(-1 if r[3] is None else int(r[3]) for r in left)
+    assert list(packed.flats(0, 1)) == sorted(left, key=lambda r: (r[0], r[1]))
+    assert len(packed) == 0 and list(packed.flats(0, 1)) == []
+
+
+def test_a_value_the_whole_block_repeats_is_kept_once() -> None:
+    rows = [(7, i, None, True, "GET", f"/{i}") for i in range(1000)]
+    block = pack(rows, KINDS)
+    assert [column.base is not None and column.strides == (0,) for column in block] == [
+        True, False, True, True, True, False]
+    assert unpack(block, KINDS) == rows
+    assert sum(np.asarray(c).nbytes for c in block if c.strides != (0,)) == 2 * 8 * 1000
