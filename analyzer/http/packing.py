@@ -88,8 +88,8 @@ class PackedRecords:
     """Records of one connection, by blocks of ``block_rows``; the newest wait as tuples until their block
     is full. ``decoded_blocks``: blocks kept decoded while ``flats`` gives them in an order other than packed."""
 
-    __slots__ = ("block_rows", "blocks", "count", "decoded", "decoded_blocks", "fresh", "highs", "index", "kinds",
-                 "lows", "taken")
+    __slots__ = ("block_rows", "blocks", "count", "decoded", "decoded_blocks", "fresh", "fresh_at", "highs", "index",
+                 "kinds", "lows", "ranges", "taken")
 
     def __init__(self, kinds: Kinds, block_rows: int, decoded_blocks: int, index: int | None = None) -> None:
         self.kinds = kinds
@@ -98,6 +98,8 @@ class PackedRecords:
         self.index = index  # the int field ``take`` looks records up by (None: no ``take``)
         self.lows: list[int] = []  # per block: the least and greatest value of that field
         self.highs: list[int] = []
+        self.ranges: tuple[np.ndarray, np.ndarray] | None = None  # the two as arrays, made when first needed
+        self.fresh_at: dict[int, int] = {}  # that field's value → position in ``fresh`` (the newest)
         self.blocks: list[list[np.ndarray]] = []
         self.fresh: list[tuple[Any, ...] | None] = []  # not in a block yet (None: taken back)
         self.taken: set[int] = set()  # positions (block * block_rows + row) taken back out of blocks
@@ -108,6 +110,8 @@ class PackedRecords:
         return self.count
 
     def add(self, record: tuple[Any, ...]) -> None:
+        if self.index is not None:
+            self.fresh_at[record[self.index]] = len(self.fresh)
         self.fresh.append(record)
         self.count += 1
         if len(self.fresh) >= self.block_rows:
@@ -117,6 +121,7 @@ class PackedRecords:
         """The fresh records become a block (one taken back is replaced by its neighbour and marked taken)."""
         fresh = self.fresh
         self.fresh = []
+        self.fresh_at = {}
         gone = [i for i, r in enumerate(fresh) if r is None]
         if len(gone) == len(fresh):
             return
@@ -130,21 +135,26 @@ class PackedRecords:
         if self.index is not None:
             self.lows.append(int(block[self.index].min()))
             self.highs.append(int(block[self.index].max()))
+            self.ranges = None
 
     def take(self, value: int) -> tuple[Any, ...] | None:
-        """The record whose ``index`` field is ``value`` (the newest if several), removed; None when none. Only
-        the blocks whose range of that field holds ``value`` are searched."""
+        """The record whose ``index`` field is ``value``, removed; None when none. That field tells the records
+        held apart (a stream id); the fresh ones are found by it in a dict, and only the blocks whose range of
+        it holds ``value`` are searched."""
         field = self.index
         assert field is not None
-        for i in range(len(self.fresh) - 1, -1, -1):
+        i = self.fresh_at.pop(value, -1)
+        if i >= 0:
             r = self.fresh[i]
-            if r is not None and r[field] == value:
-                self.fresh[i] = None
-                self.count -= 1
-                return r
+            self.fresh[i] = None
+            self.count -= 1
+            return r
         if not self.blocks:
             return None
-        near = (np.array(self.lows) <= value) & (value <= np.array(self.highs))
+        if self.ranges is None:
+            self.ranges = (np.array(self.lows, dtype=np.int64), np.array(self.highs, dtype=np.int64))
+        lows, highs = self.ranges
+        near = (lows <= value) & (value <= highs)
         for b in np.nonzero(near)[0][::-1].tolist():
             column = self.blocks[b][field]
             for j in np.nonzero(column == value)[0][::-1].tolist():
@@ -171,7 +181,7 @@ class PackedRecords:
         """Every record held, by the int fields ``first`` then ``second``, then packing order; consumes them."""
         if any(r is not None for r in self.fresh):
             self._close_block()
-        self.fresh = []
+        self.fresh, self.fresh_at = [], {}
         if not self.blocks:
             return
         n = self.block_rows
@@ -195,7 +205,7 @@ class PackedRecords:
                 self.blocks[b] = []
                 decoded.pop(b, None)
         self.blocks = []
-        self.lows, self.highs = [], []
+        self.lows, self.highs, self.ranges = [], [], None
         self.taken = set()
         self.count = 0
         decoded.clear()
