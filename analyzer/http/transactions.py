@@ -12,8 +12,7 @@ that a long keep-alive connection (a load test's: a million exchanges) holds 0.1
 ends instead of its parsed messages (1.2 KB; ``tests/test_transactions.py``, ``bench/hostile.py --cases
 keepalive_marathon``). Packing costs about 2 µs per exchange packed (5 % of a keep-alive exchange's time); a
 connection with fewer than ``PACK_EVERY`` exchanges is never packed (packing every one of 20,000 one-request
-connections took their
-scan from 2.97 to 4.7 s of CPU).
+connections took their scan from 2.97 to 4.7 s of CPU).
 """
 
 from __future__ import annotations
