@@ -19,6 +19,7 @@ import itertools
 import json
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
     ExtensionFrame,
+    Frame,
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
@@ -286,7 +288,9 @@ def test_continuation_and_padding_and_priority() -> None:
     c.at(10 * MS).send(h.serialize())
     c.at(11 * MS).send(ContinuationFrame(1, b).serialize())
     c.at(12 * MS).send(ContinuationFrame(1, block[2000:], flags=["END_HEADERS"]).serialize())
-    s.at(20 * MS).headers(1, resp_fields(204), end_stream=True)
+    padded = HeadersFrame(1, s.encoder.encode(resp_fields(204)), flags=["END_HEADERS", "END_STREAM", "PADDED"])
+    padded.pad_length = 9  # padding alone, without priority
+    s.at(20 * MS).send(padded.serialize())
     conn, rows, _ = run(c, s)
     assert col(rows, "target") == ["/continued"]
     assert col(rows, "ts_request_start") == [0.01]  # the HEADERS frame opens the stream
@@ -1357,3 +1361,14 @@ def test_mutated_streams_give_the_same_results_packed(conv: tuple[bytes, bytes],
             rows, facts = conn.transaction_rows("C", "1.2.3.4", 80)
             results.append((rows, facts, conn.anomalies()))
     assert results[0] == results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=300), flags=st.integers(0, 255), sid=st.integers(1, (1 << 31) - 1))
+def test_a_headers_frame_without_padding_or_priority_is_its_payload(payload: bytes, flags: int, sid: int) -> None:
+    """``Http2Connection`` takes such a frame's header block fragment without hyperframe: hyperframe agrees."""
+    flags &= ~(h2frames.PADDED | h2frames.PRIORITY_FLAG)
+    header = struct.pack(">I", len(payload))[1:] + bytes([h2frames.HEADERS, flags]) + struct.pack(">I", sid)
+    frame, length = Frame.parse_frame_header(memoryview(header))
+    frame.parse_body(memoryview(payload))
+    assert isinstance(frame, HeadersFrame) and length == len(payload) and frame.data == payload
