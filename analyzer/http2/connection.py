@@ -4,7 +4,9 @@
 chunk)`` with the reassembled pieces of each direction (0 client → server, 1 server → client),
 ``transaction_rows(uid, server_ip, server_port)`` and ``anomalies()``. It owns:
 
-- frames: ``frames.FrameReader`` cuts each direction into frames; ``hyperframe`` parses their payloads;
+- frames: ``frames.FrameReader`` cuts each direction into frames; ``hyperframe`` parses their payloads, but
+  for a HEADERS frame without padding or priority, whose header block fragment is its payload (hyperframe's
+  parse was a sixth of a long connection's time: 50,000 streams 3.48 -> 2.79 s of CPU);
 - header fields: one ``hpack.Decoder`` per direction, fed every header block of that direction in order
   (HEADERS + CONTINUATION, and PUSH_PROMISE from the server). A decode error, a header block that was not
   captured whole, or a gap that lost a frame boundary makes the decoder's state unknown: from then on the
