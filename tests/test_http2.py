@@ -1372,3 +1372,28 @@ def test_a_headers_frame_without_padding_or_priority_is_its_payload(payload: byt
     frame, length = Frame.parse_frame_header(memoryview(header))
     frame.parse_body(memoryview(payload))
     assert isinstance(frame, HeadersFrame) and length == len(payload) and frame.data == payload
+
+
+def test_the_live_dashboard_counts_packed_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live view's requests of an open HTTP/2 connection count its packed streams too (not only those
+    still held as objects), directly and through the TLS / dispatch wrappers' ``inner``."""
+    from analyzer.dispatch import ConnectionHandler
+    from analyzer.http2 import connection
+    from analyzer.report.live_dashboard import requests_so_far
+
+    monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 2)
+    c, s = client_side(), server_side()
+    for k in range(7):
+        c.at(k * MS).headers(2 * k + 1, req_fields(f"/{k}"), end_stream=True)
+        s.at(k * MS + MS // 2).headers(2 * k + 1, resp_fields(200), end_stream=True)
+    conn = Http2Connection()
+    for (c_piece, s_piece) in itertools.zip_longest(c.pieces(), s.pieces(), fillvalue=None):
+        if c_piece is not None:
+            conn.feed(0, chunk_of([c_piece]))
+        if s_piece is not None:
+            conn.feed(1, chunk_of([s_piece]))
+    assert conn.packed is not None and len(conn.packed) >= 4 and len(conn.streams) < 7
+    assert requests_so_far(conn) == 7
+    wrapped = ConnectionHandler()
+    wrapped.inner = conn
+    assert requests_so_far(wrapped) == 7

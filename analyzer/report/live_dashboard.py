@@ -222,21 +222,20 @@ class LiveDashboard:
 
 
 def requests_so_far(handler: Any) -> int:
-    """Requests seen so far on a connection still open, from its protocol handler: HTTP/1 exchanges
-    (``Http1Connection.exchanges_seen``), HTTP/2 streams, the rows of a sealed handler; 0 otherwise (TLS
-    without keys: estimated exchanges are only known when the connection ends). For display only."""
+    """Requests seen so far on a connection still open, from its protocol handler: HTTP/1 exchanges and
+    HTTP/2 streams, packed ones included (``exchanges_seen``), the rows of a sealed handler; 0 otherwise
+    (TLS without keys: estimated exchanges are only known when the connection ends). For display only."""
     inner = getattr(handler, "inner", handler)
     inner = getattr(inner, "inner", inner) if not hasattr(inner, "exchanges") else inner  # decrypted TLS
     seen = getattr(inner, "exchanges_seen", None)
     if isinstance(seen, int):
         return seen
-    for name in ("streams", "rows"):
-        value = getattr(inner, name, None)
-        if value is not None:
-            try:
-                return len(value)
-            except TypeError:
-                return 0
+    rows = getattr(inner, "rows", None)
+    if rows is not None:
+        try:
+            return len(rows)
+        except TypeError:
+            return 0
     return 0
 
 
