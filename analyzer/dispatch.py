@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyzer.flows.stream import StreamChunk
+from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import H2cUpgrade, Http2Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
@@ -122,9 +123,8 @@ class ConnectionHandler:
     def anomalies(self) -> list[tuple[int, str, str]]:
         return self.inner.anomalies() + self._own_anomalies()
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        return self.inner.transaction_rows(uid, server_ip, server_port)
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        return self.inner.transaction_rows(server_ip, server_port)
 
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         sealed = self.inner.seal(server_ip, server_port)
@@ -165,17 +165,17 @@ class TunnelConnection:
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         for d in (0, 1):
             self.inner.feed(d, StreamChunk.empty(final=True))
-        rows, facts = self.transaction_rows("", server_ip, server_port)
+        rows, facts = self.transaction_rows(server_ip, server_port)
         return SealedHttp1(rows, facts, self.anomalies())
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        outer, outer_facts = self.http1.transaction_rows(uid, server_ip, server_port)
-        inner, facts = self.inner.transaction_rows(uid, server_ip, server_port)
-        n = len(outer)
-        renumbered = [(r[0], r[1] + n, *r[2:_REUSED], True, *r[_REUSED + 1:]) for r in inner]
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        rows, outer_facts = self.http1.transaction_rows(server_ip, server_port)
+        inner, facts = self.inner.transaction_rows(server_ip, server_port)
+        n = len(rows)
+        start, end = inner.spans()
+        for r, s, e in zip(inner.drain(""), start.tolist(), end.tolist(), strict=True):
+            rows.add((r[1] + n, *r[2:_REUSED], True, *r[_REUSED + 1:]), (s, e) if s >= 0 else None)
         merged = dict(facts)
-        merged["response_spans"] = list(outer_facts["response_spans"]) + list(facts["response_spans"])
         inner_requests = facts.get("requests")
         merged["requests"] = outer_facts["requests"] + inner_requests if inner_requests is not None else None
         ends = [e for e in (outer_facts.get("last_response_end_ns"), facts.get("last_response_end_ns"))
@@ -185,4 +185,4 @@ class TunnelConnection:
         merged["keep_alive_max"] = outer_facts.get("keep_alive_max")
         if merged.get("protocol") in (None, "unknown"):
             merged["protocol"] = outer_facts["protocol"]
-        return outer + renumbered, merged
+        return rows, merged

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -385,12 +386,16 @@ class Session:
         for row in rec.connections:
             row["capture"] = self._capture_of(row["first_frame"])
         self.conn_rows.extend(rec.connections)
-        self.tx_rows.extend(rec.transactions)
         self.an_rows.extend(rec.anomalies)
         # held by the session's lists only, so that _compact frees each slice it converts
         rec.connections.clear()
-        rec.transactions.clear()
         rec.anomalies.clear()
+        while True:  # the transactions a slice at a time, compacted as they come (a million on one connection)
+            before = len(self.tx_rows)
+            self.tx_rows.extend(islice(rec.transactions, ROWS_PER_CHUNK))
+            if len(self.tx_rows) == before:
+                break
+            self._compact()
         if len(rec.flights.get("round", ())):
             self._flight_parts.append(rec.flights)
         if rec.segments:

@@ -8,6 +8,8 @@ else: no I/O.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +19,12 @@ from analyzer.dispatch import ConnectionHandler
 from analyzer.flows import tcpanalysis
 from analyzer.flows.connections import MAX_TRACKED_CONNECTIONS, Connection, connection_uid
 from analyzer.flows.packets import SYN
+from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TCP_TRANSACTION_COLUMNS
 
 CAPTURE_POINT_RATIO = 4.0  # one handshake half this many times the other: the capture sits at that end
 _TX = {name: i for i, name in enumerate(HTTP_TRANSACTION_COLUMNS)}
-_TX_BASE = len(HTTP_TRANSACTION_COLUMNS)  # columns the HTTP layer fills
 assert tuple(TCP_TRANSACTION_COLUMNS) == ("warmth", "rounds", "peak_bytes_in_flight", "ttfb_ms", "transfer_ms",
                                           "sender_idle_ms"), "batch_records appends them in this order"
 
@@ -48,7 +50,7 @@ def capture_point(server_rtt_ms: float | None, client_rtt_ms: float | None) -> s
 @dataclass(slots=True)
 class BatchRecords:
     connections: list[dict[str, Any]] = field(default_factory=list)
-    transactions: list[tuple[Any, ...]] = field(default_factory=list)
+    transactions: Iterator[tuple[Any, ...]] = field(default_factory=lambda: iter(()))  # read once
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     flights: dict[str, np.ndarray] = field(default_factory=dict)
     segments: dict[str, np.ndarray] = field(default_factory=dict)
@@ -65,33 +67,39 @@ def _nan_if_negative(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, v, np.nan)
 
 
-_DONE: tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]] = ({}, [], [])
-_DONE_TX: tuple[Any, ...] = ()
-
-
 def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_segments: int = 0) -> BatchRecords:
     """Records of connections finished together, with their per-packet ``rows`` (``SegmentLog.pop``).
-    ``keep_segments``: how many per-packet series rows the caller still wants (0: none)."""
+    ``keep_segments``: how many per-packet series rows the caller still wants (0: none). The transactions
+    come as they are read (``BatchRecords.transactions``), each connection's rows let go as they are made."""
     out = BatchRecords()
     n = len(conns)
     uids: list[str] = []
-    per_conn: list[tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]]]] = []
-    span_conn: list[int] = []
-    span_start: list[int] = []
-    span_end: list[int] = []
-    span_row: list[int] = []  # the transaction row (in its connection) of each span; spans in row order
-    for i, conn in enumerate(conns):
-        row, txs, anomalies, facts = _connection_records(conn)
+    conn_rows: list[dict[str, Any]] = []
+    tx_rows: list[TransactionRows | None] = []
+    starts, ends, seen_s = array("q"), array("q"), array("d")  # every row's span and response time
+    counts: list[int] = []
+    limits_s: list[float] = []  # per connection: the segment log's end (NaN: the whole connection logged)
+    for conn in conns:
+        row, txs, anomalies = _connection_records(conn)
         uids.append(row["uid"])
-        per_conn.append((row, txs, anomalies))
-        limit_s = conn.log_limit_ns / 1e9 if conn.log_limit_ns is not None else None
-        for j, sp in enumerate(facts["response_spans"]):
-            if sp is not None and (limit_s is None or not _reaches(txs[j], limit_s)):
-                span_conn.append(i)
-                span_start.append(sp[0])
-                span_end.append(sp[1])
-                span_row.append(j)
-        facts = {}  # its spans let go (a connection with a million responses)
+        conn_rows.append(row)
+        tx_rows.append(txs)
+        out.anomalies.extend(anomalies)
+        txs.span_parts(starts, ends, seen_s)
+        counts.append(len(txs))
+        limits_s.append(conn.log_limit_ns / 1e9 if conn.log_limit_ns is not None else float("nan"))
+    # the responses the TCP analysis places: those with a span, sent while the connection was logged
+    span_start, span_end = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+    row_conn = np.repeat(np.arange(n, dtype=np.int64), counts)
+    limit_s = np.array(limits_s, dtype=np.float64)[row_conn]
+    seen = np.array(seen_s, dtype=np.float64)
+    reaches = ~np.isnan(limit_s) & (np.isnan(seen) | (seen >= limit_s))  # still sent after the log's end
+    placed = np.nonzero((span_start >= 0) & ~reaches)[0]
+    del limit_s, seen, reaches
+    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    span_conn = row_conn[placed]
+    span_row = placed - first_row[span_conn]  # the transaction row (in its connection) of each span, in order
+    del row_conn
 
     def ns(v: int | None) -> int:
         return v if v is not None else -1
@@ -102,10 +110,10 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         syn_seen=np.array([cn.syn_seen for cn in conns], dtype=bool),
         irtt_ns=np.array([ns(cn.irtt_ns) for cn in conns], dtype=np.int64),
         server_rtt_ns=np.array([round(r["syn_to_synack_ms"] * 1e6) if r["syn_to_synack_ms"] is not None else -1
-                                for r, _t, _a in per_conn], dtype=np.int64),
+                                for r in conn_rows], dtype=np.int64),
     )
-    spans = tcpanalysis.Spans(np.array(span_conn, dtype=np.int64), np.array(span_start, dtype=np.int64),
-                              np.array(span_end, dtype=np.int64))
+    spans = tcpanalysis.Spans(span_conn, span_start[placed], span_end[placed])
+    del span_start, span_end, placed
     res = tcpanalysis.analyze(rows, inputs, spans)
     # per connection (each result column made a list once: no numpy scalar per connection and column)
     tcp_columns = {name: getattr(res, name).tolist() for name in _TCP_COUNT_COLUMNS}
@@ -114,35 +122,15 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         tcp_columns[name] = [None if v != v else v for v in getattr(res, name).tolist()]
     tcp_columns["rtt_samples"] = res.rtt_samples.tolist()
     names = tuple(tcp_columns)
-    for (row, _txs, _an), values in zip(per_conn, zip(*tcp_columns.values(), strict=True), strict=True):
+    for row, values in zip(conn_rows, zip(*tcp_columns.values(), strict=True), strict=True):
         row.update(zip(names, values, strict=True))
         row["capture_point"] = capture_point(row["syn_to_synack_ms"], row["synack_to_ack_ms"])
-    # per transaction: TCP columns after the HTTP ones
-    rounds_l = [r if r > 0 else None for r in res.rounds.tolist()]
-    peak_l = [v if v >= 0 else None for v in res.peak_bytes_in_flight.tolist()]
-    idle_l = [None if v != v else v for v in res.sender_idle_ms.tolist()]
-    warmth_l = res.warmth.tolist()
-    n_spans = len(span_row)
-    k = 0  # the next span: spans follow the transactions' order
-    for i in range(n):
-        row, txs, anomalies = per_conn[i]
-        per_conn[i] = _DONE  # each connection's HTTP rows let go once extended (a million on one connection)
-        out.connections.append(row)
-        out.anomalies.extend(anomalies)
-        for j in range(len(txs)):
-            tx = txs[j]
-            txs[j] = _DONE_TX  # let go as it is extended
-            if k < n_spans and span_row[k] == j and span_conn[k] == i:
-                warmth, rounds, peak, idle = warmth_l[k], rounds_l[k], peak_l[k], idle_l[k]
-                k += 1
-            else:
-                warmth = rounds = peak = idle = None
-            out.transactions.append((*tx[:_TX_BASE], warmth, rounds, peak, *_ttfb_transfer(tx), idle))
-        del txs
+    out.connections = conn_rows
+    out.transactions = _transactions(tx_rows, uids, span_conn, span_row, res)
     # flights
     f_span = res.flight_span
     f_conn = spans.conn[f_span] if len(f_span) else f_span
-    depth = np.array(span_row, dtype=np.int64) + 1
+    depth = span_row + 1
     out.flights = {
         "uid": np.array(uids, dtype=object)[f_conn] if n else np.zeros(0, dtype=object),
         "trans_depth": depth[f_span] if len(f_span) else f_span,
@@ -156,6 +144,41 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     }
     out.segments, out.segments_left_out = _segments(rows, res, np.array(uids, dtype=object), keep_segments)
     return out
+
+
+#: Transactions whose TCP columns are made into lists at once (``_transactions``).
+_WINDOW = 8192
+
+
+def _transactions(tx_rows: list[TransactionRows | None], uids: list[str], span_conn: np.ndarray,
+                  span_row: np.ndarray, res: tcpanalysis.TcpResults) -> Iterator[tuple[Any, ...]]:
+    """The transaction rows of a batch: the HTTP columns, then the TCP ones of the placed responses (spans
+    in row order), connection by connection. Each connection's rows are let go as they are read, and the
+    per-span results are made Python values ``_WINDOW`` spans at a time (a connection with a million
+    responses holds neither its rows as tuples nor its results as lists)."""
+    n_spans = len(span_row)
+    k = 0  # the next span (spans follow the transactions' order)
+    base = 0  # the span the window starts at
+    window: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for i, txs in enumerate(tx_rows):
+        tx_rows[i] = None
+        assert txs is not None
+        for j, tx in enumerate(txs.drain(uids[i])):
+            if k - base >= len(window[0]) and k < n_spans:
+                base, stop = k, k + _WINDOW
+                window = (span_conn[base:stop].tolist(), span_row[base:stop].tolist(),
+                          res.warmth[base:stop].tolist(),
+                          [r if r > 0 else None for r in res.rounds[base:stop].tolist()],
+                          [v if v >= 0 else None for v in res.peak_bytes_in_flight[base:stop].tolist()],
+                          [None if v != v else v for v in res.sender_idle_ms[base:stop].tolist()])
+            w = k - base
+            if k < n_spans and window[1][w] == j and window[0][w] == i:
+                warmth, rounds, peak, idle = window[2][w], window[3][w], window[4][w], window[5][w]
+                k += 1
+            else:
+                warmth = rounds = peak = idle = None
+            yield (*tx, warmth, rounds, peak, *_ttfb_transfer(tx), idle)
+        del txs
 
 
 def _segments(rows: dict[str, np.ndarray], res: tcpanalysis.TcpResults, uids: np.ndarray, budget: int
@@ -187,15 +210,6 @@ def _segments(rows: dict[str, np.ndarray], res: tcpanalysis.TcpResults, uids: np
     }, left_out
 
 
-def _reaches(tx: tuple[Any, ...], limit_s: float) -> bool:
-    """Whether a transaction's response was (still) being sent at ``limit_s``, after which its connection's
-    packets are not in the segment log: its TCP columns cannot be computed."""
-    end = tx[_TX["ts_response_end"]]
-    if end is None:
-        end = tx[_TX["ts_response_start"]]
-    return end is None or end >= limit_s
-
-
 def _ttfb_transfer(tx: tuple[Any, ...]) -> tuple[float | None, float | None]:
     req_start, req_end = tx[_TX["ts_request_start"]], tx[_TX["ts_request_end"]]
     resp_start, resp_end = tx[_TX["ts_response_start"]], tx[_TX["ts_response_end"]]
@@ -220,14 +234,13 @@ def _h2_columns(facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _connection_records(conn: Connection
-                        ) -> tuple[dict[str, Any], list[tuple[Any, ...]], list[dict[str, Any]], dict[str, Any]]:
+def _connection_records(conn: Connection) -> tuple[dict[str, Any], TransactionRows, list[dict[str, Any]]]:
     ends = conn.endpoint(0), conn.endpoint(1)
     uid = connection_uid(conn, ends)
     (cip, cport), (sip, sport) = ends
     handler = conn.handler
     assert isinstance(handler, (ConnectionHandler, Http1Connection, SealedHttp1)), "the pipeline's handlers"
-    tx_rows, facts = handler.transaction_rows(uid, sip, sport)
+    tx_rows, facts = handler.transaction_rows(sip, sport)
     c, s = conn.dirs
     close_ns = conn.close_ns
     if conn.rst_ns is not None and (close_ns == conn.rst_ns):
@@ -327,4 +340,4 @@ def _connection_records(conn: Connection
                                     "packet of its 4-tuple starts a new connection"})
     for ts_ns, name, detail in handler.anomalies():
         anomalies.append({"uid": uid, "ts": ts_ns / 1e9, "name": name, "detail": detail})
-    return row, tx_rows, anomalies, facts
+    return row, tx_rows, anomalies

@@ -337,7 +337,9 @@ def _run_handler(handler: object, data: bytes, server_port: int) -> None:
     for d, chunk in stream_script(data):
         handler.feed(d, chunk)  # type: ignore[attr-defined]
     sealed = handler.seal("192.0.2.80", server_port)  # type: ignore[attr-defined]
-    sealed.transaction_rows("Cfuzz", "192.0.2.80", server_port)
+    rows, _facts = sealed.transaction_rows("192.0.2.80", server_port)
+    rows.spans()
+    list(rows.drain("Cfuzz"))
     _check_anomalies(sealed.anomalies())
 
 

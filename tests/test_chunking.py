@@ -73,11 +73,14 @@ EVERY_CAPTURE = [
 def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), and every
     closed HTTP/2 stream (``STREAM_PACK_EVERY = 1``), into blocks of two, read back with one block decoded
-    at a time, gives the same tables and summary as exchanges kept as parsed messages and streams as objects
-    until their connection ends (the sample and corpus captures have fewer than ``PACK_EVERY`` exchanges
-    and ``STREAM_PACK_EVERY`` streams per connection)."""
+    at a time, and every connection's transaction rows packed by twos (``rows.ROW_BLOCK``) and joined with
+    their TCP columns two at a time (``records._WINDOW``), gives the same tables and summary as exchanges
+    kept as parsed messages, streams as objects and rows as tuples until their connection ends (the sample
+    and corpus captures have fewer than ``PACK_EVERY`` exchanges, ``STREAM_PACK_EVERY`` streams and
+    ``ROW_BLOCK`` rows per connection)."""
+    from analyzer import records
     from analyzer.errors import CaptureFormatError
-    from analyzer.http import transactions
+    from analyzer.http import rows, transactions
     from analyzer.http2 import connection
 
     keylog = Path(path).with_suffix(".keylog")  # decrypted, for HTTP/2 inside TLS
@@ -92,6 +95,8 @@ def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest
     monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1)
     monkeypatch.setattr(connection, "STREAM_PACK_BLOCK", 2)
     monkeypatch.setattr(connection, "_DECODED_STREAM_BLOCKS", 1)
+    monkeypatch.setattr(rows, "ROW_BLOCK", 2)
+    monkeypatch.setattr(records, "_WINDOW", 2)
     packed = analyzer.analyze(path, keylog=keys)
     for name in ("connections", "transactions", "anomalies", "flights", "segments"):
         pd.testing.assert_frame_equal(getattr(whole, name), getattr(packed, name), obj=name)

@@ -24,6 +24,7 @@ from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import Http2Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 from analyzer.tls.connection import TlsConnection
+from tests.handler_rows import transaction_rows
 
 COL = {name: i for i, name in enumerate(HTTP_TRANSACTION_COLUMNS)}
 NO_OWN = ("h2_upgrade", "connect_tunnel")  # handlers made from an HTTP/1 start, not from the first byte
@@ -128,7 +129,7 @@ def feed(handler: Any, sides: tuple[Conversation, Conversation], cuts: tuple[lis
 
 
 def result(handler: Any) -> tuple[list[tuple[Any, ...]], dict[str, Any], list[str]]:
-    rows, facts = handler.transaction_rows("C", "10.0.0.1", 443)
+    rows, facts = transaction_rows(handler, "C", "10.0.0.1", 443)
     facts = {k: v for k, v in facts.items() if k != "response_spans"}
     return rows, facts, sorted(n for _, n, _ in handler.anomalies())
 
@@ -199,7 +200,7 @@ def test_seal_keeps_the_switch_anomalies_and_rows() -> None:
     h = feed(ConnectionHandler(), sides)
     sealed = h.seal("10.0.0.1", 443)
     assert isinstance(sealed, SealedHttp1)
-    rows, facts = sealed.transaction_rows("C", "10.0.0.1", 443)
+    rows, facts = transaction_rows(sealed, "C", "10.0.0.1", 443)
     assert facts["protocol"] == "h2c" and len(rows) == 2
 
 

@@ -19,6 +19,7 @@ from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, header_end, keep_alive_params
 from analyzer.http.transactions import Http1Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
+from tests.handler_rows import transaction_rows
 
 CLIENT, SERVER = 0, 1
 
@@ -60,7 +61,7 @@ class Feed:
 
 
 def rows_of(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    rows, facts = conn.transaction_rows("Ctest", "192.0.2.1", 80)
+    rows, facts = transaction_rows(conn, "Ctest", "192.0.2.1", 80)
     return [r if isinstance(r, dict) else dict(zip(HTTP_TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
 
 

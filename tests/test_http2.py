@@ -60,6 +60,7 @@ from analyzer.http2 import PREFACE, H2cUpgrade, Http2Connection
 from analyzer.http2 import frames as h2frames
 from analyzer.http2.frames import find_boundary
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TRANSACTION_COLUMNS
+from tests.handler_rows import transaction_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -164,7 +165,7 @@ def run(client: Side | list[list[tuple[int, bytes, int]]], server: Side | list[l
             conn.feed(1, chunk_of(s_chunks[i]))
     conn.feed(0, StreamChunk.empty(final=True))
     conn.feed(1, StreamChunk.empty(final=True))
-    rows, facts = conn.transaction_rows("C1", "10.0.0.1", 80)
+    rows, facts = transaction_rows(conn, "C1", "10.0.0.1", 80)
     return conn, rows, facts
 
 
@@ -628,7 +629,7 @@ def test_seal_keeps_the_results() -> None:
     sealed = conn.seal("10.0.0.1", 80)
     assert isinstance(sealed, SealedHttp1)
     _, want, _ = run(c, s)
-    rows, _ = sealed.transaction_rows("C1", "10.0.0.1", 80)
+    rows, _ = transaction_rows(sealed, "C1", "10.0.0.1", 80)
     assert rows == want
 
 
@@ -703,7 +704,7 @@ def _feed_all(client: bytes, server: bytes, c_cuts: list[int], s_cuts: list[int]
 
 
 def _check(conn: Http2Connection) -> None:
-    rows, facts = conn.transaction_rows("C", "1.2.3.4", 80)
+    rows, facts = transaction_rows(conn, "C", "1.2.3.4", 80)
     assert all(len(r) == BASE_COLUMNS for r in rows)
     assert [r[COLS["trans_depth"]] for r in rows] == list(range(1, len(rows) + 1))
     assert facts["max_concurrent_streams"] >= facts["pipelined_max"] >= 0
@@ -741,7 +742,7 @@ def test_resegmenting_never_changes_rows(conv: tuple[bytes, bytes], c_cuts: list
     # one instant per direction: a frame's time then does not depend on where the pieces were cut
     want = _feed_all(client, server, [], [], [], [], constant_time=True)
     got = _feed_all(client, server, c_cuts, s_cuts, [], [], constant_time=True)
-    assert got.transaction_rows("C", "h", 1) == want.transaction_rows("C", "h", 1)
+    assert transaction_rows(got, "C", "h", 1) == transaction_rows(want, "C", "h", 1)
     assert sorted(got.anomalies()) == sorted(want.anomalies())
 
 
@@ -835,7 +836,7 @@ def observe(cap: Capture, chunk_packets: int = 262_144) -> dict[int, tuple[Http2
 
 
 def _rows(result: Any, server: tuple[str, int]) -> list[dict[str, Any]]:
-    rows, _ = result.transaction_rows("C", *server)
+    rows, _ = transaction_rows(result, "C", *server)
     return [dict(zip(TRANSACTION_COLUMNS, r, strict=False)) for r in rows]
 
 
@@ -880,7 +881,7 @@ def test_arkime_facts() -> None:
     cap = CAPTURES[0]
     _needs(cap)
     [(result, _, server)] = observe(cap).values()
-    rows, facts = result.transaction_rows("C", *server)
+    rows, facts = transaction_rows(result, "C", *server)
     assert facts["requests"] == 1 and facts["pushed_streams"] == 1
     assert facts["max_concurrent_streams"] == 2
     assert facts["goaway"]["by"] == "client" and facts["goaway"]["error"] == "NO_ERROR"
@@ -1215,7 +1216,7 @@ def test_a_long_connection_shares_the_values_its_streams_repeat(monkeypatch: pyt
     assert first is not None and last is not None
     for name in ("method", "host", "user_agent", "content_type"):
         assert getattr(first, name) is getattr(last, name) is not None, name
-    rows = conn.transaction_rows("C1", "10.0.0.1", 80)[0]
+    rows = transaction_rows(conn, "C1", "10.0.0.1", 80)[0]
     assert len(rows) == n and col(rows, "host")[-1] == "example.org" and col(rows, "target")[-1] == f"/{n - 1}"
 
 
@@ -1302,7 +1303,7 @@ def test_packed_streams_give_the_rows_of_the_streams(monkeypatch: pytest.MonkeyP
         seen = conn.exchanges_seen
         conn.feed(0, StreamChunk.empty(final=True))
         conn.feed(1, StreamChunk.empty(final=True))
-        rows, facts = conn.transaction_rows("C1", "10.0.0.1", 80)
+        rows, facts = transaction_rows(conn, "C1", "10.0.0.1", 80)
         assert seen == len(rows)
         return conn, rows, facts, conn.anomalies()
 
@@ -1322,7 +1323,7 @@ def test_packed_streams_give_the_rows_of_the_streams(monkeypatch: pytest.MonkeyP
         assert rows == kept_rows
         assert facts == kept_facts
         assert anomalies == kept_anomalies
-        assert conn.transaction_rows("C1", "10.0.0.1", 80)[0] == []
+        assert transaction_rows(conn, "C1", "10.0.0.1", 80)[0] == []
 
 
 def _cut(pieces: list[tuple[int, bytes, int]], parts: int) -> list[list[tuple[int, bytes, int]]]:
@@ -1358,7 +1359,7 @@ def test_mutated_streams_give_the_same_results_packed(conv: tuple[bytes, bytes],
                 conn.feed(1, chunk_of(s_piece))
             conn.feed(0, StreamChunk.empty(final=True))
             conn.feed(1, StreamChunk.empty(final=True))
-            rows, facts = conn.transaction_rows("C", "1.2.3.4", 80)
+            rows, facts = transaction_rows(conn, "C", "1.2.3.4", 80)
             results.append((rows, facts, conn.anomalies()))
     assert results[0] == results[1]
 

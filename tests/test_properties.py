@@ -39,6 +39,7 @@ from analyzer.errors import CaptureFormatError
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
+from tests.handler_rows import transaction_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ZEEK_HTTP = ROOT.parent / "shared" / "corpus" / "zeek" / "http"
@@ -954,7 +955,7 @@ def fed_streams(draw: st.DrawFn) -> list[tuple[int, StreamChunk]]:
 def _finish(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     for d in (CLIENT, SERVER):
         conn.feed(d, StreamChunk.empty(final=True))
-    rows, facts = conn.transaction_rows("Cx", "192.0.2.1", 80)
+    rows, facts = transaction_rows(conn, "Cx", "192.0.2.1", 80)
     return [r if isinstance(r, dict) else dict(zip(HTTP_TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
 
 

@@ -325,3 +325,36 @@ def test_the_segment_log_over_all_open_connections_is_bounded(monkeypatch: pytes
     other = whole.connections.uid != uid
     assert capped.connections.loc[other].reset_index(drop=True).equals(
         whole.connections.loc[other].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("window", [1, 8192])
+def test_tcp_columns_go_to_the_rows_of_their_own_connection(tmp_path: Path, window: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections finished together (all open at the capture's end), two whose requests were never answered
+    between two whose responses were: the TCP columns go to the answered ones' rows, in their order, and the
+    unanswered rows have none (``records._transactions`` matches each response's span to its connection
+    and row, its results made lists ``window`` spans at a time)."""
+    from analyzer import records
+    from tests.hostile_capture import _Connection, _response, _Writer
+
+    monkeypatch.setattr(records, "_WINDOW", window)
+
+    w = _Writer(tmp_path / "batch.pcap")
+    unanswered_1, answered_1, unanswered_2, answered_2 = (_Connection(w, port, 80)
+                                                          for port in (40001, 40002, 40003, 40004))
+    for c in (unanswered_1, answered_1, unanswered_2, answered_2):
+        c.client(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+    for c in (answered_1, answered_2):
+        c.server(_response(b"one"))
+        c.client(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.server(_response(b"two"))
+    w.close()
+    result = analyzer.analyze(tmp_path / "batch.pcap")
+    txs = result.transactions
+    by_port = {int(port): txs[txs["uid"] == uid] for port, uid in
+               zip(result.connections["client_port"], result.connections["uid"], strict=True)}
+    for port in (40001, 40003):
+        assert by_port[port]["warmth"].isna().all() and by_port[port]["rounds"].isna().all()
+    for port in (40002, 40004):
+        assert by_port[port]["warmth"].tolist() == ["cold", "warm"]
+        assert by_port[port]["rounds"].tolist() == [1, 1]

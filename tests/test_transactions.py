@@ -17,6 +17,7 @@ from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Message
 from analyzer.http.transactions import Http1Connection, connection_persists, pipelined_max
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
+from tests.handler_rows import transaction_rows
 
 CLIENT, SERVER = 0, 1
 MS = 1_000_000  # ns
@@ -176,7 +177,7 @@ def test_pipelined_max(starts: list[float], ends: list[float], want: int) -> Non
 def _rows(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     for d in (CLIENT, SERVER):
         conn.feed(d, StreamChunk.empty(final=True))
-    rows, facts = conn.transaction_rows("Ct", "192.0.2.1", 80)
+    rows, facts = transaction_rows(conn, "Ct", "192.0.2.1", 80)
     return [r if isinstance(r, dict) else dict(zip(HTTP_TRANSACTION_COLUMNS, r, strict=True)) for r in rows], facts
 
 

@@ -2,8 +2,9 @@
 ends: ``PackedRecords``.
 
 A record is a tuple of one shape (the caller's ``_flat`` fields); ``Kinds`` says which positions are ints
-(``None`` as ``NO_INT``), booleans (int8 codes 0, 1, -1 for ``None``), strings nearly always distinct (kept
-as they are) and the other strings, shared with ``sys.intern`` (methods, hosts, versions, user agents). By
+(``None`` as ``NO_INT``), floats (``None`` as NaN: no field stored so is ever NaN), booleans (int8 codes 0, 1,
+-1 for ``None``), strings nearly always distinct (kept as they are) and the other strings, shared with
+``sys.intern`` (methods, hosts, versions, user agents). By
 blocks of ``block_rows``: each block one column per field; a column whose block holds one value keeps it once
 (``numpy.broadcast_to``). About 0.15 KB per HTTP/1 exchange of a load test instead of 1.2 KB of parsed
 messages.
@@ -30,11 +31,12 @@ _BOOLS: tuple[bool | None, ...] = (False, True, None)  # a bool column's codes 0
 
 @dataclass(frozen=True, slots=True)
 class Kinds:
-    """Which fields of a record are ints, booleans and distinct strings (the rest: shared strings)."""
+    """Which fields of a record are ints, booleans, floats and distinct strings (the rest: shared strings)."""
 
     ints: frozenset[int]
     bools: frozenset[int]
     distinct: frozenset[int] = frozenset()
+    floats: frozenset[int] = frozenset()
 
 
 def pack(records: list[tuple[Any, ...]], kinds: Kinds) -> list[np.ndarray]:
@@ -42,10 +44,12 @@ def pack(records: list[tuple[Any, ...]], kinds: Kinds) -> list[np.ndarray]:
     block: list[np.ndarray] = []
     for k, values in enumerate(zip(*records, strict=True)):
         if values.count(values[0]) == len(values):  # one value (a load test's method, host, status...)
-            column = np.empty(1, dtype=np.int64 if k in kinds.ints else np.int8 if k in kinds.bools else object)
+            column = np.empty(1, dtype=np.int64 if k in kinds.ints else np.int8 if k in kinds.bools else
+                              np.float64 if k in kinds.floats else object)
             first = values[0]
             column[0] = (NO_INT if first is None else first) if k in kinds.ints else (
-                -1 if first is None else first) if k in kinds.bools else first
+                -1 if first is None else first) if k in kinds.bools else (
+                np.nan if first is None else first) if k in kinds.floats else first
             block.append(np.broadcast_to(column, (len(values),)))  # the one value, read as many times
         elif k in kinds.ints:
             try:
@@ -54,6 +58,11 @@ def pack(records: list[tuple[Any, ...]], kinds: Kinds) -> list[np.ndarray]:
                 block.append(np.array([NO_INT if v is None else v for v in values], dtype=np.int64))
         elif k in kinds.bools:
             block.append(np.array([-1 if v is None else v for v in values], dtype=np.int8))
+        elif k in kinds.floats:
+            try:
+                block.append(np.array(values, dtype=np.float64))
+            except TypeError:  # a None among them
+                block.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
         elif k in kinds.distinct:
             block.append(np.array(values, dtype=object))
         else:
@@ -71,6 +80,8 @@ def unpack(block: list[np.ndarray], kinds: Kinds) -> list[tuple[Any, ...]]:
                 values = [None if v == NO_INT else v for v in values]
         elif k in kinds.bools:
             values = [_BOOLS[v] for v in values]
+        elif k in kinds.floats and np.isnan(column).any():
+            values = [None if v != v else v for v in values]
         columns.append(values)
     return list(zip(*columns, strict=True))
 
@@ -79,8 +90,9 @@ def _row(block: list[np.ndarray], j: int, kinds: Kinds) -> tuple[Any, ...]:
     """Record ``j`` of a block made by ``pack``, as it was (``unpack`` of one row)."""
     values: list[Any] = []
     for k, column in enumerate(block):
-        v = column[j].item() if k in kinds.ints or k in kinds.bools else column[j]
-        values.append((None if v == NO_INT else v) if k in kinds.ints else _BOOLS[v] if k in kinds.bools else v)
+        v = column[j].item() if k in kinds.ints or k in kinds.bools or k in kinds.floats else column[j]
+        values.append((None if v == NO_INT else v) if k in kinds.ints else _BOOLS[v] if k in kinds.bools else
+                      (None if v != v else v) if k in kinds.floats else v)
     return tuple(values)
 
 

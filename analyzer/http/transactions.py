@@ -26,6 +26,7 @@ from typing import Any
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, keep_alive_params
 from analyzer.http.packing import Kinds, PackedRecords
+from analyzer.http.rows import TransactionRows
 
 CLIENT = 0
 SERVER = 1
@@ -302,7 +303,7 @@ class Http1Connection:
         """Both directions ended (FIN reached in sequence): finish parsing and keep only the results."""
         for parser in self.parsers:
             parser.feed(StreamChunk.empty(final=True))
-        rows, facts = self.transaction_rows("", server_ip, server_port)
+        rows, facts = self.transaction_rows(server_ip, server_port)
         return SealedHttp1(rows, facts, self.anomalies())
 
     # ----------------------------------------------------------------------------------------- results
@@ -329,13 +330,12 @@ class Http1Connection:
     def anomalies(self) -> list[tuple[int, str, str]]:
         return self.parsers[REQUEST].anomalies + self.parsers[RESPONSE].anomalies
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        """Rows for the transactions table (tuples in ``HTTP_TRANSACTION_COLUMNS`` order), and connection-level
-        HTTP facts. Called when the connection is done: it consumes the exchanges (the messages of those not
-        packed yet are freed as they are packed, a packed block as its rows are made, so that a connection
-        with a million requests does not hold both), so a second call gives no rows (the tracker's one
-        handler of connections without a byte has none)."""
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        """Rows for the transactions table (``TransactionRows``: with their responses' spans), and
+        connection-level HTTP facts. Called when the connection is done: it consumes the exchanges (the
+        messages of those not packed yet are freed as they are packed, a packed block as its rows are made,
+        so that a connection with a million requests does not hold both), so a second call gives no rows
+        (the tracker's one handler of connections without a byte has none)."""
         if len(self.pending) > MAX_PENDING_REQUESTS:
             self._trim_pending()  # still waiting at the end of the data
         protocol = self.protocol
@@ -353,8 +353,7 @@ class Http1Connection:
         requests = 0
         req_start: list[float] = []
         resp_end: list[float] = []
-        rows: list[tuple[Any, ...]] = []
-        spans: list[tuple[int, int] | None] = []  # per row: the response's [start, end) in the server stream
+        rows = TransactionRows()
         prev_end: float | None = None
         idle_max: float | None = None
         nan = float("nan")
@@ -387,17 +386,17 @@ class Http1Connection:
             if has_response:
                 resp_times: tuple[float | None, float | None] = (
                     f[_F_RESP_START] / 1e9, r_end / 1e9 if r_end is not None else None)
-                spans.append((f[_F_SPAN_START], f[_F_SPAN_END]))
+                span: tuple[int, int] | None = (f[_F_SPAN_START], f[_F_SPAN_END])
             else:
                 resp_times = (None, None)
-                spans.append(None)
-            rows.append((
-                uid, i + 1, None, f[_F_METHOD], f[_F_HOST], f[_F_TARGET], f[_F_VERSION], f[_F_RESP_VERSION],
+                span = None
+            rows.add((
+                i + 1, None, f[_F_METHOD], f[_F_HOST], f[_F_TARGET], f[_F_VERSION], f[_F_RESP_VERSION],
                 f[_F_STATUS], f[_F_REASON], *req_times, *resp_times, f[_F_REQ_BODY], f[_F_RESP_BODY],
                 idle_ms, pipelined, i > 0, f[_F_KEEP_ALIVE], f[_F_REQ_CONN], f[_F_RESP_CONN], f[_F_UA],
                 f[_F_CTYPE], f[_F_INTERIM], f[_F_REQ_COMPLETE], f[_F_RESP_COMPLETE], server_ip, server_port,
                 False,
-            ))
+            ), span)
         known_ends = [e for e in resp_end if e == e]
         facts = {
             "requests": requests,
@@ -407,7 +406,6 @@ class Http1Connection:
             "keep_alive_max": self.keep_alive_max,
             "last_response_end_ns": max(known_ends) if known_ends else None,
             "idle_max_ms": idle_max,
-            "response_spans": spans,
         }
         return rows, facts
 
@@ -421,7 +419,7 @@ class SealedHttp1:
     both FINs) are counted as one ``data_after_close`` anomaly.
     """
 
-    rows: list[tuple[Any, ...]]
+    rows: TransactionRows
     facts: dict[str, Any]
     http_anomalies: list[tuple[int, str, str]]
     late_bytes: int = 0
@@ -432,9 +430,8 @@ class SealedHttp1:
             self.late_bytes += int((chunk.end - chunk.start).sum())
             self.late_ts = self.late_ts or int(chunk.ts_ns[0])
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        return [(uid, *row[1:]) for row in self.rows], self.facts
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        return self.rows, self.facts
 
     def anomalies(self) -> list[tuple[int, str, str]]:
         if self.late_bytes:

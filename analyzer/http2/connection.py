@@ -2,7 +2,7 @@
 
 ``Http2Connection`` has the interface of ``analyzer.http.transactions.Http1Connection``: ``feed(direction,
 chunk)`` with the reassembled pieces of each direction (0 client → server, 1 server → client),
-``transaction_rows(uid, server_ip, server_port)`` and ``anomalies()``. It owns:
+``transaction_rows(server_ip, server_port)`` and ``anomalies()``. It owns:
 
 - frames: ``frames.FrameReader`` cuts each direction into frames; ``hyperframe`` parses their payloads, but
   for a HEADERS frame without padding or priority, whose header block fragment is its payload (hyperframe's
@@ -73,6 +73,7 @@ from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame,
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import Message
 from analyzer.http.packing import NO_INT, Kinds, PackedRecords
+from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import SealedHttp1
 from analyzer.http2.frames import (
     CONTINUATION,
@@ -363,7 +364,7 @@ class Http2Connection:
         """Both directions ended: finish and keep only the results (as ``Http1Connection.seal``)."""
         for d in (CLIENT, SERVER):
             self.feed(d, StreamChunk.empty(final=True))
-        rows, facts = self.transaction_rows("", server_ip, server_port)
+        rows, facts = self.transaction_rows(server_ip, server_port)
         return SealedHttp1(rows, facts, self.anomalies())
 
     # ------------------------------------------------------------------------------------- frame events
@@ -711,10 +712,9 @@ class Http2Connection:
             unfinished += sid[never].tolist()  # (only when packed at the end: closed streams are packed)
         return sorted(orphans), min(opened) if opened else None, sorted(unfinished)
 
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        """Rows for the transactions table (tuples in ``TRANSACTION_COLUMNS`` order), one per stream, and
-        the connection's HTTP facts (the keys of ``Http1Connection.transaction_rows`` and more)."""
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        """Rows for the transactions table (``TransactionRows``), one per stream, and the connection's HTTP
+        facts (the keys of ``Http1Connection.transaction_rows`` and more)."""
         streams: Iterable[_Stream]
         if self.packed is None:  # never packed (fewer than STREAM_PACK_EVERY streams at once)
             streams = sorted(self.streams.values(), key=lambda st: (st.open_ns, st.sid))
@@ -724,13 +724,12 @@ class Http2Connection:
             packed, self.packed, self.streams = self.packed, None, {}
             assert packed is not None
             streams = (_stream_of(f) for f in packed.flats(_S_OPEN, _S_SID))
-        rows: list[tuple[Any, ...]] = []
+        rows = TransactionRows()
         goaway = self.goaway_ns
         max_end: int | None = None  # latest end among earlier streams
         open_forever = False  # an earlier stream never ended
         idle_max: float | None = None
         resp_ends: list[int] = []
-        spans: list[tuple[int, int] | None] = []  # per row: the response's [start, end) in the server stream
         starts: list[int] = []  # per stream, for the most open at once
         ends: list[int] = []  # (NO_INT: never ended)
         pushed: list[bool] = []
@@ -772,9 +771,8 @@ class Http2Connection:
                 resp_complete = resp.end_ns is not None and resp.missing == 0 and not reset_before(resp.end_ns)
             if resp.end_ns is not None:
                 resp_ends.append(resp.end_ns)
-            spans.append((resp.head_off, resp.end_off) if 0 <= resp.head_off < resp.end_off else None)
-            rows.append((
-                uid, i + 1, s.sid, s.method, s.host, s.target,
+            rows.add((
+                i + 1, s.sid, s.method, s.host, s.target,
                 "HTTP/1.1" if s.upgraded else "HTTP/2" if s.request_seen else None,
                 "HTTP/2" if resp.seen else None, s.status, None,
                 _s(req.head_ns), _s(req.end_ns), _s(resp.head_ns), _s(resp.end_ns),
@@ -782,7 +780,7 @@ class Http2Connection:
                 resp.body_bytes if resp.seen else None,
                 idle_ms, pipelined, i > 0, keep_alive, None, None, s.user_agent, s.content_type,
                 s.interim, req_complete, resp_complete, server_ip, server_port, False,
-            ))
+            ), (resp.head_off, resp.end_off) if 0 <= resp.head_off < resp.end_off else None)
         start_at, end_at, is_pushed = (np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
                                        np.array(pushed, dtype=bool))
         facts: dict[str, Any] = {
@@ -798,7 +796,6 @@ class Http2Connection:
             "goaway": dict(self.goaways[0]) if self.goaways else None,
             "pushed_streams": int(is_pushed.sum()),
             "reset_streams": resets,
-            "response_spans": spans,
         }
         return rows, facts
 

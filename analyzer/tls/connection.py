@@ -35,13 +35,13 @@ with an anomaly (``tls_no_key``, ``tls_decrypt_unsupported``, ``tls_decrypt_fail
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from analyzer.flows.stream import StreamChunk
+from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import SealedHttp1
 from analyzer.tls.decrypt import RecordDecryptor
 from analyzer.tls.keylog import KeyLog
@@ -56,8 +56,7 @@ class InnerHandler(Protocol):
     """What the decrypted streams are fed to (``analyzer.dispatch.ConnectionHandler``)."""
 
     def feed(self, direction: int, chunk: StreamChunk) -> None: ...
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]: ...
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]: ...
     def anomalies(self) -> list[tuple[int, str, str]]: ...
 
 ALPN_PROTOCOLS = {"h2": "h2", "http/1.1": "http/1.1", "http/1.0": "http/1.0"}
@@ -140,7 +139,7 @@ class TlsConnection:
     def seal(self, server_ip: str, server_port: int) -> SealedHttp1:
         for d in (0, 1):
             self.observer.feed(d, StreamChunk.empty(final=True))
-        rows, facts = self.transaction_rows("", server_ip, server_port)
+        rows, facts = self.transaction_rows(server_ip, server_port)
         return SealedHttp1(rows, facts, self.anomalies())
 
     # ------------------------------------------------------------------------------------- decryption
@@ -226,26 +225,31 @@ class TlsConnection:
                             one * rec.ts_ns, one * rec.done_ns, (np.frombuffer(plain, dtype=np.uint8),))
         self.inner.feed(role, chunk)
 
-    def _tcp_span(self, span: tuple[int, int] | None) -> tuple[int, int] | None:
-        """A response's plaintext offsets → the TCP stream offsets of the records that carried it."""
+    def _tcp_spans(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Responses' plaintext offsets (-1: none) → the TCP stream offsets of the records that carried them
+        (-1 and -1: none)."""
         starts, rec_start, rec_end = self.server_map
-        if span is None or not starts or span[1] <= span[0]:
-            return None
-        a = bisect_right(starts, span[0]) - 1
-        b = bisect_right(starts, span[1] - 1) - 1
-        if a < 0 or b < 0:
-            return None
-        return rec_start[a], rec_end[b]
+        none = np.full(len(start), -1, dtype=np.int64)
+        if not starts:
+            return none, none.copy()
+        at = np.asarray(starts, dtype=np.int64)
+        a = np.searchsorted(at, start, side="right") - 1
+        b = np.searchsorted(at, end - 1, side="right") - 1
+        ok = (start >= 0) & (end > start) & (a >= 0) & (b >= 0)
+        tcp_start, tcp_end = none, none.copy()
+        tcp_start[ok] = np.asarray(rec_start, dtype=np.int64)[a[ok]]
+        tcp_end[ok] = np.asarray(rec_end, dtype=np.int64)[b[ok]]
+        return tcp_start, tcp_end
 
-    def _decrypted_rows(self, uid: str, server_ip: str, server_port: int, tf: TlsFacts
-                        ) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
+    def _decrypted_rows(self, server_ip: str, server_port: int, tf: TlsFacts
+                        ) -> tuple[TransactionRows, dict[str, Any]] | None:
         if self.inner is None or not any(self.plain_off):
             return None
         for role in (0, 1):
             self.inner.feed(role, StreamChunk.empty(final=True))
-        rows, facts = self.inner.transaction_rows(uid, server_ip, server_port)
+        rows, facts = self.inner.transaction_rows(server_ip, server_port)
+        rows.set_spans(*self._tcp_spans(*rows.spans()))
         facts = dict(facts)
-        facts["response_spans"] = [self._tcp_span(sp) for sp in facts.get("response_spans", [])]
         protocol = facts.get("protocol")
         facts["protocol"] = "h2" if protocol == "h2c" else protocol
         columns = tls_columns(tf)
@@ -256,17 +260,15 @@ class TlsConnection:
         return rows, facts
 
     # ----------------------------------------------------------------------------------------- results
-    def transaction_rows(self, uid: str, server_ip: str, server_port: int
-                         ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-        """Decrypted rows when the connection could be decrypted, else estimated rows
-        (``HTTP_TRANSACTION_COLUMNS`` order); and the connection facts."""
+    def transaction_rows(self, server_ip: str, server_port: int) -> tuple[TransactionRows, dict[str, Any]]:
+        """Decrypted rows when the connection could be decrypted, else estimated rows; and the connection
+        facts."""
         tf = self.observer.facts()
-        decrypted = self._decrypted_rows(uid, server_ip, server_port, tf)
+        decrypted = self._decrypted_rows(server_ip, server_port, tf)
         if decrypted is not None:
             return decrypted
         protocol = tls_protocol(tf)
-        rows: list[tuple[Any, ...]] = []
-        spans: list[tuple[int, int] | None] = []
+        rows = TransactionRows()
         idle_max: float | None = None
         last_end: int | None = None
         exchanges = tf.exchanges if protocol != "h2" else ()
@@ -281,15 +283,14 @@ class TlsConnection:
             prev_end = resp_end if resp_end is not None else ex.ts_request_end_ns
             if resp_end is not None:
                 last_end = resp_end if last_end is None else max(last_end, resp_end)
-            spans.append((ex.response_offset, ex.response_end_offset)
-                         if 0 <= ex.response_offset < ex.response_end_offset else None)
-            rows.append((
-                uid, i + 1, None, None, tf.sni, None, None, None, None, None,
+            rows.add((
+                i + 1, None, None, tf.sni, None, None, None, None, None,
                 ex.ts_request_start_ns / 1e9, ex.ts_request_end_ns / 1e9,
                 _s(ex.ts_response_start_ns), _s(resp_end),
                 None, None, idle_ms, None, i > 0, True if i + 1 < len(exchanges) else None,
                 None, None, None, None, 0, None, None, server_ip, server_port, True,
-            ))
+            ), (ex.response_offset, ex.response_end_offset)
+                if 0 <= ex.response_offset < ex.response_end_offset else None)
         facts: dict[str, Any] = {
             "requests": len(exchanges) if protocol != "h2" else None,
             "pipelined_max": None,
@@ -298,7 +299,6 @@ class TlsConnection:
             "keep_alive_max": None,
             "last_response_end_ns": last_end,
             "idle_max_ms": idle_max,
-            "response_spans": spans,
             "tls": tls_columns(tf),
             "tls_decrypted": False,
         }

@@ -1,0 +1,105 @@
+"""A connection's transaction rows as its protocol handler hands them to the records: ``TransactionRows``.
+
+Each row is a tuple in ``HTTP_TRANSACTION_COLUMNS`` order without the ``uid`` (given when the rows are read),
+added with the byte range its response took in the server's stream (``None``: no response, or not placed),
+which the TCP analysis needs before the rows are read. The first ``ROW_BLOCK`` rows stay as tuples; after
+that they are packed by blocks (``analyzer.http.packing``: numbers in numpy columns, strings shared), so
+that a connection with a million requests holds about 0.1 KB per row when it ends instead of 0.45 KB of
+tuples, and ``drain`` lets each block go as its rows are read: the records hand them on to be compacted a
+slice at a time. It knows the column schema, nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from analyzer.http.packing import Kinds, pack, unpack
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS
+
+#: Rows kept as tuples before they are packed; then packed by blocks of this many.
+ROW_BLOCK = 2048
+
+_FIELDS = list(HTTP_TRANSACTION_COLUMNS)[1:]  # a row's fields: the columns but the uid
+_KINDS = Kinds(ints=frozenset(k for k, name in enumerate(_FIELDS) if HTTP_TRANSACTION_COLUMNS[name] == "Int64"),
+               bools=frozenset(k for k, name in enumerate(_FIELDS) if HTTP_TRANSACTION_COLUMNS[name] == "boolean"),
+               floats=frozenset(k for k, name in enumerate(_FIELDS) if HTTP_TRANSACTION_COLUMNS[name] == "float64"),
+               distinct=frozenset((_FIELDS.index("target"),)))
+_RESPONSE_START = _FIELDS.index("ts_response_start")
+_RESPONSE_END = _FIELDS.index("ts_response_end")
+
+
+class TransactionRows:
+    """The rows of one connection, in the order they were added, with their responses' spans."""
+
+    __slots__ = ("_blocks", "_count", "_fresh", "_seen_s", "_span_end", "_span_start")
+
+    def __init__(self) -> None:
+        self._fresh: list[tuple[Any, ...]] = []
+        self._blocks: list[list[np.ndarray]] = []
+        self._count = 0
+        self._span_start = array("q")  # -1: no span
+        self._span_end = array("q")
+        self._seen_s = array("d")  # the response's end, else its start (seconds; NaN: none)
+
+    def add(self, row: tuple[Any, ...], span: tuple[int, int] | None) -> None:
+        """A row (``HTTP_TRANSACTION_COLUMNS`` order without the uid) and its response's ``[start, end)`` in
+        the server's stream."""
+        self._fresh.append(row)
+        self._count += 1
+        start, end = span if span is not None else (-1, -1)
+        self._span_start.append(start)
+        self._span_end.append(end)
+        seen = row[_RESPONSE_END]
+        if seen is None:
+            seen = row[_RESPONSE_START]
+        self._seen_s.append(float("nan") if seen is None else seen)
+        if len(self._fresh) >= ROW_BLOCK:
+            self._blocks.append(pack(self._fresh, _KINDS))
+            self._fresh = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: its response's span start and end in the server's stream (-1 and -1: none)."""
+        return np.array(self._span_start, dtype=np.int64), np.array(self._span_end, dtype=np.int64)
+
+    def span_parts(self, starts: array[int], ends: array[int], seen_s: array[float]) -> None:
+        """Append the rows' spans and ``response_seen_s`` to these (a batch of connections gathered at C
+        speed: one ``numpy`` call per batch, not three per connection)."""
+        starts.extend(self._span_start)
+        ends.extend(self._span_end)
+        seen_s.extend(self._seen_s)
+
+    def set_spans(self, start: np.ndarray, end: np.ndarray) -> None:
+        """Replace the spans (one per row; -1 and -1: none): a TLS connection's plaintext offsets become
+        those of the TCP stream."""
+        assert len(start) == len(end) == self._count
+        self._span_start = array("q", np.asarray(start, dtype=np.int64).tobytes())
+        self._span_end = array("q", np.asarray(end, dtype=np.int64).tobytes())
+
+    def response_seen_s(self) -> np.ndarray:
+        """Per row: when its response was last seen, its end or else its start (epoch seconds; NaN: none)."""
+        return np.array(self._seen_s, dtype=np.float64)
+
+    def rows(self, uid: str) -> list[tuple[Any, ...]]:
+        """Every row with its ``uid``, as a list (what is held stays)."""
+        out = [(uid, *row) for block in self._blocks for row in unpack(block, _KINDS)]
+        out.extend((uid, *row) for row in self._fresh)
+        return out
+
+    def drain(self, uid: str) -> Iterator[tuple[Any, ...]]:
+        """Every row with its ``uid``, each block let go as it is read: the rows are read once."""
+        blocks, fresh = self._blocks, self._fresh
+        self._blocks, self._fresh = [], []
+        for b in range(len(blocks)):
+            block, blocks[b] = blocks[b], []
+            for row in unpack(block, _KINDS):
+                yield (uid, *row)
+            del block
+        for row in fresh:
+            yield (uid, *row)
