@@ -244,10 +244,15 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     pos = np.searchsorted(conns.serials[order_c], rows["serial"])
     c = order_c[np.minimum(pos, max(n_conn - 1, 0))] if n_conn else np.zeros(0, np.int64)
     n = len(c)
-    # rows must be grouped by connection in capture order: re-sort by connection index (stable)
-    by_c = np.argsort(c, kind="stable")
-    r = {k: v[by_c] for k, v in rows.items()}
-    c = c[by_c]
+    # rows must be grouped by connection in capture order: re-sort by connection index (stable), unless they
+    # are (one connection: a copy of its log less)
+    if n and not (c[1:] >= c[:-1]).all():
+        by_c = np.argsort(c, kind="stable")
+        r = {k: v[by_c] for k, v in rows.items()}
+        c = c[by_c]
+    else:
+        by_c, r = np.arange(n), rows
+    del pos
     d = (r["lo"] != conns.client_is_lo[c]).astype(np.int64)  # 0 client→server, 1 server→client
     g = 2 * c + d
     ts, flags, seq, seglen, ack, win = r["ts"], r["flags"].astype(np.int64), r["seq"], r["seglen"], r["ack"], r["win"]
@@ -277,6 +282,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
             prev_last[0] = -1
         ok = (d == 1 - dd) & (prev_last >= conn_first)
         rev[ok] = prev_last[ok]
+    del idx, last, prev_last, ok, conn_first, pp, prev_same  # (a log of a million packets: 8 MB each)
     has_rev = rev >= 0
     rv = np.maximum(rev, 0)
 
@@ -292,6 +298,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     base = cs[run_start] - gs_dup[run_start]
     dupnum = np.empty(n, dtype=np.int64)
     dupnum[order_g] = cs - base
+    del brk, gs_dup, run, cs, run_start, base
 
     zero_window = (win == 0) & ~sfr
     # window scaling: the SYN of each direction says (Wireshark: both SYNs must carry the option)
@@ -301,6 +308,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     rev_win = np.where(has_rev, win[rv], -1)
     window_full = ((seglen > 0) & (rev_scale != -1) & has_rev & (rev_ack != NO_VALUE) & ~sfr
                    & (seq + seglen == rev_ack + (rev_win << np.maximum(rev_scale, 0))))
+    del rev_scale, rev_win, win_prev, ack_prev
 
     cand = ((seglen > 0) | syn | fin) & ~keepalive
     # not advancing: starts below the highest sequence number sent, unless it adds more than one byte right
@@ -314,6 +322,7 @@ def analyze(rows: dict[str, np.ndarray], conns: ConnInputs, spans: Spans) -> Tcp
     ooo = cand & ~spurious & ~fast & not_adv & (ts - nst < ooo_thres) & (nextseq != end)
     rtx = (cand & not_adv & ~ooo) | spurious
     backwards = rtx | ooo  # resent or late: not new data
+    del nst, ooo_thres, nextseq, nextseq_row, rev, rv, rev_ack, dupnum
 
     def per_conn(mask: B) -> I64:
         return np.bincount(c[mask], minlength=n_conn).astype(np.int64)
@@ -471,6 +480,8 @@ def _flights(c: I64, d: I64, ts: I64, seq: I64, seglen: I64, ack: I64, r: dict[s
     nr, ns = rows[new], sp[new]
     fst = _segment_starts(ns)
     first_ts[ns[fst]] = ts[nr[fst]]
+    del data, span_of, cv, s_end, valid, rows, sp, o, new, reach, first_of_span, round_start, span_block, rnd, key
+    del fs, f_id, nr, ns, fst
     return _warmth(out, spans, conns, c, d, ts, seglen, first_ts)
 
 
