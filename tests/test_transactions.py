@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Message
+from analyzer.http.packing import NO_INT
 from analyzer.http.transactions import Http1Connection, connection_persists, pipelined_max
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 from tests.handler_rows import transaction_rows
@@ -147,7 +147,10 @@ def test_keep_alive_column_from_parsed_messages(request_bytes: bytes, response_b
 
 
 def _pm(starts: list[float], ends: list[float]) -> int:
-    return pipelined_max(np.array(starts, dtype=float), np.array(ends, dtype=float))
+    """``pipelined_max`` of times in ns given as floats (NaN: none)."""
+    def ns(values: list[float]) -> list[int]:
+        return [int(v) if v == v else NO_INT for v in values]
+    return pipelined_max(ns(starts), ns(ends))
 
 
 @pytest.mark.parametrize(("starts", "ends", "want"), [
@@ -434,6 +437,40 @@ def test_a_long_keep_alive_connection_holds_its_exchanges_packed() -> None:
     rows, facts = _rows(t.conn)
     assert len(rows) == facts["requests"] == t.conn.exchanges_seen == n
     assert [r["target"] for r in rows[:2]] == ["/0", "/1"] and rows[-1]["trans_depth"] == n
+
+
+def test_a_long_connection_s_rows_are_packed_as_they_are_made() -> None:
+    """The rows of 20,000 exchanges (``TransactionRows``): packed by blocks of ``ROW_BLOCK``, they hold under
+    130 B a row (107: the distinct targets, and times and sizes in numpy columns; tuples held 450), and
+    making them from the packed exchanges needs under 260 B a row at the peak (285 with the lists
+    ``pipelined_max`` read). ``tests/test_chunking.py`` checks that packed rows read back as they were."""
+    import tracemalloc
+
+    from analyzer.http.rows import ROW_BLOCK
+
+    headers = b"".join(b"X-Header-%d: %s\r\n" % (k, b"v" * 40) for k in range(10))
+    t = Timeline()
+    n = 20_000
+    for i in range(n):
+        t.at(i * MS, CLIENT, _get(f"/{i}", b"User-Agent: test\r\n" + headers))
+        t.at(i * MS + MS // 2, SERVER, OK)
+    for d in (CLIENT, SERVER):
+        t.conn.feed(d, StreamChunk.empty(final=True))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        rows, facts = t.conn.transaction_rows("192.0.2.1", 80)
+        with_rows, peak = tracemalloc.get_traced_memory()
+        count = len(rows)
+        del rows
+        rows_bytes = with_rows - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert count == facts["requests"] == n
+    assert n > 4 * ROW_BLOCK
+    print(f"{rows_bytes / n:.0f} B per row held, {(peak - base) / n:.0f} at the peak")
+    assert rows_bytes / n < 130, f"{rows_bytes / n:.0f} B per row"
+    assert (peak - base) / n < 260, f"{(peak - base) / n:.0f} B per row at the peak"
 
 
 def test_requests_of_one_chunk_wait_for_its_responses_whatever_their_number(monkeypatch: pytest.MonkeyPatch
