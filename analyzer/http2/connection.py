@@ -59,6 +59,7 @@ import base64
 import binascii
 import re
 import struct
+from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -729,10 +730,9 @@ class Http2Connection:
         max_end: int | None = None  # latest end among earlier streams
         open_forever = False  # an earlier stream never ended
         idle_max: float | None = None
-        resp_ends: list[int] = []
-        starts: list[int] = []  # per stream, for the most open at once
-        ends: list[int] = []  # (NO_INT: never ended)
-        pushed: list[bool] = []
+        last_response_end: int | None = None
+        starts, ends = array("q"), array("q")  # per stream, for the most open at once (NO_INT: never ended)
+        pushed = array("b")
         requests = resets = 0
         for i, s in enumerate(streams):
             start = s.start_ns
@@ -769,8 +769,8 @@ class Http2Connection:
             resp_complete: bool | None = None
             if resp.seen or s.reset_ns is not None:
                 resp_complete = resp.end_ns is not None and resp.missing == 0 and not reset_before(resp.end_ns)
-            if resp.end_ns is not None:
-                resp_ends.append(resp.end_ns)
+            if resp.end_ns is not None and (last_response_end is None or resp.end_ns > last_response_end):
+                last_response_end = resp.end_ns
             rows.add((
                 i + 1, s.sid, s.method, s.host, s.target,
                 "HTTP/1.1" if s.upgraded else "HTTP/2" if s.request_seen else None,
@@ -781,15 +781,15 @@ class Http2Connection:
                 idle_ms, pipelined, i > 0, keep_alive, None, None, s.user_agent, s.content_type,
                 s.interim, req_complete, resp_complete, server_ip, server_port, False,
             ), (resp.head_off, resp.end_off) if 0 <= resp.head_off < resp.end_off else None)
-        start_at, end_at, is_pushed = (np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
-                                       np.array(pushed, dtype=bool))
+        start_at, end_at = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+        is_pushed = np.array(pushed, dtype=bool)
         facts: dict[str, Any] = {
             "requests": requests,
             "pipelined_max": _max_open(start_at[~is_pushed], end_at[~is_pushed]),
             "protocol": self.protocol,
             "keep_alive_timeout_s": None,
             "keep_alive_max": None,
-            "last_response_end_ns": max(resp_ends) if resp_ends else None,
+            "last_response_end_ns": last_response_end,
             "idle_max_ms": idle_max,
             "max_concurrent_streams": _max_open(start_at, end_at),
             "settings": {"client": dict(self.settings[CLIENT]), "server": dict(self.settings[SERVER])},
