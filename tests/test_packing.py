@@ -1,8 +1,10 @@
 """``analyzer.http.packing``: records packed into columns come back as they were, in key order, without
-those taken back out; ``values`` gives a field of the records held."""
+those taken back out; ``values`` gives a field of the records held. ``analyzer.http.rows``: a connection's
+transaction rows come back as they were added."""
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.http.packing import NO_INT, Kinds, PackedRecords, pack, unpack
+from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
 KINDS = Kinds(ints=frozenset((0, 1, 2)), bools=frozenset((3,)), distinct=frozenset((5,)))
 # (key, id, size or None, flag or None, shared string or None, distinct string)
@@ -51,3 +54,58 @@ def test_a_value_the_whole_block_repeats_is_kept_once() -> None:
         True, False, True, True, True, False]
     assert unpack(block, KINDS) == rows
     assert sum(np.asarray(c).nbytes for c in block if c.strides != (0,)) == 2 * 8 * 1000
+
+
+# ---------------------------------------------------------------------------------- TransactionRows
+
+_FIELDS = list(HTTP_TRANSACTION_COLUMNS)[1:]
+
+
+def _value(dtype: str, name: str) -> st.SearchStrategy[Any]:
+    if dtype == "Int64":
+        return st.none() | st.integers(-(2**62), 2**62)
+    if dtype == "float64":  # epoch seconds, durations (never NaN: NaN stores None)
+        return st.none() | st.floats(allow_nan=False, allow_infinity=False)
+    if dtype == "boolean":
+        return st.none() | st.booleans()
+    if name == "target":
+        return st.text(max_size=6)
+    return st.none() | st.sampled_from(["GET", "HTTP/1.1", "text/html"])
+
+
+_row = st.tuples(*(_value(HTTP_TRANSACTION_COLUMNS[name], name) for name in _FIELDS))
+_span = st.none() | st.tuples(st.integers(0, 10**12), st.integers(-1, 10**12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(added=st.lists(st.tuples(_row, _span), max_size=30), block=st.integers(1, 7))
+def test_transaction_rows_come_back_as_added(added: list[tuple[tuple[Any, ...], tuple[int, int] | None]],
+                                             block: int) -> None:
+    """Rows packed by blocks of ``block`` (ints exact, floats exact, ``None`` kept apart from 0, False and
+    NaN) come back as they were added, with their uid, from ``rows`` (which keeps them) and then ``drain``;
+    the spans and response times are the rows'."""
+    from analyzer.http import rows as rows_module
+
+    want = [("C", *row) for row, _ in added]
+    old = rows_module.ROW_BLOCK
+    rows_module.ROW_BLOCK = block
+    try:
+        rows = rows_module.TransactionRows()
+        for row, span in added:
+            rows.add(row, span)
+    finally:
+        rows_module.ROW_BLOCK = old
+    assert len(rows) == len(added)
+    for got in (rows.rows("C"), list(rows.drain("C"))):
+        assert got == want
+        assert all(type(a) is type(b) for g, w in zip(got, want, strict=True) for a, b in zip(g, w, strict=True)
+                   if not isinstance(b, float))
+    start, end = rows.spans()
+    assert [(s, e) if s >= 0 else None for s, e in zip(start.tolist(), end.tolist(), strict=True)] == [
+        span for _, span in added]
+    starts, ends, seen = array("q"), array("q"), array("d")
+    rows.span_parts(starts, ends, seen)
+    resp_start, resp_end = _FIELDS.index("ts_response_start"), _FIELDS.index("ts_response_end")
+    for s, (row, _) in zip(seen, added, strict=True):
+        expected = row[resp_end] if row[resp_end] is not None else row[resp_start]
+        assert (s != s) if expected is None else s == expected

@@ -2,11 +2,12 @@
 
 Each row is a tuple in ``HTTP_TRANSACTION_COLUMNS`` order without the ``uid`` (given when the rows are read),
 added with the byte range its response took in the server's stream (``None``: no response, or not placed),
-which the TCP analysis needs before the rows are read. The first ``ROW_BLOCK`` rows stay as tuples; after
-that they are packed by blocks (``analyzer.http.packing``: numbers in numpy columns, strings shared), so
+which the TCP analysis needs before the rows are read, and when the response was last seen (its end, else
+its start), which says whether the segment log still covered it. Rows wait as tuples until ``ROW_BLOCK`` of
+them are held, then become a block (``analyzer.http.packing``: numbers in numpy columns, strings shared), so
 that a connection with a million requests holds about 0.1 KB per row when it ends instead of 0.45 KB of
-tuples, and ``drain`` lets each block go as its rows are read: the records hand them on to be compacted a
-slice at a time. It knows the column schema, nothing of HTTP.
+tuples (``tests/test_transactions.py``), and ``drain`` lets each block go as its rows are read: the records
+hand them on to be compacted a slice at a time. It knows the column schema, nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ class TransactionRows:
         return np.array(self._span_start, dtype=np.int64), np.array(self._span_end, dtype=np.int64)
 
     def span_parts(self, starts: array[int], ends: array[int], seen_s: array[float]) -> None:
-        """Append the rows' spans and ``response_seen_s`` to these (a batch of connections gathered at C
-        speed: one ``numpy`` call per batch, not three per connection)."""
+        """Append the rows' span starts and ends (-1: none) and when their responses were last seen (epoch
+        seconds, NaN: none) to these: a batch of connections gathered at C speed, one ``numpy`` call per
+        batch, not three per connection."""
         starts.extend(self._span_start)
         ends.extend(self._span_end)
         seen_s.extend(self._seen_s)
@@ -81,10 +83,6 @@ class TransactionRows:
         assert len(start) == len(end) == self._count
         self._span_start = array("q", np.asarray(start, dtype=np.int64).tobytes())
         self._span_end = array("q", np.asarray(end, dtype=np.int64).tobytes())
-
-    def response_seen_s(self) -> np.ndarray:
-        """Per row: when its response was last seen, its end or else its start (epoch seconds; NaN: none)."""
-        return np.array(self._seen_s, dtype=np.float64)
 
     def rows(self, uid: str) -> list[tuple[Any, ...]]:
         """Every row with its ``uid``, as a list (what is held stays)."""
