@@ -113,19 +113,27 @@ class SegmentLog:
 
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
-        ``analyze`` groups them). Chunk by chunk: the log is never copied whole."""
+        ``analyze`` groups them). Chunk by chunk, each chunk's remnant replacing it at once, and remnants
+        merged a column at a time: the log is never copied whole (twenty long connections finishing
+        together at a capture's end, 8,000,000 rows logged: each pop held a copy of the rest, 0.7 GB)."""
         taken: list[dict[str, np.ndarray]] = []
-        kept: list[dict[str, np.ndarray]] = []
-        for ch in self._chunks:
+        chunks = self._chunks
+        for i, ch in enumerate(chunks):
             take = np.isin(ch["serial"], serials)
             if not take.any():
-                kept.append(ch)
                 continue
             taken.append({k: v[take] for k, v in ch.items()})
-            if not take.all():
-                kept.append({k: v[~take] for k, v in ch.items()})
+            keep = ~take
+            chunks[i] = {k: v[keep] for k, v in ch.items()} if keep.any() else {}
+            del ch
+        kept = [ch for ch in chunks if ch]
         if len(kept) > MAX_LOG_CHUNKS:  # many small remnants: one array per column again
-            kept = [{k: np.concatenate([ch[k] for ch in kept]) for k in LOG_DTYPES}]
+            merged: dict[str, np.ndarray] = {}
+            for k in LOG_DTYPES:
+                merged[k] = np.concatenate([ch[k] for ch in kept])
+                for ch in kept:
+                    del ch[k]
+            kept = [merged]
         self._chunks = kept
         self.rows = sum(len(ch["serial"]) for ch in kept)
         if not taken:
