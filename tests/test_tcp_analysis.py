@@ -358,3 +358,68 @@ def test_tcp_columns_go_to_the_rows_of_their_own_connection(tmp_path: Path, wind
     for port in (40002, 40004):
         assert by_port[port]["warmth"].tolist() == ["cold", "warm"]
         assert by_port[port]["rounds"].tolist() == [1, 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks=st.lists(st.lists(st.integers(0, 5), max_size=12), max_size=30),
+       pops=st.lists(st.lists(st.integers(0, 5), max_size=3), max_size=6), max_chunks=st.integers(4, 12))
+def test_segment_log_pops_the_rows_of_its_connections_in_capture_order(
+        chunks: list[list[int]], pops: list[list[int]], max_chunks: int) -> None:
+    """Rows appended chunk by chunk (serials) come back out by connection, in the order appended, and what
+    is left stays; many remnants are merged (at most ``MAX_LOG_CHUNKS`` kept) without changing the order."""
+    from analyzer.flows import tcpanalysis
+
+    old = tcpanalysis.MAX_LOG_CHUNKS
+    tcpanalysis.MAX_LOG_CHUNKS = max_chunks
+    try:
+        log = tcpanalysis.SegmentLog()
+        every: list[tuple[int, int]] = []  # (serial, frame) in capture order
+        for serials in chunks:
+            frames = list(range(len(every), len(every) + len(serials)))
+            every += list(zip(serials, frames, strict=True))
+            # one buffer for every column of the chunk, as the tracker's columns may be
+            block = np.zeros((len(LOG_DTYPES), len(serials)), dtype=np.int64)
+            block[0], block[1] = serials, frames
+            log.append({k: block[0] if k == "serial" else block[1] if k == "frame" else block[2]
+                        for k in LOG_DTYPES})
+        for popped in pops:
+            got = log.pop(np.array(popped, dtype=np.int64))
+            want = [(s, f) for s, f in every if s in popped]
+            assert list(zip(got["serial"].tolist(), got["frame"].tolist(), strict=True)) == want
+            every = [(s, f) for s, f in every if s not in popped]
+            assert log.rows == len(every)
+            assert len(log._chunks) <= max_chunks
+        rest = log.pop(np.arange(6, dtype=np.int64))
+        assert list(zip(rest["serial"].tolist(), rest["frame"].tolist(), strict=True)) == every
+    finally:
+        tcpanalysis.MAX_LOG_CHUNKS = old
+
+
+def test_merging_the_segment_log_lets_each_chunk_go_as_it_is_merged() -> None:
+    """200 chunks whose columns share one buffer each, popped down to remnants and merged: the merge holds
+    a few chunks' worth more than the log at most (it held all of it twice: a chunk's buffer is freed only
+    when every column of it is let go)."""
+    import tracemalloc
+
+    from analyzer.flows import tcpanalysis
+
+    log = tcpanalysis.SegmentLog()
+    per_chunk = 20_000
+    tracemalloc.start()
+    try:
+        for i in range(200):
+            block = np.zeros((len(LOG_DTYPES), per_chunk), dtype=np.int64)
+            block[0, : per_chunk // 10] = 1  # a tenth of each chunk belongs to connection 1
+            block[1] = np.arange(i * per_chunk, (i + 1) * per_chunk)
+            log.append({k: block[0] if k == "serial" else block[1] if k == "frame" else block[2]
+                        for k in LOG_DTYPES})
+            del block
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        log.pop(np.array([1], dtype=np.int64))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    rest_bytes = 200 * per_chunk * 9 // 10 * sum(np.dtype(t).itemsize for t in LOG_DTYPES.values())
+    assert len(log._chunks) <= tcpanalysis.MAX_LOG_CHUNKS and log.rows == 200 * per_chunk * 9 // 10
+    assert peak - before < rest_bytes // 4, f"{(peak - before) / rest_bytes:.2f} of the log's size on top"

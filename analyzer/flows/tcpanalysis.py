@@ -114,8 +114,8 @@ class SegmentLog:
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
         ``analyze`` groups them). Chunk by chunk, each chunk's remnant replacing it at once, and remnants
-        merged a column at a time: the log is never copied whole (twenty long connections finishing
-        together at a capture's end, 8,000,000 rows logged: each pop held a copy of the rest, 0.7 GB)."""
+        merged a few chunks at a time: the log is never copied whole (twenty long connections finishing
+        together at a capture's end, 8,000,000 rows logged: a pop held a copy of the rest, 0.7 GB)."""
         taken: list[dict[str, np.ndarray]] = []
         chunks = self._chunks
         for i, ch in enumerate(chunks):
@@ -127,18 +127,32 @@ class SegmentLog:
             chunks[i] = {k: v[keep] for k, v in ch.items()} if keep.any() else {}
             del ch
         kept = [ch for ch in chunks if ch]
-        if len(kept) > MAX_LOG_CHUNKS:  # many small remnants: one array per column again
-            merged: dict[str, np.ndarray] = {}
-            for k in LOG_DTYPES:
-                merged[k] = np.concatenate([ch[k] for ch in kept])
-                for ch in kept:
-                    del ch[k]
-            kept = [merged]
+        del chunks
+        self._chunks = []  # the remnants are held by ``kept`` only: merged, each is let go in turn
+        if len(kept) > MAX_LOG_CHUNKS:  # many small remnants: merged into a quarter as many chunks
+            kept = _merged(kept, MAX_LOG_CHUNKS // 4)
         self._chunks = kept
         self.rows = sum(len(ch["serial"]) for ch in kept)
         if not taken:
             return {k: np.zeros(0, dtype=t) for k, t in LOG_DTYPES.items()}
         return taken[0] if len(taken) == 1 else {k: np.concatenate([ch[k] for ch in taken]) for k in LOG_DTYPES}
+
+
+def _merged(chunks: list[dict[str, np.ndarray]], groups: int) -> list[dict[str, np.ndarray]]:
+    """Consecutive ``chunks`` (consumed) concatenated into about ``groups`` chunks, each group's arrays let
+    go as its merged chunk is made (a chunk's columns may share one buffer: a column alone frees nothing)."""
+    target = -(-sum(len(ch["serial"]) for ch in chunks) // groups)
+    out: list[dict[str, np.ndarray]] = []
+    group: list[dict[str, np.ndarray]] = []
+    size = 0
+    for i in range(len(chunks)):
+        ch, chunks[i] = chunks[i], {}
+        group.append(ch)
+        size += len(ch["serial"])
+        if size >= target or i == len(chunks) - 1:
+            out.append({k: np.concatenate([g[k] for g in group]) for k in LOG_DTYPES})
+            group, size = [], 0
+    return out
 
 
 @dataclass(slots=True)
