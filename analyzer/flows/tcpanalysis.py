@@ -98,16 +98,13 @@ class SegmentLog:
 
     def discard(self, serial: int, lo: bool) -> int:
         """Forget the rows one endpoint of a connection sent so far (its sequence space was abandoned);
-        returns how many."""
-        kept = []
+        returns how many. Each chunk with such rows is replaced by its remnant at once (as ``pop``)."""
         dropped = 0
-        for ch in self._chunks:
+        for i, ch in enumerate(self._chunks):
             drop = (ch["serial"] == serial) & (ch["lo"] == lo)
             if drop.any():
                 dropped += int(np.count_nonzero(drop))
-                ch = {k: v[~drop] for k, v in ch.items()}
-            kept.append(ch)
-        self._chunks = kept
+                self._chunks[i] = {k: v[~drop] for k, v in ch.items()}
         self.rows -= dropped
         return dropped
 
