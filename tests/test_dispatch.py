@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 import pytest
+from handler_rows import transaction_rows
 from hyperframe.frame import SettingsFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import Http2Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 from analyzer.tls.connection import TlsConnection
-from tests.handler_rows import transaction_rows
 
 COL = {name: i for i, name in enumerate(HTTP_TRANSACTION_COLUMNS)}
 NO_OWN = ("h2_upgrade", "connect_tunnel")  # handlers made from an HTTP/1 start, not from the first byte

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from handler_rows import transaction_rows
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Http1Parser, Message, header_end, keep_alive_params
 from analyzer.http.transactions import Http1Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
-from tests.handler_rows import transaction_rows
 
 CLIENT, SERVER = 0, 1
 

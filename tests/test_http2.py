@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from handler_rows import transaction_rows
 from hpack import Encoder
 from hyperframe.frame import (
     ContinuationFrame,
@@ -60,7 +61,6 @@ from analyzer.http2 import PREFACE, H2cUpgrade, Http2Connection
 from analyzer.http2 import frames as h2frames
 from analyzer.http2.frames import find_boundary
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS, TRANSACTION_COLUMNS
-from tests.handler_rows import transaction_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from handler_rows import transaction_rows
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
@@ -39,7 +40,6 @@ from analyzer.errors import CaptureFormatError
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.transactions import Http1Connection
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
-from tests.handler_rows import transaction_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ZEEK_HTTP = ROOT.parent / "shared" / "corpus" / "zeek" / "http"

@@ -334,8 +334,9 @@ def test_tcp_columns_go_to_the_rows_of_their_own_connection(tmp_path: Path, wind
     between two whose responses were: the TCP columns go to the answered ones' rows, in their order, and the
     unanswered rows have none (``records._transactions`` matches each response's span to its connection
     and row, its results made lists ``window`` spans at a time)."""
+    from hostile_capture import _Connection, _response, _Writer
+
     from analyzer import records
-    from tests.hostile_capture import _Connection, _response, _Writer
 
     monkeypatch.setattr(records, "_WINDOW", window)
 

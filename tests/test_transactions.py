@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from handler_rows import transaction_rows
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Message
 from analyzer.http.packing import NO_INT
 from analyzer.http.transactions import Http1Connection, connection_persists, pipelined_max
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
-from tests.handler_rows import transaction_rows
 
 CLIENT, SERVER = 0, 1
 MS = 1_000_000  # ns
