@@ -617,6 +617,23 @@ def test_reordering_and_duplication_across_small_batches(tmp: Path, spec: ConvSp
     check_analysis(a, conv, times=False)
 
 
+@pytest.mark.parametrize("chunk", [13, 1000])
+def test_a_late_duplicate_does_not_hold_the_request_behind_it(tmp: Path, chunk: int) -> None:
+    """Found by ``test_reordering_and_duplication_across_small_batches``: a request sent as ``G`` then the
+    rest, a copy of ``G`` captured after the response, and a hole in the response held to the next chunk.
+    The connection is held from the hole's time on; the late copy of ``G`` sorts before the rest of the
+    request (by sequence number), which was captured earlier, and holding from it on held the request too:
+    the response was parsed first and became an orphan (``response_before_request``)."""
+    spec = ConvSpec((ExchangeSpec("GET", "/", 200, Body("none"), Body("length", 187)),), "1.1", "client_fin",
+                    True, False, client_isn=0, server_isn=0, fin_on_data=False, splits=(0.3, 0.0))
+    conv = _build(spec)
+    segs = duplicate(reorder(segments(conv, [[1], [], [1, 2, 3, 4]]), [5215]), [(0, 5)])
+    assert [(s.direction, s.off, len(s.data)) for s in segs[8:14]] == [
+        (1, 80, 1), (0, 0, 1), (1, 81, 1), (1, 82, 1), (1, 84, 183), (1, 83, 1)]  # the copy; the hole at 83
+    a = _analyze(conv, segs, tmp, f"late-dup-{chunk}.pcap", chunk_packets=chunk)
+    check_analysis(a, conv, times=False)
+
+
 @settings(max_examples=_n(20), deadline=None, suppress_health_check=SLOW)
 @given(spec=conv_specs(), data=st.data())
 def test_small_batches_keep_transactions_and_times(tmp: Path, spec: ConvSpec, data: st.DataObject) -> None:

@@ -123,7 +123,9 @@ def reassemble(
                 t_hold = np.full(n_groups // 2 + 1, big, dtype=np.int64)
                 hs = np.nonzero(held_sorted)[0]
                 np.minimum.at(t_hold, g[hs] // 2, ts_sorted[hs])
-                late = ts_sorted >= t_hold[g // 2]
+                # (a late copy of bytes already there brings nothing: holding it would hold the rows
+                # sorted after it, captured earlier, and part a request from the response it precedes)
+                late = (ts_sorted >= t_hold[g // 2]) & (e > prev)
                 if final_group is not None:
                     late &= ~final_group[g]
                 li = np.nonzero(late)[0]
