@@ -323,6 +323,39 @@ def test_avoidable_needs_idle_open_and_keep_alive() -> None:
     assert judged(_conn("c", 2, API, 80, 2.0, 5.0), closing) == []
 
 
+_INSTANTS = st.sampled_from([0.0, 1.0, 1.5, 2.0, 3.0, 4.0])  # few: openings on interval bounds, ties of ends
+
+
+@settings(max_examples=300, deadline=None)
+@given(conns=st.lists(st.tuples(st.sampled_from([API, API, LEGACY]), st.sampled_from([CLIENT, CLIENT, "10.0.0.2"]),
+                                _INSTANTS, st.sampled_from([2.0, 4.0, 9.0]), st.sampled_from([True, True, False]),
+                                st.booleans()), min_size=2, max_size=6),
+       exchanges=st.lists(st.tuples(st.integers(0, 5), _INSTANTS, st.sampled_from([0.5, 1.0]),
+                                    st.sampled_from([True, True, False])), max_size=16))
+def test_avoidable_connections_read_only_the_intervals_holding_an_opening(
+        conns: list[tuple[str, str, float, float, bool, bool]], exchanges: list[tuple[int, float, float, bool]]
+) -> None:
+    """``avoidable_connections`` leaves out the idle intervals in which no connection of their key opened
+    (``_holding_an_open``); the table (which connections, their reusable connection and its idle time) is
+    what every interval gives."""
+    from unittest import mock
+
+    from analyzer.metrics import reuse
+
+    rows = [{**_conn(f"c{i}", 50000 + i, server, 80, start, start + length, syn_seen=syn,
+                     close_by="open" if still_open else "server"), "client_ip": client}
+            for i, (server, client, start, length, syn, still_open) in enumerate(conns)]
+    txs = [_tx(f"c{k % len(conns)}", depth, "h", conns[k % len(conns)][0], conns[k % len(conns)][2] + req,
+               conns[k % len(conns)][2] + req + took, keep_alive=keep)
+           for depth, (k, req, took, keep) in enumerate(exchanges, start=1)]
+    connections = frame_from_rows(rows, CONNECTION_COLUMNS)
+    transactions = frame_from_rows(txs, TRANSACTION_COLUMNS)
+    every = mock.patch.object(reuse, "_holding_an_open", lambda keys, *_: np.ones(len(keys), dtype=bool))
+    with every:
+        expected = metrics.avoidable_connections(connections, transactions)
+    pd.testing.assert_frame_equal(metrics.avoidable_connections(connections, transactions), expected)
+
+
 # --- idle --------------------------------------------------------------------------------------------------
 
 def test_idle_before_stats(sample: Analysis) -> None:

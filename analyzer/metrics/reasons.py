@@ -147,10 +147,10 @@ def _announcements(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.
 
     def column(values: np.ndarray, fill: object) -> np.ndarray:
         out = np.full(n, fill, dtype=values.dtype)
-        out[at] = values[first]
+        out[at] = values
         return out
 
-    tx = transactions
+    tx = transactions.iloc[first]  # the columns read of those transactions only, not of every one
     counts = np.bincount(conn, minlength=n).astype(float)
     client_close = column(_has_token(tx["request_connection"], "close"), False)
     req_at = column(floats(tx["ts_request_start"]), np.nan)

@@ -200,6 +200,23 @@ def _idle_intervals(connections: pd.DataFrame,
     return conn[valid], start[valid], stop[valid]
 
 
+def _holding_an_open(keys: np.ndarray, starts: np.ndarray, ends: np.ndarray, open_keys: np.ndarray,
+                     open_ts: np.ndarray) -> np.ndarray:
+    """Per idle interval ``[start, end)`` of a (client, server) key: whether a judged connection of the same
+    key opened inside it. ``avoidable_connections`` needs only those, exactly: for an opening at t it reads the
+    intervals of its key begun at or before t whose end is the latest (M); when M > t each of them holds t, and
+    when M <= t there is no hit with or without the others. Otherwise an interval per keep-alive exchange:
+    1,200,000 exchanges on twenty connections peaked 207 MiB above their columns, 149 MiB so. The instants are
+    ranked (exact comparisons of the float times), so that a key and a rank    make one sortable int."""
+    instants = np.unique(open_ts)
+    width = len(instants) + 1
+    opens = np.sort(open_keys.astype(np.int64) * width + np.searchsorted(instants, open_ts))
+    base = keys.astype(np.int64) * width
+    first = np.searchsorted(opens, base + np.searchsorted(instants, starts, side="left"))  # an opening >= start
+    after = np.searchsorted(opens, base + np.searchsorted(instants, ends, side="left"))  # an opening >= end
+    return np.asarray(after > first, dtype=bool)
+
+
 def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """New connections opened while an idle, reusable connection to the same server was open.
 
@@ -223,8 +240,15 @@ def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame)
     clients = connections["client_ip"].astype("string")
     servers = endpoints(connections["server_ip"], connections["server_port"])
     key_codes = pair_codes(clients, servers)
+    ts_start = floats(connections["ts_start"])
+    judged = flags(connections["syn_seen"]) & ~np.isnan(ts_start) & connections["uid"].notna().to_numpy(dtype=bool)
+    if not judged.any():
+        return empty
+    owner_key = key_codes[owner]
+    holding = _holding_an_open(owner_key, iv_start, iv_end, key_codes[judged], ts_start[judged])
+    owner, owner_key, iv_start, iv_end = owner[holding], owner_key[holding], iv_start[holding], iv_end[holding]
     # Per (client, server) key, in order of start: the latest end so far and the interval holding it.
-    iv = pd.DataFrame({"key": key_codes[owner], "start": iv_start, "end": iv_end, "conn": owner})
+    iv = pd.DataFrame({"key": owner_key, "start": iv_start, "end": iv_end, "conn": owner})
     iv = iv.sort_values(["key", "start"], kind="stable").reset_index(drop=True)
     iv["run_end"] = iv.groupby("key")["end"].cummax()
     own = np.where(iv["end"].to_numpy() == iv["run_end"].to_numpy(), np.arange(len(iv)), -1)
@@ -233,12 +257,8 @@ def avoidable_connections(connections: pd.DataFrame, transactions: pd.DataFrame)
     iv["holder_start"] = iv["start"].to_numpy()[holder]
     iv = iv.sort_values("start", kind="stable")
 
-    ts_start = floats(connections["ts_start"])
-    judged = flags(connections["syn_seen"]) & ~np.isnan(ts_start) & connections["uid"].notna().to_numpy(dtype=bool)
     candidates = pd.DataFrame({"key": key_codes[judged], "ts": ts_start[judged],
                                "position": np.flatnonzero(judged)}).sort_values("ts", kind="stable")
-    if candidates.empty:
-        return empty
     merged = pd.merge_asof(candidates, iv[["key", "start", "run_end", "holder", "holder_start"]],
                            left_on="ts", right_on="start", by="key", direction="backward")
     run_end = merged["run_end"].to_numpy(dtype=float)

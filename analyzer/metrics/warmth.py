@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.metrics.frames import floats, json_float, object_strings, positions
+from analyzer.metrics.frames import equals, floats, json_float, object_strings, positions
 from analyzer.metrics.hosts import connection_hosts, transaction_hosts
 
 WARMTHS: tuple[str, ...] = ("cold", "warm", "cooled")
@@ -225,21 +225,19 @@ def warmth_stats(transactions: pd.DataFrame) -> dict[str, Any]:
     for each warmth W: ``ttfb_ms_median_W``, ``transfer_ms_median_W`` (ms rounded to µs) and
     ``rounds_median_W`` (None without a known value).
     """
-    warmth = object_strings(transactions["warmth"].astype("string")) if len(transactions) else \
-        np.zeros(0, dtype=object)
+    # a mask per warmth, compared as the column is (a ``str`` per row took 2.6 s and 260 MiB on 1,200,000 rows)
+    mask = {name: equals(transactions["warmth"], name) for name in WARMTHS}
     ttfb, transfer, rounds = (floats(transactions[c]) for c in ("ttfb_ms", "transfer_ms", "rounds"))
     out: dict[str, Any] = {}
-    known = np.zeros(len(warmth), dtype=bool)
+    known = np.zeros(len(transactions), dtype=bool)
     for name in WARMTHS:
-        mine = warmth == name
-        known |= mine
-        out[f"responses_{name}"] = int(mine.sum())
+        known |= mask[name]
+        out[f"responses_{name}"] = int(mask[name].sum())
     out["responses_warmth_unknown"] = int((~known).sum())
     for name in WARMTHS:
-        mine = warmth == name
         for key, values in (("ttfb_ms_median", ttfb), ("transfer_ms_median", transfer),
                             ("rounds_median", rounds)):
-            chosen = values[mine]
+            chosen = values[mask[name]]
             chosen = chosen[~np.isnan(chosen)]
             out[f"{key}_{name}"] = json_float(np.median(chosen)) if chosen.size else None
     return out
