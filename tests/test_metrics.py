@@ -1158,3 +1158,16 @@ def test_compute_all_from_the_listed_columns_is_compute_all_from_every_column() 
         pd.testing.assert_frame_equal(getattr(listed, name), getattr(whole, name), obj=name)
     assert asked == [*(metrics.group_columns(group, keep=True) for group in metrics.SUMMARY_GROUPS),
                      *metrics.TABLE_COLUMNS.values()]
+
+
+@given(keys=st.lists(st.integers(-2, 6), max_size=30), queries=st.lists(st.integers(-2, 8), max_size=20))
+def test_once_and_places_are_duplicated_and_get_indexer(keys: list[int], queries: list[int]) -> None:
+    """``flight_rounds`` matches its keys by sorting: ``_once`` is ``~duplicated(keep=False)`` and ``_places``
+    of distinct keys is ``pd.Index.get_indexer``."""
+    from analyzer.metrics.warmth import _once, _places
+
+    array = np.array(keys, dtype=np.int64)
+    assert _once(array).tolist() == (~pd.Series(array).duplicated(keep=False)).tolist()
+    distinct = np.array(list(dict.fromkeys(keys)), dtype=np.int64)
+    wanted = np.array(queries, dtype=np.int64)
+    assert _places(distinct, wanted).tolist() == pd.Index(distinct).get_indexer(wanted).tolist()

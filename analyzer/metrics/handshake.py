@@ -145,8 +145,8 @@ def transaction_costs(connections: pd.DataFrame, transactions: pd.DataFrame,
     connection would have cost the mean setup cost of its server's connections.
 
     Columns (one row per transaction, in table order): ``uid``, ``server`` (the connection's, else the
-    transaction's own server columns), ``reused``, ``saved_ms``, ``saved_round_trips`` (0 when not reused,
-    NaN when its connection has no known cost), ``one_per_request_ms``, ``one_per_request_round_trips``
+    transaction's own server columns; categorical), ``reused``, ``saved_ms``, ``saved_round_trips`` (0 when
+    not reused, NaN when its connection has no known cost), ``one_per_request_ms``, ``one_per_request_round_trips``
     (NaN when the server has no known cost). ``costs`` is ``handshake_costs(connections)`` when given.
     """
     costs = handshake_costs(connections) if costs is None else costs
@@ -201,8 +201,16 @@ _OVERHEAD_COLUMNS: dict[str, str] = {
 }
 
 
-def overhead_by(costs: pd.DataFrame, connection_labels: Sequence[str | None],
-                per_transaction: pd.DataFrame, transaction_labels: Sequence[str | None],
+def _named(labels: Sequence[str | None] | np.ndarray) -> np.ndarray:
+    """``labels`` as an object array, a missing or empty one as ``?`` (compared at C speed, not a row at a time)."""
+    named = np.array(labels, dtype=object)
+    if named.size:
+        named[pd.isna(named) | (named == "")] = "?"
+    return named
+
+
+def overhead_by(costs: pd.DataFrame, connection_labels: Sequence[str | None] | np.ndarray,
+                per_transaction: pd.DataFrame, transaction_labels: Sequence[str | None] | np.ndarray,
                 label: str) -> pd.DataFrame:
     """Aggregate per-connection ``costs`` and ``per_transaction`` costs under arbitrary group labels.
 
@@ -212,7 +220,7 @@ def overhead_by(costs: pd.DataFrame, connection_labels: Sequence[str | None],
     and servers without a known cost).
     """
     conn = pd.DataFrame({
-        label: np.array([x or "?" for x in connection_labels], dtype=object),
+        label: _named(connection_labels),
         "connections": 1,
         "connections_measured": equals(costs["tcp_source"], "measured").astype(int),
         "connections_imputed": equals(costs["tcp_source"], "server_median").astype(int),
@@ -223,7 +231,7 @@ def overhead_by(costs: pd.DataFrame, connection_labels: Sequence[str | None],
         "handshake_round_trips": costs["setup_round_trips"].to_numpy(dtype=float),
     })
     trans = pd.DataFrame({
-        label: np.array([x or "?" for x in transaction_labels], dtype=object),
+        label: _named(transaction_labels),
         "transactions": 1,
         "transactions_reused": per_transaction["reused"].to_numpy(dtype=bool).astype(int),
         "handshake_time_ms_saved": per_transaction["saved_ms"].to_numpy(dtype=float),
