@@ -31,9 +31,11 @@ It knows handlers and stream chunks, never packets or TCP.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from analyzer.flows.stream import StreamChunk
+from analyzer.http.packing import BlockStore
 from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import Http1Connection, SealedHttp1
 from analyzer.http2 import H2cUpgrade, Http2Connection
@@ -51,11 +53,14 @@ class ConnectionHandler:
     """Both directions of one connection: ``feed(direction, chunk)``; then ``transaction_rows`` and
     ``anomalies`` (or ``seal``), as ``Http1Connection``."""
 
-    __slots__ = ("inner", "kept", "kept_bytes", "keylog", "last_fed", "over_ts", "overflow_ts")
+    __slots__ = ("inner", "kept", "kept_bytes", "keylog", "last_fed", "over_ts", "overflow_ts", "store")
 
-    def __init__(self, keylog: KeyLog | None = None) -> None:
+    def __init__(self, keylog: KeyLog | None = None, store: BlockStore | None = None) -> None:
+        """``store``: where every handler of the connection puts its packed blocks (``analyzer.http.packing``;
+        None: held)."""
         self.keylog = keylog
-        self.inner: Handler | TunnelConnection = Http1Connection()
+        self.store = store
+        self.inner: Handler | TunnelConnection = Http1Connection(store=store)
         self.kept: list[tuple[int, StreamChunk]] = []
         self.kept_bytes = 0
         self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
@@ -100,13 +105,14 @@ class ConnectionHandler:
     def _switch(self, http1: Http1Connection, found: str) -> None:
         new: Handler | TunnelConnection
         if found == "tls":
-            new = TlsConnection(self.keylog, inner_factory=ConnectionHandler)
+            new = TlsConnection(self.keylog, inner_factory=partial(ConnectionHandler, store=self.store),
+                                store=self.store)
         elif found == "tunnel" and http1.tunnel is not None:
-            new = TunnelConnection(http1, ConnectionHandler(self.keylog))
+            new = TunnelConnection(http1, ConnectionHandler(self.keylog, self.store))
         elif http1.upgrade is not None:
-            new = Http2Connection(upgrade=H2cUpgrade.from_http1(*http1.upgrade))
+            new = Http2Connection(upgrade=H2cUpgrade.from_http1(*http1.upgrade), store=self.store)
         else:
-            new = Http2Connection()
+            new = Http2Connection(store=self.store)
         self.inner = new
         kept, self.kept, self.kept_bytes, self.over_ts = self.kept, [], 0, None
         for d, ch in kept:

@@ -307,7 +307,8 @@ class Session:
         self.captures.append(name)
         self._file_frames, self._file_names = [1], [name]
         self._frame_offset = self._last_frame = 0
-        self.tracker = ConnectionTracker(partial(ConnectionHandler, self.keys), classify_payload,
+        store = self.spill.block_file() if self.spill is not None else None  # long connections' packed blocks
+        self.tracker = ConnectionTracker(partial(ConnectionHandler, self.keys, store), classify_payload,
                                          on_finished_batch=self._on_finished)
         self._quic = QuicTracker(self._on_quic)
 
@@ -364,6 +365,8 @@ class Session:
         self.tracker.finish()
         self._quic.finish()
         self.tracker = self._quic = None
+        if self.spill is not None:
+            self.spill.drop_blocks()  # every connection ended: no packed block is read again
         self._account(stats)
         release_free_memory()
 

@@ -57,6 +57,9 @@ class BatchRecords:
     segments_left_out: int = 0  # connections with data segments whose series did not fit the budget
 
 
+#: Rows whose responses are looked at together for the TCP analysis (``batch_records``).
+_SPAN_GROUP = 65_536
+
 #: The connection columns of ``tcpanalysis.TcpResults`` counted per connection, in the rows' column order.
 _TCP_COUNT_COLUMNS = ("retransmissions", "fast_retransmissions", "spurious_retransmissions", "out_of_order",
                       "dup_acks", "zero_window", "window_full", "keep_alives")
@@ -76,9 +79,30 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
     uids: list[str] = []
     conn_rows: list[dict[str, Any]] = []
     tx_rows: list[TransactionRows | None] = []
-    starts, ends, seen_s = array("q"), array("q"), array("d")  # every row's span and response time
-    counts: list[int] = []
+    # the responses the TCP analysis places (those with a span, sent while the connection was logged): their
+    # connection, row (in it) and span, in row order; found ``_SPAN_GROUP`` rows at a time (a batch's arrays
+    # per row are those of the placed responses, bounded by the segment log, not of every row)
+    parts: list[tuple[np.ndarray, ...]] = []
+    starts, ends, seen_s = array("q"), array("q"), array("d")  # the group's rows' spans and response times
+    counts: list[int] = []  # the group's connections' rows
     limits_s: list[float] = []  # per connection: the segment log's end (NaN: the whole connection logged)
+
+    def place() -> None:
+        nonlocal starts, ends, seen_s
+        first_conn = len(conn_rows) - len(counts)
+        span_start, span_end = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+        seen = np.array(seen_s, dtype=np.float64)
+        starts, ends, seen_s = array("q"), array("q"), array("d")
+        row_conn = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        limit_s = np.array(limits_s, dtype=np.float64)[row_conn]
+        reaches = ~np.isnan(limit_s) & (np.isnan(seen) | (seen >= limit_s))  # still sent after the log's end
+        placed = np.nonzero((span_start >= 0) & ~reaches)[0]
+        first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        conn = row_conn[placed]
+        parts.append((conn + first_conn, placed - first_row[conn], span_start[placed], span_end[placed]))
+        counts.clear()
+        limits_s.clear()
+
     for conn in conns:
         row, txs, anomalies = _connection_records(conn)
         uids.append(row["uid"])
@@ -88,18 +112,15 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         txs.span_parts(starts, ends, seen_s)
         counts.append(len(txs))
         limits_s.append(conn.log_limit_ns / 1e9 if conn.log_limit_ns is not None else float("nan"))
-    # the responses the TCP analysis places: those with a span, sent while the connection was logged
-    span_start, span_end = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
-    row_conn = np.repeat(np.arange(n, dtype=np.int64), counts)
-    limit_s = np.array(limits_s, dtype=np.float64)[row_conn]
-    seen = np.array(seen_s, dtype=np.float64)
-    reaches = ~np.isnan(limit_s) & (np.isnan(seen) | (seen >= limit_s))  # still sent after the log's end
-    placed = np.nonzero((span_start >= 0) & ~reaches)[0]
-    del limit_s, seen, reaches
-    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
-    span_conn = row_conn[placed]
-    span_row = placed - first_row[span_conn]  # the transaction row (in its connection) of each span, in order
-    del row_conn
+        if len(starts) >= _SPAN_GROUP:
+            place()
+    if counts:
+        place()
+
+    def joined(k: int) -> np.ndarray:
+        return np.concatenate([part[k] for part in parts]) if parts else np.zeros(0, dtype=np.int64)
+
+    span_conn, span_row = joined(0), joined(1)  # the transaction row (in its connection) of each span, in order
 
     def ns(v: int | None) -> int:
         return v if v is not None else -1
@@ -112,8 +133,8 @@ def batch_records(conns: list[Connection], rows: dict[str, np.ndarray], keep_seg
         server_rtt_ns=np.array([round(r["syn_to_synack_ms"] * 1e6) if r["syn_to_synack_ms"] is not None else -1
                                 for r in conn_rows], dtype=np.int64),
     )
-    spans = tcpanalysis.Spans(span_conn, span_start[placed], span_end[placed])
-    del span_start, span_end, placed
+    spans = tcpanalysis.Spans(span_conn, joined(2), joined(3))
+    parts.clear()
     res = tcpanalysis.analyze(rows, inputs, spans)
     # per connection (each result column made a list once: no numpy scalar per connection and column)
     tcp_columns = {name: getattr(res, name).tolist() for name in _TCP_COUNT_COLUMNS}

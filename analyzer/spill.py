@@ -7,9 +7,10 @@ written, some of its columns, or all of its rows in a given order, block by bloc
 
 A chunk is a pickled DataFrame (protocol 5), not Parquet: the dtypes come back exactly as they went in
 (pandas' nullable types, missing values), so a table read back equals the table held in memory, and the
-files exported from it are those of an analysis held in memory. It is the one module of the core besides
-the capture readers that touches files, and only its own. It knows nothing of packets, connections,
-metrics or export formats.
+files exported from it are those of an analysis held in memory. It also keeps the packed blocks of the
+connections still open (``BlockFile``, an ``analyzer.http.packing.BlockStore``), so that a long connection
+holds only its newest records until it ends. It is the one module of the core besides the capture readers
+that touches files, and only its own. It knows nothing of packets, connections, metrics or export formats.
 """
 
 from __future__ import annotations
@@ -43,6 +44,41 @@ class Spill:
         if name not in self.tables:
             self.tables[name] = SpilledTable(self.directory / f"{name}.chunks", columns)
         return self.tables[name]
+
+    def block_file(self) -> BlockFile:
+        """Where open connections put their packed blocks (``BlockFile``): one file, removed by
+        ``drop_blocks`` once no connection is open."""
+        return BlockFile(self.directory / "blocks.bin")
+
+    def drop_blocks(self) -> None:
+        """Remove the blocks' file (every connection ended: no block is read again)."""
+        (self.directory / "blocks.bin").unlink(missing_ok=True)
+
+
+class BlockFile:
+    """Packed blocks (lists of numpy columns) appended to one file; ``put`` gives a block's offset, ``get``
+    reads it back. A column made of one value repeated (``numpy.broadcast_to``) is written once with its
+    length and comes back as such. The file only grows until ``Spill.drop_blocks``: a block read for the
+    last time is not reclaimed (a million exchanges on one keep-alive connection: 126 MB, their packed
+    exchanges and then their rows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.blocks_put = 0
+
+    def put(self, block: list[np.ndarray]) -> int:
+        frozen = [(column[:1].copy(), len(column)) if column.strides == (0,) else column for column in block]
+        with self.path.open("ab") as out:
+            offset = out.tell()
+            pickle.dump(frozen, out, protocol=5)
+        self.blocks_put += 1
+        return offset
+
+    def get(self, ref: int) -> list[np.ndarray]:
+        with self.path.open("rb") as src:
+            src.seek(ref)
+            frozen = pickle.load(src)  # our own file, written by put()
+        return [np.broadcast_to(c[0], (c[1],)) if isinstance(c, tuple) else c for c in frozen]
 
 
 @dataclass(frozen=True, slots=True)

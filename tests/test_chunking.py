@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -70,18 +71,22 @@ EVERY_CAPTURE = [
 
 
 @pytest.mark.parametrize("path", EVERY_CAPTURE, ids=["/".join(Path(f).parts[-2:]) for f in EVERY_CAPTURE])
-def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                                                   ) -> None:
     """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), and every
     closed HTTP/2 stream (``STREAM_PACK_EVERY = 1``), into blocks of two, read back with one block decoded
     at a time, and every connection's transaction rows packed by twos (``rows.ROW_BLOCK``) and joined with
-    their TCP columns two at a time (``records._WINDOW``), gives the same tables and summary as exchanges
-    kept as parsed messages, streams as objects and rows as tuples until their connection ends (the sample
-    and corpus captures have fewer than ``PACK_EVERY`` exchanges, ``STREAM_PACK_EVERY`` streams and
-    ``ROW_BLOCK`` rows per connection)."""
-    from analyzer import records
+    their TCP columns two at a time (``records._WINDOW``), their spans placed three rows at a time
+    (``records._SPAN_GROUP``), gives the same tables and summary as exchanges kept as parsed messages,
+    streams as objects and rows as tuples until their connection ends (the sample and corpus captures have
+    fewer than ``PACK_EVERY`` exchanges, ``STREAM_PACK_EVERY`` streams and ``ROW_BLOCK`` rows per
+    connection). So does the same packing with a spill, every block put in its file as it is made
+    (``spill.BlockFile``) and read back from there."""
+    from analyzer import pipeline, records
     from analyzer.errors import CaptureFormatError
     from analyzer.http import rows, transactions
     from analyzer.http2 import connection
+    from analyzer.spill import BlockFile
 
     keylog = Path(path).with_suffix(".keylog")  # decrypted, for HTTP/2 inside TLS
     keys = str(keylog) if keylog.exists() else None
@@ -97,7 +102,23 @@ def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest
     monkeypatch.setattr(connection, "_DECODED_STREAM_BLOCKS", 1)
     monkeypatch.setattr(rows, "ROW_BLOCK", 2)
     monkeypatch.setattr(records, "_WINDOW", 2)
+    monkeypatch.setattr(records, "_SPAN_GROUP", 3)
     packed = analyzer.analyze(path, keylog=keys)
     for name in ("connections", "transactions", "anomalies", "flights", "segments"):
         pd.testing.assert_frame_equal(getattr(whole, name), getattr(packed, name), obj=name)
     assert packed.summary == whole.summary
+    put = BlockFile.put
+    blocks_put: list[int] = []
+
+    def counted(store: BlockFile, block: list[Any]) -> int:
+        blocks_put.append(len(block[0]))
+        return put(store, block)
+
+    monkeypatch.setattr(BlockFile, "put", counted)
+    spilled = pipeline.analyze(path, keylog=keys, spill_dir=tmp_path, scan_in_child=False)
+    for name in ("connections", "transactions", "anomalies", "flights", "segments"):
+        pd.testing.assert_frame_equal(whole.table(name), spilled.table(name), obj=name)
+    assert spilled.summary == whole.summary
+    assert not (tmp_path / "blocks.bin").exists()  # removed once every connection ended
+    longest = whole.transactions.groupby("uid").size().max() if len(whole.transactions) else 0
+    assert (len(blocks_put) >= longest // 2) if longest > 2 else True

@@ -4,7 +4,9 @@ transaction rows come back as they were added."""
 
 from __future__ import annotations
 
+import tempfile
 from array import array
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.http.packing import NO_INT, Kinds, PackedRecords, pack, unpack
+from analyzer.spill import BlockFile
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
 KINDS = Kinds(ints=frozenset((0, 1, 2)), bools=frozenset((3,)), distinct=frozenset((5,)))
@@ -22,11 +25,23 @@ records = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**12), st.none(
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=records, block=st.integers(1, 7), decoded=st.integers(1, 3), take=st.lists(st.integers(0, 60), max_size=8))
+@given(rows=records, block=st.integers(1, 7), decoded=st.integers(1, 3), take=st.lists(st.integers(0, 60), max_size=8),
+       stored=st.booleans())
 def test_records_come_back_in_key_order_without_those_taken(rows: list[tuple[Any, ...]], block: int, decoded: int,
-                                                            take: list[int]) -> None:
+                                                            take: list[int], stored: bool) -> None:
+    """Held, or with every block put in a file (``spill.BlockFile``) as it is made."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = BlockFile(Path(directory) / "blocks.bin") if stored else None
+        _records_come_back(rows, block, decoded, take, store)
+        if store is not None:
+            full = len(rows) // block  # blocks made full (the last, partly full, is read as it is)
+            assert store.blocks_put == full if not take else store.blocks_put <= full
+
+
+def _records_come_back(rows: list[tuple[Any, ...]], block: int, decoded: int, take: list[int],
+                       store: BlockFile | None) -> None:
     rows = [(k, i, *rest) for i, (k, _, *rest) in enumerate(rows)]  # ids unique, as stream ids are
-    packed = PackedRecords(KINDS, block, decoded, index=1)
+    packed = PackedRecords(KINDS, block, decoded, index=1, store=store)
     taken: list[tuple[Any, ...]] = []
     for n, row in enumerate(rows):
         packed.add(row)
@@ -40,20 +55,30 @@ def test_records_come_back_in_key_order_without_those_taken(rows: list[tuple[Any
                     assert got is None
     left = [r for r in rows if r not in taken]
     assert len(packed) == len(left)
-    assert sorted(packed.values(1).tolist()) == [r[1] for r in left]
-    assert sorted(packed.values(2).tolist()) == sorted(NO_INT if r[2] is None else r[2] for r in left)
-    assert sorted(packed.values(3).tolist()) == sorted(-1 if r[3] is None else int(r[3]) for r in left)
+    ids, sizes, flags = packed.values(1, 2, 3)
+    assert sorted(ids.tolist()) == [r[1] for r in left]
+    assert sorted(zip(ids.tolist(), sizes.tolist(), flags.tolist(), strict=True)) == sorted(
+        (r[1], NO_INT if r[2] is None else r[2], -1 if r[3] is None else int(r[3])) for r in left)
     assert list(packed.flats(0, 1)) == sorted(left, key=lambda r: (r[0], r[1]))
     assert len(packed) == 0 and list(packed.flats(0, 1)) == []
 
 
-def test_a_value_the_whole_block_repeats_is_kept_once() -> None:
+def test_a_value_the_whole_block_repeats_is_kept_once(tmp_path: Path) -> None:
+    """Also once written to a ``BlockFile`` (once on disk: the file is smaller than the two columns
+    that vary) and read back."""
     rows = [(7, i, None, True, "GET", f"/{i}") for i in range(1000)]
     block = pack(rows, KINDS)
-    assert [column.base is not None and column.strides == (0,) for column in block] == [
-        True, False, True, True, True, False]
-    assert unpack(block, KINDS) == rows
-    assert sum(np.asarray(c).nbytes for c in block if c.strides != (0,)) == 2 * 8 * 1000
+    store = BlockFile(tmp_path / "blocks.bin")
+    store.put(pack(rows[:3], KINDS))
+    ref = store.put(block)
+    assert ref > 0
+    size = store.path.stat().st_size - ref
+    for got in (block, store.get(ref)):
+        assert [column.base is not None and column.strides == (0,) for column in got] == [
+            True, False, True, True, True, False]
+        assert unpack(got, KINDS) == rows
+        assert sum(np.asarray(c).nbytes for c in got if c.strides != (0,)) == 2 * 8 * 1000
+    assert size < 8 * 1000 + 7 * 1000 + 1000  # the ids, the targets (short strings), little else
 
 
 # ---------------------------------------------------------------------------------- TransactionRows

@@ -8,6 +8,7 @@ test sets (ns).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from handler_rows import transaction_rows
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, Message
-from analyzer.http.packing import NO_INT
+from analyzer.http.packing import NO_INT, BlockStore
 from analyzer.http.transactions import Http1Connection, connection_persists, pipelined_max
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
@@ -187,8 +188,8 @@ def _rows(conn: Http1Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 class Timeline:
     """Sends messages at chosen times (ns), tracking offsets per direction."""
 
-    def __init__(self) -> None:
-        self.conn = Http1Connection()
+    def __init__(self, store: BlockStore | None = None) -> None:
+        self.conn = Http1Connection(store=store)
         self.off = [0, 0]
 
     def at(self, t_ns: int, d: int, data: bytes) -> Timeline:
@@ -471,6 +472,53 @@ def test_a_long_connection_s_rows_are_packed_as_they_are_made() -> None:
     print(f"{rows_bytes / n:.0f} B per row held, {(peak - base) / n:.0f} at the peak")
     assert rows_bytes / n < 130, f"{rows_bytes / n:.0f} B per row"
     assert (peak - base) / n < 260, f"{(peak - base) / n:.0f} B per row at the peak"
+
+
+def test_a_long_connection_with_a_block_store_holds_what_does_not_grow_with_it(tmp_path: Path) -> None:
+    """With a block store (``analyzer export``: ``spill.BlockFile``), an open connection's second 16,384
+    exchanges add under 8 B each to what it holds (4 measured: a reference per block, and how full the
+    newest block is; without a store 0.15 KB each):
+    it holds its newest exchanges, not all of them. Its rows, made when it ends, hold their spans and
+    response times (24 B each) and at most a block of rows as tuples, not 0.1 KB each; they are the rows
+    of the same connection without a store."""
+    import tracemalloc
+
+    from analyzer.http.rows import ROW_BLOCK
+    from analyzer.spill import BlockFile
+
+    headers = b"".join(b"X-Header-%d: %s\r\n" % (k, b"v" * 40) for k in range(10))
+    n = 16_384
+
+    def talk(t: Timeline, first: int, end: bool) -> Timeline:
+        for i in range(first, first + n):
+            t.at(i * MS, CLIENT, _get(f"/{i}", b"User-Agent: test\r\n" + headers))
+            t.at(i * MS + MS // 2, SERVER, OK)
+        for d in (CLIENT, SERVER) if end else ():
+            t.conn.feed(d, StreamChunk.empty(final=True))
+        return t
+
+    want, want_facts = talk(talk(Timeline(), 0, False), n, True).conn.transaction_rows("192.0.2.1", 80)
+    store = BlockFile(tmp_path / "blocks.bin")
+    t = Timeline(store)
+    tracemalloc.start()
+    try:
+        talk(t, 0, False)
+        half = tracemalloc.get_traced_memory()[0]
+        talk(t, n, True)
+        whole = tracemalloc.get_traced_memory()[0]
+        got, facts = t.conn.transaction_rows("192.0.2.1", 80)
+        assert facts == want_facts
+        assert got.rows("C") == want.rows("C")
+        with_rows = tracemalloc.get_traced_memory()[0]
+        del got
+        rows_bytes = with_rows - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    print(f"{(whole - half) / n:.1f} B per exchange added, {rows_bytes / (2 * n):.1f} B per row")
+    assert store.blocks_put >= 2 * n // 1024 + 2 * n // ROW_BLOCK
+    assert (whole - half) / n < 8, f"{(whole - half) / n:.1f} B per exchange added"
+    # the spans, the newest rows as tuples and the block read last by ``rows``
+    assert rows_bytes < 24 * 2 * n + 2 * 400 * ROW_BLOCK, f"{rows_bytes / (2 * n):.1f} B per row"
 
 
 def test_requests_of_one_chunk_wait_for_its_responses_whatever_their_number(monkeypatch: pytest.MonkeyPatch

@@ -11,9 +11,16 @@ messages.
 
 ``flats(key)`` gives the records back as tuples, in the order of two int fields, a few blocks decoded at a
 time, and lets each block go once given whole. ``take(field, value)`` takes one record back out, when its
-connection still changes it (an HTTP/2 frame on a stream already packed). It knows nothing of HTTP. Columns
-built by hand rather than with a pandas or Arrow builder: a block is made from tuples with ``zip`` and
-``numpy.array``, which is what such a builder does, without its per-connection cost.
+connection still changes it (an HTTP/2 frame on a stream already packed).
+
+With a ``BlockStore`` (``analyzer export``, ``summary`` and ``report``: a file of the spill,
+``analyzer.spill.BlockFile``), each block goes there as it is made and is read back when needed (``Blocks``): a
+connection open for a million exchanges then holds its newest records and a few ints per block, not 0.15 KB
+per exchange, so memory follows the connections open, not their length.
+
+It knows nothing of HTTP. Columns built by hand rather than with a pandas or Arrow builder: a block is made
+from tuples with ``zip`` and ``numpy.array``, which is what such a builder does, without its per-connection
+cost.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from sys import intern
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -96,14 +103,77 @@ def _row(block: list[np.ndarray], j: int, kinds: Kinds) -> tuple[Any, ...]:
     return tuple(values)
 
 
+Block = list[np.ndarray]  # one column per field (``pack``)
+
+
+class BlockStore(Protocol):
+    """Where blocks go while their connection is open (the caller's: this module touches no file)."""
+
+    def put(self, block: Block) -> int:
+        """Keep ``block``; its reference."""
+
+    def get(self, ref: int) -> Block:
+        """The block kept under ``ref``, as it was put."""
+
+
+class Blocks:
+    """The blocks of one connection, in the order made: held in memory, or (with a ``store``) put there as
+    they are made and read back when asked for, the one read last kept."""
+
+    __slots__ = ("_items", "_last", "store")
+
+    def __init__(self, store: BlockStore | None = None) -> None:
+        self.store = store
+        self._items: list[Block | int | None] = []  # a block held, a reference in the store, or None: let go
+        self._last: tuple[int, Block] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, block: Block, hold: bool = False) -> None:
+        """Add ``block`` after the others (``hold``: kept in memory even with a store, as the last block,
+        partly full, when it is about to be read)."""
+        self._items.append(block if self.store is None or hold else self.store.put(block))
+
+    def __getitem__(self, b: int) -> Block:
+        item = self._items[b]
+        if item is None:
+            raise IndexError(f"block {b} was let go")
+        if not isinstance(item, int):
+            return item
+        if self._last is not None and self._last[0] == b:
+            return self._last[1]
+        assert self.store is not None
+        block = self.store.get(item)
+        self._last = (b, block)
+        return block
+
+    def held(self) -> Iterator[tuple[int, Block]]:
+        """The blocks not let go, with their numbers, one read from the store at a time."""
+        for b, item in enumerate(self._items):
+            if item is not None:
+                yield b, self[b]
+
+    def let_go(self, b: int) -> None:
+        self._items[b] = None
+        if self._last is not None and self._last[0] == b:
+            self._last = None
+
+    def clear(self) -> None:
+        self._items = []
+        self._last = None
+
+
 class PackedRecords:
     """Records of one connection, by blocks of ``block_rows``; the newest wait as tuples until their block
-    is full. ``decoded_blocks``: blocks kept decoded while ``flats`` gives them in an order other than packed."""
+    is full. ``decoded_blocks``: blocks kept decoded while ``flats`` gives them in an order other than packed;
+    ``store``: where the blocks go (None: held)."""
 
     __slots__ = ("block_rows", "blocks", "count", "decoded", "decoded_blocks", "fresh", "fresh_at", "highs", "index",
                  "kinds", "lows", "ranges", "taken")
 
-    def __init__(self, kinds: Kinds, block_rows: int, decoded_blocks: int, index: int | None = None) -> None:
+    def __init__(self, kinds: Kinds, block_rows: int, decoded_blocks: int, index: int | None = None,
+                 store: BlockStore | None = None) -> None:
         self.kinds = kinds
         self.block_rows = block_rows
         self.decoded_blocks = decoded_blocks
@@ -112,7 +182,7 @@ class PackedRecords:
         self.highs: list[int] = []
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None  # the two as arrays, made when first needed
         self.fresh_at: dict[int, int] = {}  # that field's value → position in ``fresh`` (the newest)
-        self.blocks: list[list[np.ndarray]] = []
+        self.blocks = Blocks(store)
         self.fresh: list[tuple[Any, ...] | None] = []  # not in a block yet (None: taken back)
         self.taken: set[int] = set()  # positions (block * block_rows + row) taken back out of blocks
         self.decoded: dict[int, list[tuple[Any, ...]]] = {}  # blocks decoded for ``flats``, most recent last
@@ -129,8 +199,9 @@ class PackedRecords:
         if len(self.fresh) >= self.block_rows:
             self._close_block()
 
-    def _close_block(self) -> None:
-        """The fresh records become a block (one taken back is replaced by its neighbour and marked taken)."""
+    def _close_block(self, hold: bool = False) -> None:
+        """The fresh records become a block (one taken back is replaced by its neighbour and marked taken);
+        ``hold``: kept in memory (``Blocks.append``)."""
         fresh = self.fresh
         self.fresh = []
         self.fresh_at = {}
@@ -143,11 +214,11 @@ class PackedRecords:
             fresh[i] = filler
             self.taken.add(at + i)
         block = pack(fresh, self.kinds)  # type: ignore[arg-type]
-        self.blocks.append(block)
         if self.index is not None:
             self.lows.append(int(block[self.index].min()))
             self.highs.append(int(block[self.index].max()))
             self.ranges = None
+        self.blocks.append(block, hold)
 
     def take(self, value: int) -> tuple[Any, ...] | None:
         """The record whose ``index`` field is ``value``, removed; None when none. That field tells the records
@@ -177,28 +248,41 @@ class PackedRecords:
                     return _row(self.blocks[b], j, self.kinds)
         return None
 
-    def values(self, field: int) -> np.ndarray:
-        """The int or bool ``field`` of every record held (``NO_INT`` / -1 for None), in no set order."""
-        held = [np.asarray(block[field], dtype=np.int64) for block in self.blocks if block]
-        every = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
+    def values(self, *fields: int) -> list[np.ndarray]:
+        """Each int or bool field of ``fields`` for every record held (``NO_INT`` / -1 for None), in no set
+        order but the same for each (one pass over the blocks)."""
+        held: list[list[np.ndarray]] = [[] for _ in fields]
+        for _, block in self.blocks.held():
+            for out, field in zip(held, fields, strict=True):
+                out.append(np.asarray(block[field], dtype=np.int64))
+        keep: np.ndarray | None = None
         if self.taken:
-            keep = np.ones(len(every), dtype=bool)
+            keep = np.ones(sum(len(c) for c in held[0]), dtype=bool)
             keep[np.fromiter(self.taken, dtype=np.int64, count=len(self.taken))] = False
-            every = every[keep]
-        none = NO_INT if field in self.kinds.ints else -1
-        fresh = [none if r[field] is None else int(r[field]) for r in self.fresh if r is not None]
-        return np.concatenate([every, np.array(fresh, dtype=np.int64)])
+        result = []
+        for columns, field in zip(held, fields, strict=True):
+            every = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
+            if keep is not None:
+                every = every[keep]
+            none = NO_INT if field in self.kinds.ints else -1
+            fresh = [none if r[field] is None else int(r[field]) for r in self.fresh if r is not None]
+            result.append(np.concatenate([every, np.array(fresh, dtype=np.int64)]))
+        return result
 
     def flats(self, first: int, second: int) -> Iterator[tuple[Any, ...]]:
         """Every record held, by the int fields ``first`` then ``second``, then packing order; consumes them."""
         if any(r is not None for r in self.fresh):
-            self._close_block()
+            self._close_block(hold=True)
         self.fresh, self.fresh_at = [], {}
         if not self.blocks:
             return
         n = self.block_rows
-        one = np.concatenate([block[first] for block in self.blocks])
-        two = np.concatenate([block[second] for block in self.blocks])
+        ones, twos = [], []
+        for _, block in self.blocks.held():  # (none let go yet) one read of each block from a store
+            ones.append(np.asarray(block[first]))
+            twos.append(np.asarray(block[second]))
+        one, two = np.concatenate(ones), np.concatenate(twos)
+        del ones, twos
         ranked = np.lexsort((two, one))
         if self.taken:
             ranked = ranked[~np.isin(ranked, np.fromiter(self.taken, dtype=np.int64, count=len(self.taken)))]
@@ -214,9 +298,9 @@ class PackedRecords:
             yield rows[j]
             left[b] -= 1
             if not left[b]:  # the block is given whole: let it go
-                self.blocks[b] = []
+                self.blocks.let_go(b)
                 decoded.pop(b, None)
-        self.blocks = []
+        self.blocks.clear()
         self.lows, self.highs, self.ranges = [], [], None
         self.taken = set()
         self.count = 0

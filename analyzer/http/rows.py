@@ -7,7 +7,9 @@ its start), which says whether the segment log still covered it. Rows wait as tu
 them are held, then become a block (``analyzer.http.packing``: numbers in numpy columns, strings shared), so
 that a connection with a million requests holds about 0.1 KB per row when it ends instead of 0.45 KB of
 tuples (``tests/test_transactions.py``), and ``drain`` lets each block go as its rows are read: the records
-hand them on to be compacted a slice at a time. It knows the column schema, nothing of HTTP.
+hand them on to be compacted a slice at a time. With a ``BlockStore`` the blocks go there as they are made
+(``analyzer.http.packing.Blocks``): twenty connections of 250,000 exchanges ending together then hold their
+spans, not their rows. It knows the column schema, nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.http.packing import Kinds, pack, unpack
+from analyzer.http.packing import Blocks, BlockStore, Kinds, pack, unpack
 from analyzer.tables import HTTP_TRANSACTION_COLUMNS
 
 #: Rows kept as tuples before they are packed; then packed by blocks of this many.
@@ -34,13 +36,14 @@ _RESPONSE_END = _FIELDS.index("ts_response_end")
 
 
 class TransactionRows:
-    """The rows of one connection, in the order they were added, with their responses' spans."""
+    """The rows of one connection, in the order they were added, with their responses' spans; ``store``:
+    where their blocks go (None: held)."""
 
     __slots__ = ("_blocks", "_count", "_fresh", "_seen_s", "_span_end", "_span_start")
 
-    def __init__(self) -> None:
+    def __init__(self, store: BlockStore | None = None) -> None:
         self._fresh: list[tuple[Any, ...]] = []
-        self._blocks: list[list[np.ndarray]] = []
+        self._blocks = Blocks(store)
         self._count = 0
         self._span_start = array("q")  # -1: no span
         self._span_end = array("q")
@@ -71,8 +74,8 @@ class TransactionRows:
 
     def span_parts(self, starts: array[int], ends: array[int], seen_s: array[float]) -> None:
         """Append the rows' span starts and ends (-1: none) and when their responses were last seen (epoch
-        seconds, NaN: none) to these: a batch of connections gathered at C speed, one ``numpy`` call per
-        batch, not three per connection."""
+        seconds, NaN: none) to these: many connections gathered at C speed, one ``numpy`` call per group of
+        them, not three per connection."""
         starts.extend(self._span_start)
         ends.extend(self._span_end)
         seen_s.extend(self._seen_s)
@@ -86,16 +89,17 @@ class TransactionRows:
 
     def rows(self, uid: str) -> list[tuple[Any, ...]]:
         """Every row with its ``uid``, as a list (what is held stays)."""
-        out = [(uid, *row) for block in self._blocks for row in unpack(block, _KINDS)]
+        out = [(uid, *row) for _, block in self._blocks.held() for row in unpack(block, _KINDS)]
         out.extend((uid, *row) for row in self._fresh)
         return out
 
     def drain(self, uid: str) -> Iterator[tuple[Any, ...]]:
         """Every row with its ``uid``, each block let go as it is read: the rows are read once."""
         blocks, fresh = self._blocks, self._fresh
-        self._blocks, self._fresh = [], []
+        self._blocks, self._fresh = Blocks(blocks.store), []
         for b in range(len(blocks)):
-            block, blocks[b] = blocks[b], []
+            block = blocks[b]
+            blocks.let_go(b)
             for row in unpack(block, _KINDS):
                 yield (uid, *row)
             del block

@@ -10,9 +10,10 @@ A connection's finished exchanges are packed as it goes (``_Packed``, ``analyzer
 its rows are made of, in numpy columns by blocks, strings shared) once ``PACK_EVERY`` of them accumulate, so
 that a long keep-alive connection (a load test's: a million exchanges) holds 0.15 KB per exchange until it
 ends instead of its parsed messages (1.2 KB; ``tests/test_transactions.py``, ``bench/hostile.py --cases
-keepalive_marathon``). Packing costs about 2 µs per exchange packed (5 % of a keep-alive exchange's time); a
-connection with fewer than ``PACK_EVERY`` exchanges is never packed (packing every one of 20,000 one-request
-connections took their scan from 2.97 to 4.7 s of CPU).
+keepalive_marathon``), or, given a ``BlockStore`` (``store``: the spill's block file), about 4 bytes per
+exchange, each block put there as it is made. Packing costs about 2 µs per exchange packed (5 % of a
+keep-alive exchange's time); a connection with fewer than ``PACK_EVERY`` exchanges is never packed (packing
+every one of 20,000 one-request connections took their scan from 2.97 to 4.7 s of CPU).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import REQUEST, RESPONSE, START, Http1Parser, Message, keep_alive_params
-from analyzer.http.packing import NO_INT, Kinds, PackedRecords
+from analyzer.http.packing import NO_INT, BlockStore, Kinds, PackedRecords
 from analyzer.http.rows import TransactionRows
 
 CLIENT = 0
@@ -131,8 +132,8 @@ class _Packed(PackedRecords):
 
     __slots__ = ("versions",)
 
-    def __init__(self) -> None:
-        super().__init__(_KINDS, PACK_BLOCK, _DECODED_BLOCKS)
+    def __init__(self, store: BlockStore | None) -> None:
+        super().__init__(_KINDS, PACK_BLOCK, _DECODED_BLOCKS, store=store)
         self.versions: set[str] = set()
 
     def add_exchange(self, ex: Exchange) -> None:
@@ -160,6 +161,7 @@ class Http1Connection:
     upgrade: tuple[Message, Message] | None = None  # (request, 101 response) of an h2c Upgrade
     switch_request: Message | None = None  # an Upgrade: h2c or CONNECT request whose response is not in yet
     tunnel: tuple[Message, Message] | None = None  # (CONNECT request, its 2xx response): a tunnel follows
+    store: BlockStore | None = None  # where packed blocks go (``analyzer.http.packing``; None: held)
 
     def __post_init__(self) -> None:
         # the parsers call back through a weak proxy: no reference cycle, so a finished connection is freed
@@ -286,7 +288,7 @@ class Http1Connection:
         exchanges held have doubled (at least ``PACK_EVERY``), so that those still waiting (up to
         ``MAX_PENDING_REQUESTS``) are looked at a bounded number of times per exchange."""
         if self.packed is None:
-            self.packed = _Packed()
+            self.packed = _Packed(self.store)
         keep = []
         held: list[Exchange | None] = list(self.exchanges)
         self.exchanges = []
@@ -354,7 +356,7 @@ class Http1Connection:
         self.packed = None
         requests = 0
         req_start, resp_end = array("q"), array("q")  # per row (NO_INT: none), for ``pipelined_max``
-        rows = TransactionRows()
+        rows = TransactionRows(self.store)
         prev_end: float | None = None
         idle_max: float | None = None
         for i, f in enumerate(packed.flats(_F_START, _F_ORDER) if packed is not None else _each_once(flats)):

@@ -20,7 +20,8 @@ chunk)`` with the reassembled pieces of each direction (0 client → server, 1 s
 - the transaction rows of DESIGN.md §3 and the connection facts (``pipelined_max``,
   ``max_concurrent_streams``, SETTINGS, GOAWAY);
 - what a long connection keeps of its history: closed streams packed into columns
-  (``STREAM_PACK_EVERY``, ``analyzer.http.packing``), taken back out when a frame still comes for one;
+  (``STREAM_PACK_EVERY``, ``analyzer.http.packing``; put in a ``BlockStore`` when given one), taken back
+  out when a frame still comes for one;
   header blocks that left the HPACK table unchanged kept decoded (``DECODED_BLOCKS_KEPT``).
 
 Definitions (where they differ from HTTP/1, ``analyzer.http.transactions``):
@@ -73,7 +74,7 @@ from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame,
 
 from analyzer.flows.stream import StreamChunk
 from analyzer.http.http1 import Message
-from analyzer.http.packing import NO_INT, Kinds, PackedRecords
+from analyzer.http.packing import NO_INT, BlockStore, Kinds, PackedRecords
 from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import SealedHttp1
 from analyzer.http2.frames import (
@@ -286,8 +287,11 @@ def _stream_of(f: tuple[Any, ...]) -> _Stream:
 class Http2Connection:
     """Both directions of one HTTP/2 connection. ``feed(direction, chunk)``; then the results."""
 
-    def __init__(self, upgrade: H2cUpgrade | None = None, protocol: str = "h2c") -> None:
+    def __init__(self, upgrade: H2cUpgrade | None = None, protocol: str = "h2c", store: BlockStore | None = None
+                 ) -> None:
+        """``store``: where packed blocks go (``analyzer.http.packing``; None: held)."""
         self.protocol = protocol
+        self.store = store
         self.upgrade = upgrade
         self.streams: dict[int, _Stream] = {}  # not packed
         self.packed: PackedRecords | None = None  # closed streams packed (``_pack``)
@@ -341,7 +345,8 @@ class Http2Connection:
         streams held have doubled (at least ``STREAM_PACK_EVERY``), so that open ones are looked at a bounded
         number of times per stream."""
         if self.packed is None:
-            self.packed = PackedRecords(_STREAM_KINDS, STREAM_PACK_BLOCK, _DECODED_STREAM_BLOCKS, index=_S_SID)
+            self.packed = PackedRecords(_STREAM_KINDS, STREAM_PACK_BLOCK, _DECODED_STREAM_BLOCKS, index=_S_SID,
+                                        store=self.store)
         keep: dict[int, _Stream] = {}
         for sid, s in self.streams.items():
             if everything or s.end_ns is not None:
@@ -705,11 +710,12 @@ class Http2Connection:
         opened = [s.open_ns for s in held if not s.request_seen]
         unfinished = [s.sid for s in held if s.end_ns is None]
         if self.packed is not None and len(self.packed):
-            sid = self.packed.values(_S_SID)
-            no_request = self.packed.values(_S_REQUEST_SEEN) != 1
+            sid, request_seen, open_ns, resp_end, reset_ns = self.packed.values(
+                _S_SID, _S_REQUEST_SEEN, _S_OPEN, _S_RESP + 1, _S_RESET_NS)
+            no_request = request_seen != 1
             orphans += sid[no_request].tolist()
-            opened += self.packed.values(_S_OPEN)[no_request].tolist()
-            never = (self.packed.values(_S_RESP + 1) == NO_INT) & (self.packed.values(_S_RESET_NS) == NO_INT)
+            opened += open_ns[no_request].tolist()
+            never = (resp_end == NO_INT) & (reset_ns == NO_INT)
             unfinished += sid[never].tolist()  # (only when packed at the end: closed streams are packed)
         return sorted(orphans), min(opened) if opened else None, sorted(unfinished)
 
@@ -725,7 +731,7 @@ class Http2Connection:
             packed, self.packed, self.streams = self.packed, None, {}
             assert packed is not None
             streams = (_stream_of(f) for f in packed.flats(_S_OPEN, _S_SID))
-        rows = TransactionRows()
+        rows = TransactionRows(self.store)
         goaway = self.goaway_ns
         max_end: int | None = None  # latest end among earlier streams
         open_forever = False  # an earlier stream never ended

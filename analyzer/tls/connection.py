@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from analyzer.flows.stream import StreamChunk
+from analyzer.http.packing import BlockStore
 from analyzer.http.rows import TransactionRows
 from analyzer.http.transactions import SealedHttp1
 from analyzer.tls.decrypt import RecordDecryptor
@@ -111,7 +112,9 @@ class TlsConnection:
     log (or without the secrets of this connection) the exchanges are estimated; with them, decrypted."""
 
     def __init__(self, keylog: KeyLog | None = None,
-                 inner_factory: Callable[[], InnerHandler] | None = None) -> None:
+                 inner_factory: Callable[[], InnerHandler] | None = None, store: BlockStore | None = None) -> None:
+        """``store``: where the blocks of the estimated rows go (``analyzer.http.packing``; None: held)."""
+        self.store = store
         # an empty key log (no --keylog, no Decryption Secrets Block read so far) costs nothing
         self.keylog = keylog if keylog is not None and len(keylog) and inner_factory is not None else None
         self.observer = TlsObserver(self._on_record if self.keylog is not None else None)
@@ -268,7 +271,7 @@ class TlsConnection:
         if decrypted is not None:
             return decrypted
         protocol = tls_protocol(tf)
-        rows = TransactionRows()
+        rows = TransactionRows(self.store)
         idle_max: float | None = None
         last_end: int | None = None
         exchanges = tf.exchanges if protocol != "h2" else ()
