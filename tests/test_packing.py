@@ -81,6 +81,38 @@ def test_a_value_the_whole_block_repeats_is_kept_once(tmp_path: Path) -> None:
     assert size < 8 * 1000 + 7 * 1000 + 1000  # the ids, the targets (short strings), little else
 
 
+def test_take_reads_back_only_the_block_that_holds_the_record(tmp_path: Path) -> None:
+    """With a store, ``take`` finds the record by the blocks' id columns kept in memory and reads back
+    one block: the one that holds it, even where blocks' id ranges overlap (records taken back out and
+    packed again, as an HTTP/2 stream a late frame came for)."""
+    store = BlockFile(tmp_path / "blocks.bin")
+    got: list[int] = []
+    real_get = store.get
+
+    def counted(ref: int) -> list[np.ndarray]:
+        got.append(ref)
+        return real_get(ref)
+
+    store.get = counted  # type: ignore[method-assign]
+    packed = PackedRecords(KINDS, 4, 1, index=1, store=store)
+    rows = [(0, i, i, True, "GET", f"/{i}") for i in range(40)]
+    for row in rows:
+        packed.add(row)
+    for i in (1, 5, 9, 13):  # back out, then packed again after the others: a block of ids 1 to 13
+        again = packed.take(i)
+        assert again == rows[i]
+        packed.add(again)
+    assert len(got) == 4 and len(set(got)) == 4
+    for i in (2, 6, 10, 12, 17, 30):  # in the range of the block of 1 to 13 and of their own, one block each
+        got.clear()
+        assert packed.take(i) == rows[i]
+        assert len(got) == 1
+    got.clear()
+    assert packed.take(5) == rows[5] and len(got) == 1  # from the block it was packed in again
+    assert packed.take(5) is None and packed.take(99) is None and len(got) == 1
+    assert [r[1] for r in packed.flats(0, 1)] == sorted(set(range(40)) - {2, 6, 10, 12, 17, 30, 5})
+
+
 # ---------------------------------------------------------------------------------- TransactionRows
 
 _FIELDS = list(HTTP_TRANSACTION_COLUMNS)[1:]

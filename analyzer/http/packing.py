@@ -170,7 +170,7 @@ class PackedRecords:
     ``store``: where the blocks go (None: held)."""
 
     __slots__ = ("block_rows", "blocks", "count", "decoded", "decoded_blocks", "fresh", "fresh_at", "highs", "index",
-                 "kinds", "lows", "ranges", "taken")
+                 "index_columns", "kinds", "lows", "ranges", "taken")
 
     def __init__(self, kinds: Kinds, block_rows: int, decoded_blocks: int, index: int | None = None,
                  store: BlockStore | None = None) -> None:
@@ -181,6 +181,7 @@ class PackedRecords:
         self.lows: list[int] = []  # per block: the least and greatest value of that field
         self.highs: list[int] = []
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None  # the two as arrays, made when first needed
+        self.index_columns: list[np.ndarray] = []  # per block: that field's column (``take`` searches them)
         self.fresh_at: dict[int, int] = {}  # that field's value → position in ``fresh`` (the newest)
         self.blocks = Blocks(store)
         self.fresh: list[tuple[Any, ...] | None] = []  # not in a block yet (None: taken back)
@@ -218,12 +219,14 @@ class PackedRecords:
             self.lows.append(int(block[self.index].min()))
             self.highs.append(int(block[self.index].max()))
             self.ranges = None
+            self.index_columns.append(block[self.index])  # the block's own column (8 bytes a record when stored)
         self.blocks.append(block, hold)
 
     def take(self, value: int) -> tuple[Any, ...] | None:
         """The record whose ``index`` field is ``value``, removed; None when none. That field tells the records
         held apart (a stream id); the fresh ones are found by it in a dict, and only the blocks whose range of
-        it holds ``value`` are searched."""
+        it holds ``value`` are searched, by their column of it (kept in memory: with a store only the block
+        that holds the record is read back)."""
         field = self.index
         assert field is not None
         i = self.fresh_at.pop(value, -1)
@@ -239,7 +242,7 @@ class PackedRecords:
         lows, highs = self.ranges
         near = (lows <= value) & (value <= highs)
         for b in np.nonzero(near)[0][::-1].tolist():
-            column = self.blocks[b][field]
+            column = self.index_columns[b]
             for j in np.nonzero(column == value)[0][::-1].tolist():
                 pos = b * self.block_rows + j
                 if pos not in self.taken:
@@ -301,7 +304,7 @@ class PackedRecords:
                 self.blocks.let_go(b)
                 decoded.pop(b, None)
         self.blocks.clear()
-        self.lows, self.highs, self.ranges = [], [], None
+        self.lows, self.highs, self.ranges, self.index_columns = [], [], None, []
         self.taken = set()
         self.count = 0
         decoded.clear()
