@@ -74,7 +74,8 @@ EVERY_CAPTURE = [
 def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                                                    ) -> None:
     """Every HTTP/1 exchange packed as soon as it is finished (``transactions.PACK_EVERY = 1``), and every
-    closed HTTP/2 stream (``STREAM_PACK_EVERY = 1``), into blocks of two, read back with one block decoded
+    closed HTTP/2 stream (``STREAM_PACK_EVERY = 1``) and every open one but the oldest
+    (``MAX_OPEN_STREAMS_HELD = 2``), into blocks of two, read back with one block decoded
     at a time, and every connection's transaction rows packed by twos (``rows.ROW_BLOCK``) and joined with
     their TCP columns two at a time (``records._WINDOW``), their spans placed three rows at a time
     (``records._SPAN_GROUP``), gives the same tables and summary as exchanges kept as parsed messages,
@@ -100,6 +101,7 @@ def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest
     monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 1)
     monkeypatch.setattr(connection, "STREAM_PACK_BLOCK", 2)
     monkeypatch.setattr(connection, "_DECODED_STREAM_BLOCKS", 1)
+    monkeypatch.setattr(connection, "MAX_OPEN_STREAMS_HELD", 2)
     monkeypatch.setattr(rows, "ROW_BLOCK", 2)
     monkeypatch.setattr(records, "_WINDOW", 2)
     monkeypatch.setattr(records, "_SPAN_GROUP", 3)

@@ -1326,6 +1326,42 @@ def test_packed_streams_give_the_rows_of_the_streams(monkeypatch: pytest.MonkeyP
         assert transaction_rows(conn, "C1", "10.0.0.1", 80)[0] == []
 
 
+@pytest.mark.parametrize("stored", [False, True])
+def test_a_chunk_that_opens_thousands_of_streams_holds_a_bounded_number(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path, stored: bool) -> None:
+    """An h2load-style client: 3,000 requests in the client's chunk, all answered in the server's (a chunk
+    feeds one direction's bytes before the other's, so all are open when the responses come). With
+    ``MAX_OPEN_STREAMS_HELD = 256`` no more than that are held as objects while either side is fed (the
+    newest open ones are packed, and taken back out by their responses, in order); the rows, facts and
+    anomalies are those of every stream held. Held in memory, or with a block file."""
+    from analyzer.http2 import connection
+    from analyzer.spill import BlockFile
+
+    n = 3000
+    c, s = client_side(), server_side()
+    for i in range(n):
+        c.at(1000 * MS + i).headers(2 * i + 1, req_fields(f"/{i}"), end_stream=True)
+    for i in range(n):
+        s.at(1100 * MS + i).headers(2 * i + 1, resp_fields(200)).data_frame(2 * i + 1, b"ok", end_stream=True)
+    _, want_rows, want_facts = run(c, s)
+    monkeypatch.setattr(connection, "MAX_OPEN_STREAMS_HELD", 256)
+    monkeypatch.setattr(connection, "STREAM_PACK_EVERY", 64)
+    conn = Http2Connection(store=BlockFile(tmp_path / "blocks.bin") if stored else None)
+    most = 0
+    real_stream = connection.Http2Connection._stream
+
+    def counted(self: Http2Connection, sid: int, ts: int) -> Any:
+        nonlocal most
+        most = max(most, len(self.streams))
+        return real_stream(self, sid, ts)
+
+    monkeypatch.setattr(connection.Http2Connection, "_stream", counted)
+    _, rows, facts = run(c, s, conn)
+    assert rows == want_rows and facts == want_facts
+    assert conn.open_packed >= n - 2 * 256
+    assert 128 <= most <= 256
+
+
 def _cut(pieces: list[tuple[int, bytes, int]], parts: int) -> list[list[tuple[int, bytes, int]]]:
     size = -(-len(pieces) // parts)
     return [pieces[i:i + size] for i in range(0, len(pieces), size)]
@@ -1338,9 +1374,9 @@ def _cut(pieces: list[tuple[int, bytes, int]], parts: int) -> list[list[tuple[in
        step=st.integers(3, 40))
 def test_mutated_streams_give_the_same_results_packed(conv: tuple[bytes, bytes], c_edits: list[tuple[int, int, int]],
                                                       s_edits: list[tuple[int, int, int]], step: int) -> None:
-    """Whatever the bytes, packing every closed stream at once (blocks of two, one decoded at a time) gives
-    the rows, facts and anomalies of streams kept as objects. Fed in small pieces, so that frames come for
-    streams already packed."""
+    """Whatever the bytes, packing every closed stream at once (blocks of two, one decoded at a time), and
+    also every open one but the oldest (``MAX_OPEN_STREAMS_HELD = 2``), gives the rows, facts and anomalies
+    of streams kept as objects. Fed in small pieces, so that frames come for streams already packed."""
     from analyzer.http2 import connection
 
     client, server = _mutate(conv[0], c_edits), _mutate(conv[1], s_edits)
@@ -1348,11 +1384,12 @@ def test_mutated_streams_give_the_same_results_packed(conv: tuple[bytes, bytes],
     for data in (client, server):  # pieces of ``step`` bytes, timed by offset
         sides.append([[(a, data[a:a + step], a * 1000)] for a in range(0, len(data), step)])
     results = []
-    for every, block in ((1 << 30, 1024), (1, 2)):
+    for every, block, open_held in ((1 << 30, 1024, 1 << 30), (1, 2, 1 << 30), (1, 2, 2)):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(connection, "STREAM_PACK_EVERY", every)
             mp.setattr(connection, "STREAM_PACK_BLOCK", block)
             mp.setattr(connection, "_DECODED_STREAM_BLOCKS", 1)
+            mp.setattr(connection, "MAX_OPEN_STREAMS_HELD", open_held)
             conn = Http2Connection()
             for c_piece, s_piece in itertools.zip_longest(*sides, fillvalue=[]):  # the two sides in turn
                 conn.feed(0, chunk_of(c_piece))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,6 +112,43 @@ def test_take_reads_back_only_the_block_that_holds_the_record(tmp_path: Path) ->
     assert packed.take(5) == rows[5] and len(got) == 1  # from the block it was packed in again
     assert packed.take(5) is None and packed.take(99) is None and len(got) == 1
     assert [r[1] for r in packed.flats(0, 1)] == sorted(set(range(40)) - {2, 6, 10, 12, 17, 30, 5})
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_records_taken_in_a_row_come_from_the_block_decoded_once(tmp_path: Path, stored: bool) -> None:
+    """Records taken back in order (an HTTP/2 client's open streams, packed, then answered one after the
+    other): past ``_TAKEN_IN_A_ROW`` from one block they come from that block decoded once, looked up by
+    value, and are the records added; taken back and added again, a record is found in its new block
+    (its old place stays taken); the rest come back from ``flats``."""
+    from analyzer.http import packing
+
+    store = BlockFile(tmp_path / "blocks.bin") if stored else None
+    packed = PackedRecords(KINDS, 32, 2, index=1, store=store)
+    rows = [(i % 3, i, i * 7, i % 2 == 0, "GET", f"/{i}") for i in range(200)]
+    for row in rows:
+        packed.add(row)
+    unpacked = []
+    real_unpack = packing.unpack
+
+    def counted(block: list[np.ndarray], kinds: Kinds) -> list[tuple[Any, ...]]:
+        unpacked.append(len(block[0]))
+        return real_unpack(block, kinds)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packing, "unpack", counted)
+        got = [packed.take(i) for i in range(70)]
+        assert got == rows[:70]
+        assert unpacked == [32, 32]  # blocks 0 and 1 decoded once each; block 2 has 6 taken, fewer than 16
+        for i in range(40, 60):  # taken already
+            assert packed.take(i) is None
+        for i in range(70, 100):  # back, then in a block again: block 2's old places stay taken
+            packed.add(packed.take(i))
+        for _ in range(2):
+            packed.add((0, 1000 + _, 0, None, None, "/x"))  # so that the last re-added block is full
+        assert [packed.take(i) for i in range(70, 100)] == rows[70:100]
+    assert len(packed) == 200 - 100 + 2
+    assert list(packed.flats(0, 1)) == sorted([*rows[100:], (0, 1000, 0, None, None, "/x"),
+                                               (0, 1001, 0, None, None, "/x")], key=lambda r: (r[0], r[1]))
 
 
 # ---------------------------------------------------------------------------------- TransactionRows

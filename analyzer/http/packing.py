@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+_TAKEN_IN_A_ROW = 16  # records ``take`` reads from one block in a row before it decodes the whole block
 NO_INT = -(1 << 63)  # None in an int column (no time, size, offset or id takes it)
 _BOOLS: tuple[bool | None, ...] = (False, True, None)  # a bool column's codes 0, 1, -1
 
@@ -170,7 +171,7 @@ class PackedRecords:
     ``store``: where the blocks go (None: held)."""
 
     __slots__ = ("block_rows", "blocks", "count", "decoded", "decoded_blocks", "fresh", "fresh_at", "highs", "index",
-                 "index_columns", "kinds", "lows", "ranges", "taken")
+                 "index_columns", "kinds", "lows", "ranges", "taken", "taking")
 
     def __init__(self, kinds: Kinds, block_rows: int, decoded_blocks: int, index: int | None = None,
                  store: BlockStore | None = None) -> None:
@@ -182,6 +183,9 @@ class PackedRecords:
         self.highs: list[int] = []
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None  # the two as arrays, made when first needed
         self.index_columns: list[np.ndarray] = []  # per block: that field's column (``take`` searches them)
+        # the block ``take`` read last: its records decoded once many were taken from it in a row, how many,
+        # and then the row of each value of the field
+        self.taking: tuple[int, list[tuple[Any, ...]] | None, int, dict[int, int] | None] | None = None
         self.fresh_at: dict[int, int] = {}  # that field's value → position in ``fresh`` (the newest)
         self.blocks = Blocks(store)
         self.fresh: list[tuple[Any, ...] | None] = []  # not in a block yet (None: taken back)
@@ -237,19 +241,53 @@ class PackedRecords:
             return r
         if not self.blocks:
             return None
+        last = self.taking[0] if self.taking is not None else -1
+        if last >= 0 and self.lows[last] <= value <= self.highs[last]:  # records taken in a row: one block
+            j = self._untaken(last, value)
+            if j >= 0:
+                return self._taken_row(last, j)
         if self.ranges is None:
             self.ranges = (np.array(self.lows, dtype=np.int64), np.array(self.highs, dtype=np.int64))
         lows, highs = self.ranges
-        near = (lows <= value) & (value <= highs)
-        for b in np.nonzero(near)[0][::-1].tolist():
-            column = self.index_columns[b]
-            for j in np.nonzero(column == value)[0][::-1].tolist():
-                pos = b * self.block_rows + j
-                if pos not in self.taken:
-                    self.taken.add(pos)
-                    self.count -= 1
-                    return _row(self.blocks[b], j, self.kinds)
+        for b in np.nonzero((lows <= value) & (value <= highs))[0][::-1].tolist():
+            j = self._untaken(b, value) if b != last else -1
+            if j >= 0:
+                return self._taken_row(b, j)
         return None
+
+    def _untaken(self, b: int, value: int) -> int:
+        """The row of block ``b`` whose ``index`` field is ``value`` and that was not taken back yet, now
+        marked taken; -1 when none. In the block decoded for ``take`` the row is looked up by value first."""
+        taking = self.taking
+        if taking is not None and taking[0] == b and taking[3] is not None:
+            j = taking[3].get(value, -1)
+            if j >= 0 and b * self.block_rows + j not in self.taken:
+                self.taken.add(b * self.block_rows + j)
+                self.count -= 1
+                return j
+        for j in np.nonzero(self.index_columns[b] == value)[0][::-1].tolist():
+            pos = b * self.block_rows + j
+            if pos not in self.taken:
+                self.taken.add(pos)
+                self.count -= 1
+                return int(j)
+        return -1
+
+    def _taken_row(self, b: int, j: int) -> tuple[Any, ...]:
+        """Record ``j`` of block ``b``: decoded alone, or, once ``_TAKEN_IN_A_ROW`` records were taken from that
+        block in a row, from the whole block decoded once (an HTTP/2 client's streams taken back in order)."""
+        taking = self.taking
+        if taking is not None and taking[0] == b:
+            rows, in_a_row, where = taking[1], taking[2] + 1, taking[3]
+            if rows is None and in_a_row >= _TAKEN_IN_A_ROW:
+                rows = unpack(self.blocks[b], self.kinds)
+                where = {v: k for k, v in enumerate(self.index_columns[b].tolist())}  # (the last of a value)
+            self.taking = (b, rows, in_a_row, where)
+            if rows is not None:
+                return rows[j]
+        else:
+            self.taking = (b, None, 1, None)
+        return _row(self.blocks[b], j, self.kinds)
 
     def values(self, *fields: int) -> list[np.ndarray]:
         """Each int or bool field of ``fields`` for every record held (``NO_INT`` / -1 for None), in no set
@@ -304,7 +342,7 @@ class PackedRecords:
                 self.blocks.let_go(b)
                 decoded.pop(b, None)
         self.blocks.clear()
-        self.lows, self.highs, self.ranges, self.index_columns = [], [], None, []
+        self.lows, self.highs, self.ranges, self.index_columns, self.taking = [], [], None, [], None
         self.taken = set()
         self.count = 0
         decoded.clear()

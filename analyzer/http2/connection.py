@@ -122,6 +122,13 @@ DECODED_BLOCK_MAX_BYTES = 512
 # stream (a late RST_STREAM, DATA after the end) takes it back out first, so the rows are the same.
 STREAM_PACK_EVERY = 256
 STREAM_PACK_BLOCK = 1024
+# Streams still open held as objects at most (about 0.5 KB each): beyond it the newest open ones are packed
+# too, and taken back out by their next frame, as a closed one is. A chunk of packets feeds a direction's
+# bytes before the other's, so an h2load-style client's requests of a whole chunk are all open when its
+# responses come: ``bench/hostile.py --cases h2_load`` (a million streams in one chunk) held them all as
+# objects, its reading child peaking at 658 MiB; 367 MiB so, for a quarter more CPU (each stream packed
+# twice and taken back once). Fewer open streams cost nothing more.
+MAX_OPEN_STREAMS_HELD = 65_536
 _DECODED_STREAM_BLOCKS = 4  # blocks kept decoded while the rows are made (streams opened out of order)
 
 ERROR_CODES = {
@@ -296,6 +303,7 @@ class Http2Connection:
         self.streams: dict[int, _Stream] = {}  # not packed
         self.packed: PackedRecords | None = None  # closed streams packed (``_pack``)
         self.packed_top = -1  # the highest stream id packed so far
+        self.open_packed = 0  # streams packed while still open (``MAX_OPEN_STREAMS_HELD``), counted each time
         self.pack_at = STREAM_PACK_EVERY  # pack when this many streams are held as objects
         self._stream_notes: tuple[list[int], int | None, list[int]] | None = None  # kept by transaction_rows
         self.decoders: list[Decoder | None] = [_decoder(), _decoder()]
@@ -341,19 +349,27 @@ class Http2Connection:
         return len(self.streams) + (len(self.packed) if self.packed is not None else 0)
 
     def _pack(self, everything: bool = False) -> None:
-        """Pack the closed streams (``everything``: all of them, as they are). The next pass comes when the
-        streams held have doubled (at least ``STREAM_PACK_EVERY``), so that open ones are looked at a bounded
-        number of times per stream."""
+        """Pack the closed streams (``everything``: all of them, as they are), and the newest open ones beyond
+        ``MAX_OPEN_STREAMS_HELD``. The next pass comes when the streams held have doubled (at least
+        ``STREAM_PACK_EVERY``), so that open ones are looked at a bounded number of times per stream: from
+        ``feed``, and as a stream is made (a chunk may open a million)."""
         if self.packed is None:
             self.packed = PackedRecords(_STREAM_KINDS, STREAM_PACK_BLOCK, _DECODED_STREAM_BLOCKS, index=_S_SID,
                                         store=self.store)
         keep: dict[int, _Stream] = {}
+        packed = self.packed
         for sid, s in self.streams.items():
             if everything or s.end_ns is not None:
-                self.packed.add(_stream_flat(s))
+                packed.add(_stream_flat(s))
                 self.packed_top = max(self.packed_top, sid)
             else:
                 keep[sid] = s
+        if len(keep) > MAX_OPEN_STREAMS_HELD // 2:  # the oldest half of the limit stay objects (so the next
+            held = sorted(keep)  # pass comes at the limit), the newer ones are packed
+            for sid in held[MAX_OPEN_STREAMS_HELD // 2:]:
+                packed.add(_stream_flat(keep.pop(sid)))
+            self.packed_top = max(self.packed_top, held[-1])
+            self.open_packed += len(held) - MAX_OPEN_STREAMS_HELD // 2
         self.streams = keep
         self.pack_at = max(STREAM_PACK_EVERY, 2 * len(keep))
 
@@ -361,6 +377,8 @@ class Http2Connection:
         """The stream ``sid`` if seen, taken back out of the packed ones when it is there (a frame on it)."""
         s = self.streams.get(sid)
         if s is None and self.packed is not None and sid <= self.packed_top:
+            if len(self.streams) >= self.pack_at:  # (as ``_stream``: before one more is held as an object)
+                self._pack()
             flat = self.packed.take(sid)
             if flat is not None:
                 s = self.streams[sid] = _stream_of(flat)
@@ -592,6 +610,8 @@ class Http2Connection:
         if self._known(pid) is not None:
             self._anomaly(end_ns, "h2_frame_error", f"PUSH_PROMISE of stream {pid}, which is already in use")
             return
+        if len(self.streams) >= self.pack_at:  # (as ``_stream``)
+            self._pack()
         s = _Stream(pid, blk.first_ns, pushed=True, request_seen=True)
         s.req.seen = True
         s.req.head_ns = blk.first_ns
@@ -651,6 +671,8 @@ class Http2Connection:
     def _stream(self, sid: int, ts: int) -> _Stream:
         s = self._known(sid)
         if s is None:
+            if len(self.streams) >= self.pack_at:  # before it is made: no caller holds a stream object here
+                self._pack()
             s = self.streams[sid] = _Stream(sid, ts)
         return s
 
