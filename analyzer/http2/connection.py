@@ -340,8 +340,7 @@ class Http2Connection:
             reader.stop()
             self._anomaly(self.last_ts, "h2_internal_error", f"{SIDES[direction]}: {type(exc).__name__}: "
                                                              f"{str(exc)[:200]}")
-        if len(self.streams) >= self.pack_at:
-            self._pack()
+        self._make_room()
 
     @property
     def exchanges_seen(self) -> int:
@@ -373,12 +372,17 @@ class Http2Connection:
         self.streams = keep
         self.pack_at = max(STREAM_PACK_EVERY, 2 * len(keep))
 
+    def _make_room(self) -> None:
+        """A pass of ``_pack`` when the streams held as objects reached ``pack_at``: after a feed, and before
+        a stream is made or taken back out (then no caller holds a stream object, which a pass could pack)."""
+        if len(self.streams) >= self.pack_at:
+            self._pack()
+
     def _known(self, sid: int) -> _Stream | None:
         """The stream ``sid`` if seen, taken back out of the packed ones when it is there (a frame on it)."""
         s = self.streams.get(sid)
         if s is None and self.packed is not None and sid <= self.packed_top:
-            if len(self.streams) >= self.pack_at:  # (as ``_stream``: before one more is held as an object)
-                self._pack()
+            self._make_room()
             flat = self.packed.take(sid)
             if flat is not None:
                 s = self.streams[sid] = _stream_of(flat)
@@ -610,8 +614,7 @@ class Http2Connection:
         if self._known(pid) is not None:
             self._anomaly(end_ns, "h2_frame_error", f"PUSH_PROMISE of stream {pid}, which is already in use")
             return
-        if len(self.streams) >= self.pack_at:  # (as ``_stream``)
-            self._pack()
+        self._make_room()
         s = _Stream(pid, blk.first_ns, pushed=True, request_seen=True)
         s.req.seen = True
         s.req.head_ns = blk.first_ns
@@ -671,8 +674,7 @@ class Http2Connection:
     def _stream(self, sid: int, ts: int) -> _Stream:
         s = self._known(sid)
         if s is None:
-            if len(self.streams) >= self.pack_at:  # before it is made: no caller holds a stream object here
-                self._pack()
+            self._make_room()
             s = self.streams[sid] = _Stream(sid, ts)
         return s
 
