@@ -30,6 +30,7 @@ FILES = [
         "pcapplusplus/one_tcp_stream_max_seq.pcap",  # sequence wrap-around
         "pcap2har-andrewf/out-of-order.pcap",  # reordering and hundreds of retransmissions
         "suricata-verify/http-protocol-nodup.pcap",  # pipelining, several messages per segment
+        "pcapplusplus/650HttpResponses.pcap",  # responses ending at a gap where a chunk starts
     )),
 ]
 

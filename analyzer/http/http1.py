@@ -158,6 +158,8 @@ class Http1Parser:
         self.gap_bytes = 0
         self.expect_http09: Callable[[], bool] = _never
         self._last_ts = 0
+        self._fed_end = -1  # stream offset just past the bytes of the chunks fed before (``_done_at``)
+        self._fed_done_ns = 0  # when every byte before ``_fed_end`` had been seen
         self._skip_tail = b""  # HEADER_SKIP: the last bytes skipped (the blank line may straddle two reads)
         self._skip_method: str | None = None  # HEADER_SKIP: what the head callback returned
         self._run_window = 4096  # bytes ``_chunk_run`` reads next (doubles while it consumes them)
@@ -169,6 +171,7 @@ class Http1Parser:
             if self.pos is None:
                 self.pos = int(chunk.start[0])
             self._run(chunk)
+            self._fed_end, self._fed_done_ns = int(chunk.end[-1]), int(chunk.done_ns[-1])
         if chunk.final or chunk.eof >= 0:
             self._eof(chunk)
 
@@ -193,6 +196,14 @@ class Http1Parser:
     # ------------------------------------------------------------------------------------------ helpers
     def _anomaly(self, ts_ns: int, name: str, detail: str) -> None:
         self.anomalies.append((ts_ns, name, detail))
+
+    def _done_at(self, chunk: StreamChunk, offset: int) -> int:
+        """When every byte before ``offset`` had been seen. An offset up to where the chunks fed before ended
+        (a message that ends at a gap found at the start of this chunk) was complete when they were, not when
+        this chunk's first bytes were: the same time however the packets were cut into chunks."""
+        if not len(chunk):
+            return self._last_ts
+        return self._fed_done_ns if offset <= self._fed_end else chunk.done_at(offset)
 
     def _read(self, chunk: StreamChunk, off: int, limit: int) -> bytes:
         return read_after_carry(self.carry, chunk, off, limit)
@@ -692,7 +703,7 @@ class Http1Parser:
             self.state = START
             return
         msg.end = end
-        msg.ts_end_ns = chunk.done_at(end) if len(chunk) else self._last_ts
+        msg.ts_end_ns = self._done_at(chunk, end)
         msg.complete = complete and msg.body_missing_bytes == 0
         self.current = None
         self.state = TUNNEL if self.tunnel_after_body else START
@@ -701,7 +712,7 @@ class Http1Parser:
     def _end_message(self, msg: Message, chunk: StreamChunk) -> None:
         assert self.pos is not None
         msg.end = self.pos
-        msg.ts_end_ns = chunk.done_at(self.pos) if len(chunk) else self._last_ts
+        msg.ts_end_ns = self._done_at(chunk, self.pos)
         msg.complete = True
         self.current = None
         self.state = TUNNEL if self.tunnel_after_body else START
