@@ -18,10 +18,11 @@ when the HTTP/1 layer reports another protocol (``Http1Connection.detected``):
 To switch, the bytes already fed must be fed again to the new handler. So while a switch is still possible
 (``Http1Connection.may_switch``: nothing parsed yet, or an Upgrade request awaiting its response) the
 chunks fed are kept, as compact copies that do not pin packet buffers, at most ``MAX_KEPT_BYTES`` per
-connection once the other direction had its turn: the tracker feeds a chunk's client bytes before its
-server bytes, so a client that sends more than that right after its ``CONNECT`` or ``Upgrade`` (an
-upload through a proxy's tunnel) has it all kept until the chunk's response is fed (at most a chunk's
-bytes more: where the switch comes within one chunk, where chunks end does not matter). Past that limit
+connection once the other direction had its turn: the tracker feeds a round's client bytes before its
+server bytes (``connections.ROUND_BYTES``), so a client that sends more than that right after its
+``CONNECT`` or ``Upgrade`` (an upload through a proxy's tunnel) has it all kept until the round's response
+is fed (about a round's bytes more: where the switch comes within one round, where rounds end does not
+matter). Past that limit
 the switch still happens, from the bytes that follow, with the anomaly ``protocol_switch_partial``.
 HTTP/1 transactions before an Upgrade on the same connection are not kept when it switches (clients
 upgrade on their first request).
@@ -65,7 +66,7 @@ class ConnectionHandler:
         self.kept_bytes = 0
         self.overflow_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES (replay incomplete)
         self.over_ts: int | None = None  # when kept bytes went over MAX_KEPT_BYTES, before the other side's turn
-        self.last_fed = 1  # the direction fed last: a client feed, or a second server feed, starts a new chunk
+        self.last_fed = 1  # the direction fed last: a client feed, or a second server feed, starts a new round
 
     def feed(self, direction: int, chunk: StreamChunk) -> None:
         inner = self.inner

@@ -7,12 +7,15 @@ captured chunks apart must all end up exactly as with one chunk.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import analyzer
 
@@ -125,3 +128,73 @@ def test_tables_do_not_depend_on_exchange_packing(path: str, monkeypatch: pytest
     assert not (tmp_path / "blocks.bin").exists()  # removed once every connection ended
     longest = whole.transactions.groupby("uid").size().max() if len(whole.transactions) else 0
     assert (len(blocks_put) >= longest // 2) if longest > 2 else True
+
+
+@pytest.mark.parametrize("path", EVERY_CAPTURE, ids=["/".join(Path(f).parts[-2:]) for f in EVERY_CAPTURE])
+def test_tables_do_not_depend_on_feeding_rounds(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection's bytes of a chunk fed in rounds of one completion time each (``connections.ROUND_BYTES =
+    1``: a round's client bytes, then its server bytes, in the order they were complete) give the same tables
+    and summary as a chunk's client bytes all fed before its server bytes (the sample and corpus captures
+    have fewer than ``ROUND_BYTES`` of a connection in most chunks)."""
+    from analyzer.errors import CaptureFormatError
+    from analyzer.flows import connections
+
+    keylog = Path(path).with_suffix(".keylog")
+    keys = str(keylog) if keylog.exists() else None
+    monkeypatch.setattr(connections, "ROUND_BYTES", 1 << 40)
+    try:
+        whole = analyzer.analyze(path, keylog=keys)
+    except CaptureFormatError:
+        pytest.skip("nothing readable")  # the empty corpus file
+    rounds: list[int] = []
+    cut = connections._rounds
+
+    def counted(*args: Any) -> list[tuple[int, int, int, int]]:
+        made = cut(*args)
+        rounds.append(len(made))
+        return made
+
+    monkeypatch.setattr(connections, "ROUND_BYTES", 1)
+    monkeypatch.setattr(connections, "_rounds", counted)
+    fed = analyzer.analyze(path, keylog=keys)
+    for name in ("connections", "transactions", "anomalies", "flights", "segments"):
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(fed, name), obj=name)
+    assert fed.summary == whole.summary
+    assert sum(rounds) >= len(rounds)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 5), st.integers(0, 3000)), max_size=60),
+       st.integers(1, 4000))
+def test_feeding_rounds_keep_each_direction_in_order_and_time_order_across(
+        pieces: list[tuple[int, int, int]], round_bytes: int) -> None:
+    """``_rounds`` over random pieces (direction, time step, size): each direction's pieces are fed once,
+    in stream order; a piece of a later round was complete after every piece of an earlier one; a round
+    holds at most ``ROUND_BYTES`` besides the pieces complete at its last time."""
+    import numpy as np
+
+    from analyzer.flows import connections
+
+    sides = [[(t, n) for d, t, n in pieces if d == side] for side in (0, 1)]
+    done = [np.cumsum([t for t, _ in side], dtype=np.int64) for side in sides]  # not decreasing
+    size = [np.array([n for _, n in side], dtype=np.int64) for side in sides]
+    done_ns = np.concatenate(done)
+    start = np.zeros(len(done_ns), dtype=np.int64)
+    end = np.concatenate(size)
+    a0, b0, b1 = 0, len(done[0]), len(done_ns)
+    connections.ROUND_BYTES, saved = round_bytes, connections.ROUND_BYTES
+    try:
+        rounds = connections._rounds(done_ns, start, end, a0, b0, b1) if b1 else [(0, 0, 0, 0)]
+    finally:
+        connections.ROUND_BYTES = saved
+    client = [i for ca, cb, _, _ in rounds for i in range(ca, cb)]
+    server = [i for _, _, sa, sb in rounds for i in range(sa, sb)]
+    assert client == list(range(a0, b0)) and server == list(range(b0, b1))
+    times = [done_ns[[*range(ca, cb), *range(sa, sb)]] for ca, cb, sa, sb in rounds]
+    fed = [t for t in times if len(t)]
+    for earlier, later in itertools.pairwise(fed):
+        assert earlier.max() < later.min()
+    for (ca, cb, sa, sb), t in zip(rounds, times, strict=True):
+        idx = np.array([*range(ca, cb), *range(sa, sb)], dtype=np.int64)
+        if len(idx):
+            assert (end - start)[idx][t < t.max()].sum() <= round_bytes

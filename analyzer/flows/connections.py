@@ -5,9 +5,10 @@
 decides the client (the SYN sender; without a SYN the side whose first payload starts like a request, then
 the receiver of a response, then the higher port), unwraps sequence numbers, reassembles every direction
 with ``reassembly.reassemble`` and hands the new bytes of each direction to the connection's protocol
-handler as a ``StreamChunk``. Per-connection facts (handshake, close, counters) are numpy reductions over
-the chunk. Connections that are closed and quiet for ``LINGER_NS`` of capture time are finished and freed,
-so memory follows the connections open at once, not the capture size.
+handler as ``StreamChunk`` s (in rounds of ``ROUND_BYTES`` for a busy connection). Per-connection facts
+(handshake, close, counters) are numpy reductions over the chunk. Connections that are closed and quiet
+for ``LINGER_NS`` of capture time are finished and freed, so memory follows the connections open at once,
+not the capture size.
 
 Bounds on what a hostile capture can make it hold (``tests/hostile``):
 - closed connections linger for ``LINGER_NS`` (late retransmissions and ACKs), but at most
@@ -34,7 +35,10 @@ Bounds on what a hostile capture can make it hold (``tests/hostile``):
   prefix it had (anomaly ``tcp_analysis_limit``);
 - each direction keeps its delivered bytes not yet acknowledged at a chunk's end, to compare later copies
   with them (``overlaps``): at most ``overlaps.MAX_KEPT_BYTES_PER_STREAM`` per direction and
-  ``overlaps.MAX_KEPT_BYTES`` in all (anomaly ``overlap_check_limit``).
+  ``overlaps.MAX_KEPT_BYTES`` in all (anomaly ``overlap_check_limit``);
+- a chunk's new bytes of one connection are fed to its handler in rounds of about ``ROUND_BYTES``, so what
+  the protocol parsers hold while a client's requests wait for their responses (pipelined HTTP/1 requests,
+  open HTTP/2 streams) follows a round's bytes, not a chunk's.
 
 It knows TCP and nothing about HTTP: protocol handlers come from ``handler_factory`` and roles use the
 ``classify_payload`` hint (+1 request-like, -1 response-like, 0 unknown) given by the caller.
@@ -102,9 +106,33 @@ MAX_LOG_ROWS_PER_CONNECTION = 1_000_000
 #: loses a packet to it loses its later ones too (the same anomaly ``tcp_analysis_limit``). Rows leave the
 #: log when their connections finish.
 MAX_LOG_ROWS = 8_000_000
+#: Bytes of one connection (both directions) fed to its handler at once. A chunk's new bytes of a busier
+#: connection are fed in rounds (``_rounds``), in the order they were complete (``done_ns``): a round's client
+#: bytes, then its server bytes. Fed a whole chunk at a time, a client's pipelined requests (HTTP/1) or opened
+#: streams (HTTP/2) would all be parsed and waiting before the first of their responses is read: what the
+#: parsers hold would grow with the chunk's bytes, not with what the connection has outstanding.
+ROUND_BYTES = 256 << 10
 NO_DATA = np.iinfo(np.int64).min
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
+
+
+def _rounds(done_ns: npt.NDArray[np.int64], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64],
+             a0: int, b0: int, b1: int) -> list[tuple[int, int, int, int]]:
+    """A connection's pieces of one chunk (the client's ``[a0, b0)``, the server's ``[b0, b1)``, either may be
+    empty; each in stream order, ``done_ns`` not decreasing) cut into rounds of about ``ROUND_BYTES``, in the
+    order they were complete: ``(client_from, client_to, server_from, server_to)`` per round. A round takes
+    every piece of either direction complete by its cut time (pieces complete at the same time are never cut
+    apart), so a response is never fed before a request that was complete before it. A piece larger than a
+    round is a round of its own."""
+    done = np.concatenate((done_ns[a0:b0], done_ns[b0:b1]))
+    order = np.argsort(done, kind="stable")
+    total = np.cumsum((end[a0:b1] - start[a0:b1])[order])
+    cut_at = np.searchsorted(total, np.arange(ROUND_BYTES, int(total[-1]), ROUND_BYTES), side="left")
+    cuts = np.unique(done[order][cut_at])  # the last round takes the rest
+    client_to = [*(a0 + np.searchsorted(done_ns[a0:b0], cuts, side="right")).tolist(), b0]
+    server_to = [*(b0 + np.searchsorted(done_ns[b0:b1], cuts, side="right")).tolist(), b1]
+    return list(zip([a0, *client_to[:-1]], client_to, [b0, *server_to[:-1]], server_to, strict=True))
 
 
 class StreamHandler(Protocol):
@@ -699,20 +727,29 @@ class ConnectionTracker:
                 conns[g >> 1].dirs[g & 1].done_ns = done_ns
         p_src = p_src.astype(np.int8, copy=False)  # the sources are int8 already (``_columns``)
         p_bounds_l = p_bounds.tolist()
+        p_bytes_cum = np.concatenate(([0], np.cumsum(p_cap_end - p_start))).tolist()
         for i, conn in enumerate(conns):
+            eofs = [-1, -1]
             for d in (0, 1):
-                g = 2 * i + d
-                a, b = p_bounds_l[g], p_bounds_l[g + 1]
                 st = conn.dirs[d]
-                eof = -1
                 if st.fin_offset >= 0 and not st.eof_sent and st.delivered_end >= st.fin_offset:
-                    eof = st.fin_offset
+                    eofs[d] = st.fin_offset
                     st.eof_sent = True
-                if a == b and eof < 0:
-                    continue
-                chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b], p_buf[a:b], p_ts[a:b], p_done[a:b],
-                                    buffers, eof, False)
-                (conn.handler or self._handler(conn)).feed(d, chunk)
+            a0, b0, b1 = p_bounds_l[2 * i], p_bounds_l[2 * i + 1], p_bounds_l[2 * i + 2]
+            if p_bytes_cum[b1] - p_bytes_cum[a0] > ROUND_BYTES:
+                rounds = _rounds(p_done, p_start, p_cap_end, a0, b0, b1)
+            else:
+                rounds = [(a0, b0, b0, b1)]
+            for ca, cb, sa, sb in rounds:
+                for d, a, b in ((0, ca, cb), (1, sa, sb)):
+                    eof = eofs[d] if b == (b0, b1)[d] else -1  # on the direction's last bytes of the chunk
+                    if a == b and eof < 0:
+                        continue
+                    if eof >= 0:
+                        eofs[d] = -1  # given once
+                    chunk = StreamChunk(p_start[a:b], p_cap_end[a:b], p_src[a:b], p_buf[a:b], p_ts[a:b],
+                                        p_done[a:b], buffers, eof, False)
+                    (conn.handler or self._handler(conn)).feed(d, chunk)
 
         for conn in finishing:
             self._finish(conn)

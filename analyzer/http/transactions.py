@@ -33,10 +33,11 @@ from analyzer.http.rows import TransactionRows
 CLIENT = 0
 SERVER = 1
 
-#: Requests still waiting for a response once a chunk of packets was fed (both directions) before we call it
+#: Requests still waiting for a response once a round of bytes was fed (both directions) before we call it
 #: a flood and stop waiting for the newest (``_trim_pending``). Counted at that point, not as requests are
-#: parsed: a chunk feeds all of a direction's bytes before the other's, so a busy keep-alive connection has
-#: every request of the chunk waiting until its responses are fed.
+#: parsed: the tracker feeds a round's client bytes before its server bytes (``connections.ROUND_BYTES``, 256
+#: KiB of a connection), so a busy keep-alive connection has the round's requests waiting until its responses
+#: are fed.
 MAX_PENDING_REQUESTS = 10_000
 #: Exchanges a connection holds as parsed messages before its finished ones are packed (``_Packed``).
 PACK_EVERY = 256
@@ -262,7 +263,7 @@ class Http1Connection:
         return method
 
     def _trim_pending(self) -> None:
-        """More than ``MAX_PENDING_REQUESTS`` requests wait for a response after a chunk's responses were fed: a
+        """More than ``MAX_PENDING_REQUESTS`` requests wait for a response after a round's responses were fed: a
         flood (one ``excessive_pipelining``, the first time). The newest beyond the limit are no longer waited
         for: responses pair with the oldest waiting, then with requests sent after this point. All keep their
         rows."""

@@ -123,11 +123,13 @@ DECODED_BLOCK_MAX_BYTES = 512
 STREAM_PACK_EVERY = 256
 STREAM_PACK_BLOCK = 1024
 # Streams still open held as objects at most (about 0.5 KB each): beyond it the newest open ones are packed
-# too, and taken back out by their next frame, as a closed one is. A chunk of packets feeds a direction's
-# bytes before the other's, so an h2load-style client's requests of a whole chunk are all open when its
-# responses come: ``bench/hostile.py --cases h2_load`` (a million streams in one chunk) held them all as
-# objects, its reading child peaking at 658 MiB; 367 MiB so, for a quarter more CPU (each stream packed
-# twice and taken back once). Fewer open streams cost nothing more.
+# too, and taken back out by their next frame, as a closed one is. The tracker feeds a connection's bytes in
+# rounds of ``connections.ROUND_BYTES`` (256 KiB; a round's client bytes before its server bytes), so an
+# h2load-style client has about a round's requests open when their responses come: this limit is the safety
+# net for a client that really keeps more streams open (each packed once and taken back once). Before rounds,
+# ``bench/hostile.py --cases h2_load`` (a million streams in one chunk of packets) held them all as objects,
+# its reading child peaking at 658 MiB; 367 MiB with this limit, for a quarter more CPU; 302 MiB with rounds,
+# for less CPU than either. Fewer open streams cost nothing more.
 MAX_OPEN_STREAMS_HELD = 65_536
 _DECODED_STREAM_BLOCKS = 4  # blocks kept decoded while the rows are made (streams opened out of order)
 
@@ -351,7 +353,7 @@ class Http2Connection:
         """Pack the closed streams (``everything``: all of them, as they are), and the newest open ones beyond
         ``MAX_OPEN_STREAMS_HELD``. The next pass comes when the streams held have doubled (at least
         ``STREAM_PACK_EVERY``), so that open ones are looked at a bounded number of times per stream: from
-        ``feed``, and as a stream is made (a chunk may open a million)."""
+        ``feed``, and as a stream is made (one feed may open a million)."""
         if self.packed is None:
             self.packed = PackedRecords(_STREAM_KINDS, STREAM_PACK_BLOCK, _DECODED_STREAM_BLOCKS, index=_S_SID,
                                         store=self.store)

@@ -16,7 +16,7 @@ fields per record and a dozen fields of two hello messages: a few hundred lines 
 raise and never buffer application data.
 
 Definitions (the cross-direction ones are decided in ``facts()`` by capture time, because the tracker may
-feed a direction's later bytes before the other direction's earlier ones):
+feed a direction's later bytes before the other direction's earlier ones within a round):
 
 - ``version``: the ServerHello's supported_versions extension when present (how TLS 1.3 is negotiated),
   else its legacy version; from a HelloRetryRequest when no ServerHello was captured; None without either.

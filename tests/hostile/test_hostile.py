@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -378,6 +379,37 @@ def test_pipelined_flood_stops_queueing_and_keeps_counting(tmp: Path) -> None:
     assert np.array_equal(t["trans_depth"].to_numpy(), np.arange(1, n + 1))
 
 
+def test_a_pipelined_flood_in_one_chunk_is_parsed_a_round_at_a_time(tmp: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flood's packets are one chunk. Fed in rounds of ``ROUND_BYTES``, the requests waiting for a response
+    never exceed ``MAX_PENDING_REQUESTS`` by more than one round's requests (fed whole, all 60,000 would
+    wait at once), and the rows are those of the flood fed a packet at a time."""
+    from analyzer.http import transactions
+
+    monkeypatch.setattr(transactions, "MAX_PENDING_REQUESTS", 1_000)
+    monkeypatch.setattr(connections, "ROUND_BYTES", 64 << 10)
+    n = 60_000
+    made = g.pipelined_flood(tmp / "pipe.pcap", n)
+    most = {"pending": 0, "held": 0}
+    feed = transactions.Http1Connection.feed
+
+    def watched(conn: transactions.Http1Connection, direction: int, chunk: Any) -> None:
+        feed(conn, direction, chunk)
+        most["pending"] = max(most["pending"], len(conn.pending))
+        most["held"] = max(most["held"], len(conn.exchanges))
+
+    monkeypatch.setattr(transactions.Http1Connection, "feed", watched)
+    a = analyzer.analyze(made.path)
+    per_round = (64 << 10) // len(b"GET /0 HTTP/1.1\r\nHost: hostile.test\r\n\r\n") + 1
+    assert 1_000 < most["pending"] <= 1_000 + per_round
+    assert most["held"] <= 2 * (1_000 + per_round)  # the others are packed
+    assert accounted(a, made) == {"excessive_pipelining": 1}
+    assert len(a.transactions) == n and a.transactions["status"].isna().all()
+    one_by_one = analyzer.analyze(made.path, chunk_packets=1)
+    pd.testing.assert_frame_equal(one_by_one.transactions, a.transactions)
+    pd.testing.assert_frame_equal(one_by_one.anomalies, a.anomalies)
+
+
 # ------------------------------------------------------------------------------- long keep-alive connection
 
 def test_keepalive_marathon_pairs_every_exchange_whatever_the_chunks(tmp: Path,
@@ -510,3 +542,33 @@ def test_h2_marathon_gives_every_stream_its_row_whatever_the_chunks(tmp: Path, p
         cut = analyzer.analyze(made.path, chunk_packets=chunk_packets)
         pd.testing.assert_frame_equal(cut.transactions, t, obj=f"transactions @ {chunk_packets}")
         pd.testing.assert_frame_equal(cut.connections, a.connections, obj=f"connections @ {chunk_packets}")
+
+
+def test_h2_streams_opened_in_one_chunk_are_answered_a_round_at_a_time(tmp: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 streams opened a hundred at a time, all in one chunk: fed in rounds, the connection never has
+    more than a round's streams open as objects, so none is packed while open (``MAX_OPEN_STREAMS_HELD``),
+    and the rows are those of the chunk fed whole."""
+    from analyzer.http2 import connection
+
+    n = 20_000
+    made = g.h2_marathon(tmp / "h2.pcap", n, per_packet=100)
+    most = {"streams": 0, "open_packed": 0}
+    feed = connection.Http2Connection.feed
+
+    def watched(conn: connection.Http2Connection, direction: int, chunk: Any) -> None:
+        feed(conn, direction, chunk)
+        most["streams"] = max(most["streams"], len(conn.streams))
+        most["open_packed"] = max(most["open_packed"], conn.open_packed)
+
+    monkeypatch.setattr(connection.Http2Connection, "feed", watched)
+    monkeypatch.setattr(connection, "MAX_OPEN_STREAMS_HELD", 4_096)
+    monkeypatch.setattr(connections, "ROUND_BYTES", 16 << 10)
+    a = analyzer.analyze(made.path)
+    assert len(a.transactions) == n and (a.transactions["status"] == 200).all()
+    assert most["streams"] < 2_048 and most["open_packed"] == 0
+    monkeypatch.setattr(connections, "ROUND_BYTES", 1 << 40)  # the chunk fed whole: streams packed open
+    whole = analyzer.analyze(made.path)
+    assert most["open_packed"] > 0
+    pd.testing.assert_frame_equal(whole.transactions, a.transactions)
+    pd.testing.assert_frame_equal(whole.connections, a.connections)
