@@ -34,6 +34,10 @@ FILES = [
         "pcap2har-andrewf/out-of-order.pcap",  # reordering and hundreds of retransmissions
         "suricata-verify/http-protocol-nodup.pcap",  # pipelining, several messages per segment
         "pcapplusplus/650HttpResponses.pcap",  # responses ending at a gap where a chunk starts
+        "zeek/ipv6-http-atomic-frag.pcap",  # requests captured after their responses
+        "suricata-verify/tls-subjectaltname.pcap",  # RSTs answering stale ACKs before the handshake
+        "ndpi/1kxun.pcap",  # ACKs below the stream start seen before it
+        "ndpi/quickplay.pcap",
     )),
 ]
 

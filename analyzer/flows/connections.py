@@ -79,6 +79,12 @@ from analyzer.flows.tcpoptions import TcpOptions, no_options, parse_options
 
 HOLD_NS = 20_000_000_000  # a hole not yet acknowledged past waits for its retransmission at most 20 s
 # (capture time). Must stay below LINGER_NS so a connection is never finished while it holds segments.
+#: A receiver's ACK of bytes the capture has not shown yet holds the connection (both directions, from the
+#: ACK on) while the chunk's last packet is at most this much later: a capture point may write a packet after
+#: later ones (a request after its response, its fragments reassembled first), and fed before it the response
+#: would be read first. Bytes the capture lost never come; the hold ends then, or when the direction's bytes
+#: go past the ACK.
+REORDER_HOLD_NS = 100_000_000
 LINGER_NS = 30_000_000_000  # a closed connection quiet for 30 s (capture time) is finished and freed
 #: Closed connections lingering at once. Beyond it (thousands of connections closing per second), the oldest
 #: that have been quiet for ``CLOSING_SETTLE_NS`` are finished without waiting for ``LINGER_NS``: their rows
@@ -113,6 +119,11 @@ MAX_LOG_ROWS = 8_000_000
 #: parsers hold would grow with the chunk's bytes, not with what the connection has outstanding.
 ROUND_BYTES = 256 << 10
 NO_DATA = np.iinfo(np.int64).min
+#: An RST whose sequence number lies before its sender's ISN, or beyond the highest sequence it sent by more
+#: than this (the largest window, 65,535 << 14), is not in its stream and does not close the connection: it
+#: resets another incarnation of the 4-tuple (RFC 793: a SYN-SENT client answers an ACK of an older
+#: connection with ``<SEQ=SEG.ACK><CTL=RST>``, then retransmits its SYN).
+MAX_RST_AHEAD = 1 << 30
 PREFIX_BYTES = 16
 _M32 = (1 << 32) - 1
 
@@ -163,6 +174,7 @@ class Direction:
     max_bytes_in_flight: int = -1  # largest bytes in flight of this direction (-1: unknown)
     sacked: int = 0  # bytes above the cumulative ACK that the receiver's latest ACK SACKed
     pending_ack: int = -1  # raw ACK number from the receiver seen before this direction's base was known
+    unseen_ns: int | None = None  # time of the first ACK of bytes of this direction not captured (yet)
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -408,6 +420,14 @@ class ConnectionTracker:
                     conn.server_isn = seq
                     if conn.client_isn is None:
                         conn.client_isn = (int(ack_l[r]) - 1) & _M32
+                    st1 = conn.dirs[1]
+                    if st1.base is not None and st1.max_end == NO_DATA:
+                        # an earlier chunk's stray server packet without data (an ACK of an older incarnation
+                        # answering the SYN) set the base: the stream starts after the ISN, as within one chunk
+                        if self.log is not None:  # its logged rows as one chunk would have unwrapped them
+                            shift = ((st1.base - ((seq + 1) & _M32) + (1 << 31)) & _M32) - (1 << 31)
+                            self.log.shift(conn.serial, not conn.client_is_lo, shift)
+                        st1.base, st1.last_rel, st1.acked, st1.pending_ack = None, 0, NO_DATA, -1
                 elif conn.server_isn != seq and conn.dirs[1].delivered_end <= 0 and conn.dirs[1].max_end <= 0:
                     # the server answered the (retransmitted) SYN again with a new ISN before sending data:
                     # its stream starts after the newest SYN/ACK
@@ -469,7 +489,8 @@ class ConnectionTracker:
                         st.base = int(seq64[r0])
                         if st.pending_ack >= 0:  # the receiver acknowledged before we saw this direction
                             rel = ((st.pending_ack - st.base + (1 << 31)) & _M32) - (1 << 31)
-                            st.acked = max(st.acked, rel)
+                            if rel >= -1:  # below the stream start: ignored, as within one chunk (``sane``)
+                                st.acked = max(st.acked, rel)
                             st.pending_ack = -1
                 base[2 * i + d] = st.base
                 last_rel[2 * i + d] = st.last_rel
@@ -505,7 +526,6 @@ class ConnectionTracker:
         np.add.at(trunc, gid, (counted & (plen < wlen)).astype(np.int64))
         ts_max = np.maximum.reduceat(ts, inst_start) if n_inst else ts[:0]
         fin_mask = (flags & FIN) != 0
-        rst_mask = (flags & RST) != 0
         big = np.iinfo(np.int64).max
         fin_ns = np.full(n_g, big, dtype=np.int64)
         np.minimum.at(fin_ns, gid[fin_mask], ts[fin_mask])
@@ -513,13 +533,6 @@ class ConnectionTracker:
         fin_rows = np.nonzero(fin_mask)[0]
         if len(fin_rows):
             np.maximum.at(fin_off, gid[fin_rows], data_start[fin_rows] + wlen[fin_rows].astype(np.int64))
-        rst_ns = np.full(n_inst, big, dtype=np.int64)
-        np.minimum.at(rst_ns, inst[rst_mask], ts[rst_mask])
-        rst_first_dir = np.full(n_inst, -1, dtype=np.int64)
-        rr = np.nonzero(rst_mask)[0]
-        if len(rr):
-            first_rst = rr[np.searchsorted(inst[rr], np.unique(inst[rr]))]
-            rst_first_dir[inst[first_rst]] = direction[first_rst]
         # handshake: SYN/ACK from the server, SYNs from the client, first client ACK after the SYN/ACK
         sa_mask = synack & (direction == 1)
         synack_ns = np.full(n_inst, big, dtype=np.int64)
@@ -573,6 +586,19 @@ class ConnectionTracker:
         max_end_new = max_end_before.copy()
         if len(dr_order):
             np.maximum.at(max_end_new, gid[dr_order], unwrapped[dr_order] + seq_len[dr_order])
+        # an RST closes the connection when its sequence number lies in its sender's stream; one far outside
+        # a stream that started with an ISN resets another incarnation (RFC 793: a SYN-SENT client answers
+        # an unacceptable ACK with <SEQ=SEG.ACK><CTL=RST> and keeps retransmitting its SYN)
+        rst_mask = (flags & RST) != 0
+        rst_mask &= ~((isn_g[gid] >= 0) & ((unwrapped < -1)
+                                            | (unwrapped > np.maximum(max_end_new[gid], 0) + MAX_RST_AHEAD)))
+        rst_ns = np.full(n_inst, big, dtype=np.int64)
+        np.minimum.at(rst_ns, inst[rst_mask], ts[rst_mask])
+        rst_first_dir = np.full(n_inst, -1, dtype=np.int64)
+        rr = np.nonzero(rst_mask)[0]
+        if len(rr):
+            first_rst = rr[np.searchsorted(inst[rr], np.unique(inst[rr]))]
+            rst_first_dir[inst[first_rst]] = direction[first_rst]
 
         # ---- reassembly of every direction at once
         all_data = np.nonzero(has_data)[0]
@@ -606,6 +632,23 @@ class ConnectionTracker:
                 np.maximum.at(acked, tgt, ack_off)
                 ack_val[ar] = ack_off
                 sack_val[ar] = self._sacked_bytes(opts, ar, tgt, base, ref, ack_off)
+        # A receiver acknowledged bytes of a direction the capture has not shown yet: when recent
+        # (``REORDER_HOLD_NS``), they may come in a later chunk (capture reordering: a request written after
+        # its response), so the connection is held from that ACK on, as for a hole, so that its streams are
+        # fed in the order of one chunk.
+        unseen = np.full(n_g, big, dtype=np.int64)
+        if len(ack_rows) and len(ar):
+            far = ack_off > np.maximum(max_end_new[tgt], 0)
+            np.minimum.at(unseen, tgt[far], ts[ar[far]])
+        prior_unseen = np.fromiter((big if st.unseen_ns is None else st.unseen_ns for cn in conns for st in cn.dirs),
+                                   dtype=np.int64, count=n_g)
+        unseen = np.where(acked > np.maximum(max_end_new, 0), np.minimum(unseen, prior_unseen), big)
+        hold_from = None
+        if hold_after is not None:
+            hf = unseen.reshape(-1, 2).min(axis=1)
+            hf[(hf < int(ts.max()) - REORDER_HOLD_NS) | final_group[::2]] = big
+            if (hf != big).any():
+                hold_from = hf
         max_bif, sacked_after, bif_row = self._bytes_in_flight(inst, direction, gid, ack_val, acked_before,
                                                                sack_val, sacked_before, dr_order, unwrapped,
                                                                seq_len, wlen, max_end_before, n_g)
@@ -618,7 +661,7 @@ class ConnectionTracker:
             self._log_rows(c, conns, inst, src_is_lo, keep, unwrapped, ack_val, bif_row, opts)
         ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                         c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
-                        pair_groups=True, acked_through=acked)
+                        pair_groups=True, acked_through=acked, hold_from_ns=hold_from)
         # held rows → copied out for the next chunk
         held_rows = all_data[ra.held]
         if len(held_rows):
@@ -634,7 +677,7 @@ class ConnectionTracker:
                     conns[i].held_limit_hit += 1
                 ra = reassemble(gid[all_data], data_start[all_data], wlen[all_data], plen[all_data],
                                 c["frame"][all_data], ts[all_data], delivered_before, n_g, hold_after, final_group,
-                                pair_groups=True, acked_through=acked)
+                                pair_groups=True, acked_through=acked, hold_from_ns=hold_from)
                 held_rows = all_data[ra.held]
             self._hold(c, held_rows, buffers)
 
@@ -673,6 +716,7 @@ class ConnectionTracker:
         acked_l = acked.tolist()
         bif_l = max_bif.tolist()
         sacked_l = sacked_after.tolist()
+        unseen_l = unseen.tolist()
         conflicts_l, conflict_bytes_l = conflicts_g.tolist(), conflict_bytes_g.tolist()
         for i, conn in enumerate(conns):
             conn.ts_end_ns = max(conn.ts_end_ns, ts_max_l[i])
@@ -711,6 +755,7 @@ class ConnectionTracker:
                 if bif_l[g] > st.max_bytes_in_flight:
                     st.max_bytes_in_flight = bif_l[g]
                 st.sacked = sacked_l[g]
+                st.unseen_ns = None if unseen_l[g] == big else unseen_l[g]
                 st.conflicts += conflicts_l[g]
                 st.conflict_bytes += conflict_bytes_l[g]
         # per piece: when its direction was complete up to the piece's end (the running maximum of arrival

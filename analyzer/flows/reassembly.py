@@ -78,6 +78,7 @@ def reassemble(
     final_group: B | None = None,
     pair_groups: bool = False,
     acked_through: I64 | None = None,
+    hold_from_ns: I64 | None = None,
 ) -> Reassembled:
     """Reassemble the data rows of one chunk.
 
@@ -86,7 +87,9 @@ def reassemble(
     (``np.iinfo(np.int64).min`` for a new group: the first byte seen starts the stream);
     ``hold_after_ns``: holes whose next segment arrived at or after this time may still be filled by the
     next chunk; ``final_group[g]`` forbids holding for groups that end now. With ``pair_groups``, groups
-    ``2k`` and ``2k + 1`` are the two directions of one connection and are held from the same instant.
+    ``2k`` and ``2k + 1`` are the two directions of one connection and are held from the same instant;
+    ``hold_from_ns[k]`` (with ``pair_groups``) holds connection ``k`` from that instant too (the caller's
+    reason: a receiver acknowledged bytes not captured yet).
     """
     n = int(group.shape[0])
     wire_end = start + wire_len.astype(np.int64)
@@ -111,7 +114,7 @@ def reassemble(
             waitable &= acked_through[g] <= prev
         if final_group is not None:
             waitable &= ~final_group[g]
-        if waitable.any():
+        if waitable.any() or (pair_groups and hold_from_ns is not None):
             idx = np.nonzero(waitable)[0]
             first_idx = np.full(n_groups, n, dtype=np.int64)
             np.minimum.at(first_idx, g[idx], idx)
@@ -123,6 +126,8 @@ def reassemble(
                 t_hold = np.full(n_groups // 2 + 1, big, dtype=np.int64)
                 hs = np.nonzero(held_sorted)[0]
                 np.minimum.at(t_hold, g[hs] // 2, ts_sorted[hs])
+                if hold_from_ns is not None:
+                    t_hold[:-1] = np.minimum(t_hold[:-1], hold_from_ns)
                 # (a late copy of bytes already there brings nothing: holding it would hold the rows
                 # sorted after it, captured earlier, and part a request from the response it precedes)
                 late = (ts_sorted >= t_hold[g // 2]) & (e > prev)

@@ -108,6 +108,15 @@ class SegmentLog:
         self.rows -= dropped
         return dropped
 
+    def shift(self, serial: int, lo: bool, delta: int) -> None:
+        """Add ``delta`` to the sequence offsets of the rows one endpoint of a connection sent so far (its
+        stream's base moved: a SYN/ACK came after packets of that endpoint that set it)."""
+        for ch in self._chunks:
+            if ch:
+                sel = (ch["serial"] == serial) & (ch["lo"] == lo)
+                if sel.any():
+                    ch["seq"] = np.where(sel, ch["seq"] + delta, ch["seq"])
+
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
         ``analyze`` groups them). Chunk by chunk, each chunk's remnant replacing it at once, and remnants
