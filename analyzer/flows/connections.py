@@ -119,6 +119,7 @@ MAX_LOG_ROWS = 8_000_000
 #: parsers hold would grow with the chunk's bytes, not with what the connection has outstanding.
 ROUND_BYTES = 256 << 10
 NO_DATA = np.iinfo(np.int64).min
+NOT_YET = np.iinfo(np.int64).max
 #: An RST whose sequence number lies before its sender's ISN, or beyond the highest sequence it sent by more
 #: than this (the largest window, 65,535 << 14), is not in its stream and does not close the connection: it
 #: resets another incarnation of the 4-tuple (RFC 793: a SYN-SENT client answers an ACK of an older
@@ -174,7 +175,7 @@ class Direction:
     max_bytes_in_flight: int = -1  # largest bytes in flight of this direction (-1: unknown)
     sacked: int = 0  # bytes above the cumulative ACK that the receiver's latest ACK SACKed
     pending_ack: int = -1  # raw ACK number from the receiver seen before this direction's base was known
-    unseen_ns: int | None = None  # time of the first ACK of bytes of this direction not captured (yet)
+    unseen_ns: int = NOT_YET  # time of the first ACK of bytes of this direction not captured yet (NOT_YET: none)
     eof_sent: bool = False
     done_ns: int = 0
 
@@ -574,12 +575,12 @@ class ConnectionTracker:
         # server answered a retransmitted SYN with a new ISN): it is not a retransmission of this stream
         # the per-direction state before this chunk, read once: one row per group (2 * instance + direction)
         state = np.array([(st.max_end, st.delivered_end, st.acked, st.sacked, st.base is not None,
-                           isn if isn is not None else -1, st.kept_from, st.kept_from + len(st.kept))
+                           isn if isn is not None else -1, st.kept_from, st.kept_from + len(st.kept), st.unseen_ns)
                           for cn in conns for st, isn in zip(cn.dirs, (cn.client_isn, cn.server_isn), strict=True)],
-                         dtype=np.int64).reshape(n_g, 8)
+                         dtype=np.int64).reshape(n_g, 9)
         max_end_before, delivered_before, acked_before, sacked_before = (state[:, k].copy() for k in range(4))
         kept_from, kept_end = state[:, 6].copy(), state[:, 7].copy()  # bytes kept for comparing later copies
-        has_base, isn_g = state[:, 4].astype(bool), state[:, 5]
+        has_base, isn_g, unseen_before = state[:, 4].astype(bool), state[:, 5], state[:, 8]
         stale_syn = ((flags & SYN) != 0) & (c["seq"].astype(np.int64) != isn_g[gid])
         data_rows = np.nonzero((seq_len > 0) & counted & ~stale_syn)[0]
         dr_order = data_rows[np.lexsort((c["frame"][data_rows], gid[data_rows]))]
@@ -640,9 +641,7 @@ class ConnectionTracker:
         if len(ack_rows) and len(ar):
             far = ack_off > np.maximum(max_end_new[tgt], 0)
             np.minimum.at(unseen, tgt[far], ts[ar[far]])
-        prior_unseen = np.fromiter((big if st.unseen_ns is None else st.unseen_ns for cn in conns for st in cn.dirs),
-                                   dtype=np.int64, count=n_g)
-        unseen = np.where(acked > np.maximum(max_end_new, 0), np.minimum(unseen, prior_unseen), big)
+        unseen = np.where(acked > np.maximum(max_end_new, 0), np.minimum(unseen, unseen_before), big)
         hold_from = None
         if hold_after is not None:
             hf = unseen.reshape(-1, 2).min(axis=1)
@@ -755,7 +754,7 @@ class ConnectionTracker:
                 if bif_l[g] > st.max_bytes_in_flight:
                     st.max_bytes_in_flight = bif_l[g]
                 st.sacked = sacked_l[g]
-                st.unseen_ns = None if unseen_l[g] == big else unseen_l[g]
+                st.unseen_ns = unseen_l[g]
                 st.conflicts += conflicts_l[g]
                 st.conflict_bytes += conflict_bytes_l[g]
         # per piece: when its direction was complete up to the piece's end (the running maximum of arrival
