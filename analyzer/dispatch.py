@@ -22,8 +22,8 @@ connection once the other direction had its turn: the tracker feeds a round's cl
 server bytes (``connections.ROUND_BYTES``), so a client that sends more than that right after its
 ``CONNECT`` or ``Upgrade`` (an upload through a proxy's tunnel) has it all kept until the round's response
 is fed (about a round's bytes more: where the switch comes within one round, where rounds end does not
-matter). Past that limit
-the switch still happens, from the bytes that follow, with the anomaly ``protocol_switch_partial``.
+matter). Past that limit the switch still happens, from the bytes that follow, with the anomaly
+``protocol_switch_partial``.
 HTTP/1 transactions before an Upgrade on the same connection are not kept when it switches (clients
 upgrade on their first request).
 
