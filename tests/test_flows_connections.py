@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dpkt
+import numpy as np
 import pandas as pd
 import pytest
 from hostile_capture import CLIENT, SERVER, _Connection, _response, _Writer
@@ -61,6 +62,42 @@ def test_an_rst_answering_a_stale_ack_does_not_close_the_connection_that_follows
     assert (conn["close_by"], conn["close_reason"]) == expected[rst_seq]
     assert conn["requests"] == 1 and a.transactions["status"].tolist() == [200]
     assert a.transactions["request_body_bytes"].tolist() == [0]
+
+
+def test_a_client_ack_before_the_handshake_is_read_against_the_syn_ack_whatever_the_chunks(tmp_path: Path) -> None:
+    """A client that answers the stale ACK with RST/ACK (an ACK number into the server's stream) before the
+    SYN/ACK: when a chunk ends between them, the logged acknowledgment moves with the server stream's start
+    (``SegmentLog.shift``), so the TCP analysis reads it as with one chunk."""
+    w = _Writer(tmp_path / "rstack.pcap")
+    w.packet(CLIENT, SERVER, 40005, 80, 1000, 0, SYN)
+    w.packet(SERVER, CLIENT, 80, 40005, 5_001 + 300, 2_500_000_000, ACK)
+    w.packet(CLIENT, SERVER, 40005, 80, 2_500_000_000, 5_001 + 300, RST | ACK)
+    w.ts += 3
+    c = _Connection(w, 40005, 80)
+    c.client(REQUEST)
+    c.server(_response(b"hello"))
+    c.close_by_client()
+    w.close()
+    a = _same_whatever_the_chunks(tmp_path / "rstack.pcap")
+    assert a.connections["requests"].tolist() == [1]
+
+
+def test_segment_log_shift_moves_one_stream_s_offsets_in_both_directions() -> None:
+    """``SegmentLog.shift`` of the server's stream: the server's sequence offsets and the client's ACKs of
+    them move; the client's own sequence offsets, rows without an ACK and other connections' rows do not."""
+    from analyzer.flows.tcpanalysis import LOG_DTYPES, NO_VALUE, SegmentLog
+
+    log = SegmentLog()
+    rows = {name: np.zeros(4, dtype=dtype) for name, dtype in LOG_DTYPES.items()}
+    rows["serial"][:] = [7, 7, 7, 8]
+    rows["lo"][:] = [False, True, True, True]  # the server is "hi": rows 1-3 are clients
+    rows["seq"][:] = [10, 20, 30, 40]
+    rows["ack"][:] = [5, 0, NO_VALUE, 0]
+    log.append(rows)
+    log.shift(7, False, 300)
+    out = log.pop(np.array([7, 8]))
+    assert out["seq"].tolist() == [310, 20, 30, 40]
+    assert out["ack"].tolist() == [5, 300, NO_VALUE, 0]
 
 
 def test_a_request_captured_after_its_response_is_paired_whatever_the_chunks(tmp_path: Path) -> None:

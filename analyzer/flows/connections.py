@@ -425,10 +425,12 @@ class ConnectionTracker:
                     if st1.base is not None and st1.max_end == NO_DATA:
                         # an earlier chunk's stray server packet without data (an ACK of an older incarnation
                         # answering the SYN) set the base: the stream starts after the ISN, as within one chunk
-                        if self.log is not None:  # its logged rows as one chunk would have unwrapped them
-                            shift = ((st1.base - ((seq + 1) & _M32) + (1 << 31)) & _M32) - (1 << 31)
+                        # what was logged and acknowledged of it moves as one chunk would have unwrapped it
+                        shift = ((st1.base - ((seq + 1) & _M32) + (1 << 31)) & _M32) - (1 << 31)
+                        if self.log is not None:
                             self.log.shift(conn.serial, not conn.client_is_lo, shift)
-                        st1.base, st1.last_rel, st1.acked, st1.pending_ack = None, 0, NO_DATA, -1
+                        st1.acked = st1.acked + shift if st1.acked != NO_DATA else NO_DATA
+                        st1.base, st1.last_rel, st1.pending_ack = None, 0, -1
                 elif conn.server_isn != seq and conn.dirs[1].delivered_end <= 0 and conn.dirs[1].max_end <= 0:
                     # the server answered the (retransmitted) SYN again with a new ISN before sending data:
                     # its stream starts after the newest SYN/ACK

@@ -109,13 +109,18 @@ class SegmentLog:
         return dropped
 
     def shift(self, serial: int, lo: bool, delta: int) -> None:
-        """Add ``delta`` to the sequence offsets of the rows one endpoint of a connection sent so far (its
-        stream's base moved: a SYN/ACK came after packets of that endpoint that set it)."""
+        """Add ``delta`` to the offsets into one endpoint's stream logged so far for a connection (its
+        stream's base moved: a SYN/ACK came after packets of that endpoint that set it): the sequence
+        offsets of the rows it sent and the acknowledgments of the rows the other endpoint sent."""
         for ch in self._chunks:
             if ch:
-                sel = (ch["serial"] == serial) & (ch["lo"] == lo)
-                if sel.any():
-                    ch["seq"] = np.where(sel, ch["seq"] + delta, ch["seq"])
+                mine = ch["serial"] == serial
+                sent = mine & (ch["lo"] == lo)
+                if sent.any():
+                    ch["seq"] = np.where(sent, ch["seq"] + delta, ch["seq"])
+                acked = mine & (ch["lo"] != lo) & (ch["ack"] != NO_VALUE)
+                if acked.any():
+                    ch["ack"] = np.where(acked, ch["ack"] + delta, ch["ack"])
 
     def pop(self, serials: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """The rows of these connections, removed from the log (capture order within each connection;
